@@ -1,0 +1,22 @@
+#pragma once
+// Atoms of lowart's actors (CAF 0.17: at most 10 characters). Admin operations are
+// answered with (int32 status, std::string json) so the HTTP edge can pass them on.
+
+#include <caf/atom.hpp>
+
+namespace lowart::actors {
+
+using init_atom = caf::atom_constant<caf::atom("init")>;
+using flush_atom = caf::atom_constant<caf::atom("flush")>;
+using tick_atom = caf::atom_constant<caf::atom("tick")>;
+using restart_atom = caf::atom_constant<caf::atom("restart")>;
+using status_atom = caf::atom_constant<caf::atom("status")>;
+
+/// (key_create_atom, actor name, JSON body) -> (status, JSON)
+using key_create_atom = caf::atom_constant<caf::atom("keycreate")>;
+/// (key_list_atom, actor name) -> (status, JSON)
+using key_list_atom = caf::atom_constant<caf::atom("keylist")>;
+/// (key_revoke_atom, actor name, key id) -> (status, JSON)
+using key_revoke_atom = caf::atom_constant<caf::atom("keyrevoke")>;
+
+} // namespace lowart::actors

@@ -1,0 +1,150 @@
+#include "actors/router.hpp"
+
+#include "actors/messages.hpp"
+#include "actors/state.hpp"
+#include "core/log.hpp"
+
+#include <caf/all.hpp>
+
+#include <algorithm>
+#include <map>
+
+namespace lowart::actors {
+namespace {
+
+constexpr auto provider_tick = std::chrono::seconds(1);
+
+struct provider_state {
+  static inline const char* name = "provider";
+  std::shared_ptr<const deployment> dep;
+  std::int64_t last_requests = 0;
+  std::int64_t last_latency_us = 0;
+  double ewma_seconds = 0;
+  metrics::gauge inflight;
+  metrics::gauge latency;
+};
+
+caf::behavior provider(caf::stateful_actor<provider_state>* self, std::shared_ptr<const deployment> dep) {
+  auto& st = self->state;
+  st.dep = dep;
+  st.inflight = metrics::deployment_inflight(dep->id);
+  st.latency = metrics::deployment_latency_ewma(dep->id);
+  st.last_requests = dep->stats->requests.load(std::memory_order_relaxed);
+  st.last_latency_us = dep->stats->latency_us_total.load(std::memory_order_relaxed);
+  self->delayed_send(self, provider_tick, tick_atom::value);
+  return {
+    [=](tick_atom) {
+      auto& s = self->state;
+      auto& stats = *s.dep->stats;
+      auto requests = stats.requests.load(std::memory_order_relaxed);
+      auto latency_us = stats.latency_us_total.load(std::memory_order_relaxed);
+      if (auto n = requests - s.last_requests; n > 0) {
+        double mean = static_cast<double>(latency_us - s.last_latency_us) / static_cast<double>(n) / 1e6;
+        s.ewma_seconds = s.ewma_seconds == 0 ? mean : 0.7 * s.ewma_seconds + 0.3 * mean;
+      }
+      s.last_requests = requests;
+      s.last_latency_us = latency_us;
+      s.inflight.set(static_cast<double>(stats.inflight.load(std::memory_order_relaxed)));
+      s.latency.set(s.ewma_seconds);
+      self->delayed_send(self, provider_tick, tick_atom::value);
+    },
+    [=](status_atom) -> std::tuple<std::string, double> {
+      return {self->state.dep->id, self->state.ewma_seconds};
+    },
+  };
+}
+
+struct router_state {
+  static inline const char* name = "router";
+  gateway_state* gw = nullptr;
+  std::map<std::string, std::shared_ptr<const deployment>> deployments; ///< by id
+  std::map<caf::actor_addr, std::string> provider_of;                   ///< actor -> deployment id
+};
+
+using router_actor = caf::stateful_actor<router_state>;
+
+void spawn_provider(router_actor* self, const std::shared_ptr<const deployment>& dep) {
+  auto child = self->spawn<caf::monitored>(provider, dep);
+  self->state.provider_of[child.address()] = dep->id;
+}
+
+/// Builds the table from the configuration; deployments with the same provider and
+/// upstream model are one deployment (one set of counters, one provider actor).
+std::shared_ptr<route_table> build_table(router_state& st) {
+  const auto& cfg = st.gw->config;
+  std::map<std::string, std::shared_ptr<const config::provider_config>> providers;
+  for (const auto& p : cfg.providers)
+    providers[p.name] = std::make_shared<config::provider_config>(p);
+  auto table = std::make_shared<route_table>();
+  for (const auto& m : cfg.models) {
+    model_route route;
+    route.name = m.name;
+    route.prompt_tokens = metrics::tokens(m.name, "prompt");
+    route.completion_tokens = metrics::tokens(m.name, "completion");
+    route.cached_tokens = metrics::tokens(m.name, "cached");
+    for (const auto& d : m.deployments) {
+      auto settings = providers.at(d.provider);
+      auto id = d.provider + "/" + d.model;
+      auto& slot = st.deployments[id];
+      if (!slot) {
+        auto dep = std::make_shared<deployment>();
+        dep->id = id;
+        dep->provider = d.provider;
+        dep->upstream_model = d.model;
+        dep->settings = settings;
+        if (!parse_upstream(settings->base_url, dep->target))
+          throw std::runtime_error("provider '" + d.provider + "' has an invalid base_url");
+        dep->stats = std::make_shared<deployment_stats>();
+        dep->upstream_duration = metrics::upstream_duration(id);
+        slot = dep;
+      }
+      // Priority and weight belong to the model's use of a deployment.
+      auto use = std::make_shared<deployment>(*slot);
+      use->priority = d.priority;
+      use->weight = d.weight;
+      route.deployments.push_back(std::move(use));
+    }
+    std::stable_sort(route.deployments.begin(), route.deployments.end(),
+                     [](const auto& a, const auto& b) { return a->priority < b->priority; });
+    table->names.push_back(m.name);
+    table->models.emplace(m.name, std::move(route));
+  }
+  std::sort(table->names.begin(), table->names.end());
+  return table;
+}
+
+caf::behavior router(router_actor* self, gateway_state* gw) {
+  self->state.gw = gw;
+  auto table = build_table(self->state);
+  gw->routes.publish(table);
+  for (const auto& [id, dep] : self->state.deployments)
+    spawn_provider(self, dep);
+  log::info("routes published", {{"models", table->names.size()},
+                                 {"deployments", self->state.deployments.size()}});
+  self->set_down_handler([=](caf::down_msg& msg) {
+    auto it = self->state.provider_of.find(msg.source);
+    if (it == self->state.provider_of.end())
+      return;
+    auto id = it->second;
+    self->state.provider_of.erase(it);
+    log::warn("provider actor down; restarting", {{"deployment", id}, {"reason", caf::to_string(msg.reason)}});
+    self->delayed_send(self, std::chrono::milliseconds(100), restart_atom::value, id);
+  });
+  return {
+    [=](restart_atom, const std::string& id) {
+      if (auto it = self->state.deployments.find(id); it != self->state.deployments.end())
+        spawn_provider(self, it->second);
+    },
+    [=](status_atom) -> std::int64_t {
+      return static_cast<std::int64_t>(self->state.provider_of.size());
+    },
+  };
+}
+
+} // namespace
+
+caf::actor spawn_router(caf::actor_system& sys, gateway_state& state) {
+  return sys.spawn(router, &state);
+}
+
+} // namespace lowart::actors

@@ -1,0 +1,46 @@
+#pragma once
+// The actor world as the rest of lowart sees it: start, ask, stop. No CAF types in
+// this header, so the network code never includes CAF.
+
+#include <functional>
+#include <memory>
+#include <string>
+
+namespace lowart {
+struct gateway_state;
+}
+
+namespace lowart::actors {
+
+enum class admin_call { key_create, key_list, key_revoke };
+
+class runtime {
+public:
+  /// Called on a CAF thread with the HTTP status and JSON body of the answer.
+  using reply_fn = std::function<void(int status, std::string body)>;
+
+  explicit runtime(gateway_state& state);
+  ~runtime();
+  runtime(const runtime&) = delete;
+  runtime& operator=(const runtime&) = delete;
+
+  /// Starts the scheduler (server.actor_threads workers), the actor tree, and opens the
+  /// database. Blocks (main thread only); returns an error text or "".
+  std::string start();
+
+  /// Asks the owner of `call` through a short-lived bridge actor. Never blocks; `done`
+  /// runs exactly once, with 504 after 10 s or 503 when the owner is gone.
+  void admin(admin_call call, std::string actor, std::string argument, reply_fn done);
+
+  /// Writes the queued usage records now and waits (main thread only).
+  void flush_usage();
+
+  /// Stops every actor (persistence flushes on exit) and joins the scheduler.
+  void stop();
+
+private:
+  struct impl;
+  std::unique_ptr<impl> impl_;
+};
+
+} // namespace lowart::actors

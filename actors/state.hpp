@@ -1,0 +1,157 @@
+#pragma once
+// What the network side reads without sending a message: immutable snapshots that
+// their owning actors publish, and the usage queue that the persistence actor drains.
+// No CAF or Asio here; this header is cheap to include.
+//
+// Ownership: every snapshot is written only by its owning actor (keys: persistence;
+// routes: router) and read by any thread. A reader keeps the shared_ptr it loaded
+// for the length of one request, so a publish never pulls data from under it.
+
+#include "config/config.hpp"
+#include "core/metrics.hpp"
+
+#include <atomic>
+#include <cstdint>
+#include <memory>
+#include <mutex>
+#include <string>
+#include <unordered_map>
+#include <vector>
+
+namespace lowart {
+
+template <class T>
+class snapshot {
+public:
+  std::shared_ptr<const T> load() const { return ptr_.load(std::memory_order_acquire); }
+  void publish(std::shared_ptr<const T> next) { ptr_.store(std::move(next), std::memory_order_release); }
+private:
+  std::atomic<std::shared_ptr<const T>> ptr_;
+};
+
+// --- keys --------------------------------------------------------------------------------------
+
+struct key_entry {
+  std::string id;
+  std::string name;
+  std::string hash;                ///< SHA-256 hex of the key
+  std::string role = "user";       ///< admin | operator | viewer | user
+  std::string team;
+  std::vector<std::string> models; ///< allowed models; empty means every model
+  std::int64_t expires_at = 0;     ///< unix seconds; 0 = never
+
+  bool allows_model(std::string_view model) const {
+    if (models.empty()) return true;
+    for (const auto& m : models)
+      if (m == model) return true;
+    return false;
+  }
+};
+
+/// Active (not revoked) keys by hash.
+struct key_table {
+  std::unordered_map<std::string, std::shared_ptr<const key_entry>> by_hash;
+};
+
+// --- routes ------------------------------------------------------------------------------------
+
+/// Where a provider's base_url points, split once at publish time.
+struct upstream_target {
+  bool tls = false;
+  std::string host;        ///< for SNI, certificate checks and the Host header
+  std::uint16_t port = 0;
+  std::string base_path;   ///< "/v1" of https://api.openai.com/v1 (no trailing slash)
+  std::string host_header; ///< host, or host:port when the port is not the default
+  std::string pool_key;    ///< identifies interchangeable connections
+};
+
+/// Live counters of one deployment: written by requests, read by its provider actor.
+struct deployment_stats {
+  std::atomic<std::int64_t> inflight{0};
+  std::atomic<std::int64_t> requests{0};
+  std::atomic<std::int64_t> failures{0};
+  std::atomic<std::int64_t> latency_us_total{0};
+};
+
+struct deployment {
+  std::string id;             ///< "provider/model": the metrics label
+  std::string provider;
+  std::string upstream_model; ///< what the upstream is asked for
+  int priority = 0;
+  int weight = 1;
+  std::shared_ptr<const config::provider_config> settings; ///< kind, key, timeouts, TLS
+  upstream_target target;
+  std::shared_ptr<deployment_stats> stats;
+  metrics::histogram upstream_duration;
+};
+
+struct model_route {
+  std::string name;
+  /// Sorted by priority (stable within one priority, so config order breaks ties).
+  std::vector<std::shared_ptr<const deployment>> deployments;
+  metrics::counter prompt_tokens;
+  metrics::counter completion_tokens;
+  metrics::counter cached_tokens;
+};
+
+struct route_table {
+  std::unordered_map<std::string, model_route> models;
+  std::vector<std::string> names; ///< sorted, for /v1/models
+};
+
+/// Parses an http(s) base URL; false when it is not one.
+bool parse_upstream(const std::string& url, upstream_target& out);
+
+// --- usage -------------------------------------------------------------------------------------
+
+struct usage_record {
+  std::string request_id;
+  std::int64_t ts_ms = 0;
+  std::string key_id;
+  std::string route; ///< chat | embeddings
+  std::string model;
+  std::string deployment;
+  int status = 0;
+  bool stream = false;
+  std::int64_t prompt_tokens = 0;
+  std::int64_t completion_tokens = 0;
+  std::int64_t cached_tokens = 0;
+  double latency_ms = 0;
+};
+
+/// Requests append, the persistence actor takes everything at each flush. A mutex
+/// held for a vector push_back is far cheaper than one actor message per request.
+class usage_queue {
+public:
+  void push(usage_record&& r) {
+    std::lock_guard guard{mutex_};
+    items_.push_back(std::move(r));
+  }
+  std::vector<usage_record> take() {
+    std::vector<usage_record> out;
+    std::lock_guard guard{mutex_};
+    out.swap(items_);
+    return out;
+  }
+  std::size_t size() const {
+    std::lock_guard guard{mutex_};
+    return items_.size();
+  }
+private:
+  mutable std::mutex mutex_;
+  std::vector<usage_record> items_;
+};
+
+/// Everything both worlds share. Created by main before either starts.
+struct gateway_state {
+  explicit gateway_state(config::gateway_config c) : config(std::move(c)) {}
+  const config::gateway_config config;
+  snapshot<key_table> keys;
+  snapshot<route_table> routes;
+  usage_queue usage;
+  std::atomic<bool> ready{false};     ///< storage open, snapshots published
+  std::atomic<bool> draining{false};  ///< SIGTERM seen: refuse new work
+  std::atomic<bool> storage_ok{true}; ///< last database write succeeded
+};
+
+} // namespace lowart

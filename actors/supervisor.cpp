@@ -1,0 +1,109 @@
+#include "actors/supervisor.hpp"
+
+#include "actors/messages.hpp"
+#include "actors/persistence.hpp"
+#include "actors/router.hpp"
+#include "actors/state.hpp"
+#include "core/log.hpp"
+
+#include <caf/all.hpp>
+
+#include <algorithm>
+
+namespace lowart::actors {
+namespace {
+
+struct child {
+  caf::actor handle;
+  std::chrono::milliseconds backoff{100};
+};
+
+struct supervisor_state {
+  static inline const char* name = "supervisor";
+  gateway_state* gw = nullptr;
+  child persistence;
+  child router;
+};
+
+using supervisor_actor = caf::stateful_actor<supervisor_state>;
+
+void start_persistence(supervisor_actor* self, bool initialize) {
+  auto& c = self->state.persistence;
+  c.handle = spawn_persistence(self->system(), *self->state.gw);
+  self->monitor(c.handle);
+  self->link_to(c.handle); // the persistence actor must not outlive its supervisor
+  if (initialize) {
+    // A restarted persistence actor reopens the database on its own.
+    self->request(c.handle, std::chrono::seconds(30), init_atom::value)
+        .then([](const std::string& error) {
+                if (!error.empty())
+                  log::error("persistence restart failed", {{"error", error}});
+              },
+              [](caf::error& err) {
+                log::error("persistence restart failed", {{"error", caf::to_string(err)}});
+              });
+  }
+}
+
+void start_router(supervisor_actor* self) {
+  auto& c = self->state.router;
+  c.handle = spawn_router(self->system(), *self->state.gw);
+  self->monitor(c.handle);
+  self->link_to(c.handle);
+}
+
+caf::behavior supervisor(supervisor_actor* self, gateway_state* gw) {
+  self->state.gw = gw;
+  start_persistence(self, false);
+  start_router(self);
+  // Linked children that end normally (shutdown) must not take us down with an error;
+  // abnormal ends are handled as down messages below.
+  self->set_exit_handler([=](caf::exit_msg& msg) {
+    if (msg.source == self->state.persistence.handle.address() ||
+        msg.source == self->state.router.handle.address())
+      return;
+    self->quit(msg.reason);
+  });
+  self->set_down_handler([=](caf::down_msg& msg) {
+    auto& st = self->state;
+    for (auto* c : {&st.persistence, &st.router}) {
+      if (msg.source != c->handle.address())
+        continue;
+      auto which = c == &st.persistence ? "persistence" : "router";
+      log::error("actor down; restarting", {{"actor", which}, {"reason", caf::to_string(msg.reason)},
+                                            {"backoff_ms", c->backoff.count()}});
+      self->delayed_send(self, c->backoff, restart_atom::value, std::string(which));
+      c->backoff = std::min(c->backoff * 2, std::chrono::milliseconds(5000));
+    }
+  });
+  return {
+    [=](restart_atom, const std::string& which) {
+      if (which == "persistence")
+        start_persistence(self, true);
+      else if (which == "router")
+        start_router(self);
+    },
+    [=](init_atom a) { return self->delegate(self->state.persistence.handle, a); },
+    [=](flush_atom a) { return self->delegate(self->state.persistence.handle, a); },
+    [=](key_create_atom a, const std::string& actor, const std::string& body) {
+      return self->delegate(self->state.persistence.handle, a, actor, body);
+    },
+    [=](key_list_atom a, const std::string& actor) {
+      return self->delegate(self->state.persistence.handle, a, actor);
+    },
+    [=](key_revoke_atom a, const std::string& actor, const std::string& id) {
+      return self->delegate(self->state.persistence.handle, a, actor, id);
+    },
+    [=](status_atom) -> std::tuple<bool, bool> {
+      return {static_cast<bool>(self->state.persistence.handle), static_cast<bool>(self->state.router.handle)};
+    },
+  };
+}
+
+} // namespace
+
+caf::actor spawn_supervisor(caf::actor_system& sys, gateway_state& state) {
+  return sys.spawn(supervisor, &state);
+}
+
+} // namespace lowart::actors

@@ -1,0 +1,97 @@
+// lowart: an AI API gateway. `lowart serve --config lowart.toml` runs it.
+//
+// main owns the order of things: configuration, logging, the actor runtime (which
+// opens SQLite), the HTTP server; then it waits for SIGINT/SIGTERM and shuts down
+// in reverse: stop accepting, drain in-flight requests, flush usage, stop actors.
+
+#include "actors/runtime.hpp"
+#include "actors/state.hpp"
+#include "config/config.hpp"
+#include "core/log.hpp"
+#include "net/server.hpp"
+
+#include <CLI/CLI.hpp>
+
+#include <csignal>
+#include <cstdio>
+#include <pthread.h>
+
+namespace {
+
+int serve(const std::string& config_path) {
+  auto loaded = lowart::config::load(config_path);
+  if (!loaded.config) {
+    std::fprintf(stderr, "lowart: configuration error: %s\n", loaded.error.c_str());
+    return 2;
+  }
+  auto& cfg = *loaded.config;
+  lowart::log::set_level(lowart::log::parse_level(cfg.server.log_level));
+
+  // Signals go to this thread only (sigwait below); every thread started from here
+  // on inherits the mask.
+  sigset_t signals;
+  sigemptyset(&signals);
+  sigaddset(&signals, SIGINT);
+  sigaddset(&signals, SIGTERM);
+  pthread_sigmask(SIG_BLOCK, &signals, nullptr);
+  std::signal(SIGPIPE, SIG_IGN);
+
+  lowart::gateway_state state{cfg};
+  if (state.config.server.master_key.empty())
+    lowart::log::warn("no master key (LOWART_MASTER_KEY): the admin API refuses every request");
+  for (const auto& p : state.config.providers)
+    if (p.api_key.empty() && !p.api_key_env.empty())
+      lowart::log::warn("provider key variable is not set", {{"provider", p.name}, {"variable", p.api_key_env}});
+
+  lowart::actors::runtime runtime{state};
+  if (auto error = runtime.start(); !error.empty()) {
+    lowart::log::error("cannot start", {{"error", error}});
+    lowart::log::flush();
+    std::fprintf(stderr, "lowart: %s\n", error.c_str());
+    return 1;
+  }
+  lowart::net::server server{state, runtime};
+  try {
+    server.start();
+  } catch (const std::exception& e) {
+    lowart::log::error("cannot start", {{"error", e.what()}});
+    lowart::log::flush();
+    std::fprintf(stderr, "lowart: %s\n", e.what());
+    runtime.stop();
+    return 1;
+  }
+  lowart::log::info("lowart ready", {{"io_threads", cfg.server.io_threads},
+                                     {"actor_threads", cfg.server.actor_threads},
+                                     {"models", cfg.models.size()}});
+
+  int sig = 0;
+  sigwait(&signals, &sig);
+  lowart::log::info("shutting down", {{"signal", sig == SIGINT ? "SIGINT" : "SIGTERM"}});
+  state.draining.store(true);
+  int left = server.drain(cfg.server.drain_timeout_ms);
+  if (left > 0)
+    lowart::log::warn("drain timeout: closing connections still open", {{"connections", left}});
+  server.stop();
+  runtime.flush_usage();
+  runtime.stop();
+  lowart::log::info("stopped");
+  lowart::log::flush();
+  return 0;
+}
+
+} // namespace
+
+int main(int argc, char** argv) {
+  CLI::App app{"lowart: an AI API gateway (OpenAI and Anthropic compatible)"};
+  app.require_subcommand(1);
+  std::string config_path;
+  auto* serve_cmd = app.add_subcommand("serve", "run the gateway");
+  serve_cmd->add_option("-c,--config", config_path, "path of lowart.toml (optional: defaults + environment)");
+  auto* version_cmd = app.add_subcommand("version", "print the version");
+  CLI11_PARSE(app, argc, argv);
+  if (version_cmd->parsed()) {
+    std::puts("lowart 0.1.0");
+    return 0;
+  }
+  return serve(config_path);
+}

@@ -1,0 +1,287 @@
+#include "config/config.hpp"
+
+#include <toml++/toml.h>
+
+#include <cstdlib>
+#include <fstream>
+#include <set>
+#include <sstream>
+
+namespace lowart::config {
+namespace {
+
+/// Reads one table into a struct, remembering the first error with its field path.
+class reader {
+public:
+  explicit reader(std::string& error) : error_(error) {}
+
+  template <class T>
+  void get(const toml::table& t, const std::string& where, const char* key, T& out) {
+    auto node = t.get(key);
+    if (!node)
+      return;
+    if constexpr (std::is_same_v<T, std::string>) {
+      if (auto v = node->value<std::string>())
+        out = *v;
+      else
+        fail(where + "." + key + " must be a string");
+    } else if constexpr (std::is_same_v<T, bool>) {
+      if (auto v = node->value<bool>())
+        out = *v;
+      else
+        fail(where + "." + key + " must be true or false");
+    } else {
+      auto v = node->value<int64_t>();
+      if (!v || *v < 0 || static_cast<uint64_t>(*v) > static_cast<uint64_t>(std::numeric_limits<T>::max()))
+        fail(where + "." + key + " must be a non-negative integer");
+      else
+        out = static_cast<T>(*v);
+    }
+  }
+
+  void fail(std::string text) {
+    if (error_.empty())
+      error_ = std::move(text);
+  }
+
+private:
+  std::string& error_;
+};
+
+listen_mode parse_mode(const std::string& text, std::string& error) {
+  std::string up;
+  for (char c : text)
+    up += static_cast<char>(std::toupper(static_cast<unsigned char>(c)));
+  if (up == "TCP") return listen_mode::tcp;
+  if (up == "UDS") return listen_mode::uds;
+  if (up == "BOTH") return listen_mode::both;
+  error = "listen mode must be TCP, UDS or BOTH, not '" + text + "'";
+  return listen_mode::tcp;
+}
+
+load_result from_table(const toml::table& root) {
+  load_result result;
+  std::string error;
+  reader r{error};
+  gateway_config cfg;
+
+  if (auto* s = root["server"].as_table()) {
+    r.get(*s, "server", "listen", cfg.server.listen);
+    std::string mode;
+    r.get(*s, "server", "listen_mode", mode);
+    if (!mode.empty()) {
+      std::string mode_error;
+      cfg.server.mode = parse_mode(mode, mode_error);
+      if (!mode_error.empty()) r.fail("server.listen_mode: " + mode_error);
+    }
+    r.get(*s, "server", "uds_path", cfg.server.uds_path);
+    r.get(*s, "server", "io_threads", cfg.server.io_threads);
+    r.get(*s, "server", "actor_threads", cfg.server.actor_threads);
+    r.get(*s, "server", "max_body_bytes", cfg.server.max_body_bytes);
+    r.get(*s, "server", "max_header_bytes", cfg.server.max_header_bytes);
+    r.get(*s, "server", "header_timeout_ms", cfg.server.header_timeout_ms);
+    r.get(*s, "server", "idle_timeout_ms", cfg.server.idle_timeout_ms);
+    r.get(*s, "server", "drain_timeout_ms", cfg.server.drain_timeout_ms);
+    r.get(*s, "server", "max_connections", cfg.server.max_connections);
+    r.get(*s, "server", "master_key", cfg.server.master_key);
+    r.get(*s, "server", "log_level", cfg.server.log_level);
+  }
+  if (auto* s = root["storage"].as_table()) {
+    r.get(*s, "storage", "sqlite_path", cfg.storage.sqlite_path);
+    r.get(*s, "storage", "usage_flush_ms", cfg.storage.usage_flush_ms);
+    r.get(*s, "storage", "usage_flush_rows", cfg.storage.usage_flush_rows);
+  }
+  if (auto* arr = root["providers"].as_array()) {
+    for (std::size_t i = 0; i < arr->size(); ++i) {
+      auto where = "providers[" + std::to_string(i) + "]";
+      auto* t = arr->get(i)->as_table();
+      if (!t) {
+        r.fail(where + " must be a table");
+        break;
+      }
+      provider_config p;
+      r.get(*t, where, "name", p.name);
+      r.get(*t, where, "kind", p.kind);
+      r.get(*t, where, "base_url", p.base_url);
+      r.get(*t, where, "api_key", p.api_key);
+      r.get(*t, where, "api_key_env", p.api_key_env);
+      r.get(*t, where, "ca_file", p.ca_file);
+      r.get(*t, where, "verify_tls", p.verify_tls);
+      r.get(*t, where, "include_usage", p.include_usage);
+      r.get(*t, where, "connect_timeout_ms", p.connect_timeout_ms);
+      r.get(*t, where, "first_byte_timeout_ms", p.first_byte_timeout_ms);
+      r.get(*t, where, "idle_timeout_ms", p.idle_timeout_ms);
+      r.get(*t, where, "total_timeout_ms", p.total_timeout_ms);
+      r.get(*t, where, "max_idle_connections", p.max_idle_connections);
+      cfg.providers.push_back(std::move(p));
+    }
+  }
+  if (auto* arr = root["models"].as_array()) {
+    for (std::size_t i = 0; i < arr->size(); ++i) {
+      auto where = "models[" + std::to_string(i) + "]";
+      auto* t = arr->get(i)->as_table();
+      if (!t) {
+        r.fail(where + " must be a table");
+        break;
+      }
+      model_config m;
+      r.get(*t, where, "name", m.name);
+      if (auto* deps = (*t)["deployments"].as_array()) {
+        for (std::size_t j = 0; j < deps->size(); ++j) {
+          auto dwhere = where + ".deployments[" + std::to_string(j) + "]";
+          auto* dt = deps->get(j)->as_table();
+          if (!dt) {
+            r.fail(dwhere + " must be a table");
+            break;
+          }
+          deployment_config d;
+          r.get(*dt, dwhere, "provider", d.provider);
+          r.get(*dt, dwhere, "model", d.model);
+          r.get(*dt, dwhere, "priority", d.priority);
+          r.get(*dt, dwhere, "weight", d.weight);
+          m.deployments.push_back(std::move(d));
+        }
+      }
+      cfg.models.push_back(std::move(m));
+    }
+  }
+  if (!error.empty()) {
+    result.error = error;
+    return result;
+  }
+  result.config = std::move(cfg);
+  return result;
+}
+
+const char* env(const char* name) {
+  const char* v = std::getenv(name);
+  return (v && *v) ? v : nullptr;
+}
+
+bool parse_positive(const char* text, int& out) {
+  char* end = nullptr;
+  long v = std::strtol(text, &end, 10);
+  if (!end || *end || v <= 0 || v > 1024)
+    return false;
+  out = static_cast<int>(v);
+  return true;
+}
+
+} // namespace
+
+bool split_host_port(const std::string& text, std::string& host, std::uint16_t& port) {
+  auto colon = text.rfind(':');
+  if (colon == std::string::npos || colon == 0 || colon + 1 >= text.size())
+    return false;
+  host = text.substr(0, colon);
+  if (host.size() >= 2 && host.front() == '[' && host.back() == ']')
+    host = host.substr(1, host.size() - 2);
+  unsigned long v = 0;
+  for (std::size_t i = colon + 1; i < text.size(); ++i) {
+    if (text[i] < '0' || text[i] > '9')
+      return false;
+    v = v * 10 + static_cast<unsigned long>(text[i] - '0');
+    if (v > 65535)
+      return false;
+  }
+  port = static_cast<std::uint16_t>(v);
+  return !host.empty();
+}
+
+load_result parse(const std::string& toml_text, const std::string& origin) {
+  try {
+    auto table = toml::parse(toml_text, origin);
+    return from_table(table);
+  } catch (const toml::parse_error& e) {
+    std::ostringstream msg;
+    msg << origin << ":" << e.source().begin.line << ":" << e.source().begin.column << ": "
+        << e.description();
+    return {std::nullopt, msg.str()};
+  }
+}
+
+std::string apply_environment(gateway_config& cfg) {
+  if (auto v = env("LOWART_LISTEN")) cfg.server.listen = v;
+  if (auto v = env("LISTEN_MODE")) {
+    std::string error;
+    cfg.server.mode = parse_mode(v, error);
+    if (!error.empty()) return "LISTEN_MODE: " + error;
+  }
+  if (auto v = env("LOWART_UDS_PATH")) cfg.server.uds_path = v;
+  if (auto v = env("LOWART_DB")) cfg.storage.sqlite_path = v;
+  if (auto v = env("LOWART_MASTER_KEY")) cfg.server.master_key = v;
+  if (auto v = env("LOWART_LOG")) cfg.server.log_level = v;
+  if (auto v = env("LOWART_IO_THREADS"); v && !parse_positive(v, cfg.server.io_threads))
+    return "LOWART_IO_THREADS must be a positive integer";
+  if (auto v = env("LOWART_ACTOR_THREADS"); v && !parse_positive(v, cfg.server.actor_threads))
+    return "LOWART_ACTOR_THREADS must be a positive integer";
+  return {};
+}
+
+std::string validate(gateway_config& cfg) {
+  std::string host;
+  std::uint16_t port = 0;
+  if (cfg.server.mode != listen_mode::uds && !split_host_port(cfg.server.listen, host, port))
+    return "server.listen must be host:port, not '" + cfg.server.listen + "'";
+  if (cfg.server.mode != listen_mode::tcp && cfg.server.uds_path.empty())
+    return "server.uds_path must be set for LISTEN_MODE=UDS";
+  if (cfg.server.io_threads < 1 || cfg.server.actor_threads < 1)
+    return "server.io_threads and server.actor_threads must be at least 1";
+  std::set<std::string> names;
+  for (std::size_t i = 0; i < cfg.providers.size(); ++i) {
+    auto& p = cfg.providers[i];
+    auto where = "providers[" + std::to_string(i) + "]";
+    if (p.name.empty()) return where + ".name is required";
+    if (!names.insert(p.name).second) return where + ".name '" + p.name + "' is used twice";
+    if (p.kind != "openai" && p.kind != "anthropic" && p.kind != "comfyui")
+      return where + ".kind must be openai, anthropic or comfyui, not '" + p.kind + "'";
+    if (p.base_url.rfind("http://", 0) != 0 && p.base_url.rfind("https://", 0) != 0)
+      return where + ".base_url must start with http:// or https://";
+    while (!p.base_url.empty() && p.base_url.back() == '/')
+      p.base_url.pop_back();
+    if (!p.api_key_env.empty() && p.api_key.empty()) {
+      if (auto v = env(p.api_key_env.c_str()))
+        p.api_key = v;
+    }
+  }
+  std::set<std::string> model_names;
+  for (std::size_t i = 0; i < cfg.models.size(); ++i) {
+    auto& m = cfg.models[i];
+    auto where = "models[" + std::to_string(i) + "]";
+    if (m.name.empty()) return where + ".name is required";
+    if (!model_names.insert(m.name).second) return where + ".name '" + m.name + "' is used twice";
+    if (m.deployments.empty()) return where + ".deployments must name at least one deployment";
+    for (std::size_t j = 0; j < m.deployments.size(); ++j) {
+      auto& d = m.deployments[j];
+      auto dwhere = where + ".deployments[" + std::to_string(j) + "]";
+      if (!names.count(d.provider))
+        return dwhere + ".provider '" + d.provider + "' is not a configured provider";
+      if (d.model.empty()) return dwhere + ".model is required";
+      if (d.weight < 1) return dwhere + ".weight must be at least 1";
+    }
+  }
+  return {};
+}
+
+load_result load(const std::string& path) {
+  load_result result;
+  if (path.empty()) {
+    result.config = gateway_config{};
+  } else {
+    std::ifstream in(path, std::ios::binary);
+    if (!in)
+      return {std::nullopt, "cannot read config file '" + path + "'"};
+    std::stringstream text;
+    text << in.rdbuf();
+    result = parse(text.str(), path);
+    if (!result.config)
+      return result;
+  }
+  if (auto e = apply_environment(*result.config); !e.empty())
+    return {std::nullopt, e};
+  if (auto e = validate(*result.config); !e.empty())
+    return {std::nullopt, e};
+  return result;
+}
+
+} // namespace lowart::config

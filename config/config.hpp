@@ -1,0 +1,92 @@
+#pragma once
+// lowart's configuration: lowart.toml, then environment overrides. A plain value type
+// with no TOML or Boost in sight, so any component can include it cheaply.
+
+#include <cstdint>
+#include <optional>
+#include <string>
+#include <vector>
+
+namespace lowart::config {
+
+enum class listen_mode { tcp, uds, both };
+
+struct server_config {
+  std::string listen = "127.0.0.1:3000";        ///< host:port of the TCP listener
+  listen_mode mode = listen_mode::tcp;          ///< LISTEN_MODE: TCP | UDS | BOTH
+  std::string uds_path = "lowart.sock";         ///< LOWART_UDS_PATH
+  int io_threads = 1;                           ///< Asio threads (one io_context each)
+  int actor_threads = 1;                        ///< CAF scheduler workers
+  std::size_t max_body_bytes = 8 * 1024 * 1024; ///< larger request bodies get 413
+  std::size_t max_header_bytes = 16 * 1024;     ///< larger request heads get 431
+  int header_timeout_ms = 30'000;               ///< time to read a request head and body
+  int idle_timeout_ms = 120'000;                ///< keep-alive idle time between requests
+  int drain_timeout_ms = 30'000;                ///< SIGTERM: how long in-flight requests may finish
+  int max_connections = 10'000;                 ///< accepted connections beyond this are closed
+  std::string master_key;                       ///< LOWART_MASTER_KEY: the admin bearer token
+  std::string log_level = "info";               ///< LOWART_LOG
+};
+
+struct storage_config {
+  std::string sqlite_path = "lowart.db"; ///< LOWART_DB
+  int usage_flush_ms = 100;              ///< write-behind interval of usage records
+  int usage_flush_rows = 500;            ///< ... or this many rows, whichever comes first
+};
+
+struct provider_config {
+  std::string name;
+  std::string kind = "openai";  ///< openai | anthropic | comfyui
+  std::string base_url;         ///< e.g. https://api.openai.com/v1
+  std::string api_key;          ///< resolved: from api_key or the api_key_env variable
+  std::string api_key_env;      ///< where api_key came from, if from the environment
+  std::string ca_file;          ///< extra trust anchors for TLS upstreams
+  bool verify_tls = true;
+  bool include_usage = true;    ///< upstream understands stream_options.include_usage
+  int connect_timeout_ms = 5'000;
+  int first_byte_timeout_ms = 120'000; ///< request sent -> response head
+  int idle_timeout_ms = 120'000;       ///< between two reads of a streamed body
+  int total_timeout_ms = 600'000;      ///< whole upstream exchange
+  int max_idle_connections = 256;      ///< per I/O thread
+};
+
+struct deployment_config {
+  std::string provider;
+  std::string model;  ///< what the upstream is asked for
+  int priority = 0;   ///< lower first
+  int weight = 1;     ///< share within one priority
+};
+
+struct model_config {
+  std::string name; ///< what clients ask for
+  std::vector<deployment_config> deployments;
+};
+
+struct gateway_config {
+  server_config server;
+  storage_config storage;
+  std::vector<provider_config> providers;
+  std::vector<model_config> models;
+};
+
+/// Reads a TOML file (or none, when `path` is empty) and applies the environment.
+/// On error, `error` names the file position or field and the value is empty.
+struct load_result {
+  std::optional<gateway_config> config;
+  std::string error;
+};
+load_result load(const std::string& path);
+
+/// Parses TOML text (tests); `origin` names the source in error messages.
+load_result parse(const std::string& toml_text, const std::string& origin);
+
+/// Applies LOWART_LISTEN, LISTEN_MODE, LOWART_UDS_PATH, LOWART_DB, LOWART_MASTER_KEY,
+/// LOWART_LOG, LOWART_IO_THREADS, LOWART_ACTOR_THREADS; returns an error text or "".
+std::string apply_environment(gateway_config& cfg);
+
+/// Cross-field checks (providers exist, kinds known, ...); returns an error or "".
+std::string validate(gateway_config& cfg);
+
+/// Splits "host:port" ("[::1]:80" too); false when malformed.
+bool split_host_port(const std::string& text, std::string& host, std::uint16_t& port);
+
+} // namespace lowart::config

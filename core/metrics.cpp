@@ -1,0 +1,137 @@
+#include "core/metrics.hpp"
+
+#include <prometheus/counter.h>
+#include <prometheus/gauge.h>
+#include <prometheus/histogram.h>
+#include <prometheus/registry.h>
+#include <prometheus/text_serializer.h>
+
+#include <map>
+#include <mutex>
+#include <unordered_map>
+
+namespace lowart::metrics {
+
+void counter::inc(double by) const {
+  if (c_) c_->Increment(by);
+}
+double counter::value() const { return c_ ? c_->Value() : 0.0; }
+void gauge::set(double v) const {
+  if (g_) g_->Set(v);
+}
+void gauge::add(double by) const {
+  if (g_) g_->Increment(by);
+}
+void histogram::observe(double v) const {
+  if (h_) h_->Observe(v);
+}
+
+namespace {
+
+using prometheus::BuildCounter;
+using prometheus::BuildGauge;
+using prometheus::BuildHistogram;
+
+prometheus::Histogram::BucketBoundaries latency_buckets() {
+  return {0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120};
+}
+
+/// All families, created once; prometheus-cpp makes Family::Add thread-safe.
+struct families {
+  prometheus::Registry registry;
+  prometheus::Family<prometheus::Counter>& http_requests =
+      BuildCounter().Name("http_requests_total").Help("HTTP requests served, by route and status").Register(registry);
+  prometheus::Family<prometheus::Histogram>& http_duration =
+      BuildHistogram().Name("http_request_duration_seconds").Help("Time from request read to response end, by route").Register(registry);
+  prometheus::Family<prometheus::Counter>& tokens =
+      BuildCounter().Name("gateway_tokens_total").Help("Tokens metered, by model and type (prompt, completion, cached)").Register(registry);
+  prometheus::Family<prometheus::Counter>& upstream_requests =
+      BuildCounter().Name("gateway_upstream_requests_total").Help("Upstream attempts, by deployment and status or error class").Register(registry);
+  prometheus::Family<prometheus::Histogram>& upstream_duration =
+      BuildHistogram().Name("gateway_upstream_duration_seconds").Help("Upstream attempt duration, by deployment").Register(registry);
+  prometheus::Family<prometheus::Gauge>& inflight =
+      BuildGauge().Name("gateway_inflight_requests").Help("Requests being served now").Register(registry);
+  prometheus::Family<prometheus::Gauge>& deployment_inflight =
+      BuildGauge().Name("gateway_deployment_inflight").Help("Upstream requests in flight per deployment").Register(registry);
+  prometheus::Family<prometheus::Gauge>& deployment_latency =
+      BuildGauge().Name("gateway_deployment_latency_ewma_seconds").Help("Smoothed upstream latency per deployment").Register(registry);
+  prometheus::Family<prometheus::Counter>& usage_records =
+      BuildCounter().Name("gateway_usage_records_total").Help("Usage records persisted (ok) or lost (error)").Register(registry);
+  prometheus::Family<prometheus::Gauge>& connections =
+      BuildGauge().Name("gateway_connections_open").Help("Downstream connections open").Register(registry);
+  prometheus::Gauge& inflight_gauge = inflight.Add({});
+  prometheus::Gauge& connections_gauge = connections.Add({});
+};
+
+families& all() {
+  static auto* f = new families; // lives until exit; handles point into it
+  return *f;
+}
+
+std::string cache_key(std::string_view a, std::string_view b) {
+  std::string k;
+  k.reserve(a.size() + b.size() + 1);
+  k += a;
+  k += '\x1f';
+  k += b;
+  return k;
+}
+
+} // namespace
+
+counter http_requests(std::string_view route, int status) {
+  thread_local std::unordered_map<std::string, prometheus::Counter*> cache;
+  auto key = cache_key(route, std::to_string(status));
+  auto& slot = cache[key];
+  if (!slot)
+    slot = &all().http_requests.Add({{"route", std::string(route)}, {"status", std::to_string(status)}});
+  return counter{slot};
+}
+
+histogram http_request_duration(std::string_view route) {
+  thread_local std::unordered_map<std::string, prometheus::Histogram*> cache;
+  auto& slot = cache[std::string(route)];
+  if (!slot)
+    slot = &all().http_duration.Add({{"route", std::string(route)}}, latency_buckets());
+  return histogram{slot};
+}
+
+counter tokens(std::string_view model, std::string_view type) {
+  return counter{&all().tokens.Add({{"model", std::string(model)}, {"type", std::string(type)}})};
+}
+
+counter upstream_requests(std::string_view deployment, std::string_view status) {
+  thread_local std::unordered_map<std::string, prometheus::Counter*> cache;
+  auto key = cache_key(deployment, status);
+  auto& slot = cache[key];
+  if (!slot)
+    slot = &all().upstream_requests.Add({{"deployment", std::string(deployment)}, {"status", std::string(status)}});
+  return counter{slot};
+}
+
+histogram upstream_duration(std::string_view deployment) {
+  return histogram{&all().upstream_duration.Add({{"deployment", std::string(deployment)}}, latency_buckets())};
+}
+
+gauge inflight_requests() { return gauge{&all().inflight_gauge}; }
+
+gauge deployment_inflight(std::string_view deployment) {
+  return gauge{&all().deployment_inflight.Add({{"deployment", std::string(deployment)}})};
+}
+
+gauge deployment_latency_ewma(std::string_view deployment) {
+  return gauge{&all().deployment_latency.Add({{"deployment", std::string(deployment)}})};
+}
+
+counter usage_records(std::string_view result) {
+  return counter{&all().usage_records.Add({{"result", std::string(result)}})};
+}
+
+gauge connections_open() { return gauge{&all().connections_gauge}; }
+
+std::string render() {
+  prometheus::TextSerializer serializer;
+  return serializer.Serialize(all().registry.Collect());
+}
+
+} // namespace lowart::metrics

@@ -1,0 +1,74 @@
+#pragma once
+// Prometheus metrics of the gateway. The registry and text serializer come from
+// prometheus-cpp (core only); lowart's own listener serves `render()` at /metrics.
+//
+// Hot-path rule: label lookups happen once. Callers keep `counter`, `gauge` and
+// `histogram` handles (in route snapshots, per-thread caches) and only increment.
+// Handles are plain pointers into families that live for the whole process.
+
+#include <string>
+#include <string_view>
+
+namespace prometheus {
+class Counter;
+class Gauge;
+class Histogram;
+} // namespace prometheus
+
+namespace lowart::metrics {
+
+class counter {
+public:
+  counter() = default;
+  explicit counter(prometheus::Counter* c) : c_(c) {}
+  void inc(double by = 1.0) const;
+  double value() const;
+private:
+  prometheus::Counter* c_ = nullptr;
+};
+
+class gauge {
+public:
+  gauge() = default;
+  explicit gauge(prometheus::Gauge* g) : g_(g) {}
+  void set(double v) const;
+  void add(double by) const;
+private:
+  prometheus::Gauge* g_ = nullptr;
+};
+
+class histogram {
+public:
+  histogram() = default;
+  explicit histogram(prometheus::Histogram* h) : h_(h) {}
+  void observe(double v) const;
+private:
+  prometheus::Histogram* h_ = nullptr;
+};
+
+/// http_requests_total{route,status}; cached per thread, so cheap after the first call.
+counter http_requests(std::string_view route, int status);
+/// http_request_duration_seconds{route}
+histogram http_request_duration(std::string_view route);
+/// gateway_tokens_total{model,type} with type prompt | completion | cached.
+counter tokens(std::string_view model, std::string_view type);
+/// gateway_upstream_requests_total{deployment,status}; status is the HTTP status or an
+/// error class (connect_error, timeout, reset). Cached per thread.
+counter upstream_requests(std::string_view deployment, std::string_view status);
+/// gateway_upstream_duration_seconds{deployment}: time to the end of the upstream answer.
+histogram upstream_duration(std::string_view deployment);
+/// gateway_inflight_requests: requests being served now.
+gauge inflight_requests();
+/// gateway_deployment_inflight{deployment} / gateway_deployment_latency_ewma_seconds{deployment}:
+/// published by each provider actor from its deployment's counters.
+gauge deployment_inflight(std::string_view deployment);
+gauge deployment_latency_ewma(std::string_view deployment);
+/// gateway_usage_records_total{result}: usage records written (ok) or dropped (error).
+counter usage_records(std::string_view result);
+/// gateway_connections_open: downstream connections currently open.
+gauge connections_open();
+
+/// The whole registry in the Prometheus text exposition format.
+std::string render();
+
+} // namespace lowart::metrics

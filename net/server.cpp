@@ -1,0 +1,192 @@
+#include "net/server.hpp"
+
+#include "actors/state.hpp"
+#include "config/config.hpp"
+#include "core/log.hpp"
+#include "net/session.hpp"
+#include "net/worker.hpp"
+
+#include <boost/asio/local/stream_protocol.hpp>
+#include <boost/asio/post.hpp>
+
+#include <filesystem>
+#include <future>
+#include <thread>
+
+namespace lowart::net {
+
+struct server::impl {
+  impl(gateway_state& s, actors::runtime& r) : state(s), runtime(r) {}
+
+  gateway_state& state;
+  actors::runtime& runtime;
+  std::atomic<int> open_sessions{0};
+  std::vector<std::unique_ptr<server_worker>> workers;
+  std::vector<std::thread> threads;
+  std::optional<asio::executor_work_guard<asio::io_context::executor_type>> guard0;
+  std::vector<asio::executor_work_guard<asio::io_context::executor_type>> guards;
+  std::unique_ptr<asio::ip::tcp::acceptor> tcp;
+  std::unique_ptr<asio::local::stream_protocol::acceptor> uds;
+  std::size_t next_worker = 0;
+  std::string bound;
+
+  server_worker& pick() {
+    auto& w = *workers[next_worker];
+    next_worker = (next_worker + 1) % workers.size();
+    return w;
+  }
+
+  bool over_limit() const {
+    return open_sessions.load(std::memory_order_relaxed) >= state.config.server.max_connections;
+  }
+
+  void accept_tcp() {
+    auto& w = pick();
+    tcp->async_accept(w.ioc, [this, &w](beast::error_code ec, asio::ip::tcp::socket socket) {
+      if (ec == asio::error::operation_aborted || !tcp || !tcp->is_open())
+        return;
+      if (!ec) {
+        if (over_limit()) {
+          log::warn("connection limit reached; closing new connection",
+                    {{"max_connections", state.config.server.max_connections}});
+        } else {
+          asio::post(w.ioc, [&w, socket = std::move(socket)]() mutable {
+            std::make_shared<session>(w, session::tcp_stream(std::move(socket)))->start();
+          });
+        }
+      } else {
+        log::warn("accept failed", {{"error", ec.message()}});
+      }
+      accept_tcp();
+    });
+  }
+
+  void accept_uds() {
+    auto& w = pick();
+    uds->async_accept(w.ioc, [this, &w](beast::error_code ec, asio::local::stream_protocol::socket socket) {
+      if (ec == asio::error::operation_aborted || !uds || !uds->is_open())
+        return;
+      if (!ec && !over_limit()) {
+        asio::post(w.ioc, [&w, socket = std::move(socket)]() mutable {
+          std::make_shared<session>(w, session::uds_stream(std::move(socket)))->start();
+        });
+      }
+      accept_uds();
+    });
+  }
+};
+
+server::server(gateway_state& state, actors::runtime& runtime) : impl_(std::make_unique<impl>(state, runtime)) {}
+
+server::~server() { stop(); }
+
+void server::start() {
+  auto& cfg = impl_->state.config.server;
+  for (int i = 0; i < cfg.io_threads; ++i)
+    impl_->workers.push_back(std::make_unique<server_worker>(impl_->state, impl_->runtime, impl_->open_sessions));
+  auto& ioc0 = impl_->workers.front()->ioc;
+
+  if (cfg.mode != config::listen_mode::uds) {
+    std::string host;
+    std::uint16_t port = 0;
+    config::split_host_port(cfg.listen, host, port);
+    beast::error_code ec;
+    auto addr = asio::ip::make_address(host == "localhost" ? "127.0.0.1" : host, ec);
+    if (ec)
+      throw std::runtime_error("server.listen: '" + host + "' is not an IP address");
+    asio::ip::tcp::endpoint ep{addr, port};
+    impl_->tcp = std::make_unique<asio::ip::tcp::acceptor>(ioc0);
+    impl_->tcp->open(ep.protocol());
+    impl_->tcp->set_option(asio::socket_base::reuse_address(true));
+    impl_->tcp->bind(ep, ec);
+    if (ec)
+      throw std::runtime_error("cannot listen on " + cfg.listen + ": " + ec.message());
+    impl_->tcp->listen(asio::socket_base::max_listen_connections);
+    auto local = impl_->tcp->local_endpoint();
+    impl_->bound = local.address().to_string() + ":" + std::to_string(local.port());
+    impl_->accept_tcp();
+    log::info("listening", {{"transport", "tcp"}, {"address", impl_->bound}});
+  }
+  if (cfg.mode != config::listen_mode::tcp) {
+    std::error_code fs_ec;
+    std::filesystem::remove(cfg.uds_path, fs_ec); // a stale socket file from an earlier run
+    impl_->uds = std::make_unique<asio::local::stream_protocol::acceptor>(ioc0);
+    asio::local::stream_protocol::endpoint ep{cfg.uds_path};
+    beast::error_code ec;
+    impl_->uds->open(ep.protocol());
+    impl_->uds->bind(ep, ec);
+    if (ec)
+      throw std::runtime_error("cannot listen on unix socket " + cfg.uds_path + ": " + ec.message());
+    impl_->uds->listen(asio::socket_base::max_listen_connections);
+    impl_->accept_uds();
+    log::info("listening", {{"transport", "uds"}, {"path", cfg.uds_path}});
+  }
+
+  for (auto& w : impl_->workers)
+    impl_->guards.push_back(asio::make_work_guard(w->ioc));
+  for (auto& w : impl_->workers) {
+    impl_->threads.emplace_back([&ioc = w->ioc] {
+      for (;;) {
+        try {
+          ioc.run();
+          return;
+        } catch (const std::exception& e) {
+          // A handler threw: log it and keep serving the other connections.
+          log::error("unhandled exception on I/O thread", {{"error", e.what()}});
+        }
+      }
+    });
+  }
+}
+
+int server::drain(int timeout_ms) {
+  auto& s = *impl_;
+  if (s.workers.empty())
+    return 0;
+  std::promise<void> closed;
+  asio::post(s.workers.front()->ioc, [&] {
+    beast::error_code ec;
+    if (s.tcp) s.tcp->close(ec);
+    if (s.uds) s.uds->close(ec);
+    closed.set_value();
+  });
+  closed.get_future().wait();
+  for (auto& w : s.workers) {
+    asio::post(w->ioc, [w = w.get()] {
+      // Copy: closing may destroy sessions, which unlink themselves from the list.
+      std::vector<std::weak_ptr<session>> live;
+      for (auto* sess : w->sessions)
+        live.push_back(sess->weak_from_this());
+      for (auto& weak : live)
+        if (auto sp = weak.lock())
+          sp->close_if_idle();
+    });
+  }
+  auto deadline = std::chrono::steady_clock::now() + std::chrono::milliseconds(timeout_ms);
+  while (s.open_sessions.load() > 0 && std::chrono::steady_clock::now() < deadline)
+    std::this_thread::sleep_for(std::chrono::milliseconds(20));
+  if (s.state.config.server.mode != config::listen_mode::tcp) {
+    std::error_code ec;
+    std::filesystem::remove(s.state.config.server.uds_path, ec);
+  }
+  return s.open_sessions.load();
+}
+
+void server::stop() {
+  auto& s = *impl_;
+  if (s.threads.empty())
+    return;
+  s.guards.clear();
+  for (auto& w : s.workers)
+    w->ioc.stop();
+  for (auto& t : s.threads)
+    t.join();
+  s.threads.clear();
+  s.tcp.reset();
+  s.uds.reset();
+  s.workers.clear();
+}
+
+std::string server::tcp_endpoint() const { return impl_->bound; }
+
+} // namespace lowart::net

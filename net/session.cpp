@@ -1,0 +1,463 @@
+#include "net/session.hpp"
+
+#include "actors/runtime.hpp"
+#include "core/json_text.hpp"
+#include "core/log.hpp"
+#include "core/metrics.hpp"
+#include "core/request_id.hpp"
+#include "core/secrets.hpp"
+#include "net/proxy.hpp"
+#include "net/worker.hpp"
+
+#include <boost/asio/post.hpp>
+#include <boost/asio/write.hpp>
+#include <boost/beast/http/read.hpp>
+
+#include <charconv>
+#include <ctime>
+
+namespace lowart::net {
+
+namespace {
+
+std::string_view reason_phrase(int status) {
+  switch (status) {
+    case 200: return "OK";
+    case 201: return "Created";
+    case 202: return "Accepted";
+    case 204: return "No Content";
+    case 400: return "Bad Request";
+    case 401: return "Unauthorized";
+    case 403: return "Forbidden";
+    case 404: return "Not Found";
+    case 405: return "Method Not Allowed";
+    case 408: return "Request Timeout";
+    case 409: return "Conflict";
+    case 413: return "Payload Too Large";
+    case 422: return "Unprocessable Entity";
+    case 429: return "Too Many Requests";
+    case 431: return "Request Header Fields Too Large";
+    case 500: return "Internal Server Error";
+    case 502: return "Bad Gateway";
+    case 503: return "Service Unavailable";
+    case 504: return "Gateway Timeout";
+    default: return status < 400 ? "OK" : "Error";
+  }
+}
+
+void append_number(std::string& out, std::size_t n) {
+  char buf[24];
+  auto [end, ec] = std::to_chars(buf, buf + sizeof buf, n);
+  out.append(buf, end);
+}
+
+std::string_view strip_query(std::string_view target) {
+  return target.substr(0, target.find('?'));
+}
+
+/// The credential a client presents: `Authorization: Bearer X` or `x-api-key: X`.
+std::string_view presented_key(const http::request<http::string_body>& req) {
+  if (auto it = req.find(http::field::authorization); it != req.end()) {
+    std::string_view v = it->value();
+    if (v.size() > 7 && (v.substr(0, 7) == "Bearer " || v.substr(0, 7) == "bearer "))
+      return v.substr(7);
+    return {};
+  }
+  if (auto it = req.find("x-api-key"); it != req.end())
+    return it->value();
+  return {};
+}
+
+std::int64_t now_seconds() {
+  return std::chrono::duration_cast<std::chrono::seconds>(
+             std::chrono::system_clock::now().time_since_epoch()).count();
+}
+
+} // namespace
+
+session::session(server_worker& worker, tcp_stream&& stream)
+    : worker_(worker), stream_(std::in_place_index<0>, std::move(stream)) {
+  worker_.sessions.push_front(this);
+  worker_.open_sessions.fetch_add(1, std::memory_order_relaxed);
+  metrics::connections_open().add(1);
+}
+
+session::session(server_worker& worker, uds_stream&& stream)
+    : worker_(worker), stream_(std::in_place_index<1>, std::move(stream)) {
+  worker_.sessions.push_front(this);
+  worker_.open_sessions.fetch_add(1, std::memory_order_relaxed);
+  metrics::connections_open().add(1);
+}
+
+session::~session() {
+  worker_.sessions.remove(this);
+  worker_.open_sessions.fetch_sub(1, std::memory_order_relaxed);
+  metrics::connections_open().add(-1);
+}
+
+asio::any_io_executor session::executor() { return worker_.ioc.get_executor(); }
+
+void session::start() {
+  if (auto* tcp = std::get_if<0>(&stream_)) {
+    beast::error_code ec;
+    tcp->socket().set_option(asio::ip::tcp::no_delay(true), ec);
+  }
+  do_read();
+}
+
+void session::do_read() {
+  const auto& cfg = worker_.state.config.server;
+  if (worker_.state.draining.load(std::memory_order_relaxed)) {
+    graceful_close();
+    return;
+  }
+  idle_ = true;
+  parser_.emplace();
+  parser_->header_limit(static_cast<std::uint32_t>(cfg.max_header_bytes));
+  parser_->body_limit(cfg.max_body_bytes);
+  visit([&](auto& s) {
+    s.expires_after(std::chrono::milliseconds(cfg.idle_timeout_ms));
+    http::async_read(s, buffer_, *parser_,
+                     [self = shared_from_this()](beast::error_code ec, std::size_t) { self->on_read(ec); });
+  });
+}
+
+void session::on_read(beast::error_code ec) {
+  idle_ = false;
+  if (closed_)
+    return;
+  if (ec == http::error::body_limit || ec == http::error::header_limit || ec == http::error::bad_content_length) {
+    request_context ctx;
+    ctx.request_id = new_request_id();
+    ctx.start = std::chrono::steady_clock::now();
+    ctx.keep_alive = false;
+    if (parser_ && parser_->is_header_done()) {
+      ctx.method = std::string(parser_->get().method_string());
+      ctx.path = std::string(strip_query(parser_->get().target()));
+      if (ctx.path.rfind("/admin", 0) == 0)
+        ctx.format = api_format::admin;
+    }
+    if (ec == http::error::header_limit)
+      respond_error(ctx, error_kind::headers_too_large, "request headers are too large");
+    else
+      respond_error(ctx, error_kind::payload_too_large,
+                    "request body is larger than " + std::to_string(worker_.state.config.server.max_body_bytes) +
+                        " bytes");
+    return;
+  }
+  if (ec == http::error::end_of_stream || ec == asio::error::eof || ec == beast::error::timeout ||
+      ec == asio::error::connection_reset || ec == asio::error::operation_aborted) {
+    graceful_close();
+    return;
+  }
+  if (ec) {
+    // A malformed request line or head: answer 400 once, then close.
+    request_context ctx;
+    ctx.request_id = new_request_id();
+    ctx.start = std::chrono::steady_clock::now();
+    ctx.keep_alive = false;
+    respond_error(ctx, error_kind::bad_request, "malformed HTTP request: " + ec.message());
+    return;
+  }
+  handle(parser_->release());
+}
+
+void session::handle(http::request<http::string_body>&& req) {
+  request_context ctx;
+  ctx.start = std::chrono::steady_clock::now();
+  if (auto it = req.find("x-request-id"); it != req.end() && acceptable_request_id(it->value()))
+    ctx.request_id = std::string(it->value());
+  else
+    ctx.request_id = new_request_id();
+  ctx.keep_alive = req.keep_alive();
+  ctx.method = std::string(req.method_string());
+  std::string_view path = strip_query(req.target());
+  ctx.path = std::string(path);
+  auto method = req.method();
+  auto& state = worker_.state;
+
+  // Public probes and metrics.
+  if (path == "/healthz") {
+    ctx.route = "healthz";
+    respond(ctx, 200, "application/json", R"({"status":"ok"})");
+    return;
+  }
+  if (path == "/readyz") {
+    ctx.route = "readyz";
+    if (!state.ready.load())
+      respond(ctx, 503, "application/json", R"({"status":"starting"})");
+    else if (state.draining.load())
+      respond(ctx, 503, "application/json", R"({"status":"draining"})");
+    else if (!state.storage_ok.load())
+      respond(ctx, 503, "application/json", R"({"status":"storage_error"})");
+    else
+      respond(ctx, 200, "application/json", R"({"status":"ready"})");
+    return;
+  }
+  if (path == "/metrics") {
+    ctx.route = "metrics";
+    respond(ctx, 200, "text/plain; version=0.0.4; charset=utf-8", metrics::render());
+    return;
+  }
+
+  bool admin = path.rfind("/admin/", 0) == 0 || path == "/admin";
+  ctx.format = admin ? api_format::admin : api_format::openai;
+  ctx.route = admin ? "admin" : "other";
+  if (state.draining.load(std::memory_order_relaxed)) {
+    ctx.keep_alive = false;
+    respond_error(ctx, error_kind::unavailable, "the gateway is shutting down");
+    return;
+  }
+
+  // Authentication: the master key, or a virtual key from the snapshot (hash + lookup).
+  auto key = presented_key(req);
+  if (key.empty()) {
+    respond_error(ctx, error_kind::unauthorized,
+                  "missing API key: send 'Authorization: Bearer <key>' or 'x-api-key: <key>'",
+                  admin ? "" : "invalid_api_key");
+    return;
+  }
+  const auto& master = state.config.server.master_key;
+  if (!master.empty() && secrets::constant_time_equal(key, master)) {
+    ctx.who = principal{nullptr, true};
+  } else {
+    auto keys = state.keys.load();
+    auto hash = secrets::sha256_hex(key);
+    const key_entry* found = nullptr;
+    if (keys) {
+      if (auto it = keys->by_hash.find(hash); it != keys->by_hash.end() &&
+                                              secrets::constant_time_equal(it->second->hash, hash)) {
+        found = it->second.get();
+        ctx.who = principal{it->second, false};
+      }
+    }
+    if (!found) {
+      respond_error(ctx, error_kind::unauthorized, "invalid API key", admin ? "" : "invalid_api_key");
+      return;
+    }
+    if (found->expires_at && found->expires_at <= now_seconds()) {
+      respond_error(ctx, error_kind::unauthorized, "API key has expired", admin ? "" : "expired_api_key");
+      return;
+    }
+  }
+
+  if (admin) {
+    if (!ctx.who->is_admin()) {
+      respond_error(ctx, error_kind::forbidden, "this key may not use the admin API", "permission_error");
+      return;
+    }
+    actors::admin_call call;
+    std::string argument;
+    if (path == "/admin/keys" && method == http::verb::post) {
+      call = actors::admin_call::key_create;
+      argument = std::move(req.body());
+    } else if (path == "/admin/keys" && method == http::verb::get) {
+      call = actors::admin_call::key_list;
+    } else if (path.rfind("/admin/keys/", 0) == 0 && path.size() > 12 && method == http::verb::delete_) {
+      call = actors::admin_call::key_revoke;
+      argument = std::string(path.substr(12));
+    } else if (path == "/admin/keys" || path.rfind("/admin/keys/", 0) == 0) {
+      respond_error(ctx, error_kind::method_not_allowed, "method not allowed on " + std::string(path));
+      return;
+    } else {
+      respond_error(ctx, error_kind::not_found, "no admin endpoint " + std::string(path), "not_found_error");
+      return;
+    }
+    auto actor = std::string(ctx.who->key_id());
+    auto shared = std::make_shared<request_context>(std::move(ctx));
+    worker_.runtime.admin(call, std::move(actor), std::move(argument),
+                          [self = shared_from_this(), shared](int status, std::string body) {
+                            // Runs on a CAF thread: hop back onto this session's thread.
+                            asio::post(self->executor(), [self, shared, status, body = std::move(body)] {
+                              self->respond(*shared, status, "application/json", body);
+                            });
+                          });
+    return;
+  }
+
+  // OpenAI-compatible API.
+  auto under_v1 = [&](std::string_view suffix) {
+    return path == suffix || (path.size() == suffix.size() + 3 && path.rfind("/v1", 0) == 0 &&
+                              path.substr(3) == suffix);
+  };
+  if (under_v1("/models")) {
+    ctx.route = "models";
+    if (method != http::verb::get) {
+      respond_error(ctx, error_kind::method_not_allowed, "use GET for /v1/models");
+      return;
+    }
+    auto routes = state.routes.load();
+    std::string body = R"({"object":"list","data":[)";
+    bool first = true;
+    if (routes) {
+      for (const auto& name : routes->names) {
+        if (!ctx.who->master && !ctx.who->key->allows_model(name))
+          continue;
+        if (!first) body += ',';
+        first = false;
+        body += R"({"id":)";
+        json::append_quoted(body, name);
+        body += R"(,"object":"model","created":0,"owned_by":"lowart"})";
+      }
+    }
+    body += "]}";
+    respond(ctx, 200, "application/json", body);
+    return;
+  }
+  std::optional<proxy_kind> kind;
+  if (under_v1("/chat/completions"))
+    kind = proxy_kind::chat;
+  else if (under_v1("/embeddings"))
+    kind = proxy_kind::embeddings;
+  if (kind) {
+    ctx.route = *kind == proxy_kind::chat ? "chat" : "embeddings";
+    if (method != http::verb::post) {
+      respond_error(ctx, error_kind::method_not_allowed, "use POST for " + std::string(path));
+      return;
+    }
+    start_proxy(shared_from_this(), std::move(ctx), *kind, std::move(req.body()));
+    return;
+  }
+  respond_error(ctx, error_kind::not_found, "unknown endpoint " + ctx.method + " " + std::string(path),
+                "unknown_url");
+}
+
+void session::append_head(std::string& out, const request_context& ctx, int status,
+                          std::string_view content_type, std::string_view extra_headers,
+                          std::optional<std::size_t> content_length) {
+  out += "HTTP/1.1 ";
+  append_number(out, static_cast<std::size_t>(status));
+  out += ' ';
+  out += reason_phrase(status);
+  out += "\r\nServer: lowart\r\nx-request-id: ";
+  out += ctx.request_id;
+  out += "\r\n";
+  if (!content_type.empty()) {
+    out += "Content-Type: ";
+    out += content_type;
+    out += "\r\n";
+  }
+  if (content_length) {
+    out += "Content-Length: ";
+    append_number(out, *content_length);
+    out += "\r\n";
+  } else {
+    out += "Transfer-Encoding: chunked\r\n";
+  }
+  if (!ctx.keep_alive)
+    out += "Connection: close\r\n";
+  out += extra_headers;
+  out += "\r\n";
+}
+
+void session::respond(request_context& ctx, int status, std::string_view content_type, std::string_view body,
+                      std::string_view extra_headers) {
+  if (worker_.state.draining.load(std::memory_order_relaxed))
+    ctx.keep_alive = false;
+  out_.clear();
+  out_.reserve(256 + body.size());
+  append_head(out_, ctx, status, content_type, extra_headers, body.size());
+  out_ += body;
+  record(ctx, status);
+  bool keep_alive = ctx.keep_alive;
+  visit([&](auto& s) {
+    s.expires_after(std::chrono::milliseconds(worker_.state.config.server.idle_timeout_ms));
+    asio::async_write(s, asio::buffer(out_),
+                      [self = shared_from_this(), keep_alive](beast::error_code ec, std::size_t) {
+                        if (ec) {
+                          self->graceful_close();
+                          return;
+                        }
+                        self->after_response(keep_alive);
+                      });
+  });
+}
+
+void session::respond_error(request_context& ctx, error_kind kind, std::string_view message, std::string_view code,
+                            std::string_view extra_headers) {
+  respond(ctx, status_of(kind), "application/json", error_body(ctx.format, kind, message, code), extra_headers);
+}
+
+void session::write_raw(std::string data, std::function<void(bool ok)> done) {
+  out_ = std::move(data);
+  visit([&](auto& s) {
+    s.expires_after(std::chrono::milliseconds(worker_.state.config.server.idle_timeout_ms));
+    asio::async_write(s, asio::buffer(out_),
+                      [self = shared_from_this(), done = std::move(done)](beast::error_code ec, std::size_t) {
+                        done(!ec);
+                      });
+  });
+}
+
+void session::end_streamed(request_context& ctx, int status, bool keep_alive) {
+  record(ctx, status);
+  after_response(keep_alive && ctx.keep_alive);
+}
+
+void session::after_response(bool keep_alive) {
+  if (!keep_alive || worker_.state.draining.load(std::memory_order_relaxed)) {
+    graceful_close();
+    return;
+  }
+  do_read();
+}
+
+void session::record(const request_context& ctx, int status) {
+  auto elapsed = std::chrono::duration<double>(std::chrono::steady_clock::now() - ctx.start).count();
+  metrics::http_requests(ctx.route, status).inc();
+  metrics::http_request_duration(ctx.route).observe(elapsed);
+  auto lvl = status >= 500 ? log::level::warn : log::level::info;
+  if (log::enabled(lvl)) {
+    log::write(lvl, "request", {{"request_id", ctx.request_id},
+                                {"method", ctx.method},
+                                {"path", ctx.path},
+                                {"status", status},
+                                {"duration_us", static_cast<long long>(elapsed * 1e6)},
+                                {"key_id", ctx.who ? ctx.who->key_id() : std::string_view{}},
+                                {"model", ctx.model},
+                                {"deployment", ctx.deployment}});
+  }
+}
+
+void session::close_if_idle() {
+  if (!idle_ || closed_)
+    return;
+  // Nothing is being answered: a hard close is safe. The pending read completes with
+  // operation_aborted and finds the session closed.
+  closed_ = true;
+  visit([](auto& s) {
+    beast::error_code ignored;
+    s.socket().close(ignored);
+  });
+}
+
+void session::graceful_close() {
+  if (closed_)
+    return;
+  closed_ = true;
+  // Half-close, then let the peer's remaining bytes drain briefly so that a response
+  // we just wrote is not destroyed by a reset caused by unread input.
+  visit([&](auto& s) {
+    beast::error_code ec;
+    s.socket().shutdown(asio::socket_base::shutdown_send, ec);
+    s.expires_after(std::chrono::seconds(2));
+    auto scratch = std::make_shared<std::array<char, 4096>>();
+    struct drain {
+      std::shared_ptr<session> self;
+      std::shared_ptr<std::array<char, 4096>> scratch;
+      void operator()(beast::error_code ec, std::size_t) {
+        self->visit([&](auto& s) {
+          if (ec) {
+            beast::error_code ignored;
+            s.socket().close(ignored);
+            return;
+          }
+          s.async_read_some(asio::buffer(*scratch), drain{self, scratch});
+        });
+      }
+    };
+    s.async_read_some(asio::buffer(*scratch), drain{shared_from_this(), scratch});
+  });
+}
+
+} // namespace lowart::net

@@ -1,0 +1,114 @@
+#pragma once
+// One downstream HTTP/1.1 connection (TCP or Unix socket). Owned by the I/O thread
+// whose io_context it was accepted on; every member is touched on that thread only,
+// except that actor answers arrive through asio::post onto it.
+
+#include "actors/state.hpp"
+#include "net/errors.hpp"
+
+#include <boost/asio/local/stream_protocol.hpp>
+#include <boost/beast/core/basic_stream.hpp>
+#include <boost/beast/core/flat_buffer.hpp>
+#include <boost/beast/core/tcp_stream.hpp>
+#include <boost/beast/http/parser.hpp>
+#include <boost/beast/http/string_body.hpp>
+
+#include <chrono>
+#include <functional>
+#include <memory>
+#include <optional>
+#include <string>
+#include <variant>
+
+namespace lowart::actors {
+class runtime;
+}
+
+namespace lowart::net {
+
+namespace asio = boost::asio;
+namespace beast = boost::beast;
+namespace http = beast::http;
+
+class upstream_pool;
+class server_worker;
+
+/// Who is calling: the master key, or a virtual key from the key snapshot.
+struct principal {
+  std::shared_ptr<const key_entry> key; ///< null for the master key
+  bool master = false;
+  std::string_view key_id() const { return master ? std::string_view{"master"} : std::string_view{key->id}; }
+  bool is_admin() const { return master || key->role == "admin"; }
+};
+
+/// Everything one request carries from parse to the access-log line.
+struct request_context {
+  std::string request_id;
+  std::chrono::steady_clock::time_point start;
+  std::string_view route = "other"; ///< metrics label: chat, embeddings, models, admin, ...
+  api_format format = api_format::openai;
+  bool keep_alive = true;
+  std::string method;
+  std::string path;
+  std::optional<principal> who;
+  std::string model;      ///< for the access log, when known
+  std::string deployment; ///< for the access log, when known
+};
+
+class session : public std::enable_shared_from_this<session> {
+public:
+  using tcp_stream = beast::tcp_stream;
+  using uds_stream = beast::basic_stream<asio::local::stream_protocol>;
+
+  session(server_worker& worker, tcp_stream&& stream);
+  session(server_worker& worker, uds_stream&& stream);
+  ~session();
+
+  void start();
+
+  /// Writes a whole response and then reads the next request or closes.
+  void respond(request_context& ctx, int status, std::string_view content_type, std::string_view body,
+               std::string_view extra_headers = {});
+  void respond_error(request_context& ctx, error_kind kind, std::string_view message,
+                     std::string_view code = {}, std::string_view extra_headers = {});
+
+  /// Raw write for streamed responses; one write in flight (the caller waits for `done`).
+  void write_raw(std::string data, std::function<void(bool ok)> done);
+  /// A streamed response ended: record it, then read the next request or close.
+  void end_streamed(request_context& ctx, int status, bool keep_alive);
+
+  /// Appends the response head (status line, x-request-id, connection) to `out`.
+  static void append_head(std::string& out, const request_context& ctx, int status,
+                          std::string_view content_type, std::string_view extra_headers,
+                          std::optional<std::size_t> content_length);
+
+  /// Drain: close now if waiting for a request, else close after the current response.
+  void close_if_idle();
+
+  server_worker& worker() { return worker_; }
+  asio::any_io_executor executor();
+
+private:
+  void do_read();
+  void on_read(beast::error_code ec);
+  void handle(http::request<http::string_body>&& req);
+  void after_response(bool keep_alive);
+  void record(const request_context& ctx, int status);
+  void graceful_close();
+
+  template <class F>
+  decltype(auto) visit(F&& f) { return std::visit(std::forward<F>(f), stream_); }
+  beast::flat_buffer& buffer() { return buffer_; }
+
+  server_worker& worker_;
+  std::variant<tcp_stream, uds_stream> stream_;
+  beast::flat_buffer buffer_;
+  std::optional<http::request_parser<http::string_body>> parser_;
+  std::string out_;
+  bool idle_ = false;   ///< waiting for the next request
+  bool closed_ = false;
+};
+
+using session_ptr = std::shared_ptr<session>;
+
+} // namespace lowart::net

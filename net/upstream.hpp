@@ -1,0 +1,93 @@
+#pragma once
+// Upstream connections and their per-thread pool. Owned by one I/O thread (its
+// io_context runs on exactly one thread), so nothing here locks.
+
+#include "actors/state.hpp"
+
+#include <boost/asio/io_context.hpp>
+#include <boost/asio/ip/tcp.hpp>
+#include <boost/asio/ssl/context.hpp>
+#include <boost/beast/core/flat_buffer.hpp>
+#include <boost/beast/core/tcp_stream.hpp>
+#include <boost/beast/ssl/ssl_stream.hpp>
+
+#include <chrono>
+#include <functional>
+#include <map>
+#include <memory>
+#include <unordered_map>
+#include <variant>
+#include <vector>
+
+namespace lowart::net {
+
+namespace asio = boost::asio;
+namespace beast = boost::beast;
+
+/// One keep-alive connection to an upstream, plain or TLS.
+class upstream_connection {
+public:
+  using tls_stream = beast::ssl_stream<beast::tcp_stream>;
+
+  explicit upstream_connection(asio::io_context& ioc) : stream_(std::in_place_index<0>, ioc) {}
+  upstream_connection(asio::io_context& ioc, asio::ssl::context& tls)
+      : stream_(std::in_place_index<1>, ioc, tls) {}
+
+  /// Calls `f(stream)` with the concrete stream type (tcp_stream or ssl_stream).
+  template <class F>
+  decltype(auto) visit(F&& f) { return std::visit(std::forward<F>(f), stream_); }
+
+  beast::tcp_stream& tcp() {
+    if (auto* plain = std::get_if<0>(&stream_))
+      return *plain;
+    return beast::get_lowest_layer(std::get<1>(stream_));
+  }
+  bool tls() const { return stream_.index() == 1; }
+
+  /// False when the peer already closed an idle connection (a zero-cost peek).
+  bool looks_alive();
+
+  std::string pool_key;
+  bool reused = false; ///< came out of the pool (a failure before any byte may be retried)
+  std::chrono::steady_clock::time_point idle_since;
+  beast::flat_buffer buffer; ///< read buffer, kept with the connection
+
+private:
+  std::variant<beast::tcp_stream, tls_stream> stream_;
+};
+
+using upstream_ptr = std::unique_ptr<upstream_connection>;
+
+/// How a connection attempt failed, for status mapping and metrics.
+enum class connect_failure { none, resolve, refused, timeout, tls };
+
+class upstream_pool {
+public:
+  using acquire_handler = std::function<void(connect_failure, std::string detail, upstream_ptr)>;
+
+  explicit upstream_pool(asio::io_context& ioc);
+
+  /// Hands out an idle connection to `dep`'s upstream or opens one (resolve, connect,
+  /// TLS handshake with SNI and host-name verification), within the provider's
+  /// connect timeout. `done` runs on this pool's thread.
+  void acquire(const deployment& dep, acquire_handler done);
+
+  /// Opens a fresh connection even when idle ones exist (retry after a stale one).
+  void connect(const deployment& dep, acquire_handler done);
+
+  /// Takes back a connection whose last exchange completed cleanly.
+  void release(upstream_ptr conn, int max_idle);
+
+  /// Closes every idle connection (shutdown).
+  void clear();
+
+private:
+  asio::ssl::context& tls_context(const config::provider_config& settings);
+
+  asio::io_context& ioc_;
+  asio::ip::tcp::resolver resolver_;
+  std::unordered_map<std::string, std::vector<upstream_ptr>> idle_;
+  std::map<std::pair<bool, std::string>, std::unique_ptr<asio::ssl::context>> tls_contexts_;
+};
+
+} // namespace lowart::net

@@ -1,0 +1,40 @@
+#pragma once
+// One I/O thread's world: its io_context, its upstream pool and its sessions. A
+// worker's members are used only on its own thread (the io_context runs on exactly
+// one), which is why neither the pool nor the session list needs a lock.
+
+#include "net/upstream.hpp"
+
+#include <atomic>
+#include <list>
+#include <memory>
+
+namespace lowart {
+struct gateway_state;
+}
+namespace lowart::actors {
+class runtime;
+}
+
+namespace lowart::net {
+
+class session;
+
+class server_worker {
+public:
+  server_worker(gateway_state& state, actors::runtime& runtime, std::atomic<int>& open_sessions)
+      : state(state), runtime(runtime), open_sessions(open_sessions), pool(ioc) {}
+  server_worker(const server_worker&) = delete;
+  server_worker& operator=(const server_worker&) = delete;
+
+  gateway_state& state;
+  actors::runtime& runtime;
+  std::atomic<int>& open_sessions;
+  /// Live sessions of this thread, for draining. Declared before `ioc` so it outlives
+  /// the handlers (and the sessions they own) that the io_context destroys.
+  std::list<session*> sessions;
+  asio::io_context ioc{1};
+  upstream_pool pool; ///< destroyed first: its sockets belong to `ioc`
+};
+
+} // namespace lowart::net
