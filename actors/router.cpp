@@ -8,6 +8,7 @@
 
 #include <algorithm>
 #include <map>
+#include <set>
 
 namespace lowart::actors {
 namespace {
@@ -59,13 +60,19 @@ struct router_state {
   gateway_state* gw = nullptr;
   std::map<std::string, std::shared_ptr<const deployment>> deployments; ///< by id
   std::map<caf::actor_addr, std::string> provider_of;                   ///< actor -> deployment id
+  std::map<std::string, caf::actor> provider_by_id;                     ///< deployment id -> actor
+  std::set<caf::actor_addr> children;                                   ///< every provider ever spawned
 };
 
 using router_actor = caf::stateful_actor<router_state>;
 
 void spawn_provider(router_actor* self, const std::shared_ptr<const deployment>& dep) {
-  auto child = self->spawn<caf::monitored>(provider, dep);
+  // Linked: providers end with their router. Monitored: the router restarts one that
+  // dies alone (its exit message is absorbed by the router's exit handler).
+  auto child = self->spawn<caf::monitored + caf::linked>(provider, dep);
   self->state.provider_of[child.address()] = dep->id;
+  self->state.provider_by_id[dep->id] = child;
+  self->state.children.insert(child.address());
 }
 
 /// Builds the table from the configuration; deployments with the same provider and
@@ -121,12 +128,18 @@ caf::behavior router(router_actor* self, gateway_state* gw) {
     spawn_provider(self, dep);
   log::info("routes published", {{"models", table->names.size()},
                                  {"deployments", self->state.deployments.size()}});
+  self->set_exit_handler([=](caf::exit_msg& msg) {
+    if (self->state.children.count(msg.source))
+      return; // one of our providers ended; the down handler restarts it
+    self->quit(msg.reason);
+  });
   self->set_down_handler([=](caf::down_msg& msg) {
     auto it = self->state.provider_of.find(msg.source);
     if (it == self->state.provider_of.end())
       return;
     auto id = it->second;
     self->state.provider_of.erase(it);
+    self->state.provider_by_id.erase(id);
     log::warn("provider actor down; restarting", {{"deployment", id}, {"reason", caf::to_string(msg.reason)}});
     self->delayed_send(self, std::chrono::milliseconds(100), restart_atom::value, id);
   });
@@ -137,6 +150,10 @@ caf::behavior router(router_actor* self, gateway_state* gw) {
     },
     [=](status_atom) -> std::int64_t {
       return static_cast<std::int64_t>(self->state.provider_of.size());
+    },
+    [=](status_atom, const std::string& id) -> caf::actor {
+      auto it = self->state.provider_by_id.find(id);
+      return it == self->state.provider_by_id.end() ? caf::actor{} : it->second;
     },
   };
 }

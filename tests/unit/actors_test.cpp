@@ -1,1 +1,200 @@
+// Actor tests on CAF's deterministic test coordinator: no threads, messages run when
+// the test says so, and timers fire only on trigger_timeouts().
+
+#include "actors/messages.hpp"
+#include "actors/persistence.hpp"
+#include "actors/router.hpp"
+#include "actors/state.hpp"
+#include "core/secrets.hpp"
+#include "storage/database.hpp"
+
+#include <caf/all.hpp>
 #include <gtest/gtest.h>
+
+#include <filesystem>
+
+using namespace lowart;
+using namespace lowart::actors;
+
+namespace {
+
+config::gateway_config test_config(const std::string& db_path) {
+  config::gateway_config cfg;
+  cfg.storage.sqlite_path = db_path;
+  config::provider_config p;
+  p.name = "mock";
+  p.base_url = "http://127.0.0.1:18090/v1";
+  cfg.providers.push_back(p);
+  p.name = "backup";
+  p.base_url = "https://backup.example.com/v1";
+  cfg.providers.push_back(p);
+  config::model_config m;
+  m.name = "gpt-demo";
+  m.deployments.push_back({"backup", "b-model", 5, 1});
+  m.deployments.push_back({"mock", "mock-model", 0, 1});
+  cfg.models.push_back(m);
+  return cfg;
+}
+
+class actor_test : public ::testing::Test {
+protected:
+  actor_test() {
+    auto path = std::filesystem::path(::testing::TempDir()) /
+                ("lowart_actors_" + std::to_string(::getpid()) + "_" +
+                 ::testing::UnitTest::GetInstance()->current_test_info()->name() + ".db");
+    std::filesystem::remove(path);
+    db_path = path.string();
+    state = std::make_unique<gateway_state>(test_config(db_path));
+    cfg.set("scheduler.policy", caf::atom("testing"));
+    cfg.set("logger.verbosity", caf::atom("quiet"));
+    sys = std::make_unique<caf::actor_system>(cfg);
+    sched = &dynamic_cast<caf::scheduler::test_coordinator&>(sys->scheduler());
+    self = std::make_unique<caf::scoped_actor>(*sys);
+  }
+
+  ~actor_test() override {
+    // The actor system's destructor waits for every actor: end the ones we started.
+    for (auto& a : spawned)
+      caf::anon_send_exit(a, caf::exit_reason::user_shutdown);
+    self.reset();
+    sched->run();
+  }
+
+  /// Sends, runs everything, and returns the (status, body) answer.
+  template <class... Ts>
+  std::pair<int, std::string> ask(const caf::actor& dest, Ts&&... xs) {
+    (*self)->send(dest, std::forward<Ts>(xs)...);
+    sched->run();
+    std::pair<int, std::string> out{0, ""};
+    (*self)->receive([&](std::int32_t status, const std::string& body) { out = {status, body}; },
+                     caf::after(std::chrono::seconds(0)) >> [] { ADD_FAILURE() << "no answer"; });
+    return out;
+  }
+
+  caf::actor start_persistence() {
+    auto p = spawn_persistence(*sys, *state, false);
+    spawned.push_back(p);
+    (*self)->send(p, init_atom::value);
+    sched->run();
+    (*self)->receive([](const std::string& error) { EXPECT_EQ(error, ""); },
+                     caf::after(std::chrono::seconds(0)) >> [] { ADD_FAILURE() << "init did not answer"; });
+    return p;
+  }
+
+  std::string db_path;
+  std::unique_ptr<gateway_state> state;
+  caf::actor_system_config cfg;
+  std::unique_ptr<caf::actor_system> sys;
+  caf::scheduler::test_coordinator* sched = nullptr;
+  std::unique_ptr<caf::scoped_actor> self;
+  std::vector<caf::actor> spawned;
+};
+
+std::string field(const std::string& json, const std::string& name) {
+  auto at = json.find("\"" + name + "\":\"");
+  if (at == std::string::npos) return {};
+  at += name.size() + 4;
+  return json.substr(at, json.find('"', at) - at);
+}
+
+} // namespace
+
+TEST_F(actor_test, persistence_publishes_created_keys_and_forgets_revoked_ones) {
+  auto p = start_persistence();
+  ASSERT_TRUE(state->keys.load());
+  EXPECT_TRUE(state->keys.load()->by_hash.empty());
+
+  auto [status, body] = ask(p, key_create_atom::value, std::string("master"),
+                            std::string(R"({"name":"team-a","models":["gpt-demo"],"role":"user"})"));
+  ASSERT_EQ(status, 201) << body;
+  auto key = field(body, "key");
+  auto id = field(body, "id");
+  ASSERT_EQ(key.rfind("sk-lw-", 0), 0u);
+  auto table = state->keys.load();
+  auto it = table->by_hash.find(secrets::sha256_hex(key));
+  ASSERT_NE(it, table->by_hash.end());
+  EXPECT_EQ(it->second->id, id);
+  EXPECT_TRUE(it->second->allows_model("gpt-demo"));
+  EXPECT_FALSE(it->second->allows_model("other"));
+
+  auto [list_status, list] = ask(p, key_list_atom::value, std::string("master"));
+  EXPECT_EQ(list_status, 200);
+  EXPECT_EQ(list.find(key), std::string::npos) << "a listing must never show the key";
+  EXPECT_NE(list.find(key.substr(0, 12)), std::string::npos);
+
+  EXPECT_EQ(ask(p, key_revoke_atom::value, std::string("master"), id).first, 200);
+  EXPECT_TRUE(state->keys.load()->by_hash.empty());
+  EXPECT_EQ(ask(p, key_revoke_atom::value, std::string("master"), id).first, 404);
+}
+
+TEST_F(actor_test, persistence_rejects_bad_key_requests_with_field_names) {
+  auto p = start_persistence();
+  auto [s1, b1] = ask(p, key_create_atom::value, std::string("master"), std::string("{not json"));
+  EXPECT_EQ(s1, 400);
+  auto [s2, b2] = ask(p, key_create_atom::value, std::string("master"), std::string(R"({"models":["x"]})"));
+  EXPECT_EQ(s2, 400);
+  EXPECT_NE(b2.find("name"), std::string::npos);
+  auto [s3, b3] = ask(p, key_create_atom::value, std::string("master"), std::string(R"({"name":"x","role":"god"})"));
+  EXPECT_EQ(s3, 400);
+  EXPECT_NE(b3.find("role"), std::string::npos);
+}
+
+TEST_F(actor_test, usage_queue_is_written_on_the_flush_timer_and_on_exit) {
+  auto p = start_persistence();
+  for (int i = 0; i < 3; ++i) {
+    usage_record r;
+    r.request_id = "req_" + std::to_string(i);
+    r.route = "chat";
+    r.model = "gpt-demo";
+    r.status = 200;
+    r.prompt_tokens = 10;
+    state->usage.push(std::move(r));
+  }
+  sched->trigger_timeouts(); // the write-behind tick
+  sched->run();
+  EXPECT_EQ(state->usage.size(), 0u);
+  usage_record last;
+  last.request_id = "req_last";
+  last.route = "chat";
+  state->usage.push(std::move(last));
+  caf::anon_send_exit(p, caf::exit_reason::user_shutdown);
+  sched->run();
+  storage::database db{db_path};
+  auto st = db.prepare("SELECT COUNT(*), SUM(prompt_tokens) FROM usage_records");
+  ASSERT_TRUE(st.step());
+  EXPECT_EQ(st.integer(0), 4);
+  EXPECT_EQ(st.integer(1), 30);
+}
+
+TEST_F(actor_test, router_publishes_deployments_by_priority_and_restarts_providers) {
+  auto r = spawn_router(*sys, *state);
+  spawned.push_back(r);
+  sched->run();
+  auto table = state->routes.load();
+  ASSERT_TRUE(table);
+  const auto& route = table->models.at("gpt-demo");
+  ASSERT_EQ(route.deployments.size(), 2u);
+  EXPECT_EQ(route.deployments[0]->id, "mock/mock-model");
+  EXPECT_EQ(route.deployments[1]->id, "backup/b-model");
+  EXPECT_TRUE(route.deployments[1]->target.tls);
+
+  caf::actor provider;
+  (*self)->send(r, status_atom::value, std::string("mock/mock-model"));
+  sched->run();
+  (*self)->receive([&](const caf::actor& a) { provider = a; },
+                   caf::after(std::chrono::seconds(0)) >> [] { ADD_FAILURE() << "no provider"; });
+  ASSERT_TRUE(provider);
+  caf::anon_send_exit(provider, caf::exit_reason::unhandled_exception); // as if it crashed
+  sched->run();
+  sched->trigger_timeouts(); // restart backoff (and provider ticks)
+  sched->run();
+  caf::actor restarted;
+  (*self)->send(r, status_atom::value, std::string("mock/mock-model"));
+  sched->run();
+  (*self)->receive([&](const caf::actor& a) { restarted = a; },
+                   caf::after(std::chrono::seconds(0)) >> [] { ADD_FAILURE() << "no provider"; });
+  ASSERT_TRUE(restarted);
+  EXPECT_NE(restarted, provider);
+  caf::anon_send_exit(r, caf::exit_reason::user_shutdown);
+  sched->run();
+}

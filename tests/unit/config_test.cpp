@@ -1,1 +1,150 @@
+#include "actors/state.hpp"
+#include "config/config.hpp"
+
 #include <gtest/gtest.h>
+
+#include <cstdlib>
+
+using namespace lowart;
+
+namespace {
+
+const char* demo = R"(
+[server]
+listen = "127.0.0.1:3000"
+io_threads = 2
+[storage]
+sqlite_path = "x.db"
+[[providers]]
+name = "mock"
+kind = "openai"
+base_url = "http://127.0.0.1:18090/v1/"
+api_key_env = "LOWART_TEST_PROVIDER_KEY"
+[[providers]]
+name = "vendor"
+base_url = "https://api.example.com/v1"
+api_key = "sk-inline"
+first_byte_timeout_ms = 1500
+[[models]]
+name = "gpt-demo"
+[[models.deployments]]
+provider = "mock"
+model = "mock-model"
+priority = 1
+weight = 3
+[[models.deployments]]
+provider = "vendor"
+model = "gpt-4o"
+)";
+
+/// Sets an environment variable for one test and restores the old value after.
+class scoped_env {
+public:
+  scoped_env(const char* name, const char* value) : name_(name) {
+    if (auto* old = std::getenv(name)) old_ = old;
+    ::setenv(name, value, 1);
+  }
+  ~scoped_env() {
+    if (old_) ::setenv(name_, old_->c_str(), 1); else ::unsetenv(name_);
+  }
+private:
+  const char* name_;
+  std::optional<std::string> old_;
+};
+
+config::gateway_config parse_ok(const std::string& text) {
+  auto r = config::parse(text, "test.toml");
+  EXPECT_TRUE(r.config) << r.error;
+  return r.config ? *r.config : config::gateway_config{};
+}
+
+} // namespace
+
+TEST(config, reads_the_documented_shape) {
+  auto cfg = parse_ok(demo);
+  EXPECT_EQ(cfg.server.listen, "127.0.0.1:3000");
+  EXPECT_EQ(cfg.server.io_threads, 2);
+  EXPECT_EQ(cfg.storage.sqlite_path, "x.db");
+  ASSERT_EQ(cfg.providers.size(), 2u);
+  EXPECT_EQ(cfg.providers[1].first_byte_timeout_ms, 1500);
+  ASSERT_EQ(cfg.models.size(), 1u);
+  ASSERT_EQ(cfg.models[0].deployments.size(), 2u);
+  EXPECT_EQ(cfg.models[0].deployments[0].priority, 1);
+  EXPECT_EQ(cfg.models[0].deployments[0].weight, 3);
+}
+
+TEST(config, provider_key_comes_from_its_variable_and_urls_lose_trailing_slash) {
+  scoped_env key{"LOWART_TEST_PROVIDER_KEY", "sk-from-env"};
+  auto cfg = parse_ok(demo);
+  ASSERT_EQ(config::validate(cfg), "");
+  EXPECT_EQ(cfg.providers[0].api_key, "sk-from-env");
+  EXPECT_EQ(cfg.providers[0].base_url, "http://127.0.0.1:18090/v1");
+  EXPECT_EQ(cfg.providers[1].api_key, "sk-inline");
+}
+
+TEST(config, environment_overrides_the_file) {
+  scoped_env listen{"LOWART_LISTEN", "127.0.0.1:4000"};
+  scoped_env mode{"LISTEN_MODE", "both"};
+  scoped_env db{"LOWART_DB", "/tmp/other.db"};
+  scoped_env master{"LOWART_MASTER_KEY", "sk-master"};
+  auto cfg = parse_ok(demo);
+  ASSERT_EQ(config::apply_environment(cfg), "");
+  EXPECT_EQ(cfg.server.listen, "127.0.0.1:4000");
+  EXPECT_EQ(cfg.server.mode, config::listen_mode::both);
+  EXPECT_EQ(cfg.storage.sqlite_path, "/tmp/other.db");
+  EXPECT_EQ(cfg.server.master_key, "sk-master");
+}
+
+TEST(config, errors_name_the_field) {
+  auto r = config::parse("[server]\nio_threads = \"two\"\n", "t.toml");
+  ASSERT_FALSE(r.config);
+  EXPECT_NE(r.error.find("server.io_threads"), std::string::npos) << r.error;
+
+  auto syntax = config::parse("[server\nlisten=", "broken.toml");
+  ASSERT_FALSE(syntax.config);
+  EXPECT_NE(syntax.error.find("broken.toml:1"), std::string::npos) << syntax.error;
+
+  auto cfg = parse_ok(R"([[providers]]
+name = "p"
+base_url = "ftp://x"
+)");
+  EXPECT_NE(config::validate(cfg).find("providers[0].base_url"), std::string::npos);
+
+  auto unknown = parse_ok(R"([[providers]]
+name = "p"
+base_url = "http://x"
+[[models]]
+name = "m"
+[[models.deployments]]
+provider = "nope"
+model = "x"
+)");
+  EXPECT_NE(config::validate(unknown).find("models[0].deployments[0].provider 'nope'"), std::string::npos);
+}
+
+TEST(config, bad_listen_mode_is_refused) {
+  scoped_env mode{"LISTEN_MODE", "pigeon"};
+  config::gateway_config cfg;
+  EXPECT_NE(config::apply_environment(cfg).find("LISTEN_MODE"), std::string::npos);
+}
+
+TEST(upstream_target, splits_base_urls) {
+  upstream_target t;
+  ASSERT_TRUE(parse_upstream("https://api.openai.com/v1", t));
+  EXPECT_TRUE(t.tls);
+  EXPECT_EQ(t.host, "api.openai.com");
+  EXPECT_EQ(t.port, 443);
+  EXPECT_EQ(t.base_path, "/v1");
+  EXPECT_EQ(t.host_header, "api.openai.com");
+  ASSERT_TRUE(parse_upstream("http://127.0.0.1:18090/openai/v1/", t));
+  EXPECT_FALSE(t.tls);
+  EXPECT_EQ(t.port, 18090);
+  EXPECT_EQ(t.base_path, "/openai/v1");
+  EXPECT_EQ(t.host_header, "127.0.0.1:18090");
+  ASSERT_TRUE(parse_upstream("http://[::1]:8080", t));
+  EXPECT_EQ(t.host, "::1");
+  EXPECT_EQ(t.host_header, "[::1]:8080");
+  EXPECT_FALSE(parse_upstream("http://:80/v1", t));
+  EXPECT_FALSE(parse_upstream("http://host:99999", t));
+  EXPECT_FALSE(parse_upstream("unix:///x", t));
+}

@@ -3,7 +3,8 @@
 // One binary, one io_context, Boost.Beast for request parsing and hand-framed HTTP/1.1 responses
 // written from per-connection buffers that are reused across keep-alive requests, so the hot path
 // (a small chat completion) does no allocation beyond Beast's request parser and Boost.JSON's
-// parse (which mostly lands in a per-connection arena).
+// parse (which mostly lands in a per-connection arena). Boost.JSON is compiled into this file
+// (boost/json/src.hpp), so the binary needs no JSON library.
 //
 // Command line (`--opt value` or `--opt=value`):
 //   --listen HOST:PORT      address to listen on (default 127.0.0.1:18090; port 0 picks one)
@@ -29,10 +30,13 @@
 //   GET  .../models            one model, "mock-model".
 //   GET  .../healthz           200 "ok".
 //   GET  .../mock/stats        {"requests","by_model","last_authorization","last_body","last_path"}
-//                              over the chat and embeddings requests seen so far.
+//                              over the chat and embeddings requests seen so far; the last_* fields
+//                              describe the latest of them (last_authorization is null when that
+//                              request had no Authorization header).
 //   POST .../mock/reset        clears those statistics.
 //   anything else              404 with an OpenAI error envelope.
-// Bad JSON or a malformed request gets a 400 envelope.
+// Bad JSON or a malformed request gets a 400 envelope (before any fault mode applies). HTTP/1.0
+// clients get close-delimited streams, as they cannot take chunked encoding.
 //
 // Fault modes apply to chat and embeddings requests. A request's mode comes from its x-mock-mode
 // header (an unknown value is a 400), else from its model when that is "mock-<mode>", else --mode:
@@ -470,7 +474,9 @@ std::string_view read_chat(const json::value& document, chat_request& chat, std:
     const auto* object = message.if_object();
     if (!object) return "each message must be an object";
     last_content = object->if_contains("content");
-    if (last_content) for_each_text(*last_content, [&](std::string_view text) { chat.prompt_words += count_words(text); });
+    if (last_content) {
+      for_each_text(*last_content, [&](std::string_view text) { chat.prompt_words += count_words(text); });
+    }
   }
 
   // Keep one byte past the limit so the cut below can see whether it splits a UTF-8 sequence.

@@ -1,0 +1,63 @@
+#!/usr/bin/env bash
+# Installs what is missing, builds, and runs every test:
+#   1. unit tests (GoogleTest via ctest) on the release build
+#   2. the same unit tests under AddressSanitizer + UndefinedBehaviorSanitizer
+#   3. end-to-end tests: the real build/lowart and build/lowart-mock on loopback,
+#      driven by the official `openai` npm client, curl and promtool
+# Ends with one line "total: N passed, M failed". Exit code 0 only if all passed.
+set -uo pipefail
+cd "$(dirname "$0")/.."
+root=$PWD
+scripts/setup.sh || exit 1
+
+passed=0 failed=0 status=0
+log=$(mktemp -d)
+
+count_ctest() { # LOG -> adds to passed/failed from ctest's summary line
+  local line total fails
+  line=$(grep -E '[0-9]+% tests passed, [0-9]+ tests? failed out of [0-9]+' "$1" | tail -1)
+  fails=$(sed -E 's/.* ([0-9]+) tests? failed out of ([0-9]+).*/\1/' <<<"$line")
+  total=$(sed -E 's/.* failed out of ([0-9]+).*/\1/' <<<"$line")
+  if [[ -n "$line" ]]; then
+    passed=$((passed + total - fails)); failed=$((failed + fails))
+  else
+    failed=$((failed + 1))
+  fi
+}
+
+echo "== build (release)"
+scripts/build.sh default || { echo "build failed"; echo "total: $passed passed, 1 failed"; exit 1; }
+
+echo "== unit tests (release)"
+(cd build && ctest --output-on-failure -L unit --timeout 120) 2>&1 | tee "$log/unit.txt"
+[[ ${PIPESTATUS[0]} -eq 0 ]] || status=1
+count_ctest "$log/unit.txt"
+
+echo "== unit tests (ASan + UBSan)"
+if scripts/build.sh asan lowart_unit_tests; then
+  export ASAN_OPTIONS=detect_leaks=1:abort_on_error=1
+  export UBSAN_OPTIONS=halt_on_error=1:print_stacktrace=1:suppressions=$root/tests/sanitizer-suppressions.txt
+  (cd build-asan && ctest --output-on-failure -L unit --timeout 300) 2>&1 | tee "$log/asan.txt"
+  [[ ${PIPESTATUS[0]} -eq 0 ]] || status=1
+  count_ctest "$log/asan.txt"
+  unset ASAN_OPTIONS UBSAN_OPTIONS
+else
+  echo "asan build failed"; status=1; failed=$((failed + 1))
+fi
+
+echo "== end-to-end tests"
+LOWART_BIN=$root/build/lowart LOWART_MOCK_BIN=$root/build/lowart-mock \
+  tests/e2e/run.sh 2>&1 | tee "$log/e2e.txt"
+[[ ${PIPESTATUS[0]} -eq 0 ]] || status=1
+e2e_pass=$(grep -E '^# pass [0-9]+' "$log/e2e.txt" | tail -1 | awk '{print $3}')
+e2e_fail=$(grep -E '^# fail [0-9]+' "$log/e2e.txt" | tail -1 | awk '{print $3}')
+if [[ -n "$e2e_pass" ]]; then
+  passed=$((passed + e2e_pass)); failed=$((failed + ${e2e_fail:-0}))
+else
+  failed=$((failed + 1))
+fi
+
+rm -rf "$log"
+((failed > 0)) && status=1
+echo "total: $passed passed, $failed failed"
+exit $status

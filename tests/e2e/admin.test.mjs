@@ -1,0 +1,131 @@
+// The admin API: virtual keys are created, listed (never revealed) and revoked with the
+// master key, and the proxy honours them at once.
+
+import { after, before, describe, test } from 'node:test';
+import assert from 'node:assert/strict';
+import { api, cleanupAll, createKey, renderConfig, startGateway, startMock } from './harness.mjs';
+
+let mock;
+let gw;
+
+before(async () => {
+  mock = await startMock();
+  gw = await startGateway({
+    config: renderConfig({
+      providers: [{ name: 'mock', base_url: `${mock.url}/v1` }],
+      models: [{ name: 'gpt-demo', deployments: [{ provider: 'mock', model: 'mock-model' }] }],
+    }),
+  });
+});
+
+after(cleanupAll);
+
+const chat = (key, content = 'hi') => api(gw, 'POST', '/v1/chat/completions', {
+  key, body: { model: 'gpt-demo', messages: [{ role: 'user', content }] },
+});
+
+/** Admin errors are {"error":{"message","type"}}. */
+function assertAdminError(r, status) {
+  assert.equal(r.status, status, r.text);
+  assert.equal(typeof r.json?.error?.message, 'string', r.text);
+  assert.ok(r.json.error.message.length > 0);
+  assert.equal(typeof r.json.error.type, 'string', r.text);
+}
+
+describe('virtual keys', () => {
+  test('POST /admin/keys creates a key (201, sk-lw-...) that can call the API', async () => {
+    const created = await createKey(gw, { name: 'alice', models: ['gpt-demo'], team: 'red' });
+    assert.match(created.id, /\S/);
+    assert.match(created.key, /^sk-lw-/);
+    assert.equal(created.name, 'alice');
+    assert.deepEqual(created.models, ['gpt-demo']);
+    assert.equal(created.team, 'red');
+    assert.ok(created.key.startsWith(created.key_prefix), 'key_prefix is a prefix of the key');
+    assert.ok(created.key_prefix.length < created.key.length);
+    const r = await chat(created.key, 'from alice');
+    assert.equal(r.status, 200, r.text);
+    assert.equal(r.json.choices[0].message.content, 'mock reply: from alice');
+  });
+
+  test('GET /admin/keys lists keys with their key_prefix but never the key itself', async () => {
+    const a = await createKey(gw, { name: 'listed-a' });
+    const b = await createKey(gw, { name: 'listed-b', role: 'viewer' });
+    const r = await api(gw, 'GET', '/admin/keys');
+    assert.equal(r.status, 200, r.text);
+    assert.equal(r.json.object, 'list');
+    const byId = new Map(r.json.data.map((k) => [k.id, k]));
+    for (const k of [a, b]) {
+      const row = byId.get(k.id);
+      assert.ok(row, `key ${k.id} missing from the list`);
+      assert.equal(row.name, k.name);
+      assert.equal(row.key_prefix, k.key_prefix);
+      assert.equal(row.revoked_at, null);
+      assert.ok(!('key' in row), 'the list must not contain the key field');
+      assert.ok(!r.text.includes(k.key), 'the list must not reveal a key');
+    }
+    assert.equal(byId.get(b.id).role, 'viewer');
+  });
+
+  test('DELETE /admin/keys/{id} revokes: the key gets 401 on its next request', async () => {
+    const k = await createKey(gw, { name: 'short-lived' });
+    assert.equal((await chat(k.key)).status, 200);
+    const del = await api(gw, 'DELETE', `/admin/keys/${k.id}`);
+    assert.equal(del.status, 200, del.text);
+    const after = await chat(k.key);
+    assert.equal(after.status, 401, after.text);
+    assert.equal(after.json.error.type, 'invalid_request_error');
+    const listed = (await api(gw, 'GET', '/admin/keys')).json.data.find((x) => x.id === k.id);
+    assert.equal(typeof listed.revoked_at, 'number');
+    // Revoking again, or an id that never existed: 404.
+    assertAdminError(await api(gw, 'DELETE', `/admin/keys/${k.id}`), 404);
+    assertAdminError(await api(gw, 'DELETE', '/admin/keys/key_does_not_exist'), 404);
+  });
+
+  test('a key whose expires_at has passed is refused with 401', async () => {
+    const k = await createKey(gw, { name: 'expired', expires_at: Math.floor(Date.now() / 1000) - 60 });
+    const r = await chat(k.key);
+    assert.equal(r.status, 401, r.text);
+    const future = await createKey(gw, { name: 'not-yet', expires_at: Math.floor(Date.now() / 1000) + 3600 });
+    assert.equal((await chat(future.key)).status, 200);
+  });
+
+  test('invalid key requests are refused with 400 and an admin error body', async () => {
+    assertAdminError(await api(gw, 'POST', '/admin/keys', { body: {} }), 400);            // no name
+    assertAdminError(await api(gw, 'POST', '/admin/keys', { body: '{"name":' }), 400);     // bad JSON
+    assertAdminError(await api(gw, 'POST', '/admin/keys', { body: { name: 'x', role: 'emperor' } }), 400);
+    assertAdminError(await api(gw, 'POST', '/admin/keys', { body: { name: 'x', models: 'gpt-demo' } }), 400);
+  });
+});
+
+describe('admin access control', () => {
+  test('the admin API without a key is 401', async () => {
+    assertAdminError(await api(gw, 'GET', '/admin/keys', { key: null }), 401);
+    assertAdminError(await api(gw, 'POST', '/admin/keys', { key: null, body: { name: 'nope' } }), 401);
+  });
+
+  test('the admin API with a wrong key is 401', async () => {
+    assertAdminError(await api(gw, 'GET', '/admin/keys', { key: `${gw.masterKey}x` }), 401);
+  });
+
+  test('a non-admin virtual key on the admin API is 403', async () => {
+    const user = await createKey(gw, { name: 'plain-user' });
+    const r = await api(gw, 'GET', '/admin/keys', { key: user.key });
+    assertAdminError(r, 403);
+    assertAdminError(await api(gw, 'POST', '/admin/keys', { key: user.key, body: { name: 'escalate' } }), 403);
+    assertAdminError(await api(gw, 'DELETE', `/admin/keys/${user.id}`, { key: user.key }), 403);
+    // The 403 did not revoke anything.
+    assert.equal((await chat(user.key)).status, 200);
+  });
+
+  test('a virtual key with role admin may use the admin API', async () => {
+    const admin = await createKey(gw, { name: 'ops', role: 'admin' });
+    const r = await api(gw, 'GET', '/admin/keys', { key: admin.key });
+    assert.equal(r.status, 200, r.text);
+    assert.ok(r.json.data.some((k) => k.id === admin.id));
+  });
+
+  test('an unknown admin path is 404 and a wrong method is 405', async () => {
+    assertAdminError(await api(gw, 'GET', '/admin/nothing'), 404);
+    assertAdminError(await api(gw, 'PUT', '/admin/keys', { body: { name: 'x' } }), 405);
+  });
+});
