@@ -101,6 +101,12 @@ std::shared_ptr<route_table> build_table(router_state& st) {
         dep->settings = settings;
         if (!parse_upstream(settings->base_url, dep->target))
           throw std::runtime_error("provider '" + d.provider + "' has an invalid base_url");
+        if (dep->target.tls) {
+          // A TLS connection carries the trust decision made at its handshake: only
+          // providers with the same verification settings may share it.
+          dep->target.pool_key += settings->verify_tls ? "|verify" : "|no-verify";
+          dep->target.pool_key += "|ca=" + settings->ca_file;
+        }
         dep->stats = std::make_shared<deployment_stats>();
         dep->upstream_duration = metrics::upstream_duration(id);
         slot = dep;

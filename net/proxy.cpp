@@ -158,12 +158,12 @@ bool proxy_call::parse_request() {
   std::string_view model;
   auto model_field = obj["model"];
   if (model_field.error() == simdjson::NO_SUCH_FIELD) {
-    client_->respond_error(ctx_, error_kind::bad_request, "you must provide a model parameter", "missing_model",
+    client_->respond_error(ctx_, error_kind::bad_request, "you must provide a model parameter", "missing_model", {},
                            "model");
     return false;
   }
   if (model_field.get_string().get(model) != simdjson::SUCCESS || model.empty()) {
-    client_->respond_error(ctx_, error_kind::bad_request, "model must be a non-empty string", "invalid_model",
+    client_->respond_error(ctx_, error_kind::bad_request, "model must be a non-empty string", "invalid_model", {},
                            "model");
     return false;
   }
@@ -182,12 +182,12 @@ bool proxy_call::parse_request() {
   if (!routes_ || it == routes_->models.end() || it->second.deployments.empty()) {
     client_->respond_error(ctx_, error_kind::not_found,
                            "The model `" + ctx_.model + "` does not exist or you do not have access to it.",
-                           "model_not_found", "model");
+                           "model_not_found", {}, "model");
     return false;
   }
   if (!ctx_.who->master && !ctx_.who->key->allows_model(ctx_.model)) {
     client_->respond_error(ctx_, error_kind::forbidden,
-                           "this key is not allowed to use model `" + ctx_.model + "`", "model_not_allowed",
+                           "this key is not allowed to use model `" + ctx_.model + "`", "model_not_allowed", {},
                            "model");
     return false;
   }

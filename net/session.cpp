@@ -202,7 +202,21 @@ void session::handle(http::request<http::string_body>&& req) {
 
   bool admin = path.rfind("/admin/", 0) == 0 || path == "/admin";
   ctx.format = admin ? api_format::admin : api_format::openai;
-  ctx.route = admin ? "admin" : "other";
+  auto under_v1 = [&](std::string_view suffix) {
+    return path == suffix || (path.size() == suffix.size() + 3 && path.rfind("/v1", 0) == 0 &&
+                              path.substr(3) == suffix);
+  };
+  // The metrics label is known from the path alone, so refusals count under their route.
+  if (admin)
+    ctx.route = "admin";
+  else if (under_v1("/chat/completions"))
+    ctx.route = "chat";
+  else if (under_v1("/embeddings"))
+    ctx.route = "embeddings";
+  else if (under_v1("/models"))
+    ctx.route = "models";
+  else
+    ctx.route = "other";
   if (state.draining.load(std::memory_order_relaxed)) {
     ctx.keep_alive = false;
     respond_error(ctx, error_kind::unavailable, "the gateway is shutting down");
@@ -276,12 +290,7 @@ void session::handle(http::request<http::string_body>&& req) {
   }
 
   // OpenAI-compatible API.
-  auto under_v1 = [&](std::string_view suffix) {
-    return path == suffix || (path.size() == suffix.size() + 3 && path.rfind("/v1", 0) == 0 &&
-                              path.substr(3) == suffix);
-  };
-  if (under_v1("/models")) {
-    ctx.route = "models";
+  if (ctx.route == "models") {
     if (method != http::verb::get) {
       respond_error(ctx, error_kind::method_not_allowed, "use GET for /v1/models");
       return;
@@ -305,12 +314,11 @@ void session::handle(http::request<http::string_body>&& req) {
     return;
   }
   std::optional<proxy_kind> kind;
-  if (under_v1("/chat/completions"))
+  if (ctx.route == "chat")
     kind = proxy_kind::chat;
-  else if (under_v1("/embeddings"))
+  else if (ctx.route == "embeddings")
     kind = proxy_kind::embeddings;
   if (kind) {
-    ctx.route = *kind == proxy_kind::chat ? "chat" : "embeddings";
     if (method != http::verb::post) {
       respond_error(ctx, error_kind::method_not_allowed, "use POST for " + std::string(path));
       return;
@@ -374,8 +382,9 @@ void session::respond(request_context& ctx, int status, std::string_view content
 }
 
 void session::respond_error(request_context& ctx, error_kind kind, std::string_view message, std::string_view code,
-                            std::string_view extra_headers) {
-  respond(ctx, status_of(kind), "application/json", error_body(ctx.format, kind, message, code), extra_headers);
+                            std::string_view extra_headers, std::string_view param) {
+  respond(ctx, status_of(kind), "application/json", error_body(ctx.format, kind, message, code, param),
+          extra_headers);
 }
 
 void session::write_raw(std::string data, std::function<void(bool ok)> done) {

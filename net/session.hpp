@@ -70,7 +70,8 @@ public:
   void respond(request_context& ctx, int status, std::string_view content_type, std::string_view body,
                std::string_view extra_headers = {});
   void respond_error(request_context& ctx, error_kind kind, std::string_view message,
-                     std::string_view code = {}, std::string_view extra_headers = {});
+                     std::string_view code = {}, std::string_view extra_headers = {},
+                     std::string_view param = {});
 
   /// Raw write for streamed responses; one write in flight (the caller waits for `done`).
   void write_raw(std::string data, std::function<void(bool ok)> done);

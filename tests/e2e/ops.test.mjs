@@ -76,9 +76,9 @@ describe('probes, metrics and logs', () => {
 
     const delta = (name, labels) => metricValue(samples, name, labels) - metricValue(before, name, labels);
     assert.equal(delta('http_requests_total', { route: 'chat', status: '200' }), 2);
-    // (A request refused before authentication is counted under route "other".)
-    assert.equal(delta('http_requests_total', { status: '401' }), 1);
-    assert.equal(delta('http_request_duration_seconds_count', { route: 'chat' }), 2);
+    // A request refused before authentication still counts under its route.
+    assert.equal(delta('http_requests_total', { route: 'chat', status: '401' }), 1);
+    assert.equal(delta('http_request_duration_seconds_count', { route: 'chat' }), 3);
     assert.ok(samples.some((s) => s.name === 'http_request_duration_seconds_bucket' && s.labels.route === 'chat'));
     // Non-streamed usage from the body, streamed usage from the usage chunk lowart asked for.
     assert.equal(delta('gateway_tokens_total', { model: 'gpt-demo', type: 'prompt' }), 3 + 2);

@@ -1,0 +1,116 @@
+// What each piece of a proxied request costs on one core: key check, request parse and
+// model rewrite, SSE parsing of a realistic stream, usage extraction, metrics.
+
+#include "actors/state.hpp"
+#include "core/json_text.hpp"
+#include "core/metrics.hpp"
+#include "core/secrets.hpp"
+#include "net/sse.hpp"
+
+#include <benchmark/benchmark.h>
+#include <simdjson.h>
+
+#include <memory>
+
+using namespace lowart;
+
+namespace {
+
+const std::string request_body =
+    R"({"model":"gpt-4o-mini","messages":[{"role":"system","content":"You are a concise, helpful assistant. Answer in plain English, cite facts you are sure of, and keep answers under 120 words unless asked otherwise."},{"role":"user","content":"Hi! I am planning a weekend trip and need some quick facts."},{"role":"assistant","content":"Sure - tell me where you are going and what you would like to know."},{"role":"user","content":"What is the capital of France, which river runs through it, and roughly how many people live there? One short paragraph please."}],"temperature":0.7,"top_p":1,"max_tokens":256,"user":"bench-user-0001","stream":true})";
+
+std::string sse_stream() {
+  std::string s;
+  const char* words[] = {"The", " capital", " of", " France", " is", " Paris.", " It", " sits", " on",
+                         " the", " Seine", " river", " and", " has", " about", " 2.1", " million", " inhabitants."};
+  auto chunk = [](std::string_view delta) {
+    return std::string(R"(data: {"id":"chatcmpl-AXmock0000000000000000000001","object":"chat.completion.chunk","created":1732600000,"model":"gpt-4o-mini-2024-07-18","choices":[{"index":0,"delta":)") +
+           std::string(delta) + R"(,"logprobs":null,"finish_reason":null}],"usage":null})" + "\n\n";
+  };
+  s += chunk(R"({"role":"assistant","content":""})");
+  for (auto* w : words)
+    s += chunk(std::string(R"({"content":")") + w + "\"}");
+  s += R"(data: {"id":"x","object":"chat.completion.chunk","choices":[],"usage":{"prompt_tokens":57,"completion_tokens":18,"total_tokens":75}})"
+       "\n\n";
+  s += "data: [DONE]\n\n";
+  return s;
+}
+
+void bm_key_check(benchmark::State& state) {
+  // The auth path: hash the presented key, look it up in the snapshot, compare.
+  auto table = std::make_shared<key_table>();
+  std::string presented;
+  for (int i = 0; i < 10000; ++i) {
+    auto key = secrets::new_virtual_key();
+    auto e = std::make_shared<key_entry>();
+    e->hash = secrets::sha256_hex(key);
+    e->id = "key_" + std::to_string(i);
+    table->by_hash.emplace(e->hash, e);
+    if (i == 5000)
+      presented = key;
+  }
+  snapshot<key_table> snap;
+  snap.publish(table);
+  for (auto _ : state) {
+    auto keys = snap.load();
+    auto hash = secrets::sha256_hex(presented);
+    auto it = keys->by_hash.find(hash);
+    bool ok = it != keys->by_hash.end() && secrets::constant_time_equal(it->second->hash, hash) &&
+              it->second->allows_model("gpt-demo");
+    benchmark::DoNotOptimize(ok);
+  }
+}
+BENCHMARK(bm_key_check);
+
+void bm_parse_and_rewrite_request(benchmark::State& state) {
+  simdjson::dom::parser parser;
+  for (auto _ : state) {
+    std::string body = request_body;
+    body.reserve(body.size() + simdjson::SIMDJSON_PADDING);
+    simdjson::dom::element doc;
+    auto err = parser.parse(body.data(), body.size(), false).get(doc);
+    std::string_view model;
+    err = doc["model"].get_string().get(model);
+    benchmark::DoNotOptimize(err);
+    json::set_member(body, "model", "\"mock-model\"");
+    json::set_member(body, "stream_options", R"({"include_usage":true})");
+    benchmark::DoNotOptimize(body.data());
+  }
+  state.SetBytesProcessed(static_cast<std::int64_t>(state.iterations() * request_body.size()));
+}
+BENCHMARK(bm_parse_and_rewrite_request);
+
+void bm_sse_relay_stream(benchmark::State& state) {
+  // Parse a 21-event stream fed in 1 KiB reads and re-serialise every event.
+  auto stream = sse_stream();
+  for (auto _ : state) {
+    net::sse_parser parser;
+    std::string out;
+    out.reserve(stream.size());
+    for (std::size_t at = 0; at < stream.size(); at += 1024) {
+      parser.feed(std::string_view(stream).substr(at, 1024),
+                  [&](const net::sse_event& ev) { net::append_sse_event(out, ev); });
+    }
+    benchmark::DoNotOptimize(out.data());
+  }
+  state.SetBytesProcessed(static_cast<std::int64_t>(state.iterations() * stream.size()));
+}
+BENCHMARK(bm_sse_relay_stream);
+
+void bm_metrics_per_request(benchmark::State& state) {
+  // What session::record and proxy settle spend on Prometheus per request.
+  auto tokens = metrics::tokens("gpt-demo", "prompt");
+  auto duration = metrics::upstream_duration("mock/mock-model");
+  for (auto _ : state) {
+    metrics::http_requests("chat", 200).inc();
+    metrics::http_request_duration("chat").observe(0.0004);
+    metrics::upstream_requests("mock/mock-model", "200").inc();
+    duration.observe(0.0003);
+    tokens.inc(57);
+  }
+}
+BENCHMARK(bm_metrics_per_request);
+
+} // namespace
+
+BENCHMARK_MAIN();
