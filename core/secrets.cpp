@@ -9,10 +9,28 @@
 
 namespace lowart::secrets {
 
+namespace {
+
+/// OpenSSL 3 looks an algorithm up on every implicit EVP_sha256() use; fetch it once
+/// and keep one digest context per thread (this runs on every authenticated request).
+struct sha256_context {
+  EVP_MD* md = EVP_MD_fetch(nullptr, "SHA256", nullptr);
+  EVP_MD_CTX* ctx = EVP_MD_CTX_new();
+  ~sha256_context() {
+    EVP_MD_CTX_free(ctx);
+    EVP_MD_free(md);
+  }
+};
+
+} // namespace
+
 std::string sha256_hex(std::string_view data) {
+  thread_local sha256_context sha;
   std::array<unsigned char, EVP_MAX_MD_SIZE> digest{};
   unsigned int len = 0;
-  if (EVP_Digest(data.data(), data.size(), digest.data(), &len, EVP_sha256(), nullptr) != 1)
+  if (!sha.md || !sha.ctx || EVP_DigestInit_ex(sha.ctx, sha.md, nullptr) != 1 ||
+      EVP_DigestUpdate(sha.ctx, data.data(), data.size()) != 1 ||
+      EVP_DigestFinal_ex(sha.ctx, digest.data(), &len) != 1)
     throw std::runtime_error("sha256 failed");
   static constexpr char hex[] = "0123456789abcdef";
   std::string out(len * 2, '0');

@@ -42,7 +42,7 @@ struct server::impl {
 
   void accept_tcp() {
     auto& w = pick();
-    tcp->async_accept(w.ioc, [this, &w](beast::error_code ec, asio::ip::tcp::socket socket) {
+    tcp->async_accept(w.ioc.get_executor(), [this, &w](beast::error_code ec, session::tcp_stream::socket_type socket) {
       if (ec == asio::error::operation_aborted || !tcp || !tcp->is_open())
         return;
       if (!ec) {
@@ -63,7 +63,7 @@ struct server::impl {
 
   void accept_uds() {
     auto& w = pick();
-    uds->async_accept(w.ioc, [this, &w](beast::error_code ec, asio::local::stream_protocol::socket socket) {
+    uds->async_accept(w.ioc.get_executor(), [this, &w](beast::error_code ec, session::uds_stream::socket_type socket) {
       if (ec == asio::error::operation_aborted || !uds || !uds->is_open())
         return;
       if (!ec && !over_limit()) {

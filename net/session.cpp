@@ -95,9 +95,12 @@ session::~session() {
   metrics::connections_open().add(-1);
 }
 
-asio::any_io_executor session::executor() { return worker_.ioc.get_executor(); }
+session::executor_type session::executor() { return worker_.ioc.get_executor(); }
 
 void session::start() {
+  // Beast reads at most the buffer's free capacity (512 bytes when new): a typical
+  // chat request must arrive in one read.
+  buffer_.reserve(16 * 1024);
   if (auto* tcp = std::get_if<0>(&stream_)) {
     beast::error_code ec;
     tcp->socket().set_option(asio::ip::tcp::no_delay(true), ec);

@@ -57,8 +57,11 @@ struct request_context {
 
 class session : public std::enable_shared_from_this<session> {
 public:
-  using tcp_stream = beast::tcp_stream;
-  using uds_stream = beast::basic_stream<asio::local::stream_protocol>;
+  /// Streams bound to the concrete io_context executor: a polymorphic
+  /// any_io_executor costs a copy and a destroy per operation on the hot path.
+  using executor_type = asio::io_context::executor_type;
+  using tcp_stream = beast::basic_stream<asio::ip::tcp, executor_type>;
+  using uds_stream = beast::basic_stream<asio::local::stream_protocol, executor_type>;
 
   session(server_worker& worker, tcp_stream&& stream);
   session(server_worker& worker, uds_stream&& stream);
@@ -87,7 +90,7 @@ public:
   void close_if_idle();
 
   server_worker& worker() { return worker_; }
-  asio::any_io_executor executor();
+  executor_type executor();
 
 private:
   void do_read();

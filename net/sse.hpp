@@ -6,6 +6,7 @@
 // out each event when its terminating blank line arrives. Pure C++, no I/O.
 
 #include <cstddef>
+#include <cstring>
 #include <string>
 #include <string_view>
 
@@ -44,7 +45,7 @@ public:
           continue;
         }
       }
-      auto end = bytes.find_first_of("\r\n", i);
+      auto end = find_line_end(bytes, i);
       if (end == std::string_view::npos) {
         line_.append(bytes.substr(i));
         return line_.size() <= max_line_;
@@ -77,6 +78,18 @@ public:
 
 private:
   void take_line(std::string_view line);
+
+  /// First '\r' or '\n' at or after `from`. Two memchr scans: string_view's
+  /// find_first_of calls memchr once per input byte, which dominated stream relays.
+  static std::size_t find_line_end(std::string_view bytes, std::size_t from) {
+    const char* begin = bytes.data() + from;
+    std::size_t n = bytes.size() - from;
+    const void* lf = std::memchr(begin, '\n', n);
+    std::size_t limit = lf ? static_cast<std::size_t>(static_cast<const char*>(lf) - begin) : n;
+    if (const void* cr = std::memchr(begin, '\r', limit))
+      return from + static_cast<std::size_t>(static_cast<const char*>(cr) - begin);
+    return lf ? from + limit : std::string_view::npos;
+  }
 
   std::size_t max_line_;
   std::string line_;

@@ -64,7 +64,10 @@ void upstream_pool::acquire(const deployment& dep, acquire_handler done) {
     while (!list.empty()) {
       auto conn = std::move(list.back());
       list.pop_back();
-      if (now - conn->idle_since < max_idle_age && conn->looks_alive()) {
+      auto idle = now - conn->idle_since;
+      // A connection idle for under a second is taken as is (a failure before any
+      // response byte is retried on a fresh one); older ones are peeked first.
+      if (idle < max_idle_age && (idle < std::chrono::seconds(1) || conn->looks_alive())) {
         conn->reused = true;
         done(connect_failure::none, {}, std::move(conn));
         return;

@@ -27,17 +27,27 @@ namespace beast = boost::beast;
 /// One keep-alive connection to an upstream, plain or TLS.
 class upstream_connection {
 public:
-  using tls_stream = beast::ssl_stream<beast::tcp_stream>;
+  /// Bound to the concrete io_context executor (see session::tcp_stream).
+  using plain_stream = beast::basic_stream<asio::ip::tcp, asio::io_context::executor_type>;
+  using tls_stream = beast::ssl_stream<plain_stream>;
 
-  explicit upstream_connection(asio::io_context& ioc) : stream_(std::in_place_index<0>, ioc) {}
+  explicit upstream_connection(asio::io_context& ioc) : stream_(std::in_place_index<0>, ioc.get_executor()) {
+    buffer.reserve(read_buffer_bytes);
+  }
   upstream_connection(asio::io_context& ioc, asio::ssl::context& tls)
-      : stream_(std::in_place_index<1>, ioc, tls) {}
+      : stream_(std::in_place_index<1>, ioc.get_executor(), tls) {
+    buffer.reserve(read_buffer_bytes);
+  }
 
-  /// Calls `f(stream)` with the concrete stream type (tcp_stream or ssl_stream).
+  /// Beast reads at most the free capacity of the buffer (512 bytes when it is new):
+  /// reserve enough that one read takes a whole response or a burst of SSE events.
+  static constexpr std::size_t read_buffer_bytes = 16 * 1024;
+
+  /// Calls `f(stream)` with the concrete stream type (plain_stream or tls_stream).
   template <class F>
   decltype(auto) visit(F&& f) { return std::visit(std::forward<F>(f), stream_); }
 
-  beast::tcp_stream& tcp() {
+  plain_stream& tcp() {
     if (auto* plain = std::get_if<0>(&stream_))
       return *plain;
     return beast::get_lowest_layer(std::get<1>(stream_));
@@ -53,7 +63,7 @@ public:
   beast::flat_buffer buffer; ///< read buffer, kept with the connection
 
 private:
-  std::variant<beast::tcp_stream, tls_stream> stream_;
+  std::variant<plain_stream, tls_stream> stream_;
 };
 
 using upstream_ptr = std::unique_ptr<upstream_connection>;

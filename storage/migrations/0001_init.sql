@@ -28,8 +28,8 @@ CREATE TABLE usage_records (
   cached_tokens     INTEGER NOT NULL DEFAULT 0,
   latency_ms        REAL NOT NULL DEFAULT 0
 );
+-- One index only: every extra index is another B-tree insert per proxied request.
 CREATE INDEX usage_records_ts ON usage_records(ts_ms);
-CREATE INDEX usage_records_key ON usage_records(key_id, ts_ms);
 
 -- Who changed what and when (never secret values).
 CREATE TABLE audit_log (
