@@ -6,6 +6,10 @@ preset=${1:-default}
 shift || true
 export CCACHE_SLOPPINESS=pch_defines,time_macros,include_file_mtime,include_file_ctime
 export CCACHE_MAXSIZE=${CCACHE_MAXSIZE:-5G}
+# Paths below the checkout are hashed relative to it, so a fresh clone elsewhere (CI)
+# reuses the cache of an earlier build.
+export CCACHE_BASEDIR=${CCACHE_BASEDIR:-$PWD}
+export CCACHE_NOHASHDIR=1
 case "$preset" in
   default) dir=build ;;
   asan) dir=build-asan ;;
