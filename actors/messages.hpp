@@ -11,6 +11,8 @@ using flush_atom = caf::atom_constant<caf::atom("flush")>;
 using tick_atom = caf::atom_constant<caf::atom("tick")>;
 using restart_atom = caf::atom_constant<caf::atom("restart")>;
 using status_atom = caf::atom_constant<caf::atom("status")>;
+/// The routing configuration changed: rebuild the route table from the snapshot.
+using reload_atom = caf::atom_constant<caf::atom("reload")>;
 
 /// (key_create_atom, actor name, JSON body) -> (status, JSON)
 using key_create_atom = caf::atom_constant<caf::atom("keycreate")>;

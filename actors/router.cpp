@@ -62,6 +62,7 @@ struct router_state {
   std::map<caf::actor_addr, std::string> provider_of;                   ///< actor -> deployment id
   std::map<std::string, caf::actor> provider_by_id;                     ///< deployment id -> actor
   std::set<caf::actor_addr> children;                                   ///< every provider ever spawned
+  std::map<std::string, std::shared_ptr<const deployment>> provider_dep;  ///< what each provider watches
 };
 
 using router_actor = caf::stateful_actor<router_state>;
@@ -72,18 +73,22 @@ void spawn_provider(router_actor* self, const std::shared_ptr<const deployment>&
   auto child = self->spawn<caf::monitored + caf::linked>(provider, dep);
   self->state.provider_of[child.address()] = dep->id;
   self->state.provider_by_id[dep->id] = child;
+  self->state.provider_dep[dep->id] = dep;
   self->state.children.insert(child.address());
 }
 
-/// Builds the table from the configuration; deployments with the same provider and
-/// upstream model are one deployment (one set of counters, one provider actor).
+/// Builds the table from the routing snapshot. Deployments with the same provider and
+/// upstream model are one deployment (one set of counters, one provider actor); a
+/// deployment whose provider settings did not change keeps its counters across reloads.
 std::shared_ptr<route_table> build_table(router_state& st) {
-  const auto& cfg = st.gw->config;
+  auto cfg = st.gw->routing.load();
   std::map<std::string, std::shared_ptr<const config::provider_config>> providers;
-  for (const auto& p : cfg.providers)
+  for (const auto& p : cfg->providers)
     providers[p.name] = std::make_shared<config::provider_config>(p);
+  auto previous = std::move(st.deployments);
+  st.deployments.clear();
   auto table = std::make_shared<route_table>();
-  for (const auto& m : cfg.models) {
+  for (const auto& m : cfg->models) {
     model_route route;
     route.name = m.name;
     route.prompt_tokens = metrics::tokens(m.name, "prompt");
@@ -94,22 +99,26 @@ std::shared_ptr<route_table> build_table(router_state& st) {
       auto id = d.provider + "/" + d.model;
       auto& slot = st.deployments[id];
       if (!slot) {
-        auto dep = std::make_shared<deployment>();
-        dep->id = id;
-        dep->provider = d.provider;
-        dep->upstream_model = d.model;
-        dep->settings = settings;
-        if (!parse_upstream(settings->base_url, dep->target))
-          throw std::runtime_error("provider '" + d.provider + "' has an invalid base_url");
-        if (dep->target.tls) {
-          // A TLS connection carries the trust decision made at its handshake: only
-          // providers with the same verification settings may share it.
-          dep->target.pool_key += settings->verify_tls ? "|verify" : "|no-verify";
-          dep->target.pool_key += "|ca=" + settings->ca_file;
+        if (auto old = previous.find(id); old != previous.end() && *old->second->settings == *settings) {
+          slot = old->second;
+        } else {
+          auto dep = std::make_shared<deployment>();
+          dep->id = id;
+          dep->provider = d.provider;
+          dep->upstream_model = d.model;
+          dep->settings = settings;
+          if (!parse_upstream(settings->base_url, dep->target))
+            throw std::runtime_error("provider '" + d.provider + "' has an invalid base_url");
+          if (dep->target.tls) {
+            // A TLS connection carries the trust decision made at its handshake: only
+            // providers with the same verification settings may share it.
+            dep->target.pool_key += settings->verify_tls ? "|verify" : "|no-verify";
+            dep->target.pool_key += "|ca=" + settings->ca_file;
+          }
+          dep->stats = std::make_shared<deployment_stats>();
+          dep->upstream_duration = metrics::upstream_duration(id);
+          slot = dep;
         }
-        dep->stats = std::make_shared<deployment_stats>();
-        dep->upstream_duration = metrics::upstream_duration(id);
-        slot = dep;
       }
       // Priority and weight belong to the model's use of a deployment.
       auto use = std::make_shared<deployment>(*slot);
@@ -126,14 +135,33 @@ std::shared_ptr<route_table> build_table(router_state& st) {
   return table;
 }
 
+/// Publishes a new table and makes the provider actors match its deployments: new
+/// ones are spawned, replaced and removed ones are stopped (without a restart).
+void rebuild(router_actor* self) {
+  auto& st = self->state;
+  auto table = build_table(st);
+  st.gw->routes.publish(table);
+  for (auto it = st.provider_by_id.begin(); it != st.provider_by_id.end();) {
+    auto dep = st.deployments.find(it->first);
+    bool keep = dep != st.deployments.end() && self->state.provider_dep[it->first] == dep->second;
+    if (keep) {
+      ++it;
+      continue;
+    }
+    st.provider_of.erase(it->second.address()); // its down message is then ignored
+    self->send_exit(it->second, caf::exit_reason::user_shutdown);
+    st.provider_dep.erase(it->first);
+    it = st.provider_by_id.erase(it);
+  }
+  for (const auto& [id, dep] : st.deployments)
+    if (!st.provider_by_id.count(id))
+      spawn_provider(self, dep);
+  log::info("routes published", {{"models", table->names.size()}, {"deployments", st.deployments.size()}});
+}
+
 caf::behavior router(router_actor* self, gateway_state* gw) {
   self->state.gw = gw;
-  auto table = build_table(self->state);
-  gw->routes.publish(table);
-  for (const auto& [id, dep] : self->state.deployments)
-    spawn_provider(self, dep);
-  log::info("routes published", {{"models", table->names.size()},
-                                 {"deployments", self->state.deployments.size()}});
+  rebuild(self);
   self->set_exit_handler([=](caf::exit_msg& msg) {
     if (self->state.children.count(msg.source))
       return; // one of our providers ended; the down handler restarts it
@@ -146,13 +174,22 @@ caf::behavior router(router_actor* self, gateway_state* gw) {
     auto id = it->second;
     self->state.provider_of.erase(it);
     self->state.provider_by_id.erase(id);
+    self->state.provider_dep.erase(id);
     log::warn("provider actor down; restarting", {{"deployment", id}, {"reason", caf::to_string(msg.reason)}});
     self->delayed_send(self, std::chrono::milliseconds(100), restart_atom::value, id);
   });
   return {
     [=](restart_atom, const std::string& id) {
-      if (auto it = self->state.deployments.find(id); it != self->state.deployments.end())
+      auto& st = self->state;
+      if (auto it = st.deployments.find(id); it != st.deployments.end() && !st.provider_by_id.count(id))
         spawn_provider(self, it->second);
+    },
+    [=](reload_atom) {
+      try {
+        rebuild(self);
+      } catch (const std::exception& e) {
+        log::error("route rebuild failed; the previous routes stay", {{"error", e.what()}});
+      }
     },
     [=](status_atom) -> std::int64_t {
       return static_cast<std::int64_t>(self->state.provider_of.size());

@@ -144,8 +144,18 @@ private:
 
 /// Everything both worlds share. Created by main before either starts.
 struct gateway_state {
-  explicit gateway_state(config::gateway_config c) : config(std::move(c)) {}
+  explicit gateway_state(config::gateway_config c, std::string path = {})
+      : config(std::move(c)), config_path(std::move(path)) {
+    routing.publish(std::make_shared<const config::gateway_config>(config));
+  }
+  /// The configuration the process started with. `server` and `storage` settings
+  /// apply for the whole run (listeners and the database are not re-opened).
   const config::gateway_config config;
+  /// lowart.toml, watched by the config actor ("" when started without a file).
+  const std::string config_path;
+  /// The latest valid configuration: providers and models come from here and change
+  /// at run time when the file changes (published by the config actor).
+  snapshot<config::gateway_config> routing;
   snapshot<key_table> keys;
   snapshot<route_table> routes;
   usage_queue usage;

@@ -1,5 +1,6 @@
 #include "actors/supervisor.hpp"
 
+#include "actors/config_actor.hpp"
 #include "actors/messages.hpp"
 #include "actors/persistence.hpp"
 #include "actors/router.hpp"
@@ -23,6 +24,7 @@ struct supervisor_state {
   gateway_state* gw = nullptr;
   child persistence;
   child router;
+  child config;
 };
 
 using supervisor_actor = caf::stateful_actor<supervisor_state>;
@@ -52,24 +54,33 @@ void start_router(supervisor_actor* self) {
   self->link_to(c.handle);
 }
 
+void start_config(supervisor_actor* self) {
+  auto& c = self->state.config;
+  c.handle = spawn_config(self->system(), *self->state.gw, caf::actor_cast<caf::actor>(self), std::chrono::seconds(2));
+  self->monitor(c.handle);
+  self->link_to(c.handle);
+}
+
 caf::behavior supervisor(supervisor_actor* self, gateway_state* gw) {
   self->state.gw = gw;
   start_persistence(self, false);
   start_router(self);
+  start_config(self);
   // Linked children that end normally (shutdown) must not take us down with an error;
   // abnormal ends are handled as down messages below.
   self->set_exit_handler([=](caf::exit_msg& msg) {
-    if (msg.source == self->state.persistence.handle.address() ||
-        msg.source == self->state.router.handle.address())
+    auto& st = self->state;
+    if (msg.source == st.persistence.handle.address() || msg.source == st.router.handle.address() ||
+        msg.source == st.config.handle.address())
       return;
     self->quit(msg.reason);
   });
   self->set_down_handler([=](caf::down_msg& msg) {
     auto& st = self->state;
-    for (auto* c : {&st.persistence, &st.router}) {
+    for (auto* c : {&st.persistence, &st.router, &st.config}) {
       if (msg.source != c->handle.address())
         continue;
-      auto which = c == &st.persistence ? "persistence" : "router";
+      auto which = c == &st.persistence ? "persistence" : c == &st.router ? "router" : "config";
       log::error("actor down; restarting", {{"actor", which}, {"reason", caf::to_string(msg.reason)},
                                             {"backoff_ms", c->backoff.count()}});
       self->delayed_send(self, c->backoff, restart_atom::value, std::string(which));
@@ -82,7 +93,10 @@ caf::behavior supervisor(supervisor_actor* self, gateway_state* gw) {
         start_persistence(self, true);
       else if (which == "router")
         start_router(self);
+      else if (which == "config")
+        start_config(self);
     },
+    [=](reload_atom a) { self->send(self->state.router.handle, a); },
     [=](init_atom a) { return self->delegate(self->state.persistence.handle, a); },
     [=](flush_atom a) { return self->delegate(self->state.persistence.handle, a); },
     [=](key_create_atom a, const std::string& actor, const std::string& body) {

@@ -36,7 +36,7 @@ int serve(const std::string& config_path) {
   pthread_sigmask(SIG_BLOCK, &signals, nullptr);
   std::signal(SIGPIPE, SIG_IGN);
 
-  lowart::gateway_state state{cfg};
+  lowart::gateway_state state{cfg, config_path};
   if (state.config.server.master_key.empty())
     lowart::log::warn("no master key (LOWART_MASTER_KEY): the admin API refuses every request");
   for (const auto& p : state.config.providers)

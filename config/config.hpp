@@ -47,6 +47,8 @@ struct provider_config {
   int idle_timeout_ms = 120'000;       ///< between two reads of a streamed body
   int total_timeout_ms = 600'000;      ///< whole upstream exchange
   int max_idle_connections = 256;      ///< per I/O thread
+
+  bool operator==(const provider_config&) const = default;
 };
 
 struct deployment_config {

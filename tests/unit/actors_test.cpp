@@ -1,6 +1,7 @@
 // Actor tests on CAF's deterministic test coordinator: no threads, messages run when
 // the test says so, and timers fire only on trigger_timeouts().
 
+#include "actors/config_actor.hpp"
 #include "actors/messages.hpp"
 #include "actors/persistence.hpp"
 #include "actors/router.hpp"
@@ -12,6 +13,7 @@
 #include <gtest/gtest.h>
 
 #include <filesystem>
+#include <fstream>
 
 using namespace lowart;
 using namespace lowart::actors;
@@ -197,4 +199,92 @@ TEST_F(actor_test, router_publishes_deployments_by_priority_and_restarts_provide
   EXPECT_NE(restarted, provider);
   caf::anon_send_exit(r, caf::exit_reason::user_shutdown);
   sched->run();
+}
+
+TEST_F(actor_test, router_reload_adds_models_and_stops_providers_of_removed_deployments) {
+  auto r = spawn_router(*sys, *state);
+  spawned.push_back(r);
+  sched->run();
+  // Sorted by priority: [0] is mock/mock-model (0), [1] is backup/b-model (5).
+  auto kept_stats = state->routes.load()->models.at("gpt-demo").deployments[1]->stats;
+
+  auto next = std::make_shared<config::gateway_config>(*state->routing.load());
+  next->models[0].deployments.pop_back(); // config order is backup, mock: drops mock
+  config::model_config extra;
+  extra.name = "gpt-extra";
+  extra.deployments.push_back({"backup", "b-model", 0, 1});
+  next->models.push_back(extra);
+  state->routing.publish(next);
+  (*self)->send(r, reload_atom::value);
+  sched->run();
+
+  auto table = state->routes.load();
+  ASSERT_TRUE(table->models.count("gpt-extra"));
+  ASSERT_EQ(table->models.at("gpt-demo").deployments.size(), 1u);
+  EXPECT_EQ(table->models.at("gpt-demo").deployments[0]->id, "backup/b-model");
+  // The surviving deployment keeps its live counters across the reload.
+  EXPECT_EQ(table->models.at("gpt-demo").deployments[0]->stats, kept_stats);
+  EXPECT_EQ(table->models.at("gpt-extra").deployments[0]->stats, kept_stats);
+
+  auto provider_of = [&](const std::string& id) {
+    caf::actor found;
+    (*self)->send(r, status_atom::value, id);
+    sched->run();
+    (*self)->receive([&](const caf::actor& a) { found = a; },
+                     caf::after(std::chrono::seconds(0)) >> [] { ADD_FAILURE() << "no answer"; });
+    return found;
+  };
+  EXPECT_FALSE(provider_of("mock/mock-model")) << "the removed deployment's provider must stop";
+  EXPECT_TRUE(provider_of("backup/b-model"));
+  sched->trigger_timeouts(); // no restart may bring the stopped provider back
+  sched->run();
+  EXPECT_FALSE(provider_of("mock/mock-model"));
+}
+
+TEST_F(actor_test, config_actor_publishes_a_changed_file_and_keeps_the_old_one_when_invalid) {
+  auto path = db_path + ".toml";
+  auto write = [&](const std::string& text, int bump) {
+    std::ofstream(path) << text;
+    // File systems with coarse timestamps: move the time forward explicitly.
+    std::filesystem::last_write_time(path, std::filesystem::file_time_type::clock::now() +
+                                               std::chrono::seconds(bump));
+  };
+  const std::string base = R"([[providers]]
+name = "mock"
+base_url = "http://127.0.0.1:18090/v1"
+[[models]]
+name = "first"
+[[models.deployments]]
+provider = "mock"
+model = "m"
+)";
+  write(base, 0);
+  gateway_state file_state{*config::load(path).config, path};
+  auto c = spawn_config(*sys, file_state, caf::actor_cast<caf::actor>(*self), std::chrono::seconds(2), false);
+  spawned.push_back(c);
+  sched->run();
+
+  write(base + R"([[models]]
+name = "second"
+[[models.deployments]]
+provider = "mock"
+model = "m2"
+)", 5);
+  sched->trigger_timeouts();
+  sched->run();
+  bool notified = false;
+  (*self)->receive([&](reload_atom) { notified = true; },
+                   caf::after(std::chrono::seconds(0)) >> [] {});
+  EXPECT_TRUE(notified);
+  ASSERT_EQ(file_state.routing.load()->models.size(), 2u);
+
+  write("[[models]]\nname = \"broken\"\n", 10); // no deployments: invalid
+  sched->trigger_timeouts();
+  sched->run();
+  bool notified_again = false;
+  (*self)->receive([&](reload_atom) { notified_again = true; },
+                   caf::after(std::chrono::seconds(0)) >> [] {});
+  EXPECT_FALSE(notified_again);
+  EXPECT_EQ(file_state.routing.load()->models.size(), 2u) << "an invalid file must not replace the config";
+  std::filesystem::remove(path);
 }

@@ -1,0 +1,76 @@
+#include "actors/config_actor.hpp"
+
+#include "actors/messages.hpp"
+#include "actors/state.hpp"
+#include "core/log.hpp"
+
+#include <caf/all.hpp>
+
+#include <filesystem>
+
+namespace lowart::actors {
+namespace {
+
+struct config_state {
+  static inline const char* name = "config";
+  gateway_state* gw = nullptr;
+  caf::actor notify;
+  std::chrono::milliseconds interval{2000};
+  std::filesystem::file_time_type seen{};
+};
+
+using config_actor = caf::stateful_actor<config_state>;
+
+std::filesystem::file_time_type mtime(const std::string& path) {
+  std::error_code ec;
+  auto t = std::filesystem::last_write_time(path, ec);
+  return ec ? std::filesystem::file_time_type{} : t;
+}
+
+/// Reloads when the file changed; true when a new configuration was published.
+bool check(config_state& st) {
+  const auto& path = st.gw->config_path;
+  auto now = mtime(path);
+  if (now == st.seen)
+    return false;
+  st.seen = now;
+  auto loaded = config::load(path);
+  if (!loaded.config) {
+    log::error("config reload refused; the running configuration stays", {{"path", path}, {"error", loaded.error}});
+    return false;
+  }
+  st.gw->routing.publish(std::make_shared<const config::gateway_config>(std::move(*loaded.config)));
+  log::info("config reloaded", {{"path", path}});
+  return true;
+}
+
+caf::behavior config_behavior(config_actor* self, gateway_state* gw, caf::actor notify,
+                              std::chrono::milliseconds interval) {
+  auto& st = self->state;
+  st.gw = gw;
+  st.notify = std::move(notify);
+  st.interval = interval;
+  if (!gw->config_path.empty()) {
+    st.seen = mtime(gw->config_path);
+    self->delayed_send(self, interval, tick_atom::value);
+  }
+  return {
+    [=](tick_atom) {
+      auto& s = self->state;
+      if (check(s) && s.notify)
+        self->send(s.notify, reload_atom::value);
+      self->delayed_send(self, s.interval, tick_atom::value);
+    },
+  };
+}
+
+} // namespace
+
+caf::actor spawn_config(caf::actor_system& sys, gateway_state& state, caf::actor notify,
+                        std::chrono::milliseconds interval, bool detached) {
+  if (detached)
+    return sys.spawn<caf::detached>(config_behavior, &state, std::move(notify), interval);
+  return sys.spawn(config_behavior, &state, std::move(notify), interval);
+}
+
+} // namespace lowart::actors
