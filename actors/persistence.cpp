@@ -13,6 +13,9 @@
 
 #include <chrono>
 
+#include <sys/resource.h>
+#include <unistd.h>
+
 namespace lowart::actors {
 namespace {
 
@@ -68,6 +71,7 @@ struct persistence_state {
   static inline const char* name = "persistence";
 
   gateway_state* gw = nullptr;
+  bool lower_priority = false; ///< only for the detached (own-thread) instance
   std::unique_ptr<storage::database> db;
   simdjson::dom::parser parser;
   metrics::counter records_ok = metrics::usage_records("ok");
@@ -285,10 +289,15 @@ status_reply guarded(Fn&& fn) {
   }
 }
 
-caf::behavior persistence(persistence_actor* self, gateway_state* gw) {
+caf::behavior persistence(persistence_actor* self, gateway_state* gw, bool own_thread) {
   self->state.gw = gw;
+  self->state.lower_priority = own_thread;
   return {
     [=](init_atom) -> std::string {
+      // SQLite batches are background work: on a small machine the I/O threads that
+      // serve requests should win the CPU when both are runnable.
+      if (self->state.lower_priority)
+        ::setpriority(PRIO_PROCESS, static_cast<id_t>(::gettid()), 10);
       try {
         self->state.open();
         self->delayed_send(self, std::chrono::milliseconds(gw->config.storage.usage_flush_ms), tick_atom::value);
@@ -324,8 +333,8 @@ caf::behavior persistence(persistence_actor* self, gateway_state* gw) {
 
 caf::actor spawn_persistence(caf::actor_system& sys, gateway_state& state, bool detached) {
   if (detached)
-    return sys.spawn<caf::detached>(persistence, &state);
-  return sys.spawn(persistence, &state);
+    return sys.spawn<caf::detached>(persistence, &state, true);
+  return sys.spawn(persistence, &state, false);
 }
 
 } // namespace lowart::actors

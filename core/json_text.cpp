@@ -1,5 +1,7 @@
 #include "core/json_text.hpp"
 
+#include <cstdio>
+
 namespace lowart::json {
 
 void append_quoted(std::string& out, std::string_view text) {
@@ -131,6 +133,38 @@ void set_member(std::string& doc, std::string_view key, std::string_view raw_val
   if (!empty)
     member += ',';
   doc.insert(open + 1, member);
+}
+
+} // namespace lowart::json
+
+namespace lowart::json {
+
+object_writer& object_writer::real(std::string_view key, double value) {
+  name(key);
+  char buf[32];
+  std::snprintf(buf, sizeof buf, "%.10g", value);
+  out_ += buf;
+  return *this;
+}
+
+std::string array(const std::vector<std::string>& encoded) {
+  std::string out = "[";
+  for (std::size_t i = 0; i < encoded.size(); ++i) {
+    if (i) out += ',';
+    out += encoded[i];
+  }
+  out += ']';
+  return out;
+}
+
+std::string string_array(const std::vector<std::string>& items) {
+  std::string out = "[";
+  for (std::size_t i = 0; i < items.size(); ++i) {
+    if (i) out += ',';
+    append_quoted(out, items[i]);
+  }
+  out += ']';
+  return out;
 }
 
 } // namespace lowart::json

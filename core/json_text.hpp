@@ -7,6 +7,7 @@
 #include <optional>
 #include <string>
 #include <string_view>
+#include <vector>
 
 namespace lowart::json {
 
@@ -31,5 +32,54 @@ std::optional<span> find_member(std::string_view doc, std::string_view key);
 /// inserts `"key":raw_value` as the first member when absent. `doc` must be a valid
 /// JSON object.
 void set_member(std::string& doc, std::string_view key, std::string_view raw_value);
+
+} // namespace lowart::json
+
+namespace lowart::json {
+
+/// Builds one JSON object by appending members; values are escaped as needed.
+class object_writer {
+public:
+  object_writer() { out_ = "{"; }
+  object_writer& str(std::string_view key, std::string_view value) {
+    name(key);
+    append_quoted(out_, value);
+    return *this;
+  }
+  /// A string, or null when empty.
+  object_writer& str_or_null(std::string_view key, std::string_view value) {
+    return value.empty() ? raw(key, "null") : str(key, value);
+  }
+  object_writer& num(std::string_view key, long long value) {
+    name(key);
+    out_ += std::to_string(value);
+    return *this;
+  }
+  object_writer& real(std::string_view key, double value);
+  object_writer& boolean(std::string_view key, bool value) { return raw(key, value ? "true" : "false"); }
+  /// Already-encoded JSON (object, array, number, null).
+  object_writer& raw(std::string_view key, std::string_view json_value) {
+    name(key);
+    out_ += json_value;
+    return *this;
+  }
+  std::string done() {
+    out_ += '}';
+    return std::move(out_);
+  }
+
+private:
+  void name(std::string_view key) {
+    if (out_.size() > 1) out_ += ',';
+    append_quoted(out_, key);
+    out_ += ':';
+  }
+  std::string out_;
+};
+
+/// `[a,b,...]` from already-encoded elements.
+std::string array(const std::vector<std::string>& encoded);
+/// `["a","b"]` from plain strings.
+std::string string_array(const std::vector<std::string>& items);
 
 } // namespace lowart::json

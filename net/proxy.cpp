@@ -280,6 +280,20 @@ void proxy_call::send_request() {
 }
 
 void proxy_call::read_header() {
+  if (!stream_) {
+    // A plain JSON answer: read head and body in one operation.
+    full_.emplace();
+    full_->body_limit(64 * 1024 * 1024);
+    with_stream([&](auto& s) {
+      http::async_read(s, conn_->buffer, *full_, [self = shared_from_this()](beast::error_code ec, std::size_t) {
+        if (ec && !self->full_->is_header_done())
+          return self->upstream_failed(ec, "waiting for the response");
+        self->upstream_status_ = self->full_->get().result_int();
+        self->on_full_body(ec);
+      });
+    });
+    return;
+  }
   parser_.emplace();
   parser_->body_limit(boost::none);
   with_stream([&](auto& s) {
