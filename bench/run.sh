@@ -74,7 +74,7 @@ for c in $conns; do
   run lowart-stream "http://127.0.0.1:$gw_port/v1/chat/completions" "$stream_body" $c "$key"
 done
 echo
-echo "# usage records written: $(sqlite3 "$work/bench.db" 'select count(*) from usage_records' 2>/dev/null || echo '?') (flushed every 100 ms)"
+echo "# usage records written: $(sqlite3 "$work/bench.db" 'select count(*) from usage_records' 2>/dev/null || echo '?') (flushed every 25 ms)"
 echo
 if [[ -x build/lowart_micro_bench ]]; then
   build/lowart_micro_bench --benchmark_min_time=0.2

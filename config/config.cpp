@@ -89,7 +89,6 @@ load_result from_table(const toml::table& root) {
   if (auto* s = root["storage"].as_table()) {
     r.get(*s, "storage", "sqlite_path", cfg.storage.sqlite_path);
     r.get(*s, "storage", "usage_flush_ms", cfg.storage.usage_flush_ms);
-    r.get(*s, "storage", "usage_flush_rows", cfg.storage.usage_flush_rows);
   }
   if (auto* arr = root["providers"].as_array()) {
     for (std::size_t i = 0; i < arr->size(); ++i) {

@@ -29,8 +29,10 @@ struct server_config {
 
 struct storage_config {
   std::string sqlite_path = "lowart.db"; ///< LOWART_DB
-  int usage_flush_ms = 100;              ///< write-behind interval of usage records
-  int usage_flush_rows = 500;            ///< ... or this many rows, whichever comes first
+  /// Write-behind interval of usage records. Short on purpose: a flush is one
+  /// transaction, and short batches keep each burst of SQLite work (which competes
+  /// with the I/O threads on a small machine) under a millisecond.
+  int usage_flush_ms = 25;
 };
 
 struct provider_config {
