@@ -14,11 +14,8 @@ using status_atom = caf::atom_constant<caf::atom("status")>;
 /// The routing configuration changed: rebuild the route table from the snapshot.
 using reload_atom = caf::atom_constant<caf::atom("reload")>;
 
-/// (key_create_atom, actor name, JSON body) -> (status, JSON)
-using key_create_atom = caf::atom_constant<caf::atom("keycreate")>;
-/// (key_list_atom, actor name) -> (status, JSON)
-using key_list_atom = caf::atom_constant<caf::atom("keylist")>;
-/// (key_revoke_atom, actor name, key id) -> (status, JSON)
-using key_revoke_atom = caf::atom_constant<caf::atom("keyrevoke")>;
+/// (admin_atom, method, path, query, body, caller key id, role, team id, user id)
+///   -> (int32 status, std::string JSON): the admin API and /v1/me (admin_service.hpp).
+using admin_atom = caf::atom_constant<caf::atom("admin")>;
 
 } // namespace lowart::actors

@@ -1,5 +1,6 @@
 #include "actors/persistence.hpp"
 
+#include "actors/admin_service.hpp"
 #include "actors/messages.hpp"
 #include "actors/state.hpp"
 #include "core/json_text.hpp"
@@ -19,63 +20,15 @@
 namespace lowart::actors {
 namespace {
 
-using status_reply = std::tuple<std::int32_t, std::string>;
-
-std::int64_t now_seconds() {
-  return std::chrono::duration_cast<std::chrono::seconds>(
-             std::chrono::system_clock::now().time_since_epoch()).count();
-}
-
-std::int64_t now_ms() {
-  return std::chrono::duration_cast<std::chrono::milliseconds>(
-             std::chrono::system_clock::now().time_since_epoch()).count();
-}
-
-status_reply admin_error(int status, std::string_view type, std::string_view message) {
-  std::string body = "{\"error\":{\"message\":";
-  json::append_quoted(body, message);
-  body += ",\"type\":";
-  json::append_quoted(body, type);
-  body += "}}";
-  return {status, std::move(body)};
-}
-
-std::string models_json(const std::vector<std::string>& models) {
-  std::string out = "[";
-  for (std::size_t i = 0; i < models.size(); ++i) {
-    if (i) out += ',';
-    json::append_quoted(out, models[i]);
-  }
-  out += ']';
-  return out;
-}
-
-std::vector<std::string> parse_models_json(const std::string& text) {
-  std::vector<std::string> out;
-  simdjson::dom::parser parser;
-  simdjson::dom::element doc;
-  if (parser.parse(text).get(doc) != simdjson::SUCCESS)
-    return out;
-  simdjson::dom::array arr;
-  if (doc.get_array().get(arr) != simdjson::SUCCESS)
-    return out;
-  for (auto item : arr) {
-    std::string_view s;
-    if (item.get_string().get(s) == simdjson::SUCCESS)
-      out.emplace_back(s);
-  }
-  return out;
-}
-
 struct persistence_state {
   static inline const char* name = "persistence";
 
   gateway_state* gw = nullptr;
+  caf::actor notify;           ///< told (reload_atom) when providers or models change
   bool lower_priority = false; ///< only for the detached (own-thread) instance
   std::unique_ptr<storage::database> db;
-  simdjson::dom::parser parser;
+  std::unique_ptr<admin_service> admin;
   metrics::counter records_ok = metrics::usage_records("ok");
-  metrics::counter records_lost = metrics::usage_records("error");
 
   ~persistence_state() {
     // Whatever requests queued before the actor went away is written now (SIGTERM path).
@@ -92,39 +45,16 @@ struct persistence_state {
     db = std::make_unique<storage::database>(gw->config.storage.sqlite_path);
     if (gw->config.storage.sqlite_path != ":memory:" && db->journal_mode() != "wal")
       log::warn("sqlite did not enable WAL", {{"journal_mode", db->journal_mode()}});
-    publish_keys();
+    admin = std::make_unique<admin_service>(*db, *gw);
+    if (auto sealed = admin->sealed_values(); sealed > 0 && !gw->keyring.can_seal())
+      throw std::runtime_error("the database holds " + std::to_string(sealed) +
+                               " encrypted provider key(s) but LOWART_ENCRYPTION_KEY (or LOWART_ENCRYPTION_KEY_FILE) is "
+                               "not set; start lowart with the key they were sealed with");
+    admin->publish_keys();
+    admin->publish_catalog();
     log::info("database open", {{"path", gw->config.storage.sqlite_path},
                                 {"schema_version", db->schema_version()},
                                 {"journal_mode", db->journal_mode()}});
-  }
-
-  void publish_keys() {
-    auto table = std::make_shared<key_table>();
-    auto st = db->prepare("SELECT id, name, key_hash, role, COALESCE(team, ''), models, "
-                          "COALESCE(expires_at, 0) FROM virtual_keys WHERE revoked_at IS NULL");
-    while (st.step()) {
-      auto e = std::make_shared<key_entry>();
-      e->id = st.text(0);
-      e->name = st.text(1);
-      e->hash = st.text(2);
-      e->role = st.text(3);
-      e->team = st.text(4);
-      e->models = parse_models_json(st.text(5));
-      e->expires_at = st.integer(6);
-      table->by_hash.emplace(e->hash, std::move(e));
-    }
-    gw->keys.publish(std::move(table));
-  }
-
-  void audit(std::string_view actor, std::string_view action, std::string_view target,
-             std::string_view detail) {
-    db->prepare("INSERT INTO audit_log(ts_ms, actor, action, target, detail) VALUES (?,?,?,?,?)")
-        .bind(1, now_ms())
-        .bind(2, actor)
-        .bind(3, action)
-        .bind(4, target)
-        .bind(5, detail)
-        .step();
   }
 
   std::int64_t flush_usage() {
@@ -159,138 +89,13 @@ struct persistence_state {
     }
     return static_cast<std::int64_t>(rows.size());
   }
-
-  status_reply create_key(const std::string& actor, const std::string& body) {
-    simdjson::padded_string padded(body);
-    simdjson::dom::element doc;
-    if (parser.parse(padded).get(doc) != simdjson::SUCCESS)
-      return admin_error(400, "invalid_request_error", "request body is not valid JSON");
-    simdjson::dom::object obj;
-    if (doc.get_object().get(obj) != simdjson::SUCCESS)
-      return admin_error(400, "invalid_request_error", "request body must be a JSON object");
-    std::string name, role = "user", team;
-    std::vector<std::string> models;
-    std::int64_t expires_at = 0;
-    for (auto field : obj) {
-      auto key = field.key;
-      auto value = field.value;
-      if (key == "name") {
-        std::string_view s;
-        if (value.get_string().get(s) != simdjson::SUCCESS || s.empty() || s.size() > 200)
-          return admin_error(400, "invalid_request_error", "name must be a string of 1 to 200 characters");
-        name = std::string(s);
-      } else if (key == "role") {
-        std::string_view s;
-        if (value.get_string().get(s) != simdjson::SUCCESS ||
-            (s != "admin" && s != "operator" && s != "viewer" && s != "user"))
-          return admin_error(400, "invalid_request_error", "role must be admin, operator, viewer or user");
-        role = std::string(s);
-      } else if (key == "team") {
-        std::string_view s;
-        if (value.is_null()) continue;
-        if (value.get_string().get(s) != simdjson::SUCCESS)
-          return admin_error(400, "invalid_request_error", "team must be a string");
-        team = std::string(s);
-      } else if (key == "models") {
-        simdjson::dom::array arr;
-        if (value.is_null()) continue;
-        if (value.get_array().get(arr) != simdjson::SUCCESS)
-          return admin_error(400, "invalid_request_error", "models must be an array of model names");
-        for (auto item : arr) {
-          std::string_view s;
-          if (item.get_string().get(s) != simdjson::SUCCESS || s.empty())
-            return admin_error(400, "invalid_request_error", "models must be an array of model names");
-          models.emplace_back(s);
-        }
-      } else if (key == "expires_at") {
-        if (value.is_null()) continue;
-        std::int64_t t = 0;
-        if (value.get_int64().get(t) != simdjson::SUCCESS || t <= 0)
-          return admin_error(400, "invalid_request_error", "expires_at must be unix seconds");
-        expires_at = t;
-      }
-    }
-    if (name.empty())
-      return admin_error(400, "invalid_request_error", "name is required");
-
-    auto key = secrets::new_virtual_key();
-    auto id = "key_" + secrets::random_hex(8);
-    auto created = now_seconds();
-    auto models_text = models_json(models);
-    db->transaction([&] {
-      auto st = db->prepare("INSERT INTO virtual_keys(id, name, key_hash, key_prefix, role, team,"
-                            " models, expires_at, created_at) VALUES (?,?,?,?,?,?,?,?,?)");
-      st.bind(1, id).bind(2, name).bind(3, secrets::sha256_hex(key)).bind(4, secrets::key_prefix(key))
-          .bind(5, role).bind_optional(6, team).bind(7, models_text);
-      if (expires_at) st.bind(8, expires_at); else st.bind_null(8);
-      st.bind(9, created);
-      st.step();
-      audit(actor, "key.create", id, "{\"name\":" + json::quoted(name) + ",\"role\":" + json::quoted(role) + "}");
-    });
-    publish_keys();
-    std::string out = "{\"id\":" + json::quoted(id) + ",\"key\":" + json::quoted(key) +
-                      ",\"name\":" + json::quoted(name) + ",\"key_prefix\":" +
-                      json::quoted(secrets::key_prefix(key)) + ",\"role\":" + json::quoted(role) +
-                      ",\"team\":" + (team.empty() ? std::string("null") : json::quoted(team)) +
-                      ",\"models\":" + models_text + ",\"expires_at\":" +
-                      (expires_at ? std::to_string(expires_at) : std::string("null")) +
-                      ",\"created_at\":" + std::to_string(created) + "}";
-    return {201, std::move(out)};
-  }
-
-  status_reply list_keys() {
-    std::string out = "{\"object\":\"list\",\"data\":[";
-    auto st = db->prepare("SELECT id, name, key_prefix, role, team, models, expires_at, created_at,"
-                          " revoked_at FROM virtual_keys ORDER BY created_at, id");
-    bool first = true;
-    while (st.step()) {
-      if (!first) out += ',';
-      first = false;
-      out += "{\"id\":" + json::quoted(st.text(0)) + ",\"name\":" + json::quoted(st.text(1)) +
-             ",\"key_prefix\":" + json::quoted(st.text(2)) + ",\"role\":" + json::quoted(st.text(3)) +
-             ",\"team\":" + (st.is_null(4) ? std::string("null") : json::quoted(st.text(4))) +
-             ",\"models\":" + st.text(5) +
-             ",\"expires_at\":" + (st.is_null(6) ? std::string("null") : std::to_string(st.integer(6))) +
-             ",\"created_at\":" + std::to_string(st.integer(7)) +
-             ",\"revoked_at\":" + (st.is_null(8) ? std::string("null") : std::to_string(st.integer(8))) + "}";
-    }
-    out += "]}";
-    return {200, std::move(out)};
-  }
-
-  status_reply revoke_key(const std::string& actor, const std::string& id) {
-    std::int64_t changed = 0;
-    db->transaction([&] {
-      db->prepare("UPDATE virtual_keys SET revoked_at = ? WHERE id = ? AND revoked_at IS NULL")
-          .bind(1, now_seconds())
-          .bind(2, id)
-          .step();
-      changed = db->changes();
-      if (changed)
-        audit(actor, "key.revoke", id, "{}");
-    });
-    if (!changed)
-      return admin_error(404, "not_found_error", "no active key with id '" + id + "'");
-    publish_keys();
-    return {200, "{\"id\":" + json::quoted(id) + ",\"revoked\":true}"};
-  }
 };
 
 using persistence_actor = caf::stateful_actor<persistence_state>;
 
-/// Runs `fn` and turns a storage exception into a 500 answer instead of killing the actor.
-template <class Fn>
-status_reply guarded(Fn&& fn) {
-  try {
-    return fn();
-  } catch (const std::exception& e) {
-    log::error("database operation failed", {{"error", e.what()}});
-    return admin_error(500, "storage_error", "database operation failed");
-  }
-}
-
-caf::behavior persistence(persistence_actor* self, gateway_state* gw, bool own_thread) {
+caf::behavior persistence(persistence_actor* self, gateway_state* gw, bool own_thread, caf::actor notify) {
   self->state.gw = gw;
+  self->state.notify = std::move(notify);
   self->state.lower_priority = own_thread;
   return {
     [=](init_atom) -> std::string {
@@ -317,24 +122,37 @@ caf::behavior persistence(persistence_actor* self, gateway_state* gw, bool own_t
       // An explicit flush (shutdown, tests): answers the number of rows written.
       return self->state.db ? self->state.flush_usage() : 0;
     },
-    [=](key_create_atom, const std::string& actor, const std::string& body) {
-      return guarded([&] { return self->state.create_key(actor, body); });
-    },
-    [=](key_list_atom, const std::string&) {
-      return guarded([&] { return self->state.list_keys(); });
-    },
-    [=](key_revoke_atom, const std::string& actor, const std::string& id) {
-      return guarded([&] { return self->state.revoke_key(actor, id); });
+    [=](admin_atom, const std::string& method, const std::string& path, const std::string& query,
+        const std::string& body, const std::string& key_id, const std::string& role, const std::string& team_id,
+        const std::string& user_id) -> std::tuple<std::int32_t, std::string> {
+      auto& st = self->state;
+      if (!st.admin)
+        return {503, R"({"error":{"message":"storage is not open","type":"unavailable"}})"};
+      admin_request req{method, path, query, body, {key_id, role, team_id, user_id}};
+      try {
+        auto res = st.admin->handle(req);
+        if (res.keys_changed)
+          st.admin->publish_keys();
+        if (res.catalog_changed) {
+          st.admin->publish_catalog();
+          if (st.notify)
+            self->send(st.notify, reload_atom::value);
+        }
+        return {res.status, std::move(res.body)};
+      } catch (const std::exception& e) {
+        log::error("admin operation failed", {{"path", path}, {"error", e.what()}});
+        return {500, R"({"error":{"message":"the operation failed in storage","type":"storage_error"}})"};
+      }
     },
   };
 }
 
 } // namespace
 
-caf::actor spawn_persistence(caf::actor_system& sys, gateway_state& state, bool detached) {
+caf::actor spawn_persistence(caf::actor_system& sys, gateway_state& state, bool detached, caf::actor notify) {
   if (detached)
-    return sys.spawn<caf::detached>(persistence, &state, true);
-  return sys.spawn(persistence, &state, false);
+    return sys.spawn<caf::detached>(persistence, &state, true, std::move(notify));
+  return sys.spawn(persistence, &state, false, std::move(notify));
 }
 
 } // namespace lowart::actors

@@ -81,21 +81,34 @@ void spawn_provider(router_actor* self, const std::shared_ptr<const deployment>&
 /// upstream model are one deployment (one set of counters, one provider actor); a
 /// deployment whose provider settings did not change keeps its counters across reloads.
 std::shared_ptr<route_table> build_table(router_state& st) {
-  auto cfg = st.gw->routing.load();
+  // lowart.toml first; what the admin API created or changed wins by name.
+  auto file = st.gw->routing.load();
+  auto api = st.gw->catalog.load();
   std::map<std::string, std::shared_ptr<const config::provider_config>> providers;
-  for (const auto& p : cfg->providers)
-    providers[p.name] = std::make_shared<config::provider_config>(p);
+  for (const auto* source : {file.get(), api.get()})
+    for (const auto& p : source->providers)
+      providers[p.name] = std::make_shared<config::provider_config>(p);
+  std::map<std::string, const config::model_config*> model_by_name;
+  for (const auto* source : {file.get(), api.get()})
+    for (const auto& m : source->models)
+      model_by_name[m.name] = &m;
   auto previous = std::move(st.deployments);
   st.deployments.clear();
   auto table = std::make_shared<route_table>();
-  for (const auto& m : cfg->models) {
+  for (const auto& [_, model] : model_by_name) {
+    const auto& m = *model;
     model_route route;
     route.name = m.name;
     route.prompt_tokens = metrics::tokens(m.name, "prompt");
     route.completion_tokens = metrics::tokens(m.name, "completion");
     route.cached_tokens = metrics::tokens(m.name, "cached");
     for (const auto& d : m.deployments) {
-      auto settings = providers.at(d.provider);
+      auto found = providers.find(d.provider);
+      if (found == providers.end()) {
+        log::warn("deployment names an unknown provider; skipped", {{"model", m.name}, {"provider", d.provider}});
+        continue;
+      }
+      auto settings = found->second;
       auto id = d.provider + "/" + d.model;
       auto& slot = st.deployments[id];
       if (!slot) {
@@ -126,6 +139,8 @@ std::shared_ptr<route_table> build_table(router_state& st) {
       use->weight = d.weight;
       route.deployments.push_back(std::move(use));
     }
+    if (route.deployments.empty())
+      continue;
     std::stable_sort(route.deployments.begin(), route.deployments.end(),
                      [](const auto& a, const auto& b) { return a->priority < b->priority; });
     table->names.push_back(m.name);

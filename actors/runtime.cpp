@@ -42,33 +42,22 @@ std::string runtime::start() {
   return result;
 }
 
-void runtime::admin(admin_call call, std::string actor, std::string argument, reply_fn done) {
+void runtime::admin(admin_call call, reply_fn done) {
   if (!impl_->system || !impl_->root) {
     done(503, R"({"error":{"message":"gateway is not running","type":"unavailable"}})");
     return;
   }
-  impl_->system->spawn([root = impl_->root, call, actor = std::move(actor), argument = std::move(argument),
-                        done = std::move(done)](caf::event_based_actor* self) {
-    auto ok = [done](std::int32_t status, std::string body) { done(status, std::move(body)); };
-    auto fail = [done](caf::error& err) {
-      bool timeout = err == caf::sec::request_timeout;
-      done(timeout ? 504 : 503,
-           std::string(R"({"error":{"message":")") +
-               (timeout ? "the owning actor did not answer in time" : "the owning actor is unavailable") +
-               R"(","type":"unavailable"}})");
-    };
-    constexpr auto timeout = std::chrono::seconds(10);
-    switch (call) {
-      case admin_call::key_create:
-        self->request(root, timeout, key_create_atom::value, actor, argument).then(ok, fail);
-        break;
-      case admin_call::key_list:
-        self->request(root, timeout, key_list_atom::value, actor).then(ok, fail);
-        break;
-      case admin_call::key_revoke:
-        self->request(root, timeout, key_revoke_atom::value, actor, argument).then(ok, fail);
-        break;
-    }
+  impl_->system->spawn([root = impl_->root, call = std::move(call), done = std::move(done)](caf::event_based_actor* self) {
+    self->request(root, std::chrono::seconds(10), admin_atom::value, call.method, call.path, call.query, call.body,
+                  call.key_id, call.role, call.team_id, call.user_id)
+        .then([done](std::int32_t status, std::string body) { done(status, std::move(body)); },
+              [done](caf::error& err) {
+                bool timeout = err == caf::sec::request_timeout;
+                done(timeout ? 504 : 503,
+                     std::string(R"({"error":{"message":")") +
+                         (timeout ? "the owning actor did not answer in time" : "the owning actor is unavailable") +
+                         R"(","type":"unavailable"}})");
+              });
   });
 }
 

@@ -12,7 +12,17 @@ struct gateway_state;
 
 namespace lowart::actors {
 
-enum class admin_call { key_create, key_list, key_revoke };
+/// One admin or /v1/me request as the HTTP edge hands it over.
+struct admin_call {
+  std::string method;
+  std::string path;
+  std::string query;
+  std::string body;
+  std::string key_id; ///< "master" for the master key
+  std::string role;
+  std::string team_id;
+  std::string user_id;
+};
 
 class runtime {
 public:
@@ -30,7 +40,7 @@ public:
 
   /// Asks the owner of `call` through a short-lived bridge actor. Never blocks; `done`
   /// runs exactly once, with 504 after 10 s or 503 when the owner is gone.
-  void admin(admin_call call, std::string actor, std::string argument, reply_fn done);
+  void admin(admin_call call, reply_fn done);
 
   /// Writes the queued usage records now and waits (main thread only).
   void flush_usage();

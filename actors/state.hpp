@@ -8,6 +8,7 @@
 // for the length of one request, so a publish never pulls data from under it.
 
 #include "config/config.hpp"
+#include "core/crypto.hpp"
 #include "core/metrics.hpp"
 
 #include <atomic>
@@ -36,9 +37,17 @@ struct key_entry {
   std::string name;
   std::string hash;                ///< SHA-256 hex of the key
   std::string role = "user";       ///< admin | operator | viewer | user
-  std::string team;
+  std::string team_id;
+  std::string user_id;
   std::vector<std::string> models; ///< allowed models; empty means every model
   std::int64_t expires_at = 0;     ///< unix seconds; 0 = never
+  // Limits the quota issue enforces; 0 means "not set".
+  std::int64_t rpm = 0;
+  std::int64_t tpm = 0;
+  std::int64_t max_parallel = 0;
+  std::int64_t budget_tokens = 0;
+  double budget_cost = 0;
+  std::string budget_period;
 
   bool allows_model(std::string_view model) const {
     if (models.empty()) return true;
@@ -147,6 +156,7 @@ struct gateway_state {
   explicit gateway_state(config::gateway_config c, std::string path = {})
       : config(std::move(c)), config_path(std::move(path)) {
     routing.publish(std::make_shared<const config::gateway_config>(config));
+    catalog.publish(std::make_shared<const config::gateway_config>());
   }
   /// The configuration the process started with. `server` and `storage` settings
   /// apply for the whole run (listeners and the database are not re-opened).
@@ -156,6 +166,11 @@ struct gateway_state {
   /// The latest valid configuration: providers and models come from here and change
   /// at run time when the file changes (published by the config actor).
   snapshot<config::gateway_config> routing;
+  /// Providers and models created or changed through the admin API (persistence
+  /// publishes it, provider keys already opened). By name, these win over `routing`.
+  snapshot<config::gateway_config> catalog;
+  /// Seals and opens provider keys at rest; set by main before the actors start.
+  crypto::keyring keyring;
   snapshot<key_table> keys;
   snapshot<route_table> routes;
   usage_queue usage;

@@ -31,7 +31,7 @@ using supervisor_actor = caf::stateful_actor<supervisor_state>;
 
 void start_persistence(supervisor_actor* self, bool initialize) {
   auto& c = self->state.persistence;
-  c.handle = spawn_persistence(self->system(), *self->state.gw);
+  c.handle = spawn_persistence(self->system(), *self->state.gw, true, caf::actor_cast<caf::actor>(self));
   self->monitor(c.handle);
   self->link_to(c.handle); // the persistence actor must not outlive its supervisor
   if (initialize) {
@@ -99,14 +99,11 @@ caf::behavior supervisor(supervisor_actor* self, gateway_state* gw) {
     [=](reload_atom a) { self->send(self->state.router.handle, a); },
     [=](init_atom a) { return self->delegate(self->state.persistence.handle, a); },
     [=](flush_atom a) { return self->delegate(self->state.persistence.handle, a); },
-    [=](key_create_atom a, const std::string& actor, const std::string& body) {
-      return self->delegate(self->state.persistence.handle, a, actor, body);
-    },
-    [=](key_list_atom a, const std::string& actor) {
-      return self->delegate(self->state.persistence.handle, a, actor);
-    },
-    [=](key_revoke_atom a, const std::string& actor, const std::string& id) {
-      return self->delegate(self->state.persistence.handle, a, actor, id);
+    [=](admin_atom a, const std::string& method, const std::string& path, const std::string& query,
+        const std::string& body, const std::string& key_id, const std::string& role, const std::string& team_id,
+        const std::string& user_id) {
+      return self->delegate(self->state.persistence.handle, a, method, path, query, body, key_id, role, team_id,
+                            user_id);
     },
     [=](status_atom) -> std::tuple<bool, bool> {
       return {static_cast<bool>(self->state.persistence.handle), static_cast<bool>(self->state.router.handle)};

@@ -4,11 +4,13 @@
 // opens SQLite), the HTTP server; then it waits for SIGINT/SIGTERM and shuts down
 // in reverse: stop accepting, drain in-flight requests, flush usage, stop actors.
 
+#include "actors/admin_service.hpp"
 #include "actors/runtime.hpp"
 #include "actors/state.hpp"
 #include "config/config.hpp"
 #include "core/log.hpp"
 #include "net/server.hpp"
+#include "storage/database.hpp"
 
 #include <CLI/CLI.hpp>
 
@@ -37,6 +39,14 @@ int serve(const std::string& config_path) {
   std::signal(SIGPIPE, SIG_IGN);
 
   lowart::gateway_state state{cfg, config_path};
+  std::string key_error;
+  state.keyring = lowart::crypto::keyring::from_environment(key_error);
+  if (!key_error.empty()) {
+    std::fprintf(stderr, "lowart: %s\n", key_error.c_str());
+    return 2;
+  }
+  if (!state.keyring.can_seal())
+    lowart::log::warn("no LOWART_ENCRYPTION_KEY: provider keys cannot be stored through the admin API");
   if (state.config.server.master_key.empty())
     lowart::log::warn("no master key (LOWART_MASTER_KEY): the admin API refuses every request");
   for (const auto& p : state.config.providers)
@@ -79,6 +89,36 @@ int serve(const std::string& config_path) {
   return 0;
 }
 
+/// `lowart secrets rotate`: re-seals every stored provider key with LOWART_ENCRYPTION_KEY,
+/// opening values sealed before with LOWART_ENCRYPTION_KEY_PREVIOUS. Run it with the
+/// gateway stopped, then start the gateway with the new key alone.
+int rotate_secrets(const std::string& config_path) {
+  auto loaded = lowart::config::load(config_path);
+  if (!loaded.config) {
+    std::fprintf(stderr, "lowart: configuration error: %s\n", loaded.error.c_str());
+    return 2;
+  }
+  lowart::gateway_state state{*loaded.config, config_path};
+  std::string key_error;
+  state.keyring = lowart::crypto::keyring::from_environment(key_error);
+  if (!key_error.empty() || !state.keyring.can_seal()) {
+    std::fprintf(stderr, "lowart: %s\n",
+                 key_error.empty() ? "set LOWART_ENCRYPTION_KEY to the new key (and LOWART_ENCRYPTION_KEY_PREVIOUS to the old one)"
+                                   : key_error.c_str());
+    return 2;
+  }
+  try {
+    lowart::storage::database db{state.config.storage.sqlite_path};
+    lowart::actors::admin_service admin{db, state};
+    int n = admin.rotate();
+    std::printf("re-encrypted %d provider key(s) under key id %s\n", n, state.keyring.sealing_key_id().c_str());
+    return 0;
+  } catch (const std::exception& e) {
+    std::fprintf(stderr, "lowart: rotation failed, nothing changed: %s\n", e.what());
+    return 1;
+  }
+}
+
 } // namespace
 
 int main(int argc, char** argv) {
@@ -88,10 +128,16 @@ int main(int argc, char** argv) {
   auto* serve_cmd = app.add_subcommand("serve", "run the gateway");
   serve_cmd->add_option("-c,--config", config_path, "path of lowart.toml (optional: defaults + environment)");
   auto* version_cmd = app.add_subcommand("version", "print the version");
+  auto* secrets_cmd = app.add_subcommand("secrets", "manage secrets at rest");
+  secrets_cmd->require_subcommand(1);
+  auto* rotate_cmd = secrets_cmd->add_subcommand("rotate", "re-encrypt stored provider keys under LOWART_ENCRYPTION_KEY");
+  rotate_cmd->add_option("-c,--config", config_path, "path of lowart.toml (for storage.sqlite_path)");
   CLI11_PARSE(app, argc, argv);
   if (version_cmd->parsed()) {
     std::puts("lowart 0.1.0");
     return 0;
   }
+  if (rotate_cmd->parsed())
+    return rotate_secrets(config_path);
   return serve(config_path);
 }

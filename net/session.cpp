@@ -1,5 +1,6 @@
 #include "net/session.hpp"
 
+#include "actors/rbac.hpp"
 #include "actors/runtime.hpp"
 #include "core/json_text.hpp"
 #include "core/log.hpp"
@@ -258,37 +259,42 @@ void session::handle(http::request<http::string_body>&& req) {
     }
   }
 
-  if (admin) {
-    if (!ctx.who->is_admin()) {
-      respond_error(ctx, error_kind::forbidden, "this key may not use the admin API", "permission_error");
-      return;
+  bool me = path == "/v1/me" || path.rfind("/v1/me/", 0) == 0;
+  if (admin || me) {
+    std::string_view role = ctx.who->master ? std::string_view{"admin"} : std::string_view{ctx.who->key->role};
+    if (admin) {
+      // The role table is checked here, before any actor is asked (rbac.hpp).
+      auto resource = path.substr(std::min<std::size_t>(path.size(), 7));
+      resource = resource.substr(0, resource.find('/'));
+      if (!rbac::may(role, ctx.method, resource)) {
+        respond_error(ctx, error_kind::forbidden,
+                      role == "user" ? "this key may not use the admin API"
+                                     : "role " + std::string(role) + " may not " + ctx.method + " " + ctx.path,
+                      "permission_error");
+        return;
+      }
+    } else {
+      ctx.route = "me";
     }
     actors::admin_call call;
-    std::string argument;
-    if (path == "/admin/keys" && method == http::verb::post) {
-      call = actors::admin_call::key_create;
-      argument = std::move(req.body());
-    } else if (path == "/admin/keys" && method == http::verb::get) {
-      call = actors::admin_call::key_list;
-    } else if (path.rfind("/admin/keys/", 0) == 0 && path.size() > 12 && method == http::verb::delete_) {
-      call = actors::admin_call::key_revoke;
-      argument = std::string(path.substr(12));
-    } else if (path == "/admin/keys" || path.rfind("/admin/keys/", 0) == 0) {
-      respond_error(ctx, error_kind::method_not_allowed, "method not allowed on " + std::string(path));
-      return;
-    } else {
-      respond_error(ctx, error_kind::not_found, "no admin endpoint " + std::string(path), "not_found_error");
-      return;
+    call.method = ctx.method;
+    call.path = ctx.path;
+    if (auto q = req.target().find('?'); q != std::string_view::npos)
+      call.query = std::string(req.target().substr(q + 1));
+    call.body = std::move(req.body());
+    call.key_id = std::string(ctx.who->key_id());
+    call.role = std::string(role);
+    if (!ctx.who->master) {
+      call.team_id = ctx.who->key->team_id;
+      call.user_id = ctx.who->key->user_id;
     }
-    auto actor = std::string(ctx.who->key_id());
     auto shared = std::make_shared<request_context>(std::move(ctx));
-    worker_.runtime.admin(call, std::move(actor), std::move(argument),
-                          [self = shared_from_this(), shared](int status, std::string body) {
-                            // Runs on a CAF thread: hop back onto this session's thread.
-                            asio::post(self->executor(), [self, shared, status, body = std::move(body)] {
-                              self->respond(*shared, status, "application/json", body);
-                            });
-                          });
+    worker_.runtime.admin(std::move(call), [self = shared_from_this(), shared](int status, std::string body) {
+      // Runs on a CAF thread: hop back onto this session's thread.
+      asio::post(self->executor(), [self, shared, status, body = std::move(body)] {
+        self->respond(*shared, status, "application/json", body);
+      });
+    });
     return;
   }
 

@@ -38,7 +38,6 @@ struct principal {
   std::shared_ptr<const key_entry> key; ///< null for the master key
   bool master = false;
   std::string_view key_id() const { return master ? std::string_view{"master"} : std::string_view{key->id}; }
-  bool is_admin() const { return master || key->role == "admin"; }
 };
 
 /// Everything one request carries from parse to the access-log line.

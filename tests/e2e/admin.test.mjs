@@ -34,12 +34,14 @@ function assertAdminError(r, status) {
 
 describe('virtual keys', () => {
   test('POST /admin/keys creates a key (201, sk-lw-...) that can call the API', async () => {
+    const team = await api(gw, 'POST', '/admin/teams', { body: { name: 'red' } });
+    assert.equal(team.status, 201, team.text);
     const created = await createKey(gw, { name: 'alice', models: ['gpt-demo'], team: 'red' });
     assert.match(created.id, /\S/);
     assert.match(created.key, /^sk-lw-/);
     assert.equal(created.name, 'alice');
     assert.deepEqual(created.models, ['gpt-demo']);
-    assert.equal(created.team, 'red');
+    assert.equal(created.team_id, team.json.id, 'a team is named by name or id and stored by id');
     assert.ok(created.key.startsWith(created.key_prefix), 'key_prefix is a prefix of the key');
     assert.ok(created.key_prefix.length < created.key.length);
     const r = await chat(created.key, 'from alice');
@@ -82,7 +84,15 @@ describe('virtual keys', () => {
   });
 
   test('a key whose expires_at has passed is refused with 401', async () => {
-    const k = await createKey(gw, { name: 'expired', expires_at: Math.floor(Date.now() / 1000) - 60 });
+    const past = Math.floor(Date.now() / 1000) - 60;
+    const refused = await api(gw, 'POST', '/admin/keys', { body: { name: 'expired', expires_at: past } });
+    assert.equal(refused.status, 400, 'a key cannot be created already expired');
+    assert.equal(refused.json.error.param, 'expires_at');
+    const k = await createKey(gw, { name: 'expiring', expires_at: past + 3600 });
+    assert.equal((await chat(k.key)).status, 200);
+    // Moving the expiry into the past takes effect on the very next request.
+    const moved = await api(gw, 'PATCH', `/admin/keys/${k.id}`, { body: { expires_at: past } });
+    assert.equal(moved.status, 200, moved.text);
     const r = await chat(k.key);
     assert.equal(r.status, 401, r.text);
     const future = await createKey(gw, { name: 'not-yet', expires_at: Math.floor(Date.now() / 1000) + 3600 });

@@ -1,0 +1,1240 @@
+#include "actors/admin_service.hpp"
+
+#include "actors/rbac.hpp"
+#include "actors/state.hpp"
+#include "core/json_text.hpp"
+#include "core/secrets.hpp"
+#include "storage/database.hpp"
+
+#include <simdjson.h>
+
+#include <algorithm>
+#include <chrono>
+#include <map>
+#include <optional>
+#include <set>
+
+namespace lowart::actors {
+
+namespace {
+
+using storage::database;
+
+std::int64_t now_seconds() {
+  return std::chrono::duration_cast<std::chrono::seconds>(std::chrono::system_clock::now().time_since_epoch())
+      .count();
+}
+
+std::int64_t now_ms() {
+  return std::chrono::duration_cast<std::chrono::milliseconds>(std::chrono::system_clock::now().time_since_epoch())
+      .count();
+}
+
+admin_result error(int status, std::string_view type, std::string_view message, std::string_view param = {}) {
+  json::object_writer inner;
+  inner.str("message", message).str("type", type);
+  if (!param.empty())
+    inner.str("param", param);
+  json::object_writer outer;
+  outer.raw("error", inner.done());
+  return {status, outer.done()};
+}
+
+admin_result bad_field(std::string_view field, std::string_view message) {
+  return error(400, "invalid_request_error", message, field);
+}
+
+admin_result not_found(std::string_view what) { return error(404, "not_found_error", what); }
+
+std::string list_json(const std::vector<std::string>& items) {
+  return "{\"object\":\"list\",\"data\":" + json::array(items) + "}";
+}
+
+/// One optional member of a request body: absent, null, or a value.
+template <class T>
+struct field {
+  bool present = false;
+  bool null = false;
+  T value{};
+  bool has() const { return present && !null; }
+};
+
+/// Reads typed members of a JSON object body; the first problem names its field.
+class body_reader {
+public:
+  bool parse(simdjson::dom::parser& parser, const std::string& text) {
+    padded_ = simdjson::padded_string(text);
+    simdjson::dom::element doc;
+    if (parser.parse(padded_).get(doc) != simdjson::SUCCESS) {
+      fail("body", "the request body is not valid JSON");
+      return false;
+    }
+    if (doc.get_object().get(obj_) != simdjson::SUCCESS) {
+      fail("body", "the request body must be a JSON object");
+      return false;
+    }
+    return true;
+  }
+
+  field<std::string> text(const char* key, std::size_t max = 200, bool allow_empty = false) {
+    field<std::string> f;
+    auto v = lookup(key, f);
+    if (!v) return f;
+    std::string_view s;
+    if (v->get_string().get(s) != simdjson::SUCCESS || (!allow_empty && s.empty()) || s.size() > max)
+      fail(key, std::string(key) + " must be a string of " + (allow_empty ? "0" : "1") + " to " +
+                    std::to_string(max) + " characters");
+    else
+      f.value = std::string(s);
+    return f;
+  }
+
+  field<std::int64_t> integer(const char* key, std::int64_t min = 0) {
+    field<std::int64_t> f;
+    auto v = lookup(key, f);
+    if (!v) return f;
+    if (v->get_int64().get(f.value) != simdjson::SUCCESS || f.value < min)
+      fail(key, std::string(key) + " must be an integer of at least " + std::to_string(min));
+    return f;
+  }
+
+  field<double> number(const char* key) {
+    field<double> f;
+    auto v = lookup(key, f);
+    if (!v) return f;
+    if (v->get_double().get(f.value) != simdjson::SUCCESS || f.value < 0)
+      fail(key, std::string(key) + " must be a non-negative number");
+    return f;
+  }
+
+  field<bool> flag(const char* key) {
+    field<bool> f;
+    auto v = lookup(key, f);
+    if (!v) return f;
+    if (v->get_bool().get(f.value) != simdjson::SUCCESS)
+      fail(key, std::string(key) + " must be true or false");
+    return f;
+  }
+
+  field<std::vector<std::string>> strings(const char* key) {
+    field<std::vector<std::string>> f;
+    auto v = lookup(key, f);
+    if (!v) return f;
+    simdjson::dom::array arr;
+    if (v->get_array().get(arr) != simdjson::SUCCESS) {
+      fail(key, std::string(key) + " must be an array of strings");
+      return f;
+    }
+    for (auto item : arr) {
+      std::string_view s;
+      if (item.get_string().get(s) != simdjson::SUCCESS || s.empty()) {
+        fail(key, std::string(key) + " must be an array of non-empty strings");
+        return f;
+      }
+      f.value.emplace_back(s);
+    }
+    return f;
+  }
+
+  /// The raw element (for nested arrays of objects).
+  std::optional<simdjson::dom::element> element(const char* key) {
+    simdjson::dom::element e;
+    if (obj_[key].get(e) != simdjson::SUCCESS)
+      return std::nullopt;
+    return e;
+  }
+
+  void fail(std::string_view field_name, std::string message) {
+    if (error_field.empty()) {
+      error_field = std::string(field_name);
+      error_message = std::move(message);
+    }
+  }
+  bool ok() const { return error_field.empty(); }
+  admin_result result() const { return bad_field(error_field, error_message); }
+
+  std::string error_field;
+  std::string error_message;
+
+private:
+  template <class T>
+  std::optional<simdjson::dom::element> lookup(const char* key, field<T>& f) {
+    simdjson::dom::element e;
+    if (obj_[key].get(e) != simdjson::SUCCESS)
+      return std::nullopt;
+    f.present = true;
+    if (e.is_null()) {
+      f.null = true;
+      return std::nullopt;
+    }
+    return e;
+  }
+
+  simdjson::padded_string padded_;
+  simdjson::dom::object obj_;
+};
+
+std::map<std::string, std::string> parse_query(std::string_view q) {
+  std::map<std::string, std::string> out;
+  auto decode = [](std::string_view s) {
+    std::string r;
+    for (std::size_t i = 0; i < s.size(); ++i) {
+      if (s[i] == '+') r += ' ';
+      else if (s[i] == '%' && i + 2 < s.size()) {
+        auto hex = std::string(s.substr(i + 1, 2));
+        char* end = nullptr;
+        long v = std::strtol(hex.c_str(), &end, 16);
+        if (end && *end == 0 && hex.size() == 2) {
+          r += static_cast<char>(v);
+          i += 2;
+        } else {
+          r += s[i];
+        }
+      } else r += s[i];
+    }
+    return r;
+  };
+  while (!q.empty()) {
+    auto amp = q.find('&');
+    auto part = q.substr(0, amp);
+    auto eq = part.find('=');
+    if (eq != std::string_view::npos)
+      out[decode(part.substr(0, eq))] = decode(part.substr(eq + 1));
+    else if (!part.empty())
+      out[decode(part)] = "";
+    if (amp == std::string_view::npos) break;
+    q.remove_prefix(amp + 1);
+  }
+  return out;
+}
+
+std::vector<std::string> split_path(std::string_view path) {
+  std::vector<std::string> parts;
+  while (!path.empty()) {
+    if (path.front() == '/') {
+      path.remove_prefix(1);
+      continue;
+    }
+    auto slash = path.find('/');
+    parts.emplace_back(path.substr(0, slash));
+    if (slash == std::string_view::npos) break;
+    path.remove_prefix(slash);
+  }
+  return parts;
+}
+
+std::string optional_int(const storage::statement& st, int col) {
+  return st.is_null(col) ? "null" : std::to_string(st.integer(col));
+}
+
+std::string optional_real(const storage::statement& st, int col) {
+  if (st.is_null(col)) return "null";
+  char buf[32];
+  std::snprintf(buf, sizeof buf, "%.10g", st.real(col));
+  return buf;
+}
+
+std::string optional_text(const storage::statement& st, int col) {
+  return st.is_null(col) ? "null" : json::quoted(st.text(col));
+}
+
+std::string provider_aad(std::string_view name) { return "providers/" + std::string(name) + "/api_key"; }
+
+/// The settings of a provider that live in the `settings` JSON column.
+std::string settings_json(const config::provider_config& p) {
+  json::object_writer w;
+  w.str("ca_file", p.ca_file)
+      .boolean("verify_tls", p.verify_tls)
+      .boolean("include_usage", p.include_usage)
+      .num("connect_timeout_ms", p.connect_timeout_ms)
+      .num("first_byte_timeout_ms", p.first_byte_timeout_ms)
+      .num("idle_timeout_ms", p.idle_timeout_ms)
+      .num("total_timeout_ms", p.total_timeout_ms)
+      .num("max_idle_connections", p.max_idle_connections);
+  return w.done();
+}
+
+void read_settings(simdjson::dom::parser& parser, const std::string& text, config::provider_config& p) {
+  simdjson::padded_string padded(text);
+  simdjson::dom::element doc;
+  if (parser.parse(padded).get(doc) != simdjson::SUCCESS)
+    return;
+  std::string_view s;
+  bool b = false;
+  std::int64_t n = 0;
+  if (doc["ca_file"].get_string().get(s) == simdjson::SUCCESS) p.ca_file = std::string(s);
+  if (doc["verify_tls"].get_bool().get(b) == simdjson::SUCCESS) p.verify_tls = b;
+  if (doc["include_usage"].get_bool().get(b) == simdjson::SUCCESS) p.include_usage = b;
+  if (doc["connect_timeout_ms"].get_int64().get(n) == simdjson::SUCCESS) p.connect_timeout_ms = static_cast<int>(n);
+  if (doc["first_byte_timeout_ms"].get_int64().get(n) == simdjson::SUCCESS) p.first_byte_timeout_ms = static_cast<int>(n);
+  if (doc["idle_timeout_ms"].get_int64().get(n) == simdjson::SUCCESS) p.idle_timeout_ms = static_cast<int>(n);
+  if (doc["total_timeout_ms"].get_int64().get(n) == simdjson::SUCCESS) p.total_timeout_ms = static_cast<int>(n);
+  if (doc["max_idle_connections"].get_int64().get(n) == simdjson::SUCCESS) p.max_idle_connections = static_cast<int>(n);
+}
+
+std::string deployments_json(const std::vector<config::deployment_config>& deps) {
+  std::vector<std::string> items;
+  for (const auto& d : deps) {
+    json::object_writer w;
+    w.str("provider", d.provider).str("model", d.model).num("priority", d.priority).num("weight", d.weight);
+    items.push_back(w.done());
+  }
+  return json::array(items);
+}
+
+std::vector<config::deployment_config> read_deployments(simdjson::dom::parser& parser, const std::string& text) {
+  std::vector<config::deployment_config> out;
+  simdjson::padded_string padded(text);
+  simdjson::dom::element doc;
+  if (parser.parse(padded).get(doc) != simdjson::SUCCESS)
+    return out;
+  simdjson::dom::array arr;
+  if (doc.get_array().get(arr) != simdjson::SUCCESS)
+    return out;
+  for (auto item : arr) {
+    config::deployment_config d;
+    std::string_view s;
+    std::int64_t n = 0;
+    if (item["provider"].get_string().get(s) == simdjson::SUCCESS) d.provider = std::string(s);
+    if (item["model"].get_string().get(s) == simdjson::SUCCESS) d.model = std::string(s);
+    if (item["priority"].get_int64().get(n) == simdjson::SUCCESS) d.priority = static_cast<int>(n);
+    if (item["weight"].get_int64().get(n) == simdjson::SUCCESS) d.weight = static_cast<int>(n);
+    out.push_back(std::move(d));
+  }
+  return out;
+}
+
+constexpr const char* key_columns =
+    "id, name, key_prefix, role, team_id, user_id, models, expires_at, rpm, tpm, max_parallel, budget_tokens,"
+    " budget_cost, budget_period, created_at, revoked_at";
+
+std::string key_json(const storage::statement& st) {
+  json::object_writer w;
+  w.str("id", st.text(0))
+      .str("name", st.text(1))
+      .str("key_prefix", st.text(2))
+      .str("role", st.text(3))
+      .raw("team_id", optional_text(st, 4))
+      .raw("user_id", optional_text(st, 5))
+      .raw("models", st.text(6))
+      .raw("expires_at", optional_int(st, 7))
+      .raw("rpm", optional_int(st, 8))
+      .raw("tpm", optional_int(st, 9))
+      .raw("max_parallel", optional_int(st, 10))
+      .raw("budget_tokens", optional_int(st, 11))
+      .raw("budget_cost", optional_real(st, 12))
+      .raw("budget_period", optional_text(st, 13))
+      .num("created_at", st.integer(14))
+      .raw("revoked_at", optional_int(st, 15));
+  return w.done();
+}
+
+constexpr const char* team_columns =
+    "id, name, rpm, tpm, max_parallel, budget_tokens, budget_cost, budget_period, created_at, updated_at";
+
+std::string team_json(const storage::statement& st) {
+  json::object_writer w;
+  w.str("id", st.text(0))
+      .str("name", st.text(1))
+      .raw("rpm", optional_int(st, 2))
+      .raw("tpm", optional_int(st, 3))
+      .raw("max_parallel", optional_int(st, 4))
+      .raw("budget_tokens", optional_int(st, 5))
+      .raw("budget_cost", optional_real(st, 6))
+      .raw("budget_period", optional_text(st, 7))
+      .num("created_at", st.integer(8))
+      .num("updated_at", st.integer(9));
+  return w.done();
+}
+
+std::string user_json(const storage::statement& st) {
+  json::object_writer w;
+  w.str("id", st.text(0))
+      .str("name", st.text(1))
+      .str("role", st.text(2))
+      .raw("team_id", optional_text(st, 3))
+      .num("created_at", st.integer(4))
+      .num("updated_at", st.integer(5));
+  return w.done();
+}
+
+/// The limit columns shared by keys and teams, read from a body.
+struct limits {
+  field<std::int64_t> rpm, tpm, max_parallel, budget_tokens;
+  field<double> budget_cost;
+  field<std::string> budget_period;
+
+  void read(body_reader& r) {
+    rpm = r.integer("rpm");
+    tpm = r.integer("tpm");
+    max_parallel = r.integer("max_parallel");
+    budget_tokens = r.integer("budget_tokens");
+    budget_cost = r.number("budget_cost");
+    budget_period = r.text("budget_period", 10);
+    if (budget_period.has() && budget_period.value != "day" && budget_period.value != "month")
+      r.fail("budget_period", "budget_period must be \"day\" or \"month\"");
+  }
+
+  /// Appends "col = ?" assignments for present fields; binds happen in `bind`.
+  void assignments(std::vector<std::string>& cols) const {
+    if (rpm.present) cols.push_back("rpm");
+    if (tpm.present) cols.push_back("tpm");
+    if (max_parallel.present) cols.push_back("max_parallel");
+    if (budget_tokens.present) cols.push_back("budget_tokens");
+    if (budget_cost.present) cols.push_back("budget_cost");
+    if (budget_period.present) cols.push_back("budget_period");
+  }
+
+  int bind(storage::statement& st, int at) const {
+    auto int_field = [&](const field<std::int64_t>& f) {
+      if (!f.present) return;
+      if (f.null) st.bind_null(at++); else st.bind(at++, f.value);
+    };
+    int_field(rpm);
+    int_field(tpm);
+    int_field(max_parallel);
+    int_field(budget_tokens);
+    if (budget_cost.present) {
+      if (budget_cost.null) st.bind_null(at++); else st.bind(at++, budget_cost.value);
+    }
+    if (budget_period.present) {
+      if (budget_period.null) st.bind_null(at++); else st.bind(at++, budget_period.value);
+    }
+    return at;
+  }
+};
+
+} // namespace
+
+struct admin_service::impl {
+  impl(database& d, gateway_state& s) : db(d), gw(s) {}
+
+  database& db;
+  gateway_state& gw;
+  simdjson::dom::parser parser;
+
+  void audit(const admin_caller& who, std::string_view action, std::string_view target, std::string detail = "{}") {
+    db.prepare("INSERT INTO audit_log(ts_ms, actor, action, target, detail) VALUES (?,?,?,?,?)")
+        .bind(1, now_ms())
+        .bind(2, who.key_id)
+        .bind(3, action)
+        .bind(4, target)
+        .bind(5, detail)
+        .step();
+  }
+
+  bool is_admin(const admin_caller& who) const { return who.key_id == "master" || who.role == "admin"; }
+
+  /// Resolves a team given by id or name; "" when absent. Sets `found` false when unknown.
+  std::string resolve_team(const std::string& ref, bool& found) {
+    auto st = db.prepare("SELECT id FROM teams WHERE id = ? OR name = ?");
+    st.bind(1, ref).bind(2, ref);
+    found = st.step();
+    return found ? st.text(0) : std::string{};
+  }
+
+  bool exists(const char* table, const char* column, const std::string& value) {
+    auto st = db.prepare(std::string("SELECT 1 FROM ") + table + " WHERE " + column + " = ?");
+    st.bind(1, value);
+    return st.step();
+  }
+
+  // --- teams -----------------------------------------------------------------------------------
+
+  admin_result teams(const admin_request& req, const std::vector<std::string>& parts) {
+    if (parts.size() == 2 && req.method == "GET") {
+      std::vector<std::string> items;
+      auto st = db.prepare(std::string("SELECT ") + team_columns + " FROM teams ORDER BY name");
+      while (st.step()) items.push_back(team_json(st));
+      return {200, list_json(items)};
+    }
+    if (parts.size() == 2 && req.method == "POST") {
+      body_reader r;
+      if (!r.parse(parser, req.body)) return r.result();
+      auto name = r.text("name");
+      limits lim;
+      lim.read(r);
+      if (r.ok() && !name.has()) r.fail("name", "name is required");
+      if (!r.ok()) return r.result();
+      if (exists("teams", "name", name.value)) return error(409, "conflict_error", "a team named '" + name.value + "' exists", "name");
+      auto id = "team_" + secrets::random_hex(8);
+      auto now = now_seconds();
+      db.transaction([&] {
+        db.prepare("INSERT INTO teams(id, name, created_at, updated_at) VALUES (?,?,?,?)")
+            .bind(1, id).bind(2, name.value).bind(3, now).bind(4, now).step();
+        apply_limits("teams", id, lim);
+        audit(req.who, "team.create", id, "{\"name\":" + json::quoted(name.value) + "}");
+      });
+      return {201, one("teams", team_columns, id, team_json)};
+    }
+    if (parts.size() == 3) {
+      const auto& id = parts[2];
+      if (!exists("teams", "id", id)) return not_found("no team with id '" + id + "'");
+      if (req.method == "GET") return {200, one("teams", team_columns, id, team_json)};
+      if (req.method == "PATCH" || req.method == "PUT") {
+        body_reader r;
+        if (!r.parse(parser, req.body)) return r.result();
+        auto name = r.text("name");
+        limits lim;
+        lim.read(r);
+        if (!r.ok()) return r.result();
+        if (name.has()) {
+          auto st = db.prepare("SELECT 1 FROM teams WHERE name = ? AND id != ?");
+          st.bind(1, name.value).bind(2, id);
+          if (st.step()) return error(409, "conflict_error", "a team named '" + name.value + "' exists", "name");
+        }
+        db.transaction([&] {
+          if (name.has())
+            db.prepare("UPDATE teams SET name = ? WHERE id = ?").bind(1, name.value).bind(2, id).step();
+          apply_limits("teams", id, lim);
+          db.prepare("UPDATE teams SET updated_at = ? WHERE id = ?").bind(1, now_seconds()).bind(2, id).step();
+          audit(req.who, "team.update", id);
+        });
+        admin_result res{200, one("teams", team_columns, id, team_json)};
+        res.keys_changed = true; // team limits travel with keys
+        return res;
+      }
+      if (req.method == "DELETE") {
+        db.transaction([&] {
+          db.prepare("DELETE FROM teams WHERE id = ?").bind(1, id).step();
+          audit(req.who, "team.delete", id);
+        });
+        admin_result res{200, "{\"id\":" + json::quoted(id) + ",\"deleted\":true}"};
+        res.keys_changed = true;
+        return res;
+      }
+    }
+    return error(405, "invalid_request_error", "method not allowed on " + req.path);
+  }
+
+  void apply_limits(const char* table, const std::string& id, const limits& lim) {
+    std::vector<std::string> cols;
+    lim.assignments(cols);
+    if (cols.empty()) return;
+    std::string sql = std::string("UPDATE ") + table + " SET ";
+    for (std::size_t i = 0; i < cols.size(); ++i)
+      sql += (i ? ", " : "") + cols[i] + " = ?";
+    sql += " WHERE id = ?";
+    auto st = db.prepare(sql);
+    int at = lim.bind(st, 1);
+    st.bind(at, id);
+    st.step();
+  }
+
+  template <class Render>
+  std::string one(const char* table, const char* columns, const std::string& id, Render render) {
+    auto st = db.prepare(std::string("SELECT ") + columns + " FROM " + table + " WHERE id = ?");
+    st.bind(1, id);
+    return st.step() ? render(st) : std::string("null");
+  }
+
+  // --- users -----------------------------------------------------------------------------------
+
+  admin_result users(const admin_request& req, const std::vector<std::string>& parts) {
+    constexpr const char* cols = "id, name, role, team_id, created_at, updated_at";
+    if (parts.size() == 2 && req.method == "GET") {
+      std::vector<std::string> items;
+      auto st = db.prepare(std::string("SELECT ") + cols + " FROM users ORDER BY name");
+      while (st.step()) items.push_back(user_json(st));
+      return {200, list_json(items)};
+    }
+    auto read_body = [&](body_reader& r, field<std::string>& name, field<std::string>& role,
+                         std::string& team_id, bool& team_given) -> std::optional<admin_result> {
+      if (!r.parse(parser, req.body)) return r.result();
+      name = r.text("name");
+      role = r.text("role", 20);
+      auto team = r.text("team");
+      if (!team.present) team = r.text("team_id");
+      if (!r.ok()) return r.result();
+      if (role.has() && !rbac::known_role(role.value))
+        return bad_field("role", "role must be admin, operator, viewer or user");
+      team_given = team.present;
+      if (team.has()) {
+        bool found = false;
+        team_id = resolve_team(team.value, found);
+        if (!found) return bad_field("team", "team '" + team.value + "' does not exist");
+      }
+      return std::nullopt;
+    };
+    if (parts.size() == 2 && req.method == "POST") {
+      body_reader r;
+      field<std::string> name, role;
+      std::string team_id;
+      bool team_given = false;
+      if (auto e = read_body(r, name, role, team_id, team_given)) return *e;
+      if (!name.has()) return bad_field("name", "name is required");
+      if (exists("users", "name", name.value)) return error(409, "conflict_error", "a user named '" + name.value + "' exists", "name");
+      auto id = "user_" + secrets::random_hex(8);
+      auto now = now_seconds();
+      db.transaction([&] {
+        auto st = db.prepare("INSERT INTO users(id, name, role, team_id, created_at, updated_at) VALUES (?,?,?,?,?,?)");
+        st.bind(1, id).bind(2, name.value).bind(3, role.has() ? role.value : std::string("user")).bind_optional(4, team_id)
+            .bind(5, now).bind(6, now);
+        st.step();
+        audit(req.who, "user.create", id, "{\"name\":" + json::quoted(name.value) + "}");
+      });
+      return {201, one("users", cols, id, user_json)};
+    }
+    if (parts.size() == 3) {
+      const auto& id = parts[2];
+      if (!exists("users", "id", id)) return not_found("no user with id '" + id + "'");
+      if (req.method == "GET") return {200, one("users", cols, id, user_json)};
+      if (req.method == "PATCH" || req.method == "PUT") {
+        body_reader r;
+        field<std::string> name, role;
+        std::string team_id;
+        bool team_given = false;
+        if (auto e = read_body(r, name, role, team_id, team_given)) return *e;
+        db.transaction([&] {
+          if (name.has()) db.prepare("UPDATE users SET name = ? WHERE id = ?").bind(1, name.value).bind(2, id).step();
+          if (role.has()) db.prepare("UPDATE users SET role = ? WHERE id = ?").bind(1, role.value).bind(2, id).step();
+          if (team_given)
+            db.prepare("UPDATE users SET team_id = ? WHERE id = ?").bind_optional(1, team_id).bind(2, id).step();
+          db.prepare("UPDATE users SET updated_at = ? WHERE id = ?").bind(1, now_seconds()).bind(2, id).step();
+          audit(req.who, "user.update", id);
+        });
+        return {200, one("users", cols, id, user_json)};
+      }
+      if (req.method == "DELETE") {
+        db.transaction([&] {
+          // The user's keys stop working; their rows stay for the usage history.
+          db.prepare("UPDATE virtual_keys SET revoked_at = ? WHERE user_id = ? AND revoked_at IS NULL")
+              .bind(1, now_seconds()).bind(2, id).step();
+          db.prepare("DELETE FROM users WHERE id = ?").bind(1, id).step();
+          audit(req.who, "user.delete", id);
+        });
+        admin_result res{200, "{\"id\":" + json::quoted(id) + ",\"deleted\":true}"};
+        res.keys_changed = true;
+        return res;
+      }
+    }
+    return error(405, "invalid_request_error", "method not allowed on " + req.path);
+  }
+
+  // --- keys ------------------------------------------------------------------------------------
+
+  /// Creates a key; `forced_*` pin the owner for /v1/me.
+  admin_result create_key(const admin_request& req, bool self_service) {
+    body_reader r;
+    if (!r.parse(parser, req.body)) return r.result();
+    auto name = r.text("name");
+    auto role = r.text("role", 20);
+    auto team = r.text("team");
+    if (!team.present) team = r.text("team_id");
+    auto user = r.text("user_id");
+    auto models = r.strings("models");
+    auto expires = r.integer("expires_at", 1);
+    limits lim;
+    lim.read(r);
+    if (r.ok() && !name.has()) r.fail("name", "name is required");
+    if (!r.ok()) return r.result();
+    std::string key_role = role.has() ? role.value : "user";
+    if (!rbac::known_role(key_role)) return bad_field("role", "role must be admin, operator, viewer or user");
+    std::string team_id, user_id;
+    std::vector<std::string> allowed = models.has() ? models.value : std::vector<std::string>{};
+    if (self_service) {
+      // A user mints keys for themself: role user, their team, at most their models.
+      if (key_role != "user") return error(403, "permission_error", "self-service keys have role user", "role");
+      team_id = req.who.team_id;
+      user_id = req.who.user_id;
+      auto mine = caller_models(req.who);
+      if (!mine.empty()) {
+        if (allowed.empty()) allowed = mine;
+        for (const auto& m : allowed)
+          if (std::find(mine.begin(), mine.end(), m) == mine.end())
+            return error(403, "permission_error", "model '" + m + "' is not allowed for your key", "models");
+      }
+    } else {
+      if (!is_admin(req.who) && rbac::rank(key_role) >= rbac::rank(req.who.role))
+        return error(403, "permission_error", "a " + req.who.role + " may not create keys with role " + key_role, "role");
+      if (team.has()) {
+        bool found = false;
+        team_id = resolve_team(team.value, found);
+        if (!found) return bad_field("team", "team '" + team.value + "' does not exist");
+      }
+      if (user.has()) {
+        if (!exists("users", "id", user.value)) return bad_field("user_id", "user '" + user.value + "' does not exist");
+        user_id = user.value;
+      }
+    }
+    if (expires.has() && expires.value <= now_seconds()) return bad_field("expires_at", "expires_at must be in the future");
+    auto key = secrets::new_virtual_key();
+    auto id = "key_" + secrets::random_hex(8);
+    db.transaction([&] {
+      auto st = db.prepare("INSERT INTO virtual_keys(id, name, key_hash, key_prefix, role, team_id, user_id, models,"
+                           " expires_at, created_at) VALUES (?,?,?,?,?,?,?,?,?,?)");
+      st.bind(1, id).bind(2, name.value).bind(3, secrets::sha256_hex(key)).bind(4, secrets::key_prefix(key))
+          .bind(5, key_role).bind_optional(6, team_id).bind_optional(7, user_id).bind(8, json::string_array(allowed));
+      if (expires.has()) st.bind(9, expires.value); else st.bind_null(9);
+      st.bind(10, now_seconds());
+      st.step();
+      apply_limits("virtual_keys", id, lim);
+      audit(req.who, self_service ? "key.create.self" : "key.create", id,
+            "{\"name\":" + json::quoted(name.value) + ",\"role\":" + json::quoted(key_role) + "}");
+    });
+    auto view = one("virtual_keys", key_columns, id, key_json);
+    // The key itself appears in this one answer and nowhere else.
+    view.insert(1, "\"key\":" + json::quoted(key) + ",");
+    admin_result res{201, std::move(view)};
+    res.keys_changed = true;
+    return res;
+  }
+
+  std::vector<std::string> caller_models(const admin_caller& who) {
+    std::vector<std::string> out;
+    auto st = db.prepare("SELECT models FROM virtual_keys WHERE id = ?");
+    st.bind(1, who.key_id);
+    if (!st.step()) return out;
+    auto text = st.text(0);
+    simdjson::padded_string padded(text);
+    simdjson::dom::element doc;
+    if (parser.parse(padded).get(doc) != simdjson::SUCCESS) return out;
+    simdjson::dom::array arr;
+    if (doc.get_array().get(arr) != simdjson::SUCCESS) return out;
+    for (auto item : arr) {
+      std::string_view s;
+      if (item.get_string().get(s) == simdjson::SUCCESS) out.emplace_back(s);
+    }
+    return out;
+  }
+
+  admin_result revoke_key(const admin_request& req, const std::string& id, const char* action) {
+    std::int64_t changed = 0;
+    db.transaction([&] {
+      db.prepare("UPDATE virtual_keys SET revoked_at = ? WHERE id = ? AND revoked_at IS NULL")
+          .bind(1, now_seconds()).bind(2, id).step();
+      changed = db.changes();
+      if (changed) audit(req.who, action, id);
+    });
+    if (!changed) return not_found("no active key with id '" + id + "'");
+    admin_result res{200, "{\"id\":" + json::quoted(id) + ",\"revoked\":true}"};
+    res.keys_changed = true;
+    return res;
+  }
+
+  admin_result keys(const admin_request& req, const std::vector<std::string>& parts) {
+    if (parts.size() == 2 && req.method == "GET") {
+      auto q = parse_query(req.query);
+      std::string sql = std::string("SELECT ") + key_columns + " FROM virtual_keys WHERE 1=1";
+      std::vector<std::string> binds;
+      if (q.count("team")) { sql += " AND team_id = ?"; binds.push_back(q["team"]); }
+      if (q.count("user")) { sql += " AND user_id = ?"; binds.push_back(q["user"]); }
+      if (q.count("active")) sql += " AND revoked_at IS NULL";
+      sql += " ORDER BY created_at, id";
+      auto st = db.prepare(sql);
+      for (std::size_t i = 0; i < binds.size(); ++i) st.bind(static_cast<int>(i + 1), binds[i]);
+      std::vector<std::string> items;
+      while (st.step()) items.push_back(key_json(st));
+      return {200, list_json(items)};
+    }
+    if (parts.size() == 2 && req.method == "POST") return create_key(req, false);
+    if (parts.size() == 3) {
+      const auto& id = parts[2];
+      if (!exists("virtual_keys", "id", id)) return not_found("no key with id '" + id + "'");
+      if (req.method == "GET") return {200, one("virtual_keys", key_columns, id, key_json)};
+      if (req.method == "DELETE") return revoke_key(req, id, "key.revoke");
+      if (req.method == "PATCH" || req.method == "PUT") {
+        body_reader r;
+        if (!r.parse(parser, req.body)) return r.result();
+        auto name = r.text("name");
+        auto role = r.text("role", 20);
+        auto models = r.strings("models");
+        auto expires = r.integer("expires_at", 1);
+        auto team = r.text("team");
+        limits lim;
+        lim.read(r);
+        if (!r.ok()) return r.result();
+        if (role.has()) {
+          if (!rbac::known_role(role.value)) return bad_field("role", "role must be admin, operator, viewer or user");
+          if (!is_admin(req.who)) return error(403, "permission_error", "only admins change a key's role", "role");
+        }
+        std::string team_id;
+        if (team.has()) {
+          bool found = false;
+          team_id = resolve_team(team.value, found);
+          if (!found) return bad_field("team", "team '" + team.value + "' does not exist");
+        }
+        db.transaction([&] {
+          if (name.has()) db.prepare("UPDATE virtual_keys SET name = ? WHERE id = ?").bind(1, name.value).bind(2, id).step();
+          if (role.has()) db.prepare("UPDATE virtual_keys SET role = ? WHERE id = ?").bind(1, role.value).bind(2, id).step();
+          if (models.present)
+            db.prepare("UPDATE virtual_keys SET models = ? WHERE id = ?")
+                .bind(1, json::string_array(models.has() ? models.value : std::vector<std::string>{})).bind(2, id).step();
+          if (expires.present) {
+            auto st = db.prepare("UPDATE virtual_keys SET expires_at = ? WHERE id = ?");
+            if (expires.null) st.bind_null(1); else st.bind(1, expires.value);
+            st.bind(2, id).step();
+          }
+          if (team.present)
+            db.prepare("UPDATE virtual_keys SET team_id = ? WHERE id = ?").bind_optional(1, team_id).bind(2, id).step();
+          apply_limits("virtual_keys", id, lim);
+          audit(req.who, "key.update", id);
+        });
+        admin_result res{200, one("virtual_keys", key_columns, id, key_json)};
+        res.keys_changed = true;
+        return res;
+      }
+    }
+    return error(405, "invalid_request_error", "method not allowed on " + req.path);
+  }
+
+  // --- providers and models ----------------------------------------------------------------------
+
+  /// API-made providers (keys still sealed) by name.
+  std::map<std::string, config::provider_config> db_providers(bool open_keys) {
+    std::map<std::string, config::provider_config> out;
+    auto st = db.prepare("SELECT name, kind, base_url, api_key, settings FROM providers");
+    while (st.step()) {
+      config::provider_config p;
+      p.name = st.text(0);
+      p.kind = st.text(1);
+      p.base_url = st.text(2);
+      auto sealed = st.text(3);
+      if (open_keys && !sealed.empty()) {
+        auto opened = gw.keyring.open(sealed, provider_aad(p.name));
+        if (!opened)
+          throw std::runtime_error("cannot open the stored api_key of provider '" + p.name +
+                                   "': LOWART_ENCRYPTION_KEY is missing or is not the key it was sealed with (key id " +
+                                   crypto::keyring::key_id_of(sealed) + ")");
+        p.api_key = std::move(*opened);
+      } else if (!sealed.empty()) {
+        p.api_key = "sealed";
+      }
+      read_settings(parser, st.text(4), p);
+      out[p.name] = std::move(p);
+    }
+    return out;
+  }
+
+  std::map<std::string, std::vector<config::deployment_config>> db_models() {
+    std::map<std::string, std::vector<config::deployment_config>> out;
+    auto st = db.prepare("SELECT name, deployments FROM models");
+    while (st.step()) out[st.text(0)] = read_deployments(parser, st.text(1));
+    return out;
+  }
+
+  std::string provider_view(const config::provider_config& p, std::string_view source) {
+    json::object_writer w;
+    w.str("name", p.name)
+        .str("kind", p.kind)
+        .str("base_url", p.base_url)
+        .boolean("api_key_set", !p.api_key.empty())
+        .str("source", source)
+        .raw("settings", settings_json(p));
+    return w.done();
+  }
+
+  admin_result providers(const admin_request& req, const std::vector<std::string>& parts) {
+    auto file = gw.routing.load();
+    auto stored = db_providers(false);
+    auto find_file = [&](const std::string& name) -> const config::provider_config* {
+      for (const auto& p : file->providers)
+        if (p.name == name) return &p;
+      return nullptr;
+    };
+    if (parts.size() == 2 && req.method == "GET") {
+      std::map<std::string, std::string> items;
+      for (const auto& p : file->providers) items[p.name] = provider_view(p, "config");
+      for (const auto& [name, p] : stored) items[name] = provider_view(p, "api");
+      std::vector<std::string> list;
+      for (auto& [_, v] : items) list.push_back(std::move(v));
+      return {200, list_json(list)};
+    }
+    bool create = parts.size() == 2 && req.method == "POST";
+    bool update = parts.size() == 3 && (req.method == "PUT" || req.method == "PATCH");
+    if (create || update) {
+      body_reader r;
+      if (!r.parse(parser, req.body)) return r.result();
+      auto name = r.text("name", 100);
+      auto kind = r.text("kind", 20);
+      auto base_url = r.text("base_url", 2000);
+      auto api_key = r.text("api_key", 4000);
+      auto ca_file = r.text("ca_file", 4000, true);
+      auto verify = r.flag("verify_tls");
+      auto usage = r.flag("include_usage");
+      auto connect = r.integer("connect_timeout_ms", 1);
+      auto first_byte = r.integer("first_byte_timeout_ms", 1);
+      auto idle = r.integer("idle_timeout_ms", 1);
+      auto total = r.integer("total_timeout_ms", 1);
+      auto max_idle = r.integer("max_idle_connections", 0);
+      if (!r.ok()) return r.result();
+      std::string pname = create ? name.value : parts[2];
+      if (create && !name.has()) return bad_field("name", "name is required");
+      if (update && name.has() && name.value != pname) return bad_field("name", "name cannot be changed; create a new provider");
+      bool in_db = stored.count(pname) > 0;
+      const auto* in_file = find_file(pname);
+      if (create && (in_db || in_file))
+        return error(409, "conflict_error",
+                     "provider '" + pname + "' exists" + (in_file ? " (in lowart.toml; PUT overrides it)" : ""), "name");
+      // Start from what exists (stored override, else the file's), then apply the body.
+      config::provider_config p;
+      std::string sealed_key;
+      if (in_db) {
+        p = stored[pname];
+        auto st = db.prepare("SELECT api_key FROM providers WHERE name = ?");
+        st.bind(1, pname);
+        if (st.step() && !st.is_null(0)) sealed_key = st.text(0);
+      } else if (in_file) {
+        p = *in_file;
+      }
+      p.name = pname;
+      if (kind.has()) p.kind = kind.value;
+      if (base_url.has()) p.base_url = base_url.value;
+      if (ca_file.present) p.ca_file = ca_file.has() ? ca_file.value : "";
+      if (verify.has()) p.verify_tls = verify.value;
+      if (usage.has()) p.include_usage = usage.value;
+      if (connect.has()) p.connect_timeout_ms = static_cast<int>(connect.value);
+      if (first_byte.has()) p.first_byte_timeout_ms = static_cast<int>(first_byte.value);
+      if (idle.has()) p.idle_timeout_ms = static_cast<int>(idle.value);
+      if (total.has()) p.total_timeout_ms = static_cast<int>(total.value);
+      if (max_idle.has()) p.max_idle_connections = static_cast<int>(max_idle.value);
+      if (p.kind != "openai" && p.kind != "anthropic" && p.kind != "comfyui")
+        return bad_field("kind", "kind must be openai, anthropic or comfyui");
+      upstream_target target;
+      while (!p.base_url.empty() && p.base_url.back() == '/') p.base_url.pop_back();
+      if (!parse_upstream(p.base_url, target)) return bad_field("base_url", "base_url must be an http:// or https:// URL");
+      bool key_changed = false;
+      if (api_key.present) {
+        key_changed = true;
+        if (api_key.null) {
+          sealed_key.clear();
+        } else {
+          if (!gw.keyring.can_seal())
+            return error(400, "invalid_request_error",
+                         "api_key cannot be stored: start lowart with LOWART_ENCRYPTION_KEY so keys are encrypted at rest",
+                         "api_key");
+          sealed_key = gw.keyring.seal(api_key.value, provider_aad(pname));
+        }
+      } else if (!in_db && in_file && !in_file->api_key.empty()) {
+        // Overriding a file provider keeps the file's key source (its env variable).
+        if (!gw.keyring.can_seal())
+          return error(400, "invalid_request_error",
+                       "overriding this provider needs its api_key stored: start lowart with LOWART_ENCRYPTION_KEY",
+                       "api_key");
+        sealed_key = gw.keyring.seal(in_file->api_key, provider_aad(pname));
+      }
+      auto now = now_seconds();
+      db.transaction([&] {
+        auto st = db.prepare(
+            "INSERT INTO providers(name, kind, base_url, api_key, settings, created_at, updated_at) VALUES (?,?,?,?,?,?,?)"
+            " ON CONFLICT(name) DO UPDATE SET kind = excluded.kind, base_url = excluded.base_url,"
+            " api_key = excluded.api_key, settings = excluded.settings, updated_at = excluded.updated_at");
+        st.bind(1, pname).bind(2, p.kind).bind(3, p.base_url).bind_optional(4, sealed_key).bind(5, settings_json(p))
+            .bind(6, now).bind(7, now);
+        st.step();
+        json::object_writer detail;
+        detail.str("kind", p.kind).str("base_url", p.base_url).boolean("api_key_changed", key_changed);
+        audit(req.who, create ? "provider.create" : "provider.update", pname, detail.done());
+      });
+      p.api_key = sealed_key;
+      admin_result res{create ? 201 : 200, provider_view(p, "api")};
+      res.catalog_changed = true;
+      return res;
+    }
+    if (parts.size() == 3) {
+      const auto& pname = parts[2];
+      bool in_db = stored.count(pname) > 0;
+      const auto* in_file = find_file(pname);
+      if (!in_db && !in_file) return not_found("no provider named '" + pname + "'");
+      if (req.method == "GET") return {200, in_db ? provider_view(stored[pname], "api") : provider_view(*in_file, "config")};
+      if (req.method == "DELETE") {
+        if (!in_db) return error(409, "conflict_error", "provider '" + pname + "' is defined in lowart.toml; edit the file");
+        if (!in_file) {
+          // Without a file fallback, models must not be left pointing at nothing.
+          for (const auto& [model, deps] : db_models())
+            for (const auto& d : deps)
+              if (d.provider == pname)
+                return error(409, "conflict_error", "model '" + model + "' still uses provider '" + pname + "'");
+        }
+        db.transaction([&] {
+          db.prepare("DELETE FROM providers WHERE name = ?").bind(1, pname).step();
+          audit(req.who, "provider.delete", pname);
+        });
+        admin_result res{200, "{\"name\":" + json::quoted(pname) + ",\"deleted\":true}"};
+        res.catalog_changed = true;
+        return res;
+      }
+    }
+    return error(405, "invalid_request_error", "method not allowed on " + req.path);
+  }
+
+  std::string model_view(const std::string& name, const std::vector<config::deployment_config>& deps,
+                         std::string_view source) {
+    json::object_writer w;
+    w.str("name", name).raw("deployments", deployments_json(deps)).str("source", source);
+    return w.done();
+  }
+
+  admin_result models(const admin_request& req, const std::vector<std::string>& parts) {
+    auto file = gw.routing.load();
+    auto stored = db_models();
+    auto find_file = [&](const std::string& name) -> const config::model_config* {
+      for (const auto& m : file->models)
+        if (m.name == name) return &m;
+      return nullptr;
+    };
+    if (parts.size() == 2 && req.method == "GET") {
+      std::map<std::string, std::string> items;
+      for (const auto& m : file->models) items[m.name] = model_view(m.name, m.deployments, "config");
+      for (const auto& [name, deps] : stored) items[name] = model_view(name, deps, "api");
+      std::vector<std::string> list;
+      for (auto& [_, v] : items) list.push_back(std::move(v));
+      return {200, list_json(list)};
+    }
+    bool create = parts.size() == 2 && req.method == "POST";
+    bool update = parts.size() == 3 && (req.method == "PUT" || req.method == "PATCH");
+    if (create || update) {
+      body_reader r;
+      if (!r.parse(parser, req.body)) return r.result();
+      auto name = r.text("name", 200);
+      if (!r.ok()) return r.result();
+      std::string mname = create ? name.value : parts[2];
+      if (create && !name.has()) return bad_field("name", "name is required");
+      if (create && (stored.count(mname) || find_file(mname)))
+        return error(409, "conflict_error", "model '" + mname + "' exists", "name");
+      auto deps_el = r.element("deployments");
+      simdjson::dom::array arr;
+      if (!deps_el || deps_el->get_array().get(arr) != simdjson::SUCCESS || arr.size() == 0)
+        return bad_field("deployments", "deployments must be a non-empty array of {provider, model, priority, weight}");
+      std::set<std::string> known;
+      for (const auto& p : file->providers) known.insert(p.name);
+      for (const auto& [n, _] : db_providers(false)) known.insert(n);
+      std::vector<config::deployment_config> deps;
+      std::size_t i = 0;
+      for (auto item : arr) {
+        auto where = "deployments[" + std::to_string(i++) + "]";
+        config::deployment_config d;
+        std::string_view s;
+        std::int64_t n = 0;
+        if (item["provider"].get_string().get(s) != simdjson::SUCCESS || s.empty())
+          return bad_field(where + ".provider", where + ".provider must name a provider");
+        d.provider = std::string(s);
+        if (!known.count(d.provider))
+          return bad_field(where + ".provider", "provider '" + d.provider + "' does not exist");
+        if (item["model"].get_string().get(s) != simdjson::SUCCESS || s.empty())
+          return bad_field(where + ".model", where + ".model must be the upstream model name");
+        d.model = std::string(s);
+        if (auto e = item["priority"]; e.error() != simdjson::NO_SUCH_FIELD) {
+          if (e.get_int64().get(n) != simdjson::SUCCESS) return bad_field(where + ".priority", "priority must be an integer");
+          d.priority = static_cast<int>(n);
+        }
+        if (auto e = item["weight"]; e.error() != simdjson::NO_SUCH_FIELD) {
+          if (e.get_int64().get(n) != simdjson::SUCCESS || n < 1)
+            return bad_field(where + ".weight", "weight must be an integer of at least 1");
+          d.weight = static_cast<int>(n);
+        }
+        deps.push_back(std::move(d));
+      }
+      auto now = now_seconds();
+      db.transaction([&] {
+        db.prepare("INSERT INTO models(name, deployments, created_at, updated_at) VALUES (?,?,?,?)"
+                   " ON CONFLICT(name) DO UPDATE SET deployments = excluded.deployments, updated_at = excluded.updated_at")
+            .bind(1, mname).bind(2, deployments_json(deps)).bind(3, now).bind(4, now).step();
+        audit(req.who, create ? "model.create" : "model.update", mname, deployments_json(deps));
+      });
+      admin_result res{create ? 201 : 200, model_view(mname, deps, "api")};
+      res.catalog_changed = true;
+      return res;
+    }
+    if (parts.size() == 3) {
+      const auto& mname = parts[2];
+      bool in_db = stored.count(mname) > 0;
+      const auto* in_file = find_file(mname);
+      if (!in_db && !in_file) return not_found("no model named '" + mname + "'");
+      if (req.method == "GET")
+        return {200, in_db ? model_view(mname, stored[mname], "api") : model_view(mname, in_file->deployments, "config")};
+      if (req.method == "DELETE") {
+        if (!in_db) return error(409, "conflict_error", "model '" + mname + "' is defined in lowart.toml; edit the file");
+        db.transaction([&] {
+          db.prepare("DELETE FROM models WHERE name = ?").bind(1, mname).step();
+          audit(req.who, "model.delete", mname);
+        });
+        admin_result res{200, "{\"name\":" + json::quoted(mname) + ",\"deleted\":true}"};
+        res.catalog_changed = true;
+        return res;
+      }
+    }
+    return error(405, "invalid_request_error", "method not allowed on " + req.path);
+  }
+
+  // --- audit and usage ---------------------------------------------------------------------------
+
+  admin_result audit_log(const admin_request& req, const std::vector<std::string>& parts) {
+    if (parts.size() != 2 || req.method != "GET") return error(405, "invalid_request_error", "use GET /admin/audit");
+    auto q = parse_query(req.query);
+    std::int64_t limit = 100;
+    if (q.count("limit")) {
+      limit = std::atoll(q["limit"].c_str());
+      if (limit < 1 || limit > 1000) return bad_field("limit", "limit must be 1 to 1000");
+    }
+    std::string sql = "SELECT id, ts_ms, actor, action, target, detail FROM audit_log WHERE 1=1";
+    std::vector<std::string> binds;
+    if (q.count("actor")) { sql += " AND actor = ?"; binds.push_back(q["actor"]); }
+    if (q.count("action")) { sql += " AND action LIKE ?"; binds.push_back(q["action"] + "%"); }
+    if (q.count("target")) { sql += " AND target = ?"; binds.push_back(q["target"]); }
+    sql += " ORDER BY id DESC LIMIT ?";
+    auto st = db.prepare(sql);
+    int at = 1;
+    for (const auto& b : binds) st.bind(at++, b);
+    st.bind(at, limit);
+    std::vector<std::string> items;
+    while (st.step()) {
+      json::object_writer w;
+      w.num("id", st.integer(0)).num("ts_ms", st.integer(1)).str("actor", st.text(2)).str("action", st.text(3))
+          .raw("target", optional_text(st, 4)).raw("detail", st.is_null(5) ? "null" : st.text(5));
+      items.push_back(w.done());
+    }
+    return {200, list_json(items)};
+  }
+
+  // --- /v1/me ------------------------------------------------------------------------------------
+
+  admin_result me(const admin_request& req, const std::vector<std::string>& parts) {
+    // parts: v1, me, [keys|usage], [id]
+    const auto& who = req.who;
+    if (who.key_id == "master") return error(400, "invalid_request_error", "the master key has no /v1/me; use /admin");
+    auto own_keys_sql = std::string(" FROM virtual_keys WHERE ") +
+                        (who.user_id.empty() ? "id = ?" : "user_id = ?");
+    auto own_bind = who.user_id.empty() ? who.key_id : who.user_id;
+    if (parts.size() == 2 && req.method == "GET") {
+      json::object_writer w;
+      w.raw("key", one("virtual_keys", key_columns, who.key_id, key_json));
+      w.raw("user", who.user_id.empty() ? std::string("null")
+                                        : one("users", "id, name, role, team_id, created_at, updated_at", who.user_id, user_json));
+      return {200, w.done()};
+    }
+    if (parts.size() >= 3 && parts[2] == "keys") {
+      if (parts.size() == 3 && req.method == "GET") {
+        auto st = db.prepare(std::string("SELECT ") + key_columns + own_keys_sql + " ORDER BY created_at, id");
+        st.bind(1, own_bind);
+        std::vector<std::string> items;
+        while (st.step()) items.push_back(key_json(st));
+        return {200, list_json(items)};
+      }
+      if (parts.size() == 3 && req.method == "POST") {
+        if (who.user_id.empty())
+          return error(403, "permission_error", "this key belongs to no user; ask an admin for more keys");
+        return create_key(req, true);
+      }
+      if (parts.size() == 4 && req.method == "DELETE") {
+        auto st = db.prepare("SELECT 1" + own_keys_sql + " AND id = ?");
+        st.bind(1, own_bind).bind(2, parts[3]);
+        if (!st.step()) return not_found("no key of yours with id '" + parts[3] + "'");
+        return revoke_key(req, parts[3], "key.revoke.self");
+      }
+    }
+    if (parts.size() == 3 && parts[2] == "usage" && req.method == "GET") {
+      auto st = db.prepare("SELECT model, COUNT(*), SUM(prompt_tokens), SUM(completion_tokens), SUM(cached_tokens)"
+                           " FROM usage_records WHERE key_id IN (SELECT id" + own_keys_sql + ")"
+                           " GROUP BY model ORDER BY model");
+      st.bind(1, own_bind);
+      std::vector<std::string> items;
+      while (st.step()) {
+        json::object_writer w;
+        w.raw("model", optional_text(st, 0)).num("requests", st.integer(1)).num("prompt_tokens", st.integer(2))
+            .num("completion_tokens", st.integer(3)).num("cached_tokens", st.integer(4));
+        items.push_back(w.done());
+      }
+      return {200, list_json(items)};
+    }
+    return not_found("no endpoint " + req.method + " " + req.path);
+  }
+};
+
+admin_service::admin_service(database& db, gateway_state& state) : impl_(std::make_unique<impl>(db, state)) {}
+admin_service::~admin_service() = default;
+
+admin_result admin_service::handle(const admin_request& req) {
+  auto parts = split_path(req.path);
+  auto& d = *impl_;
+  if (parts.size() >= 2 && parts[0] == "v1" && parts[1] == "me")
+    return d.me(req, parts);
+  if (parts.size() < 2 || parts[0] != "admin")
+    return not_found("no admin endpoint " + req.path);
+  const auto& resource = parts[1];
+  if (parts.size() > 3)
+    return not_found("no admin endpoint " + req.path);
+  if (resource == "teams") return d.teams(req, parts);
+  if (resource == "users") return d.users(req, parts);
+  if (resource == "keys") return d.keys(req, parts);
+  if (resource == "providers") return d.providers(req, parts);
+  if (resource == "models") return d.models(req, parts);
+  if (resource == "audit") return d.audit_log(req, parts);
+  return not_found("no admin endpoint " + req.path);
+}
+
+void admin_service::publish_keys() {
+  auto& d = *impl_;
+  auto table = std::make_shared<key_table>();
+  auto st = d.db.prepare(
+      "SELECT k.id, k.name, k.key_hash, k.role, COALESCE(k.team_id, ''), COALESCE(k.user_id, ''), k.models,"
+      " COALESCE(k.expires_at, 0), COALESCE(k.rpm, t.rpm, 0), COALESCE(k.tpm, t.tpm, 0),"
+      " COALESCE(k.max_parallel, t.max_parallel, 0), COALESCE(k.budget_tokens, t.budget_tokens, 0),"
+      " COALESCE(k.budget_cost, t.budget_cost, 0), COALESCE(k.budget_period, t.budget_period, '')"
+      " FROM virtual_keys k LEFT JOIN teams t ON t.id = k.team_id WHERE k.revoked_at IS NULL");
+  while (st.step()) {
+    auto e = std::make_shared<key_entry>();
+    e->id = st.text(0);
+    e->name = st.text(1);
+    e->hash = st.text(2);
+    e->role = st.text(3);
+    e->team_id = st.text(4);
+    e->user_id = st.text(5);
+    auto models = st.text(6);
+    simdjson::padded_string padded(models);
+    simdjson::dom::element doc;
+    simdjson::dom::array arr;
+    if (d.parser.parse(padded).get(doc) == simdjson::SUCCESS && doc.get_array().get(arr) == simdjson::SUCCESS)
+      for (auto item : arr) {
+        std::string_view s;
+        if (item.get_string().get(s) == simdjson::SUCCESS) e->models.emplace_back(s);
+      }
+    e->expires_at = st.integer(7);
+    e->rpm = st.integer(8);
+    e->tpm = st.integer(9);
+    e->max_parallel = st.integer(10);
+    e->budget_tokens = st.integer(11);
+    e->budget_cost = st.real(12);
+    e->budget_period = st.text(13);
+    table->by_hash.emplace(e->hash, std::move(e));
+  }
+  d.gw.keys.publish(std::move(table));
+}
+
+void admin_service::publish_catalog() {
+  auto& d = *impl_;
+  auto cat = std::make_shared<config::gateway_config>();
+  for (auto& [_, p] : d.db_providers(true)) cat->providers.push_back(std::move(p));
+  for (auto& [name, deps] : d.db_models()) cat->models.push_back({name, std::move(deps)});
+  d.gw.catalog.publish(std::move(cat));
+}
+
+int admin_service::sealed_values() {
+  auto st = impl_->db.prepare("SELECT COUNT(*) FROM providers WHERE api_key LIKE 'lwenc:%'");
+  st.step();
+  return static_cast<int>(st.integer(0));
+}
+
+int admin_service::rotate() {
+  auto& d = *impl_;
+  int n = 0;
+  d.db.transaction([&] {
+    std::vector<std::pair<std::string, std::string>> rows;
+    auto st = d.db.prepare("SELECT name, api_key FROM providers WHERE api_key IS NOT NULL");
+    while (st.step()) rows.emplace_back(st.text(0), st.text(1));
+    for (const auto& [name, sealed] : rows) {
+      auto plain = d.gw.keyring.open(sealed, provider_aad(name));
+      if (!plain)
+        throw std::runtime_error("cannot open the api_key of provider '" + name + "' (sealed with key id " +
+                                 crypto::keyring::key_id_of(sealed) + "): set LOWART_ENCRYPTION_KEY_PREVIOUS to that key");
+      d.db.prepare("UPDATE providers SET api_key = ? WHERE name = ?")
+          .bind(1, d.gw.keyring.seal(*plain, provider_aad(name))).bind(2, name).step();
+      ++n;
+    }
+    d.audit({"cli", "admin", "", ""}, "secrets.rotate", d.gw.keyring.sealing_key_id(),
+            "{\"values\":" + std::to_string(n) + "}");
+  });
+  return n;
+}
+
+} // namespace lowart::actors
