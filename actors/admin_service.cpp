@@ -62,10 +62,11 @@ struct field {
 /// Reads typed members of a JSON object body; the first problem names its field.
 class body_reader {
 public:
-  bool parse(simdjson::dom::parser& parser, const std::string& text) {
+  /// Parses with its own parser: elements stay valid while other documents are read.
+  bool parse(simdjson::dom::parser&, const std::string& text) {
     padded_ = simdjson::padded_string(text);
     simdjson::dom::element doc;
-    if (parser.parse(padded_).get(doc) != simdjson::SUCCESS) {
+    if (parser_.parse(padded_).get(doc) != simdjson::SUCCESS) {
       fail("body", "the request body is not valid JSON");
       return false;
     }
@@ -170,6 +171,7 @@ private:
     return e;
   }
 
+  simdjson::dom::parser parser_;
   simdjson::padded_string padded_;
   simdjson::dom::object obj_;
 };
@@ -1205,7 +1207,12 @@ void admin_service::publish_catalog() {
   auto& d = *impl_;
   auto cat = std::make_shared<config::gateway_config>();
   for (auto& [_, p] : d.db_providers(true)) cat->providers.push_back(std::move(p));
-  for (auto& [name, deps] : d.db_models()) cat->models.push_back({name, std::move(deps)});
+  for (auto& [name, deps] : d.db_models()) {
+    config::model_config m;
+    m.name = name;
+    m.deployments = std::move(deps);
+    cat->models.push_back(std::move(m));
+  }
   d.gw.catalog.publish(std::move(cat));
 }
 

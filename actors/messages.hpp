@@ -11,6 +11,8 @@ using flush_atom = caf::atom_constant<caf::atom("flush")>;
 using tick_atom = caf::atom_constant<caf::atom("tick")>;
 using restart_atom = caf::atom_constant<caf::atom("restart")>;
 using status_atom = caf::atom_constant<caf::atom("status")>;
+/// (report_atom, bool probe, bool success): a deployment's failure or probe outcome.
+using report_atom = caf::atom_constant<caf::atom("report")>;
 /// The routing configuration changed: rebuild the route table from the snapshot.
 using reload_atom = caf::atom_constant<caf::atom("reload")>;
 

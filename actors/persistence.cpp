@@ -105,6 +105,10 @@ caf::behavior persistence(persistence_actor* self, gateway_state* gw, bool own_t
         ::setpriority(PRIO_PROCESS, static_cast<id_t>(::gettid()), 10);
       try {
         self->state.open();
+        // After a restart of this actor the router already runs: have it rebuild with
+        // what the database holds now (at first start it does not exist yet).
+        if (self->state.notify)
+          self->send(self->state.notify, reload_atom::value);
         self->delayed_send(self, std::chrono::milliseconds(gw->config.storage.usage_flush_ms), tick_atom::value);
         return {};
       } catch (const std::exception& e) {

@@ -1,5 +1,6 @@
 #include "actors/router.hpp"
 
+#include "actors/breaker.hpp"
 #include "actors/messages.hpp"
 #include "actors/state.hpp"
 #include "core/log.hpp"
@@ -8,6 +9,7 @@
 
 #include <algorithm>
 #include <map>
+#include <mutex>
 #include <set>
 
 namespace lowart::actors {
@@ -47,6 +49,7 @@ caf::behavior provider(caf::stateful_actor<provider_state>* self, std::shared_pt
       s.last_latency_us = latency_us;
       s.inflight.set(static_cast<double>(stats.inflight.load(std::memory_order_relaxed)));
       s.latency.set(s.ewma_seconds);
+      stats.latency_ewma_us.store(static_cast<std::int64_t>(s.ewma_seconds * 1e6), std::memory_order_relaxed);
       self->delayed_send(self, provider_tick, tick_atom::value);
     },
     [=](status_atom) -> std::tuple<std::string, double> {
@@ -55,8 +58,19 @@ caf::behavior provider(caf::stateful_actor<provider_state>* self, std::shared_pt
   };
 }
 
+/// Where a deployment's breaker_control sends reports: the current breaker actor,
+/// replaced under the mutex when the router restarts it.
+struct breaker_link {
+  std::mutex mutex;
+  caf::actor actor;
+};
+
 struct router_state {
   static inline const char* name = "router";
+  std::map<std::string, caf::actor> breaker_by_id;                      ///< deployment id -> breaker
+  std::map<caf::actor_addr, std::string> breaker_of;                    ///< breaker -> deployment id
+  std::map<std::string, std::shared_ptr<breaker_link>> links;           ///< deployment id -> link
+  config::breaker_config breaker_settings;
   gateway_state* gw = nullptr;
   std::map<std::string, std::shared_ptr<const deployment>> deployments; ///< by id
   std::map<caf::actor_addr, std::string> provider_of;                   ///< actor -> deployment id
@@ -66,6 +80,27 @@ struct router_state {
 };
 
 using router_actor = caf::stateful_actor<router_state>;
+
+void spawn_breaker_for(router_actor* self, const std::shared_ptr<const deployment>& dep) {
+  auto& st = self->state;
+  auto child = spawn_breaker(self->system(), dep->id, dep->breaker, st.breaker_settings);
+  self->link_to(child);
+  self->monitor(child);
+  st.breaker_by_id[dep->id] = child;
+  st.breaker_of[child.address()] = dep->id;
+  st.children.insert(child.address());
+  auto& link = st.links[dep->id];
+  if (!link) {
+    link = std::make_shared<breaker_link>();
+    dep->breaker->report = [link](bool probe, bool success) {
+      std::lock_guard guard{link->mutex};
+      if (link->actor)
+        caf::anon_send(link->actor, report_atom::value, probe, success);
+    };
+  }
+  std::lock_guard guard{link->mutex};
+  link->actor = child;
+}
 
 void spawn_provider(router_actor* self, const std::shared_ptr<const deployment>& dep) {
   // Linked: providers end with their router. Monitored: the router restarts one that
@@ -84,6 +119,7 @@ std::shared_ptr<route_table> build_table(router_state& st) {
   // lowart.toml first; what the admin API created or changed wins by name.
   auto file = st.gw->routing.load();
   auto api = st.gw->catalog.load();
+  st.breaker_settings = file->breaker;
   std::map<std::string, std::shared_ptr<const config::provider_config>> providers;
   for (const auto* source : {file.get(), api.get()})
     for (const auto& p : source->providers)
@@ -99,6 +135,18 @@ std::shared_ptr<route_table> build_table(router_state& st) {
     const auto& m = *model;
     model_route route;
     route.name = m.name;
+    route.fallbacks = m.fallbacks;
+    route.balancing = m.balancing == "least_inflight" ? model_route::balance::least_inflight
+                      : m.balancing == "latency"      ? model_route::balance::latency
+                                                      : model_route::balance::weighted;
+    route.retries = m.retries;
+    route.retry_backoff_ms = m.retry_backoff_ms;
+    route.max_retry_wait_ms = m.max_retry_wait_ms;
+    route.timeout_ms = m.timeout_ms;
+    route.connect_timeout_ms = m.connect_timeout_ms;
+    route.first_byte_timeout_ms = m.first_byte_timeout_ms;
+    route.idle_timeout_ms = m.idle_timeout_ms;
+    route.fallbacks_used = metrics::fallbacks(m.name);
     route.prompt_tokens = metrics::tokens(m.name, "prompt");
     route.completion_tokens = metrics::tokens(m.name, "completion");
     route.cached_tokens = metrics::tokens(m.name, "cached");
@@ -129,6 +177,7 @@ std::shared_ptr<route_table> build_table(router_state& st) {
             dep->target.pool_key += "|ca=" + settings->ca_file;
           }
           dep->stats = std::make_shared<deployment_stats>();
+          dep->breaker = std::make_shared<breaker_control>();
           dep->upstream_duration = metrics::upstream_duration(id);
           slot = dep;
         }
@@ -147,6 +196,17 @@ std::shared_ptr<route_table> build_table(router_state& st) {
     table->models.emplace(m.name, std::move(route));
   }
   std::sort(table->names.begin(), table->names.end());
+  auto has = [&](const char* cls) {
+    const auto& on = file->breaker.failure_on;
+    return std::find(on.begin(), on.end(), cls) != on.end();
+  };
+  table->fail_on_connect = has("connect_error");
+  table->fail_on_timeout = has("timeout");
+  table->fail_on_5xx = has("5xx");
+  table->fail_on_429 = has("429");
+  table->fail_on_mid_stream = has("mid_stream");
+  for (const auto& [_, dep] : st.deployments)
+    table->all_deployments.push_back(dep);
   return table;
 }
 
@@ -171,6 +231,21 @@ void rebuild(router_actor* self) {
   for (const auto& [id, dep] : st.deployments)
     if (!st.provider_by_id.count(id))
       spawn_provider(self, dep);
+  // Breakers follow the same rule: a replaced or removed deployment's breaker stops.
+  for (auto it = st.breaker_by_id.begin(); it != st.breaker_by_id.end();) {
+    auto dep = st.deployments.find(it->first);
+    if (dep != st.deployments.end() && st.provider_dep[it->first] == dep->second) {
+      ++it;
+      continue;
+    }
+    st.breaker_of.erase(it->second.address());
+    self->send_exit(it->second, caf::exit_reason::user_shutdown);
+    st.links.erase(it->first);
+    it = st.breaker_by_id.erase(it);
+  }
+  for (const auto& [id, dep] : st.deployments)
+    if (!st.breaker_by_id.count(id))
+      spawn_breaker_for(self, dep);
   log::info("routes published", {{"models", table->names.size()}, {"deployments", st.deployments.size()}});
 }
 
@@ -183,6 +258,15 @@ caf::behavior router(router_actor* self, gateway_state* gw) {
     self->quit(msg.reason);
   });
   self->set_down_handler([=](caf::down_msg& msg) {
+    if (auto b = self->state.breaker_of.find(msg.source); b != self->state.breaker_of.end()) {
+      auto id = b->second;
+      self->state.breaker_of.erase(b);
+      self->state.breaker_by_id.erase(id);
+      log::warn("breaker actor down; restarting", {{"deployment", id}, {"reason", caf::to_string(msg.reason)}});
+      if (auto d = self->state.deployments.find(id); d != self->state.deployments.end())
+        spawn_breaker_for(self, d->second);
+      return;
+    }
     auto it = self->state.provider_of.find(msg.source);
     if (it == self->state.provider_of.end())
       return;

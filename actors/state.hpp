@@ -11,7 +11,9 @@
 #include "core/crypto.hpp"
 #include "core/metrics.hpp"
 
+#include <array>
 #include <atomic>
+#include <functional>
 #include <cstdint>
 #include <memory>
 #include <mutex>
@@ -80,6 +82,83 @@ struct deployment_stats {
   std::atomic<std::int64_t> requests{0};
   std::atomic<std::int64_t> failures{0};
   std::atomic<std::int64_t> latency_us_total{0};
+  std::atomic<std::int64_t> latency_ewma_us{0}; ///< published by the provider actor
+};
+
+enum class breaker_mode : int { closed = 0, open = 1, half_open = 2 };
+
+/// The hot-path face of a deployment's circuit breaker. Requests read `mode` and record
+/// outcomes in one-second buckets with relaxed atomics; the breaker actor owns every
+/// transition (it is told only about failures and probe results, never about each
+/// success, so a healthy deployment costs no messages).
+class breaker_control {
+public:
+  static constexpr int buckets = 64;
+
+  breaker_mode mode() const { return static_cast<breaker_mode>(mode_.load(std::memory_order_acquire)); }
+  void set_mode(breaker_mode m) { mode_.store(static_cast<int>(m), std::memory_order_release); }
+
+  /// Whether a request may go to this deployment now; in half-open, takes one probe.
+  /// `probe` tells the caller to report the outcome as a probe.
+  bool admit(bool& probe) {
+    probe = false;
+    switch (mode()) {
+      case breaker_mode::closed: return true;
+      case breaker_mode::open: return false;
+      case breaker_mode::half_open: {
+        auto left = probes_left_.load(std::memory_order_relaxed);
+        while (left > 0) {
+          if (probes_left_.compare_exchange_weak(left, left - 1, std::memory_order_acq_rel)) {
+            probe = true;
+            return true;
+          }
+        }
+        return false;
+      }
+    }
+    return true;
+  }
+  void allow_probes(int n) { probes_left_.store(n, std::memory_order_release); }
+
+  /// Records one outcome in the bucket of second `now_s`.
+  void record(std::int64_t now_s, bool failed) {
+    auto& b = window_[static_cast<std::size_t>(now_s % buckets)];
+    if (b.second.load(std::memory_order_relaxed) != now_s) {
+      b.ok.store(0, std::memory_order_relaxed);
+      b.failed.store(0, std::memory_order_relaxed);
+      b.second.store(now_s, std::memory_order_relaxed);
+    }
+    (failed ? b.failed : b.ok).fetch_add(1, std::memory_order_relaxed);
+  }
+
+  /// Outcomes of the last `seconds` seconds up to `now_s`.
+  void totals(std::int64_t now_s, int seconds, std::int64_t& ok, std::int64_t& failed) const {
+    ok = failed = 0;
+    for (const auto& b : window_) {
+      auto s = b.second.load(std::memory_order_relaxed);
+      if (s > now_s - seconds && s <= now_s) {
+        ok += b.ok.load(std::memory_order_relaxed);
+        failed += b.failed.load(std::memory_order_relaxed);
+      }
+    }
+  }
+  void clear() {
+    for (auto& b : window_) b.second.store(-1, std::memory_order_relaxed);
+  }
+
+  /// Set by the router: tells the breaker actor (probe?, success?). Called on failures
+  /// and on probe outcomes only.
+  std::function<void(bool probe, bool success)> report;
+
+private:
+  struct bucket {
+    std::atomic<std::int64_t> second{-1};
+    std::atomic<std::int64_t> ok{0};
+    std::atomic<std::int64_t> failed{0};
+  };
+  std::atomic<int> mode_{0};
+  std::atomic<int> probes_left_{0};
+  std::array<bucket, buckets> window_;
 };
 
 struct deployment {
@@ -91,6 +170,7 @@ struct deployment {
   std::shared_ptr<const config::provider_config> settings; ///< kind, key, timeouts, TLS
   upstream_target target;
   std::shared_ptr<deployment_stats> stats;
+  std::shared_ptr<breaker_control> breaker;
   metrics::histogram upstream_duration;
 };
 
@@ -98,6 +178,16 @@ struct model_route {
   std::string name;
   /// Sorted by priority (stable within one priority, so config order breaks ties).
   std::vector<std::shared_ptr<const deployment>> deployments;
+  std::vector<std::string> fallbacks; ///< models tried after every deployment failed
+  enum class balance { weighted, least_inflight, latency } balancing = balance::weighted;
+  int retries = 0;
+  int retry_backoff_ms = 100;
+  int max_retry_wait_ms = 2000;
+  int timeout_ms = 0;            ///< 0: the provider's total_timeout_ms
+  int connect_timeout_ms = 0;    ///< 0: the provider's values
+  int first_byte_timeout_ms = 0;
+  int idle_timeout_ms = 0;
+  metrics::counter fallbacks_used; ///< gateway_fallbacks_total{model}
   metrics::counter prompt_tokens;
   metrics::counter completion_tokens;
   metrics::counter cached_tokens;
@@ -106,6 +196,11 @@ struct model_route {
 struct route_table {
   std::unordered_map<std::string, model_route> models;
   std::vector<std::string> names; ///< sorted, for /v1/models
+  /// Which failure classes count for breakers (config [breaker] failure_on).
+  bool fail_on_connect = true, fail_on_timeout = true, fail_on_5xx = true, fail_on_429 = true,
+       fail_on_mid_stream = true;
+  /// Every deployment once, for /admin/breakers.
+  std::vector<std::shared_ptr<const deployment>> all_deployments;
 };
 
 /// Parses an http(s) base URL; false when it is not one.

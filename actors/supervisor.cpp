@@ -63,9 +63,9 @@ void start_config(supervisor_actor* self) {
 
 caf::behavior supervisor(supervisor_actor* self, gateway_state* gw) {
   self->state.gw = gw;
+  // The router and config actor start once the database is open (init below), so the
+  // first route table already holds the providers and models stored through the API.
   start_persistence(self, false);
-  start_router(self);
-  start_config(self);
   // Linked children that end normally (shutdown) must not take us down with an error;
   // abnormal ends are handled as down messages below.
   self->set_exit_handler([=](caf::exit_msg& msg) {
@@ -96,8 +96,24 @@ caf::behavior supervisor(supervisor_actor* self, gateway_state* gw) {
       else if (which == "config")
         start_config(self);
     },
-    [=](reload_atom a) { self->send(self->state.router.handle, a); },
-    [=](init_atom a) { return self->delegate(self->state.persistence.handle, a); },
+    [=](reload_atom a) {
+      if (self->state.router.handle)
+        self->send(self->state.router.handle, a);
+    },
+    [=](init_atom a) -> caf::result<std::string> {
+      auto rp = self->make_response_promise<std::string>();
+      self->request(self->state.persistence.handle, std::chrono::seconds(60), a)
+          .then(
+              [=](const std::string& error) mutable {
+                if (error.empty() && !self->state.router.handle) {
+                  start_router(self);
+                  start_config(self);
+                }
+                rp.deliver(error);
+              },
+              [=](caf::error& err) mutable { rp.deliver(std::string("persistence did not start: ") + caf::to_string(err)); });
+      return rp;
+    },
     [=](flush_atom a) { return self->delegate(self->state.persistence.handle, a); },
     [=](admin_atom a, const std::string& method, const std::string& path, const std::string& query,
         const std::string& body, const std::string& key_id, const std::string& role, const std::string& team_id,

@@ -20,7 +20,25 @@ public:
     auto node = t.get(key);
     if (!node)
       return;
-    if constexpr (std::is_same_v<T, std::string>) {
+    if constexpr (std::is_same_v<T, std::vector<std::string>>) {
+      auto* arr = node->as_array();
+      if (!arr) {
+        fail(where + "." + key + " must be an array of strings");
+        return;
+      }
+      out.clear();
+      for (auto& item : *arr) {
+        if (auto v = item.value<std::string>())
+          out.push_back(*v);
+        else
+          fail(where + "." + key + " must be an array of strings");
+      }
+    } else if constexpr (std::is_same_v<T, double>) {
+      if (auto v = node->value<double>(); v && *v >= 0)
+        out = *v;
+      else
+        fail(where + "." + key + " must be a non-negative number");
+    } else if constexpr (std::is_same_v<T, std::string>) {
       if (auto v = node->value<std::string>())
         out = *v;
       else
@@ -125,6 +143,15 @@ load_result from_table(const toml::table& root) {
       }
       model_config m;
       r.get(*t, where, "name", m.name);
+      r.get(*t, where, "fallbacks", m.fallbacks);
+      r.get(*t, where, "balancing", m.balancing);
+      r.get(*t, where, "retries", m.retries);
+      r.get(*t, where, "retry_backoff_ms", m.retry_backoff_ms);
+      r.get(*t, where, "max_retry_wait_ms", m.max_retry_wait_ms);
+      r.get(*t, where, "timeout_ms", m.timeout_ms);
+      r.get(*t, where, "connect_timeout_ms", m.connect_timeout_ms);
+      r.get(*t, where, "first_byte_timeout_ms", m.first_byte_timeout_ms);
+      r.get(*t, where, "idle_timeout_ms", m.idle_timeout_ms);
       if (auto* deps = (*t)["deployments"].as_array()) {
         for (std::size_t j = 0; j < deps->size(); ++j) {
           auto dwhere = where + ".deployments[" + std::to_string(j) + "]";
@@ -143,6 +170,14 @@ load_result from_table(const toml::table& root) {
       }
       cfg.models.push_back(std::move(m));
     }
+  }
+  if (auto* b = root["breaker"].as_table()) {
+    r.get(*b, "breaker", "window_s", cfg.breaker.window_s);
+    r.get(*b, "breaker", "failure_rate", cfg.breaker.failure_rate);
+    r.get(*b, "breaker", "min_requests", cfg.breaker.min_requests);
+    r.get(*b, "breaker", "open_ms", cfg.breaker.open_ms);
+    r.get(*b, "breaker", "half_open_probes", cfg.breaker.half_open_probes);
+    r.get(*b, "breaker", "failure_on", cfg.breaker.failure_on);
   }
   if (!error.empty()) {
     result.error = error;
@@ -258,7 +293,20 @@ std::string validate(gateway_config& cfg) {
       if (d.model.empty()) return dwhere + ".model is required";
       if (d.weight < 1) return dwhere + ".weight must be at least 1";
     }
+    if (m.balancing != "weighted" && m.balancing != "least_inflight" && m.balancing != "latency")
+      return where + ".balancing must be weighted, least_inflight or latency";
   }
+  for (std::size_t i = 0; i < cfg.models.size(); ++i)
+    for (const auto& f : cfg.models[i].fallbacks)
+      if (!model_names.count(f))
+        return "models[" + std::to_string(i) + "].fallbacks names unknown model '" + f + "'";
+  const auto& b = cfg.breaker;
+  if (b.window_s < 1 || b.window_s > 60) return "breaker.window_s must be 1 to 60";
+  if (b.failure_rate <= 0 || b.failure_rate > 1) return "breaker.failure_rate must be in (0, 1]";
+  if (b.half_open_probes < 1) return "breaker.half_open_probes must be at least 1";
+  for (const auto& f : b.failure_on)
+    if (f != "connect_error" && f != "timeout" && f != "5xx" && f != "429" && f != "mid_stream")
+      return "breaker.failure_on: unknown failure class '" + f + "'";
   return {};
 }
 

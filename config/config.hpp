@@ -63,6 +63,30 @@ struct deployment_config {
 struct model_config {
   std::string name; ///< what clients ask for
   std::vector<deployment_config> deployments;
+  /// Models tried, in order, when every deployment of this one failed.
+  std::vector<std::string> fallbacks;
+  /// Choice within one priority: weighted (random by weight) | least_inflight | latency
+  /// (power of two choices on the deployments' EWMA latency).
+  std::string balancing = "weighted";
+  int retries = 0;              ///< extra attempts on the same deployment before moving on
+  int retry_backoff_ms = 100;   ///< first backoff; doubles per retry, with jitter
+  int max_retry_wait_ms = 2000; ///< a longer retry-after moves on instead of waiting
+  // Per-model timeouts; 0 means the provider's value.
+  int timeout_ms = 0;            ///< total deadline for the request, all attempts included
+  int connect_timeout_ms = 0;
+  int first_byte_timeout_ms = 0;
+  int idle_timeout_ms = 0;
+};
+
+/// Circuit breaker of every deployment (one breaker actor each).
+struct breaker_config {
+  int window_s = 10;          ///< sliding time window of outcomes
+  double failure_rate = 0.5;  ///< open at or above this share of failures ...
+  int min_requests = 5;       ///< ... once the window holds this many outcomes
+  int open_ms = 30'000;       ///< how long an open breaker sends nothing
+  int half_open_probes = 1;   ///< requests let through to test a recovering deployment
+  /// Failure classes that count: connect_error, timeout, 5xx, 429, mid_stream.
+  std::vector<std::string> failure_on = {"connect_error", "timeout", "5xx", "429", "mid_stream"};
 };
 
 struct gateway_config {
@@ -70,6 +94,7 @@ struct gateway_config {
   storage_config storage;
   std::vector<provider_config> providers;
   std::vector<model_config> models;
+  breaker_config breaker;
 };
 
 /// Reads a TOML file (or none, when `path` is empty) and applies the environment.

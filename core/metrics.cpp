@@ -59,6 +59,12 @@ struct families {
       BuildCounter().Name("gateway_usage_records_total").Help("Usage records persisted (ok) or lost (error)").Register(registry);
   prometheus::Family<prometheus::Gauge>& connections =
       BuildGauge().Name("gateway_connections_open").Help("Downstream connections open").Register(registry);
+  prometheus::Family<prometheus::Counter>& fallbacks =
+      BuildCounter().Name("gateway_fallbacks_total").Help("Switches to another deployment or fallback model, by requested model").Register(registry);
+  prometheus::Family<prometheus::Gauge>& breaker_state =
+      BuildGauge().Name("gateway_breaker_state").Help("Circuit breaker state per deployment: 0 closed, 1 open, 2 half-open").Register(registry);
+  prometheus::Family<prometheus::Counter>& breaker_transitions =
+      BuildCounter().Name("gateway_breaker_transitions_total").Help("Circuit breaker transitions, by deployment and new state").Register(registry);
   prometheus::Gauge& inflight_gauge = inflight.Add({});
   prometheus::Gauge& connections_gauge = connections.Add({});
 };
@@ -128,6 +134,16 @@ counter usage_records(std::string_view result) {
 }
 
 gauge connections_open() { return gauge{&all().connections_gauge}; }
+
+counter fallbacks(std::string_view model) { return counter{&all().fallbacks.Add({{"model", std::string(model)}})}; }
+
+gauge breaker_state(std::string_view deployment) {
+  return gauge{&all().breaker_state.Add({{"deployment", std::string(deployment)}})};
+}
+
+counter breaker_transitions(std::string_view deployment, std::string_view to) {
+  return counter{&all().breaker_transitions.Add({{"deployment", std::string(deployment)}, {"to", std::string(to)}})};
+}
 
 std::string render() {
   prometheus::TextSerializer serializer;

@@ -67,6 +67,12 @@ gauge deployment_latency_ewma(std::string_view deployment);
 counter usage_records(std::string_view result);
 /// gateway_connections_open: downstream connections currently open.
 gauge connections_open();
+/// gateway_fallbacks_total{model}: switches to another deployment or fallback model.
+counter fallbacks(std::string_view model);
+/// gateway_breaker_state{deployment}: 0 closed, 1 open, 2 half-open.
+gauge breaker_state(std::string_view deployment);
+/// gateway_breaker_transitions_total{deployment,to}
+counter breaker_transitions(std::string_view deployment, std::string_view to);
 
 /// The whole registry in the Prometheus text exposition format.
 std::string render();

@@ -5,11 +5,13 @@
 #include "net/sse.hpp"
 #include "net/worker.hpp"
 
+#include <boost/asio/steady_timer.hpp>
 #include <boost/asio/write.hpp>
 #include <boost/beast/http/buffer_body.hpp>
 #include <boost/beast/http/read.hpp>
 #include <simdjson.h>
 
+#include <algorithm>
 #include <array>
 #include <random>
 
@@ -23,7 +25,7 @@ simdjson::dom::parser& thread_parser() {
   return parser;
 }
 
-/// Cheap per-thread randomness for weighted choice; not for secrets.
+/// Cheap per-thread randomness for balancing and jitter; not for secrets.
 std::uint64_t next_random() {
   thread_local std::uint64_t s = std::random_device{}() | 1ull;
   s ^= s << 13;
@@ -35,6 +37,10 @@ std::uint64_t next_random() {
 std::int64_t now_ms() {
   return std::chrono::duration_cast<std::chrono::milliseconds>(
              std::chrono::system_clock::now().time_since_epoch()).count();
+}
+
+std::int64_t steady_seconds() {
+  return std::chrono::duration_cast<std::chrono::seconds>(std::chrono::steady_clock::now().time_since_epoch()).count();
 }
 
 struct token_usage {
@@ -56,35 +62,66 @@ void read_usage(simdjson::dom::element usage, token_usage& out) {
   out.present = true;
 }
 
-/// Picks among the best-priority deployments, weighted. The list is sorted by priority.
-std::shared_ptr<const deployment> choose(const model_route& route) {
-  const auto& all = route.deployments;
-  auto best = all.front()->priority;
-  std::uint64_t total = 0;
-  std::size_t n = 0;
-  while (n < all.size() && all[n]->priority == best)
-    total += static_cast<std::uint64_t>(all[n++]->weight);
-  if (n == 1)
-    return all.front();
-  auto pick = next_random() % total;
-  for (std::size_t i = 0; i < n; ++i) {
-    auto w = static_cast<std::uint64_t>(all[i]->weight);
-    if (pick < w)
-      return all[i];
-    pick -= w;
+using deployment_ptr = std::shared_ptr<const deployment>;
+
+/// Orders one priority group by the model's balancing policy.
+void order_group(std::vector<deployment_ptr>& group, model_route::balance policy) {
+  if (group.size() < 2)
+    return;
+  switch (policy) {
+    case model_route::balance::least_inflight: {
+      // Random start so ties spread, then fewest in flight first.
+      std::rotate(group.begin(), group.begin() + static_cast<long>(next_random() % group.size()), group.end());
+      std::stable_sort(group.begin(), group.end(), [](const auto& a, const auto& b) {
+        return a->stats->inflight.load(std::memory_order_relaxed) < b->stats->inflight.load(std::memory_order_relaxed);
+      });
+      return;
+    }
+    case model_route::balance::latency: {
+      // Power of two choices: of two random deployments, the lower EWMA goes first.
+      auto i = next_random() % group.size();
+      auto j = (i + 1 + next_random() % (group.size() - 1)) % group.size();
+      auto ei = group[i]->stats->latency_ewma_us.load(std::memory_order_relaxed);
+      auto ej = group[j]->stats->latency_ewma_us.load(std::memory_order_relaxed);
+      std::swap(group[0], group[ei <= ej ? i : j]);
+      return;
+    }
+    case model_route::balance::weighted: {
+      // Weighted random order without replacement.
+      for (std::size_t k = 0; k + 1 < group.size(); ++k) {
+        std::uint64_t total = 0;
+        for (std::size_t m = k; m < group.size(); ++m) total += static_cast<std::uint64_t>(group[m]->weight);
+        auto pick = next_random() % total;
+        for (std::size_t m = k; m < group.size(); ++m) {
+          auto w = static_cast<std::uint64_t>(group[m]->weight);
+          if (pick < w) {
+            std::swap(group[k], group[m]);
+            break;
+          }
+          pick -= w;
+        }
+      }
+      return;
+    }
   }
-  return all.front();
 }
+
+/// Why an attempt failed, for breakers, retries and fallback.
+enum class failure_class { connect_error, timeout, status_5xx, status_429, mid_stream };
 
 class proxy_call : public std::enable_shared_from_this<proxy_call> {
 public:
   proxy_call(session_ptr client, request_context&& ctx, proxy_kind kind, std::string&& body)
-      : client_(std::move(client)), ctx_(std::move(ctx)), kind_(kind), body_(std::move(body)) {}
+      : client_(std::move(client)), ctx_(std::move(ctx)), kind_(kind), body_(std::move(body)),
+        retry_timer_(client_->worker().ioc) {}
 
   void start();
 
 private:
   bool parse_request();
+  void add_candidates(const model_route& route);
+  void next_candidate();
+  void begin_attempt();
   void build_upstream_request();
   void acquire(bool fresh);
   void on_connection(connect_failure failure, std::string detail, upstream_ptr conn);
@@ -96,13 +133,22 @@ private:
   void read_stream();
   void on_stream_read(beast::error_code ec);
   void on_event(const sse_event& ev);
+  bool has_content(const sse_event& ev);
   void flush_to_client(bool done);
   void stream_broke(std::string_view message);
   void finish_stream();
   void client_gone();
-  void fail(error_kind kind, std::string_view message, std::string_view label, std::string_view code = {});
-  void settle(int status, std::string_view label);
-  std::string deployment_headers() const;
+  void attempt_failed(failure_class cls, error_kind kind, std::string message, std::string_view label,
+                      std::string_view code, int retry_after_ms = 0);
+  void give_up();
+  void settle_attempt(std::string_view label, bool failed, bool breaker_counts);
+  void finish_request(int status);
+  std::string gateway_headers() const;
+  std::chrono::milliseconds remaining() const;
+  std::chrono::milliseconds capped(int ms) const { return std::min(std::chrono::milliseconds(ms), remaining()); }
+  int first_byte_ms() const { return route_->first_byte_timeout_ms ? route_->first_byte_timeout_ms : dep_->settings->first_byte_timeout_ms; }
+  int idle_ms() const { return route_->idle_timeout_ms ? route_->idle_timeout_ms : dep_->settings->idle_timeout_ms; }
+  int connect_ms() const { return route_->connect_timeout_ms ? route_->connect_timeout_ms : dep_->settings->connect_timeout_ms; }
 
   template <class F>
   void with_stream(F&& f) { conn_->visit(std::forward<F>(f)); }
@@ -110,22 +156,37 @@ private:
   session_ptr client_;
   request_context ctx_;
   proxy_kind kind_;
-  std::string body_;
-  std::shared_ptr<const route_table> routes_; ///< keeps route_ and dep_ alive
-  const model_route* route_ = nullptr;
-  std::shared_ptr<const deployment> dep_;
+  std::string body_; ///< the client's body (usage option already injected); model set per attempt
+  std::shared_ptr<const route_table> routes_; ///< keeps route_ and the deployments alive
+  const model_route* route_ = nullptr;        ///< the requested model
+  std::vector<deployment_ptr> candidates_;
+  std::size_t next_ = 0;
+  deployment_ptr dep_;     ///< the deployment of the current attempt
+  bool probe_ = false;     ///< the current attempt is a half-open probe
+  int attempts_on_dep_ = 0;
+  int fallbacks_ = 0;
+  std::chrono::steady_clock::time_point deadline_;
+  asio::steady_timer retry_timer_;
+  // The best answer to give if every candidate fails.
+  error_kind last_kind_ = error_kind::unavailable;
+  std::string last_message_ = "no deployment of this model is available (breakers open)";
+  std::string last_code_ = "no_deployment_available";
+  std::optional<http::response<http::string_body>> last_upstream_; ///< a 5xx/429 to pass on
+
   bool stream_ = false;
   bool strip_usage_chunk_ = false; ///< we asked for include_usage, the client did not
   std::string upstream_request_;
   upstream_ptr conn_;
-  bool retried_ = false;
+  bool retried_stale_ = false;
   std::optional<http::response_parser<http::buffer_body>> parser_;
   std::optional<http::response_parser<http::string_body>> full_;
   std::array<char, 16 * 1024> read_buf_;
   sse_parser sse_;
   std::string pending_; ///< complete SSE events not yet written to the client
+  bool content_seen_ = false; ///< held-back preamble released
   bool head_sent_ = false;
-  bool settled_ = false;
+  bool attempt_open_ = false;
+  bool finished_ = false;
   int upstream_status_ = 0;
   token_usage usage_;
   std::chrono::steady_clock::time_point upstream_start_;
@@ -134,10 +195,14 @@ private:
 void proxy_call::start() {
   if (!parse_request())
     return;
-  build_upstream_request();
-  dep_->stats->inflight.fetch_add(1, std::memory_order_relaxed);
-  upstream_start_ = std::chrono::steady_clock::now();
-  acquire(false);
+  auto total_ms = route_->timeout_ms ? route_->timeout_ms : candidates_.front()->settings->total_timeout_ms;
+  deadline_ = ctx_.start + std::chrono::milliseconds(total_ms);
+  next_candidate();
+}
+
+std::chrono::milliseconds proxy_call::remaining() const {
+  auto left = std::chrono::duration_cast<std::chrono::milliseconds>(deadline_ - std::chrono::steady_clock::now());
+  return std::max(left, std::chrono::milliseconds(1));
 }
 
 bool proxy_call::parse_request() {
@@ -146,8 +211,7 @@ bool proxy_call::parse_request() {
   simdjson::dom::element doc;
   if (body_.empty() ||
       thread_parser().parse(body_.data(), body_.size(), false).get(doc) != simdjson::SUCCESS) {
-    client_->respond_error(ctx_, error_kind::bad_request,
-                           "the request body is not valid JSON", "invalid_json");
+    client_->respond_error(ctx_, error_kind::bad_request, "the request body is not valid JSON", "invalid_json");
     return false;
   }
   simdjson::dom::object obj;
@@ -186,37 +250,91 @@ bool proxy_call::parse_request() {
     return false;
   }
   if (!ctx_.who->master && !ctx_.who->key->allows_model(ctx_.model)) {
-    client_->respond_error(ctx_, error_kind::forbidden,
-                           "this key is not allowed to use model `" + ctx_.model + "`", "model_not_allowed", {},
-                           "model");
+    client_->respond_error(ctx_, error_kind::forbidden, "this key is not allowed to use model `" + ctx_.model + "`",
+                           "model_not_allowed", {}, "model");
     return false;
   }
   route_ = &it->second;
-  dep_ = choose(*route_);
-  ctx_.deployment = dep_->id;
+  add_candidates(*route_);
+  for (const auto& name : route_->fallbacks)
+    if (auto f = routes_->models.find(name); f != routes_->models.end())
+      add_candidates(f->second);
 
-  if (dep_->upstream_model != ctx_.model)
-    json::set_member(body_, "model", json::quoted(dep_->upstream_model));
-  if (stream_ && dep_->settings->include_usage && !client_usage) {
-    // Ask the upstream for its usage chunk so streams are metered exactly, and keep
-    // that chunk from a client that did not ask for it.
+  if (stream_ && !client_usage) {
+    // Ask upstreams for their usage chunk so streams are metered exactly, and keep that
+    // chunk from a client that did not ask for it. (Per provider: see build_upstream_request.)
     strip_usage_chunk_ = true;
-    if (auto where = json::find_member(body_, "stream_options"); where && body_[where->begin] == '{') {
-      std::string options = body_.substr(where->begin, where->end - where->begin);
-      json::set_member(options, "include_usage", "true");
-      body_.replace(where->begin, where->end - where->begin, options);
-    } else {
-      json::set_member(body_, "stream_options", R"({"include_usage":true})");
-    }
   }
   return true;
 }
 
+void proxy_call::add_candidates(const model_route& route) {
+  const auto& all = route.deployments;
+  for (std::size_t i = 0; i < all.size();) {
+    std::size_t j = i;
+    std::vector<deployment_ptr> group;
+    while (j < all.size() && all[j]->priority == all[i]->priority) {
+      bool seen = std::any_of(candidates_.begin(), candidates_.end(), [&](const auto& c) { return c->id == all[j]->id; });
+      if (!seen)
+        group.push_back(all[j]);
+      ++j;
+    }
+    order_group(group, route.balancing);
+    candidates_.insert(candidates_.end(), group.begin(), group.end());
+    i = j;
+  }
+}
+
+void proxy_call::next_candidate() {
+  while (next_ < candidates_.size()) {
+    auto candidate = candidates_[next_++];
+    if (next_ > 1) {
+      ++fallbacks_;
+      route_->fallbacks_used.inc();
+    }
+    if (!candidate->breaker->admit(probe_)) {
+      log::debug("breaker open; skipping deployment", {{"request_id", ctx_.request_id}, {"deployment", candidate->id}});
+      continue;
+    }
+    dep_ = std::move(candidate);
+    attempts_on_dep_ = 0;
+    begin_attempt();
+    return;
+  }
+  give_up();
+}
+
+void proxy_call::begin_attempt() {
+  ctx_.deployment = dep_->id;
+  retried_stale_ = false;
+  upstream_status_ = 0;
+  parser_.reset();
+  full_.reset();
+  build_upstream_request();
+  dep_->stats->inflight.fetch_add(1, std::memory_order_relaxed);
+  attempt_open_ = true;
+  upstream_start_ = std::chrono::steady_clock::now();
+  acquire(false);
+}
+
 void proxy_call::build_upstream_request() {
+  std::string body = body_;
+  if (dep_->upstream_model != ctx_.model)
+    json::set_member(body, "model", json::quoted(dep_->upstream_model));
+  if (strip_usage_chunk_ && dep_->settings->include_usage) {
+    if (auto where = json::find_member(body, "stream_options"); where && body[where->begin] == '{') {
+      std::string options = body.substr(where->begin, where->end - where->begin);
+      json::set_member(options, "include_usage", "true");
+      body.replace(where->begin, where->end - where->begin, options);
+    } else {
+      json::set_member(body, "stream_options", R"({"include_usage":true})");
+    }
+  }
   const auto& target = dep_->target;
   const auto& settings = *dep_->settings;
   auto& r = upstream_request_;
-  r.reserve(320 + body_.size());
+  r.clear();
+  r.reserve(320 + body.size());
   r += "POST ";
   r += target.base_path;
   r += kind_ == proxy_kind::chat ? "/chat/completions" : "/embeddings";
@@ -231,9 +349,9 @@ void proxy_call::build_upstream_request() {
     r += settings.api_key;
   }
   r += "\r\nContent-Length: ";
-  r += std::to_string(body_.size());
+  r += std::to_string(body.size());
   r += "\r\n\r\n";
-  r += body_;
+  r += body;
 }
 
 void proxy_call::acquire(bool fresh) {
@@ -241,26 +359,31 @@ void proxy_call::acquire(bool fresh) {
     self->on_connection(failure, std::move(detail), std::move(conn));
   };
   auto& pool = client_->worker().pool;
+  auto timeout = capped(connect_ms());
   if (fresh)
-    pool.connect(*dep_, std::move(handler));
+    pool.connect(*dep_, timeout, std::move(handler));
   else
-    pool.acquire(*dep_, std::move(handler));
+    pool.acquire(*dep_, timeout, std::move(handler));
 }
 
 void proxy_call::on_connection(connect_failure failure, std::string detail, upstream_ptr conn) {
   switch (failure) {
     case connect_failure::none: break;
     case connect_failure::timeout:
-      fail(error_kind::gateway_timeout, "upstream connect timed out", "timeout", "upstream_timeout");
+      attempt_failed(failure_class::timeout, error_kind::gateway_timeout, "upstream connect timed out", "timeout",
+                     "upstream_timeout");
       return;
     case connect_failure::resolve:
-      fail(error_kind::bad_gateway, "upstream unreachable: " + detail, "dns_error", "upstream_unreachable");
+      attempt_failed(failure_class::connect_error, error_kind::bad_gateway, "upstream unreachable: " + detail,
+                     "dns_error", "upstream_unreachable");
       return;
     case connect_failure::tls:
-      fail(error_kind::bad_gateway, "upstream unreachable: " + detail, "tls_error", "upstream_unreachable");
+      attempt_failed(failure_class::connect_error, error_kind::bad_gateway, "upstream unreachable: " + detail,
+                     "tls_error", "upstream_unreachable");
       return;
     case connect_failure::refused:
-      fail(error_kind::bad_gateway, "upstream unreachable: " + detail, "connect_error", "upstream_unreachable");
+      attempt_failed(failure_class::connect_error, error_kind::bad_gateway, "upstream unreachable: " + detail,
+                     "connect_error", "upstream_unreachable");
       return;
   }
   conn_ = std::move(conn);
@@ -268,14 +391,13 @@ void proxy_call::on_connection(connect_failure failure, std::string detail, upst
 }
 
 void proxy_call::send_request() {
-  conn_->tcp().expires_after(std::chrono::milliseconds(dep_->settings->first_byte_timeout_ms));
+  conn_->tcp().expires_after(capped(first_byte_ms()));
   with_stream([&](auto& s) {
-    asio::async_write(s, asio::buffer(upstream_request_),
-                      [self = shared_from_this()](beast::error_code ec, std::size_t) {
-                        if (ec)
-                          return self->upstream_failed(ec, "sending the request");
-                        self->read_header();
-                      });
+    asio::async_write(s, asio::buffer(upstream_request_), [self = shared_from_this()](beast::error_code ec, std::size_t) {
+      if (ec)
+        return self->upstream_failed(ec, "sending the request");
+      self->read_header();
+    });
   });
 }
 
@@ -297,46 +419,45 @@ void proxy_call::read_header() {
   parser_.emplace();
   parser_->body_limit(boost::none);
   with_stream([&](auto& s) {
-    http::async_read_header(s, conn_->buffer, *parser_,
-                            [self = shared_from_this()](beast::error_code ec, std::size_t) {
-                              if (ec)
-                                return self->upstream_failed(ec, "waiting for the response");
-                              self->upstream_status_ = self->parser_->get().result_int();
-                              auto type = self->parser_->get()[http::field::content_type];
-                              if (self->upstream_status_ == 200 && type.rfind("text/event-stream", 0) == 0) {
-                                self->read_stream();
-                              } else {
-                                self->read_full_body();
-                              }
-                            });
+    http::async_read_header(s, conn_->buffer, *parser_, [self = shared_from_this()](beast::error_code ec, std::size_t) {
+      if (ec)
+        return self->upstream_failed(ec, "waiting for the response");
+      self->upstream_status_ = self->parser_->get().result_int();
+      auto type = self->parser_->get()[http::field::content_type];
+      if (self->upstream_status_ == 200 && type.rfind("text/event-stream", 0) == 0)
+        self->read_stream();
+      else
+        self->read_full_body();
+    });
   });
 }
 
 void proxy_call::upstream_failed(beast::error_code ec, std::string_view during) {
   bool timeout = ec == beast::error::timeout;
   // A pooled connection the upstream closed while idle fails before any response byte:
-  // that is not the upstream's fault, so try once more on a fresh connection.
-  if (!timeout && conn_ && conn_->reused && !retried_) {
-    retried_ = true;
+  // not the upstream's fault, so try once more on a fresh connection.
+  if (!timeout && conn_ && conn_->reused && !retried_stale_) {
+    retried_stale_ = true;
     conn_.reset();
     acquire(true);
     return;
   }
   conn_.reset();
   if (timeout)
-    fail(error_kind::gateway_timeout,
-         "upstream did not answer within " + std::to_string(dep_->settings->first_byte_timeout_ms) + " ms",
-         "timeout", "upstream_timeout");
+    attempt_failed(failure_class::timeout, error_kind::gateway_timeout,
+                   "upstream did not answer within " + std::to_string(first_byte_ms()) + " ms", "timeout",
+                   "upstream_timeout");
   else
-    fail(error_kind::bad_gateway, "upstream connection failed while " + std::string(during) + ": " + ec.message(),
-         "reset", "upstream_error");
+    attempt_failed(failure_class::connect_error, error_kind::bad_gateway,
+                   "upstream connection failed while " + std::string(during) + ": " + ec.message(), "reset",
+                   "upstream_error");
 }
 
 void proxy_call::read_full_body() {
   full_.emplace(std::move(*parser_));
   parser_.reset();
   full_->body_limit(64 * 1024 * 1024);
-  conn_->tcp().expires_after(std::chrono::milliseconds(dep_->settings->idle_timeout_ms));
+  conn_->tcp().expires_after(capped(idle_ms()));
   with_stream([&](auto& s) {
     http::async_read(s, conn_->buffer, *full_,
                      [self = shared_from_this()](beast::error_code ec, std::size_t) { self->on_full_body(ec); });
@@ -347,17 +468,32 @@ void proxy_call::on_full_body(beast::error_code ec) {
   if (ec) {
     conn_.reset();
     if (ec == beast::error::timeout)
-      fail(error_kind::gateway_timeout, "upstream stopped sending its response", "timeout", "upstream_timeout");
+      attempt_failed(failure_class::timeout, error_kind::gateway_timeout, "upstream stopped sending its response",
+                     "timeout", "upstream_timeout");
     else
-      fail(error_kind::bad_gateway, "upstream response broke off: " + ec.message(), "reset", "upstream_error");
+      attempt_failed(failure_class::mid_stream, error_kind::bad_gateway, "upstream response broke off: " + ec.message(),
+                     "reset", "upstream_error");
     return;
   }
-  auto& res = full_->get();
+  auto res = full_->release();
+  full_.reset();
+  if (res.keep_alive())
+    client_->worker().pool.release(std::move(conn_), dep_->settings->max_idle_connections);
+  conn_.reset();
+  auto status = upstream_status_;
+  if (status == 429 || status >= 500) {
+    int retry_after_ms = 0;
+    if (auto it = res.find(http::field::retry_after); it != res.end())
+      retry_after_ms = std::atoi(std::string(it->value()).c_str()) * 1000;
+    auto label = std::to_string(status);
+    last_upstream_ = std::move(res);
+    attempt_failed(status == 429 ? failure_class::status_429 : failure_class::status_5xx, error_kind::bad_gateway,
+                   "upstream answered " + label, label, "upstream_error", retry_after_ms);
+    return;
+  }
   auto& body = res.body();
-  if (upstream_status_ == 200 && body.find("\"usage\"") != std::string::npos) {
-    auto capacity_needed = body.size() + simdjson::SIMDJSON_PADDING;
-    if (body.capacity() < capacity_needed)
-      body.reserve(capacity_needed);
+  if (status == 200 && body.find("\"usage\"") != std::string::npos) {
+    body.reserve(body.size() + simdjson::SIMDJSON_PADDING);
     simdjson::dom::element doc;
     if (thread_parser().parse(body.data(), body.size(), false).get(doc) == simdjson::SUCCESS) {
       simdjson::dom::element usage;
@@ -365,29 +501,19 @@ void proxy_call::on_full_body(beast::error_code ec) {
         read_usage(usage, usage_);
     }
   }
-  bool upstream_keep_alive = full_->keep_alive();
-  std::string headers = deployment_headers();
-  if (auto it = res.find(http::field::retry_after); it != res.end()) {
-    headers += "retry-after: ";
-    headers += it->value();
-    headers += "\r\n";
-  }
   std::string type(res[http::field::content_type]);
   if (type.empty())
     type = "application/json";
-  if (upstream_keep_alive)
-    client_->worker().pool.release(std::move(conn_), dep_->settings->max_idle_connections);
-  conn_.reset();
-  auto status = upstream_status_;
-  settle(status, std::to_string(status));
-  client_->respond(ctx_, status, type, body, headers);
+  settle_attempt(std::to_string(status), false, false);
+  finish_request(status);
+  client_->respond(ctx_, status, type, body, gateway_headers());
 }
 
 void proxy_call::read_stream() {
   auto& b = parser_->get().body();
   b.data = read_buf_.data();
   b.size = read_buf_.size();
-  conn_->tcp().expires_after(std::chrono::milliseconds(dep_->settings->idle_timeout_ms));
+  conn_->tcp().expires_after(capped(content_seen_ ? idle_ms() : first_byte_ms()));
   with_stream([&](auto& s) {
     http::async_read_some(s, conn_->buffer, *parser_,
                           [self = shared_from_this()](beast::error_code ec, std::size_t) { self->on_stream_read(ec); });
@@ -410,14 +536,40 @@ void proxy_call::on_stream_read(beast::error_code ec) {
     return;
   }
   bool done = parser_->is_done();
-  if (pending_.empty() && !done) {
+  // The preamble (role-only chunks) is held back until real content arrives, so that a
+  // failure before content can still fall back to another deployment.
+  if ((pending_.empty() || !content_seen_) && !done) {
     read_stream();
     return;
   }
   flush_to_client(done);
 }
 
+bool proxy_call::has_content(const sse_event& ev) {
+  if (!ev.has_data || ev.data == "[DONE]")
+    return true;
+  std::string data = ev.data;
+  data.reserve(data.size() + simdjson::SIMDJSON_PADDING);
+  simdjson::dom::element doc;
+  if (thread_parser().parse(data.data(), data.size(), false).get(doc) != simdjson::SUCCESS)
+    return true; // not ours to judge: pass it on
+  simdjson::dom::array choices;
+  if (doc["choices"].get_array().get(choices) != simdjson::SUCCESS || choices.size() == 0)
+    return true; // usage or error events
+  auto first = choices.at(0);
+  std::string_view text;
+  if (first["delta"]["content"].get_string().get(text) == simdjson::SUCCESS && !text.empty())
+    return true;
+  if (first["delta"]["tool_calls"].error() == simdjson::SUCCESS || first["delta"]["function_call"].error() == simdjson::SUCCESS)
+    return true;
+  if (first["finish_reason"].error() == simdjson::SUCCESS && !first["finish_reason"].is_null())
+    return true;
+  return false;
+}
+
 void proxy_call::on_event(const sse_event& ev) {
+  if (!content_seen_)
+    content_seen_ = has_content(ev);
   if (ev.has_data && ev.data != "[DONE]" && ev.data.find("\"usage\":{") != std::string::npos) {
     std::string data = ev.data;
     data.reserve(data.size() + simdjson::SIMDJSON_PADDING);
@@ -427,8 +579,7 @@ void proxy_call::on_event(const sse_event& ev) {
       if (doc["usage"].get(usage) == simdjson::SUCCESS)
         read_usage(usage, usage_);
       simdjson::dom::array choices;
-      if (strip_usage_chunk_ && doc["choices"].get_array().get(choices) == simdjson::SUCCESS &&
-          choices.size() == 0)
+      if (strip_usage_chunk_ && doc["choices"].get_array().get(choices) == simdjson::SUCCESS && choices.size() == 0)
         return; // the usage chunk we asked for on the client's behalf
     }
   }
@@ -441,7 +592,7 @@ void proxy_call::flush_to_client(bool done) {
   if (!head_sent_) {
     ctx_.keep_alive = ctx_.keep_alive && !client_->worker().state.draining.load(std::memory_order_relaxed);
     session::append_head(out, ctx_, 200, "text/event-stream; charset=utf-8",
-                         deployment_headers() + "Cache-Control: no-cache\r\n", std::nullopt);
+                         gateway_headers() + "Cache-Control: no-cache\r\n", std::nullopt);
     head_sent_ = true;
   }
   if (!pending_.empty()) {
@@ -466,7 +617,11 @@ void proxy_call::flush_to_client(bool done) {
 
 void proxy_call::stream_broke(std::string_view message) {
   if (!head_sent_) {
-    fail(error_kind::bad_gateway, message, "reset", "upstream_error");
+    // Nothing reached the client yet: this is an ordinary failed attempt.
+    pending_.clear();
+    sse_ = sse_parser{};
+    content_seen_ = false;
+    attempt_failed(failure_class::mid_stream, error_kind::bad_gateway, std::string(message), "reset", "upstream_error");
     return;
   }
   // Bytes already reached the client: end the stream with an error event it can see.
@@ -480,9 +635,9 @@ void proxy_call::stream_broke(std::string_view message) {
   out += pending_;
   out += "\r\n0\r\n\r\n";
   pending_.clear();
-  settle(502, "reset");
-  log::warn("upstream stream broke", {{"request_id", ctx_.request_id}, {"deployment", dep_->id},
-                                      {"error", message}});
+  settle_attempt("reset", true, routes_->fail_on_mid_stream);
+  finish_request(502);
+  log::warn("upstream stream broke", {{"request_id", ctx_.request_id}, {"deployment", dep_->id}, {"error", message}});
   client_->write_raw(std::move(out), [self = shared_from_this()](bool ok) {
     self->client_->end_streamed(self->ctx_, 502, ok);
   });
@@ -492,7 +647,8 @@ void proxy_call::finish_stream() {
   if (parser_->keep_alive())
     client_->worker().pool.release(std::move(conn_), dep_->settings->max_idle_connections);
   conn_.reset();
-  settle(200, "200");
+  settle_attempt("200", false, false);
+  finish_request(200);
   client_->end_streamed(ctx_, 200, true);
 }
 
@@ -500,38 +656,113 @@ void proxy_call::client_gone() {
   // The client stopped reading or went away: drop the upstream (its answer is not
   // complete) and still account for what was delivered.
   conn_.reset();
-  settle(499, std::to_string(upstream_status_));
+  settle_attempt(std::to_string(upstream_status_), false, false);
+  finish_request(499);
   client_->end_streamed(ctx_, 499, false);
 }
 
-void proxy_call::fail(error_kind kind, std::string_view message, std::string_view label, std::string_view code) {
-  settle(status_of(kind), label);
-  client_->respond_error(ctx_, kind, message, code, deployment_headers());
+void proxy_call::attempt_failed(failure_class cls, error_kind kind, std::string message, std::string_view label,
+                                std::string_view code, int retry_after_ms) {
+  bool counts = false;
+  switch (cls) {
+    case failure_class::connect_error: counts = routes_->fail_on_connect; break;
+    case failure_class::timeout: counts = routes_->fail_on_timeout; break;
+    case failure_class::status_5xx: counts = routes_->fail_on_5xx; break;
+    case failure_class::status_429: counts = routes_->fail_on_429; break;
+    case failure_class::mid_stream: counts = routes_->fail_on_mid_stream; break;
+  }
+  settle_attempt(label, true, counts);
+  if (cls != failure_class::status_5xx && cls != failure_class::status_429)
+    last_upstream_.reset(); // a transport failure is the latest word
+  last_kind_ = kind;
+  last_message_ = std::move(message);
+  last_code_ = std::string(code);
+  if (std::chrono::steady_clock::now() >= deadline_) {
+    last_upstream_.reset();
+    last_kind_ = error_kind::gateway_timeout;
+    last_message_ = "the request deadline passed after " + std::to_string(fallbacks_ + attempts_on_dep_ + 1) + " attempt(s)";
+    last_code_ = "deadline_exceeded";
+    give_up();
+    return;
+  }
+  // Retry the same deployment (with backoff and jitter, honouring retry-after) ...
+  if (attempts_on_dep_ < route_->retries && !probe_ && (retry_after_ms == 0 || retry_after_ms <= route_->max_retry_wait_ms)) {
+    auto backoff = route_->retry_backoff_ms << attempts_on_dep_;
+    auto jitter = static_cast<int>(next_random() % static_cast<std::uint64_t>(backoff / 2 + 1));
+    auto wait = std::chrono::milliseconds(std::max(backoff / 2 + jitter, retry_after_ms));
+    if (wait < remaining()) {
+      ++attempts_on_dep_;
+      retry_timer_.expires_after(wait);
+      retry_timer_.async_wait([self = shared_from_this()](beast::error_code ec) {
+        if (!ec)
+          self->begin_attempt();
+      });
+      return;
+    }
+  }
+  // ... or move on to the next candidate.
+  next_candidate();
 }
 
-std::string proxy_call::deployment_headers() const {
+void proxy_call::give_up() {
+  if (last_upstream_) {
+    // The last answer was an upstream 5xx/429: pass it on as the upstream sent it.
+    auto& res = *last_upstream_;
+    std::string headers = gateway_headers();
+    if (auto it = res.find(http::field::retry_after); it != res.end()) {
+      headers += "retry-after: ";
+      headers += it->value();
+      headers += "\r\n";
+    }
+    std::string type(res[http::field::content_type]);
+    int status = res.result_int();
+    finish_request(status);
+    client_->respond(ctx_, status, type.empty() ? "application/json" : type, res.body(), headers);
+    return;
+  }
+  finish_request(status_of(last_kind_));
+  client_->respond_error(ctx_, last_kind_, last_message_, last_code_, dep_ ? gateway_headers() : std::string{});
+}
+
+std::string proxy_call::gateway_headers() const {
   std::string h = "x-lowart-deployment: ";
   h += dep_->id;
+  h += "\r\nx-lowart-fallbacks: ";
+  h += std::to_string(fallbacks_);
   h += "\r\n";
   return h;
 }
 
-void proxy_call::settle(int status, std::string_view label) {
-  if (settled_)
+void proxy_call::settle_attempt(std::string_view label, bool failed, bool breaker_counts) {
+  if (!attempt_open_)
     return;
-  settled_ = true;
+  attempt_open_ = false;
   auto now = std::chrono::steady_clock::now();
   auto upstream_us = std::chrono::duration_cast<std::chrono::microseconds>(now - upstream_start_).count();
   auto& stats = *dep_->stats;
   stats.inflight.fetch_sub(1, std::memory_order_relaxed);
   stats.requests.fetch_add(1, std::memory_order_relaxed);
   stats.latency_us_total.fetch_add(upstream_us, std::memory_order_relaxed);
-  bool failed = label == "timeout" || label == "reset" || label == "connect_error" || label == "dns_error" ||
-                label == "tls_error" || upstream_status_ >= 500 || upstream_status_ == 429;
   if (failed)
     stats.failures.fetch_add(1, std::memory_order_relaxed);
   metrics::upstream_requests(dep_->id, label).inc();
   dep_->upstream_duration.observe(static_cast<double>(upstream_us) / 1e6);
+  // Breaker bookkeeping: every outcome lands in the window; only failures and probe
+  // results are reported to the breaker actor.
+  auto& breaker = *dep_->breaker;
+  bool bad = failed && breaker_counts;
+  breaker.record(steady_seconds(), bad);
+  if (probe_ || bad) {
+    if (breaker.report)
+      breaker.report(probe_, !bad);
+  }
+  probe_ = false;
+}
+
+void proxy_call::finish_request(int status) {
+  if (finished_)
+    return;
+  finished_ = true;
   if (usage_.present) {
     route_->prompt_tokens.inc(static_cast<double>(usage_.prompt));
     route_->completion_tokens.inc(static_cast<double>(usage_.completion));
@@ -544,13 +775,13 @@ void proxy_call::settle(int status, std::string_view label) {
   rec.key_id = std::string(ctx_.who->key_id());
   rec.route = std::string(ctx_.route);
   rec.model = ctx_.model;
-  rec.deployment = dep_->id;
+  rec.deployment = dep_ ? dep_->id : std::string{};
   rec.status = status;
   rec.stream = stream_;
   rec.prompt_tokens = usage_.prompt;
   rec.completion_tokens = usage_.completion;
   rec.cached_tokens = usage_.cached;
-  rec.latency_ms = std::chrono::duration<double, std::milli>(now - ctx_.start).count();
+  rec.latency_ms = std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() - ctx_.start).count();
   client_->worker().state.usage.push(std::move(rec));
 }
 

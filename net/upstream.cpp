@@ -56,7 +56,7 @@ asio::ssl::context& upstream_pool::tls_context(const config::provider_config& se
   return *slot;
 }
 
-void upstream_pool::acquire(const deployment& dep, acquire_handler done) {
+void upstream_pool::acquire(const deployment& dep, std::chrono::milliseconds connect_timeout, acquire_handler done) {
   auto it = idle_.find(dep.target.pool_key);
   if (it != idle_.end()) {
     auto now = std::chrono::steady_clock::now();
@@ -74,16 +74,16 @@ void upstream_pool::acquire(const deployment& dep, acquire_handler done) {
       }
     }
   }
-  connect(dep, std::move(done));
+  connect(dep, connect_timeout, std::move(done));
 }
 
-void upstream_pool::connect(const deployment& dep, acquire_handler done) {
+void upstream_pool::connect(const deployment& dep, std::chrono::milliseconds connect_timeout, acquire_handler done) {
   const auto& settings = *dep.settings;
   const auto& target = dep.target;
   auto conn = target.tls ? std::make_unique<upstream_connection>(ioc_, tls_context(settings))
                          : std::make_unique<upstream_connection>(ioc_);
   conn->pool_key = target.pool_key;
-  auto timeout = std::chrono::milliseconds(settings.connect_timeout_ms);
+  auto timeout = connect_timeout;
 
   // After TCP is up: TLS handshake (SNI, host-name verification) or done.
   auto on_connected = [this, timeout, host = target.host, verify = settings.verify_tls](

@@ -80,10 +80,10 @@ public:
   /// Hands out an idle connection to `dep`'s upstream or opens one (resolve, connect,
   /// TLS handshake with SNI and host-name verification), within the provider's
   /// connect timeout. `done` runs on this pool's thread.
-  void acquire(const deployment& dep, acquire_handler done);
+  void acquire(const deployment& dep, std::chrono::milliseconds connect_timeout, acquire_handler done);
 
   /// Opens a fresh connection even when idle ones exist (retry after a stale one).
-  void connect(const deployment& dep, acquire_handler done);
+  void connect(const deployment& dep, std::chrono::milliseconds connect_timeout, acquire_handler done);
 
   /// Takes back a connection whose last exchange completed cleanly.
   void release(upstream_ptr conn, int max_idle);

@@ -1,0 +1,95 @@
+#include "actors/breaker.hpp"
+
+#include "actors/messages.hpp"
+#include "actors/state.hpp"
+#include "core/log.hpp"
+
+#include <caf/all.hpp>
+
+namespace lowart::actors {
+namespace {
+
+using half_open_atom = caf::atom_constant<caf::atom("halfopen")>;
+
+std::int64_t now_s() {
+  return std::chrono::duration_cast<std::chrono::seconds>(std::chrono::steady_clock::now().time_since_epoch()).count();
+}
+
+struct breaker_state {
+  static inline const char* name = "breaker";
+  std::string id;
+  std::shared_ptr<breaker_control> control;
+  config::breaker_config settings;
+  metrics::gauge gauge;
+  std::uint64_t generation = 0; ///< ignores half-open timers of an earlier opening
+};
+
+using breaker_actor = caf::stateful_actor<breaker_state>;
+
+void transition(breaker_actor* self, breaker_mode to, std::string_view why) {
+  auto& st = self->state;
+  auto from = st.control->mode();
+  if (from == to)
+    return;
+  static constexpr const char* names[] = {"closed", "open", "half_open"};
+  st.control->set_mode(to);
+  st.gauge.set(static_cast<double>(static_cast<int>(to)));
+  metrics::breaker_transitions(st.id, names[static_cast<int>(to)]).inc();
+  log::warn("breaker transition", {{"deployment", st.id}, {"from", names[static_cast<int>(from)]},
+                                   {"to", names[static_cast<int>(to)]}, {"reason", why}});
+  if (to == breaker_mode::open) {
+    ++st.generation;
+    self->delayed_send(self, std::chrono::milliseconds(st.settings.open_ms), half_open_atom::value, st.generation);
+  } else if (to == breaker_mode::half_open) {
+    st.control->allow_probes(st.settings.half_open_probes);
+  } else {
+    st.control->clear();
+  }
+}
+
+caf::behavior breaker(breaker_actor* self, std::string id, std::shared_ptr<breaker_control> control,
+                      config::breaker_config settings) {
+  auto& st = self->state;
+  st.id = std::move(id);
+  st.control = std::move(control);
+  st.settings = std::move(settings);
+  st.gauge = metrics::breaker_state(st.id);
+  st.gauge.set(static_cast<double>(static_cast<int>(st.control->mode())));
+  if (st.control->mode() == breaker_mode::open) // restarted while open: re-arm the timer
+    self->delayed_send(self, std::chrono::milliseconds(st.settings.open_ms), half_open_atom::value, st.generation);
+  return {
+    [=](report_atom, bool probe, bool success) {
+      auto& s = self->state;
+      auto mode = s.control->mode();
+      if (probe && mode == breaker_mode::half_open) {
+        transition(self, success ? breaker_mode::closed : breaker_mode::open,
+                   success ? "probe succeeded" : "probe failed");
+        return;
+      }
+      if (mode != breaker_mode::closed || success)
+        return;
+      std::int64_t ok = 0, failed = 0;
+      s.control->totals(now_s(), s.settings.window_s, ok, failed);
+      auto total = ok + failed;
+      if (total >= s.settings.min_requests &&
+          static_cast<double>(failed) >= s.settings.failure_rate * static_cast<double>(total)) {
+        transition(self, breaker_mode::open,
+                   std::to_string(failed) + " of " + std::to_string(total) + " requests failed in " +
+                       std::to_string(s.settings.window_s) + " s");
+      }
+    },
+    [=](half_open_atom, std::uint64_t generation) {
+      if (generation == self->state.generation && self->state.control->mode() == breaker_mode::open)
+        transition(self, breaker_mode::half_open, "open period over");
+    },
+  };
+}
+
+} // namespace
+
+caf::actor spawn_breaker(caf::actor_system& sys, std::string deployment_id, std::shared_ptr<breaker_control> control,
+                         const config::breaker_config& settings) {
+  return sys.spawn(breaker, std::move(deployment_id), std::move(control), settings);
+}
+
+} // namespace lowart::actors

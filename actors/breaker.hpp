@@ -1,0 +1,25 @@
+#pragma once
+#include <caf/fwd.hpp>
+
+#include <memory>
+#include <string>
+
+namespace lowart {
+class breaker_control;
+}
+namespace lowart::config {
+struct breaker_config;
+}
+
+namespace lowart::actors {
+
+/// One circuit breaker per deployment. Requests record outcomes in `control` and
+/// report failures and probe results here; this actor owns the transitions:
+///   closed -> open      failure rate over the window >= threshold with enough requests
+///   open -> half-open   after open_ms (timer)
+///   half-open -> closed a probe succeeded;  half-open -> open  a probe failed
+/// Every transition is logged and reflected in gateway_breaker_state{deployment}.
+caf::actor spawn_breaker(caf::actor_system& sys, std::string deployment_id, std::shared_ptr<breaker_control> control,
+                         const config::breaker_config& settings);
+
+} // namespace lowart::actors
