@@ -17,7 +17,8 @@ bool may(std::string_view role, std::string_view method, std::string_view resour
     return true;
   bool read = method == "GET" || method == "HEAD";
   bool known = resource == "users" || resource == "teams" || resource == "keys" || resource == "providers" ||
-               resource == "models" || resource == "prices" || resource == "audit" || resource == "usage";
+               resource == "models" || resource == "prices" || resource == "audit" || resource == "usage" ||
+               resource == "breakers";
   if (!known)
     return false;
   if (role == "viewer")

@@ -8,7 +8,8 @@
 //   keys                admin, operator, viewer   admin, operator
 //   providers, models   admin, operator, viewer   admin, operator
 //   prices              admin, operator, viewer   admin, operator
-//   audit, usage        admin, operator, viewer   (none)
+//   audit, usage,       admin, operator, viewer   (none)
+//   breakers
 //   anything else       admin                     admin
 // Plain users (role "user") have no /admin access; they use /v1/me.
 

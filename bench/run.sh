@@ -9,7 +9,7 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 duration=${BENCH_DURATION:-10}
 conns=${BENCH_CONNS:-"32 1"}
-mock_port=18190 gw_port=3190
+mock_port=18190 gw_port=3190 closed_port=18199   # nothing listens on closed_port
 work=$(mktemp -d /tmp/lowart-bench.XXXXXX)
 pids=()
 cleanup() { for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done; wait 2>/dev/null; rm -rf "$work"; }
@@ -24,11 +24,29 @@ sqlite_path = "$work/bench.db"
 name = "mock"
 base_url = "http://127.0.0.1:$mock_port/v1"
 api_key = "sk-upstream-bench"
+[[providers]]
+name = "down"
+base_url = "http://127.0.0.1:$closed_port/v1"
 [[models]]
 name = "gpt-4o-mini"
 [[models.deployments]]
 provider = "mock"
 model = "mock-model"
+# The failover case: the primary refuses connections, the backup is the mock.
+[[models]]
+name = "failover"
+[[models.deployments]]
+provider = "down"
+model = "mock-model"
+priority = 0
+[[models.deployments]]
+provider = "mock"
+model = "mock-model"
+priority = 1
+# Breakers stay closed here so that every request pays the failed connect: this row
+# measures the fallback itself (with a breaker open, the primary is skipped for free).
+[breaker]
+min_requests = 1000000000
 TOML
 
 build/lowart-mock --listen 127.0.0.1:$mock_port > "$work/mock.log" 2>&1 & pids+=($!)
@@ -41,6 +59,7 @@ key=$(curl -fsS "http://127.0.0.1:$gw_port/admin/keys" -H "Authorization: Bearer
 
 json_body='{"model":"gpt-4o-mini","messages":[{"role":"system","content":"You are a concise, helpful assistant. Answer in plain English, cite facts you are sure of, and keep answers under 120 words unless asked otherwise."},{"role":"user","content":"Hi! I am planning a weekend trip and need some quick facts."},{"role":"assistant","content":"Sure - tell me where you are going and what you would like to know."},{"role":"user","content":"What is the capital of France, which river runs through it, and roughly how many people live there? One short paragraph please."}],"temperature":0.7,"max_tokens":256}'
 stream_body=${json_body%\}}',"stream":true,"stream_options":{"include_usage":true}}'
+failover_body=${json_body/gpt-4o-mini/failover}
 
 cpu_ticks() { awk '{print $14 + $15}' "/proc/$1/stat"; }
 clk=$(getconf CLK_TCK)
@@ -72,7 +91,9 @@ for c in $conns; do
   run lowart-json "http://127.0.0.1:$gw_port/v1/chat/completions" "$json_body" $c "$key"
   run direct-stream "http://127.0.0.1:$mock_port/v1/chat/completions" "$stream_body" $c
   run lowart-stream "http://127.0.0.1:$gw_port/v1/chat/completions" "$stream_body" $c "$key"
+  run lowart-failover "http://127.0.0.1:$gw_port/v1/chat/completions" "$failover_body" $c "$key"
 done
+echo "# lowart-failover: primary refuses connections, backup serves; compare its latency with lowart-json"
 echo
 echo "# usage records written: $(sqlite3 "$work/bench.db" 'select count(*) from usage_records' 2>/dev/null || echo '?') (flushed every 25 ms)"
 echo

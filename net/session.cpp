@@ -273,6 +273,15 @@ void session::handle(http::request<http::string_body>&& req) {
                       "permission_error");
         return;
       }
+      if (path == "/admin/breakers") {
+        if (method != http::verb::get) {
+          respond_error(ctx, error_kind::method_not_allowed, "use GET for /admin/breakers");
+          return;
+        }
+        // Breaker state lives in the route snapshot: answered here, no actor asked.
+        respond(ctx, 200, "application/json", render_breakers());
+        return;
+      }
     } else {
       ctx.route = "me";
     }
@@ -337,6 +346,41 @@ void session::handle(http::request<http::string_body>&& req) {
   }
   respond_error(ctx, error_kind::not_found, "unknown endpoint " + ctx.method + " " + std::string(path),
                 "unknown_url");
+}
+
+std::string session::render_breakers() {
+  static constexpr const char* names[] = {"closed", "open", "half_open"};
+  auto routes = worker_.state.routes.load();
+  auto cfg = worker_.state.routing.load();
+  auto now_s = std::chrono::duration_cast<std::chrono::seconds>(std::chrono::steady_clock::now().time_since_epoch()).count();
+  std::vector<std::string> items;
+  if (routes) {
+    for (const auto& dep : routes->all_deployments) {
+      std::int64_t ok = 0, failed = 0;
+      dep->breaker->totals(now_s, cfg->breaker.window_s, ok, failed);
+      json::object_writer w;
+      w.str("deployment", dep->id)
+          .str("provider", dep->provider)
+          .str("model", dep->upstream_model)
+          .str("state", names[static_cast<int>(dep->breaker->mode())])
+          .num("window_requests", ok + failed)
+          .num("window_failures", failed)
+          .num("inflight", dep->stats->inflight.load(std::memory_order_relaxed))
+          .real("latency_ewma_seconds",
+                static_cast<double>(dep->stats->latency_ewma_us.load(std::memory_order_relaxed)) / 1e6);
+      items.push_back(w.done());
+    }
+  }
+  json::object_writer settings;
+  settings.num("window_s", cfg->breaker.window_s)
+      .real("failure_rate", cfg->breaker.failure_rate)
+      .num("min_requests", cfg->breaker.min_requests)
+      .num("open_ms", cfg->breaker.open_ms)
+      .num("half_open_probes", cfg->breaker.half_open_probes)
+      .raw("failure_on", json::string_array(cfg->breaker.failure_on));
+  json::object_writer out;
+  out.str("object", "list").raw("settings", settings.done()).raw("data", json::array(items));
+  return out.done();
 }
 
 void session::append_head(std::string& out, const request_context& ctx, int status,

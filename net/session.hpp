@@ -97,6 +97,7 @@ private:
   void handle(http::request<http::string_body>&& req);
   void after_response(bool keep_alive);
   void record(const request_context& ctx, int status);
+  std::string render_breakers();
   void graceful_close();
 
   template <class F>

@@ -123,8 +123,9 @@ describe('the role table', () => {
       const k = await createKey(gw, { name: uniq('doomed-key') });
       return { method: 'DELETE', path: `/admin/keys/${k.id}` };
     } },
-    // Model cells come before provider cells: they create models on the file provider 'mock',
-    // and so do not depend on whether API providers exist yet (see 'model writes' below).
+    // Model cells come before provider cells so that a failure of model writes once API
+    // providers exist (tested on its own in 'models and providers through the API') does
+    // not hide the role checks here.
     { call: 'POST /admin/models', allowed: OPERATOR, ok: 201, prep: async () => ({
       method: 'POST', path: '/admin/models', body: { name: uniq('model'), deployments: deployment() },
     }) },
@@ -398,6 +399,39 @@ describe('models and providers through the API', () => {
     // ... and after DELETE it is gone at once.
     assert.equal((await api(gw, 'DELETE', `/admin/models/${model}`)).status, 200);
     assert.equal((await chat(gw.masterKey, model)).status, 404);
+  });
+});
+
+describe('catalog changes are seen by the very next request', () => {
+  test('over 100 rounds, a model is routable right after POST, gone right after DELETE, and a new provider key is sent right after PUT', async () => {
+    // A gateway of its own: one file provider, no models yet.
+    const own = await startGateway({
+      config: renderConfig({ providers: [{ name: 'vendor', base_url: `${mock.url}/v1` }] }),
+      env: { LOWART_ENCRYPTION_KEY: randomBytes(32).toString('hex') },
+    });
+    const ownChat = (model) => api(own, 'POST', '/v1/chat/completions', {
+      key: own.masterKey, body: { model, messages: [{ role: 'user', content: 'next request' }] },
+    });
+    const stale = [];
+    for (let i = 0; i < 100; i++) {
+      const model = `race-${i}`;
+      const created = await api(own, 'POST', '/admin/models', { key: own.masterKey, body: { name: model, deployments: [{ provider: 'vendor', model: 'up' }] } });
+      assert.equal(created.status, 201, created.text);
+      const first = await ownChat(model);
+      if (first.status !== 200) stale.push(`round ${i}: chat right after POST /admin/models answered ${first.status}`);
+
+      const key = `sk-round-${i}-${randomBytes(4).toString('hex')}`;
+      const put = await api(own, 'PUT', '/admin/providers/vendor', { key: own.masterKey, body: { api_key: key } });
+      assert.equal(put.status, 200, put.text);
+      await ownChat(model);
+      const auth = (await mockStats(mock)).last_authorization;
+      if (auth !== `Bearer ${key}`) stale.push(`round ${i}: upstream got '${auth}' right after PUT set '${key}'`);
+
+      assert.equal((await api(own, 'DELETE', `/admin/models/${model}`, { key: own.masterKey })).status, 200);
+      const gone = await ownChat(model);
+      if (gone.status !== 404) stale.push(`round ${i}: chat right after DELETE /admin/models answered ${gone.status}`);
+    }
+    assert.deepEqual(stale, [], `${stale.length} stale route(s):\n${stale.join('\n')}`);
   });
 });
 

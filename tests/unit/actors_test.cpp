@@ -1,6 +1,7 @@
 // Actor tests on CAF's deterministic test coordinator: no threads, messages run when
 // the test says so, and timers fire only on trigger_timeouts().
 
+#include "actors/breaker.hpp"
 #include "actors/config_actor.hpp"
 #include "actors/messages.hpp"
 #include "actors/persistence.hpp"
@@ -293,4 +294,71 @@ model = "m2"
   EXPECT_FALSE(notified_again);
   EXPECT_EQ(file_state.routing.load()->models.size(), 2u) << "an invalid file must not replace the config";
   std::filesystem::remove(path);
+}
+
+TEST_F(actor_test, breaker_opens_on_the_failure_rate_probes_after_the_open_period_and_closes_on_success) {
+  auto control = std::make_shared<breaker_control>();
+  config::breaker_config settings;
+  settings.window_s = 10;
+  settings.failure_rate = 0.5;
+  settings.min_requests = 4;
+  settings.open_ms = 1000;
+  settings.half_open_probes = 1;
+  auto b = spawn_breaker(*sys, "mock/x", control, settings);
+  spawned.push_back(b);
+  sched->run();
+  auto now = std::chrono::duration_cast<std::chrono::seconds>(std::chrono::steady_clock::now().time_since_epoch()).count();
+  auto report = [&](bool probe, bool success) {
+    (*self)->send(b, report_atom::value, probe, success);
+    sched->run();
+  };
+
+  control->record(now, false);
+  control->record(now, true);
+  report(false, false);
+  EXPECT_EQ(control->mode(), breaker_mode::closed) << "2 outcomes are below min_requests";
+  control->record(now, false);
+  control->record(now, true);
+  report(false, false);
+  EXPECT_EQ(control->mode(), breaker_mode::open) << "2 of 4 failed: rate 0.5 reaches the threshold";
+  bool probe = false;
+  EXPECT_FALSE(control->admit(probe)) << "an open breaker lets nothing through";
+
+  sched->trigger_timeouts(); // open_ms is over
+  sched->run();
+  EXPECT_EQ(control->mode(), breaker_mode::half_open);
+  EXPECT_TRUE(control->admit(probe));
+  EXPECT_TRUE(probe);
+  bool second = false;
+  EXPECT_FALSE(control->admit(second)) << "only half_open_probes requests go through";
+
+  report(true, false); // the probe failed
+  EXPECT_EQ(control->mode(), breaker_mode::open);
+  sched->trigger_timeouts();
+  sched->run();
+  ASSERT_EQ(control->mode(), breaker_mode::half_open);
+  ASSERT_TRUE(control->admit(probe));
+  report(true, true); // the probe succeeded
+  EXPECT_EQ(control->mode(), breaker_mode::closed);
+  std::int64_t ok = -1, failed = -1;
+  control->totals(now, 10, ok, failed);
+  EXPECT_EQ(ok + failed, 0) << "closing starts a fresh window";
+}
+
+TEST(breaker_control, window_counts_only_recent_seconds) {
+  breaker_control c;
+  c.record(100, true);
+  c.record(105, false);
+  c.record(109, true);
+  std::int64_t ok = 0, failed = 0;
+  c.totals(109, 10, ok, failed);
+  EXPECT_EQ(ok, 1);
+  EXPECT_EQ(failed, 2);
+  c.totals(112, 5, ok, failed);
+  EXPECT_EQ(ok, 0);
+  EXPECT_EQ(failed, 1);
+  c.record(100 + breaker_control::buckets, false); // same bucket as second 100: reused
+  c.totals(100 + breaker_control::buckets, 1, ok, failed);
+  EXPECT_EQ(ok, 1);
+  EXPECT_EQ(failed, 0);
 }
