@@ -58,7 +58,9 @@ caf::behavior config_behavior(config_actor* self, gateway_state* gw, caf::actor 
     [=](tick_atom) {
       auto& s = self->state;
       if (check(s) && s.notify)
-        self->send(s.notify, reload_atom::value);
+        self->request(s.notify, std::chrono::seconds(10), reload_atom::value)
+            .then([](bool) {},
+                  [](caf::error& err) { log::error("route rebuild after a config reload failed", {{"error", caf::to_string(err)}}); });
       self->delayed_send(self, s.interval, tick_atom::value);
     },
   };

@@ -108,7 +108,8 @@ caf::behavior persistence(persistence_actor* self, gateway_state* gw, bool own_t
         // After a restart of this actor the router already runs: have it rebuild with
         // what the database holds now (at first start it does not exist yet).
         if (self->state.notify)
-          self->send(self->state.notify, reload_atom::value);
+          self->request(self->state.notify, std::chrono::seconds(10), reload_atom::value)
+              .then([](bool) {}, [](caf::error&) {});
         self->delayed_send(self, std::chrono::milliseconds(gw->config.storage.usage_flush_ms), tick_atom::value);
         return {};
       } catch (const std::exception& e) {
@@ -128,10 +129,10 @@ caf::behavior persistence(persistence_actor* self, gateway_state* gw, bool own_t
     },
     [=](admin_atom, const std::string& method, const std::string& path, const std::string& query,
         const std::string& body, const std::string& key_id, const std::string& role, const std::string& team_id,
-        const std::string& user_id) -> std::tuple<std::int32_t, std::string> {
+        const std::string& user_id) -> caf::result<std::int32_t, std::string> {
       auto& st = self->state;
       if (!st.admin)
-        return {503, R"({"error":{"message":"storage is not open","type":"unavailable"}})"};
+        return {std::int32_t{503}, std::string(R"({"error":{"message":"storage is not open","type":"unavailable"}})")};
       admin_request req{method, path, query, body, {key_id, role, team_id, user_id}};
       try {
         auto res = st.admin->handle(req);
@@ -139,13 +140,25 @@ caf::behavior persistence(persistence_actor* self, gateway_state* gw, bool own_t
           st.admin->publish_keys();
         if (res.catalog_changed) {
           st.admin->publish_catalog();
-          if (st.notify)
-            self->send(st.notify, reload_atom::value);
+          if (st.notify) {
+            // Answer only once the router has rebuilt: the caller's next request must
+            // see the change ("no stale cache beyond one request").
+            auto rp = self->make_response_promise();
+            auto status = static_cast<std::int32_t>(res.status);
+            self->request(st.notify, std::chrono::seconds(10), reload_atom::value)
+                .then([=](bool) mutable { rp.deliver(status, res.body); },
+                      [=](caf::error& err) mutable {
+                        log::error("route rebuild after an admin change failed", {{"error", caf::to_string(err)}});
+                        rp.deliver(status, res.body);
+                      });
+            return rp;
+          }
         }
-        return {res.status, std::move(res.body)};
+        return {static_cast<std::int32_t>(res.status), std::move(res.body)};
       } catch (const std::exception& e) {
         log::error("admin operation failed", {{"path", path}, {"error", e.what()}});
-        return {500, R"({"error":{"message":"the operation failed in storage","type":"storage_error"}})"};
+        return {std::int32_t{500},
+                std::string(R"({"error":{"message":"the operation failed in storage","type":"storage_error"}})")};
       }
     },
   };

@@ -283,11 +283,13 @@ caf::behavior router(router_actor* self, gateway_state* gw) {
       if (auto it = st.deployments.find(id); it != st.deployments.end() && !st.provider_by_id.count(id))
         spawn_provider(self, it->second);
     },
-    [=](reload_atom) {
+    [=](reload_atom) -> bool {
       try {
         rebuild(self);
+        return true;
       } catch (const std::exception& e) {
         log::error("route rebuild failed; the previous routes stay", {{"error", e.what()}});
+        return false;
       }
     },
     [=](status_atom) -> std::int64_t {

@@ -96,9 +96,14 @@ caf::behavior supervisor(supervisor_actor* self, gateway_state* gw) {
       else if (which == "config")
         start_config(self);
     },
-    [=](reload_atom a) {
-      if (self->state.router.handle)
-        self->send(self->state.router.handle, a);
+    [=](reload_atom a) -> caf::result<bool> {
+      if (!self->state.router.handle)
+        return true; // no routes yet: the router's first table reads everything
+      auto rp = self->make_response_promise<bool>();
+      self->request(self->state.router.handle, std::chrono::seconds(10), a)
+          .then([=](bool ok) mutable { rp.deliver(ok); },
+                [=](caf::error& err) mutable { rp.deliver(std::move(err)); });
+      return rp;
     },
     [=](init_atom a) -> caf::result<std::string> {
       auto rp = self->make_response_promise<std::string>();
