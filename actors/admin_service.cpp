@@ -1089,6 +1089,139 @@ struct admin_service::impl {
     return {200, list_json(items)};
   }
 
+  // --- prices ------------------------------------------------------------------------------------
+
+  admin_result prices(const admin_request& req, const std::vector<std::string>& parts) {
+    constexpr const char* cols = "model, input_per_1m, output_per_1m, cached_input_per_1m, per_request, version, updated_at";
+    auto render = [](const storage::statement& st) {
+      json::object_writer w;
+      w.str("model", st.text(0)).real("input_per_1m", st.real(1)).real("output_per_1m", st.real(2))
+          .real("cached_input_per_1m", st.real(3)).real("per_request", st.real(4)).num("version", st.integer(5))
+          .num("updated_at", st.integer(6));
+      return w.done();
+    };
+    if (parts.size() == 2 && req.method == "GET") {
+      std::vector<std::string> items;
+      auto st = db.prepare(std::string("SELECT ") + cols + " FROM prices ORDER BY model");
+      while (st.step()) items.push_back(render(st));
+      return {200, list_json(items)};
+    }
+    if (parts.size() != 3) return error(405, "invalid_request_error", "use /admin/prices/{model}");
+    const auto& model = parts[2];
+    auto one_price = [&] {
+      auto st = db.prepare(std::string("SELECT ") + cols + " FROM prices WHERE model = ?");
+      st.bind(1, model);
+      return st.step() ? render(st) : std::string("null");
+    };
+    if (req.method == "GET") {
+      if (!exists("prices", "model", model)) return not_found("no price for model '" + model + "'");
+      return {200, one_price()};
+    }
+    if (req.method == "PUT" || req.method == "PATCH") {
+      body_reader r;
+      if (!r.parse(parser, req.body)) return r.result();
+      auto in = r.number("input_per_1m");
+      auto out = r.number("output_per_1m");
+      auto cached = r.number("cached_input_per_1m");
+      auto per_request = r.number("per_request");
+      if (!r.ok()) return r.result();
+      bool had = exists("prices", "model", model);
+      db.transaction([&] {
+        // Every change is a new version; usage records name the version they were priced at.
+        db.prepare("INSERT INTO prices(model, updated_at) VALUES (?, ?) ON CONFLICT(model) DO UPDATE SET"
+                   " version = version + 1, updated_at = excluded.updated_at")
+            .bind(1, model).bind(2, now_seconds()).step();
+        auto set = [&](const char* col, const field<double>& f) {
+          if (f.has())
+            db.prepare(std::string("UPDATE prices SET ") + col + " = ? WHERE model = ?").bind(1, f.value).bind(2, model).step();
+        };
+        set("input_per_1m", in);
+        set("output_per_1m", out);
+        set("cached_input_per_1m", cached);
+        set("per_request", per_request);
+        audit(req.who, had ? "price.update" : "price.create", model, one_price());
+      });
+      return {had ? 200 : 201, one_price()};
+    }
+    if (req.method == "DELETE") {
+      if (!exists("prices", "model", model)) return not_found("no price for model '" + model + "'");
+      db.transaction([&] {
+        db.prepare("DELETE FROM prices WHERE model = ?").bind(1, model).step();
+        audit(req.who, "price.delete", model);
+      });
+      return {200, "{\"model\":" + json::quoted(model) + ",\"deleted\":true}"};
+    }
+    return error(405, "invalid_request_error", "method not allowed on " + req.path);
+  }
+
+  // --- usage reports -------------------------------------------------------------------------------
+
+  /// GET /admin/usage?group_by=key|team|model|day&from=&to=&format=json|csv
+  /// (from/to: unix seconds or YYYY-MM-DD, UTC; to is exclusive).
+  admin_result usage(const admin_request& req, const std::vector<std::string>& parts) {
+    if (parts.size() != 2 || req.method != "GET") return error(405, "invalid_request_error", "use GET /admin/usage");
+    auto q = parse_query(req.query);
+    std::string group = q.count("group_by") ? q["group_by"] : "model";
+    std::string column;
+    if (group == "key") column = "u.key_id";
+    else if (group == "team") column = "COALESCE(k.team_id, '')";
+    else if (group == "model") column = "COALESCE(u.model, '')";
+    else if (group == "day") column = "strftime('%Y-%m-%d', u.ts_ms / 1000, 'unixepoch')";
+    else return bad_field("group_by", "group_by must be key, team, model or day");
+    auto when = [&](const char* name, std::int64_t fallback, std::int64_t& out) -> bool {
+      if (!q.count(name)) { out = fallback; return true; }
+      const auto& v = q[name];
+      if (v.size() == 10 && v[4] == '-' && v[7] == '-') {
+        auto st = db.prepare("SELECT CAST(strftime('%s', ?) AS INTEGER)");
+        st.bind(1, v);
+        if (!st.step() || st.is_null(0)) return false;
+        out = st.integer(0);
+        return true;
+      }
+      char* end = nullptr;
+      out = std::strtoll(v.c_str(), &end, 10);
+      return end && *end == 0 && !v.empty();
+    };
+    std::int64_t from = 0, to = 0;
+    if (!when("from", 0, from)) return bad_field("from", "from must be unix seconds or YYYY-MM-DD");
+    if (!when("to", 253402300800, to)) return bad_field("to", "to must be unix seconds or YYYY-MM-DD");
+    std::string format = q.count("format") ? q["format"] : "json";
+    if (format != "json" && format != "csv") return bad_field("format", "format must be json or csv");
+    auto st = db.prepare("SELECT " + column + " AS grp, COUNT(*), SUM(u.prompt_tokens), SUM(u.completion_tokens),"
+                         " SUM(u.cached_tokens), SUM(CASE WHEN u.status >= 400 THEN 1 ELSE 0 END)"
+                         " FROM usage_records u LEFT JOIN virtual_keys k ON k.id = u.key_id"
+                         " WHERE u.ts_ms >= ? AND u.ts_ms < ? GROUP BY grp ORDER BY grp");
+    st.bind(1, from * 1000).bind(2, to * 1000);
+    std::vector<std::string> items;
+    std::string csv = group + ",requests,prompt_tokens,completion_tokens,cached_tokens,errors\n";
+    while (st.step()) {
+      if (format == "csv") {
+        auto cell = st.text(0);
+        bool quote = cell.find_first_of(",\"\n") != std::string::npos;
+        if (quote) {
+          std::string q2 = "\"";
+          for (char c : cell) { if (c == '"') q2 += '"'; q2 += c; }
+          cell = q2 + "\"";
+        }
+        csv += cell + "," + std::to_string(st.integer(1)) + "," + std::to_string(st.integer(2)) + "," +
+               std::to_string(st.integer(3)) + "," + std::to_string(st.integer(4)) + "," + std::to_string(st.integer(5)) + "\n";
+      } else {
+        json::object_writer w;
+        w.str(group, st.text(0)).num("requests", st.integer(1)).num("prompt_tokens", st.integer(2))
+            .num("completion_tokens", st.integer(3)).num("cached_tokens", st.integer(4)).num("errors", st.integer(5));
+        items.push_back(w.done());
+      }
+    }
+    if (format == "csv") {
+      admin_result res{200, std::move(csv)};
+      res.content_type = "text/csv; charset=utf-8";
+      return res;
+    }
+    json::object_writer out;
+    out.str("object", "list").str("group_by", group).num("from", from).num("to", to).raw("data", json::array(items));
+    return {200, out.done()};
+  }
+
   // --- /v1/me ------------------------------------------------------------------------------------
 
   admin_result me(const admin_request& req, const std::vector<std::string>& parts) {
@@ -1162,6 +1295,8 @@ admin_result admin_service::handle(const admin_request& req) {
   if (resource == "providers") return d.providers(req, parts);
   if (resource == "models") return d.models(req, parts);
   if (resource == "audit") return d.audit_log(req, parts);
+  if (resource == "prices") return d.prices(req, parts);
+  if (resource == "usage") return d.usage(req, parts);
   return not_found("no admin endpoint " + req.path);
 }
 

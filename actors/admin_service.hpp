@@ -35,6 +35,7 @@ struct admin_request {
 struct admin_result {
   int status = 200;
   std::string body;
+  std::string content_type = "application/json";
   bool keys_changed = false;    ///< republish the key snapshot
   bool catalog_changed = false; ///< republish providers/models and rebuild routes
 };

@@ -17,7 +17,8 @@ using report_atom = caf::atom_constant<caf::atom("report")>;
 using reload_atom = caf::atom_constant<caf::atom("reload")>;
 
 /// (admin_atom, method, path, query, body, caller key id, role, team id, user id)
-///   -> (int32 status, std::string JSON): the admin API and /v1/me (admin_service.hpp).
+///   -> (int32 status, std::string body, std::string content type): the admin API and
+///   /v1/me (admin_service.hpp).
 using admin_atom = caf::atom_constant<caf::atom("admin")>;
 
 } // namespace lowart::actors

@@ -129,10 +129,11 @@ caf::behavior persistence(persistence_actor* self, gateway_state* gw, bool own_t
     },
     [=](admin_atom, const std::string& method, const std::string& path, const std::string& query,
         const std::string& body, const std::string& key_id, const std::string& role, const std::string& team_id,
-        const std::string& user_id) -> caf::result<std::int32_t, std::string> {
+        const std::string& user_id) -> caf::result<std::int32_t, std::string, std::string> {
       auto& st = self->state;
       if (!st.admin)
-        return {std::int32_t{503}, std::string(R"({"error":{"message":"storage is not open","type":"unavailable"}})")};
+        return {std::int32_t{503}, std::string(R"({"error":{"message":"storage is not open","type":"unavailable"}})"),
+                std::string("application/json")};
       admin_request req{method, path, query, body, {key_id, role, team_id, user_id}};
       try {
         auto res = st.admin->handle(req);
@@ -146,19 +147,20 @@ caf::behavior persistence(persistence_actor* self, gateway_state* gw, bool own_t
             auto rp = self->make_response_promise();
             auto status = static_cast<std::int32_t>(res.status);
             self->request(st.notify, std::chrono::seconds(10), reload_atom::value)
-                .then([=](bool) mutable { rp.deliver(status, res.body); },
+                .then([=](bool) mutable { rp.deliver(status, res.body, res.content_type); },
                       [=](caf::error& err) mutable {
                         log::error("route rebuild after an admin change failed", {{"error", caf::to_string(err)}});
-                        rp.deliver(status, res.body);
+                        rp.deliver(status, res.body, res.content_type);
                       });
             return rp;
           }
         }
-        return {static_cast<std::int32_t>(res.status), std::move(res.body)};
+        return {static_cast<std::int32_t>(res.status), std::move(res.body), std::move(res.content_type)};
       } catch (const std::exception& e) {
         log::error("admin operation failed", {{"path", path}, {"error", e.what()}});
         return {std::int32_t{500},
-                std::string(R"({"error":{"message":"the operation failed in storage","type":"storage_error"}})")};
+                std::string(R"({"error":{"message":"the operation failed in storage","type":"storage_error"}})"),
+                std::string("application/json")};
       }
     },
   };

@@ -44,19 +44,22 @@ std::string runtime::start() {
 
 void runtime::admin(admin_call call, reply_fn done) {
   if (!impl_->system || !impl_->root) {
-    done(503, R"({"error":{"message":"gateway is not running","type":"unavailable"}})");
+    done(503, R"({"error":{"message":"gateway is not running","type":"unavailable"}})", "application/json");
     return;
   }
   impl_->system->spawn([root = impl_->root, call = std::move(call), done = std::move(done)](caf::event_based_actor* self) {
     self->request(root, std::chrono::seconds(10), admin_atom::value, call.method, call.path, call.query, call.body,
                   call.key_id, call.role, call.team_id, call.user_id)
-        .then([done](std::int32_t status, std::string body) { done(status, std::move(body)); },
+        .then([done](std::int32_t status, std::string body, std::string type) {
+                done(status, std::move(body), std::move(type));
+              },
               [done](caf::error& err) {
                 bool timeout = err == caf::sec::request_timeout;
                 done(timeout ? 504 : 503,
                      std::string(R"({"error":{"message":")") +
                          (timeout ? "the owning actor did not answer in time" : "the owning actor is unavailable") +
-                         R"(","type":"unavailable"}})");
+                         R"(","type":"unavailable"}})",
+                     "application/json");
               });
   });
 }

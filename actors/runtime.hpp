@@ -26,8 +26,8 @@ struct admin_call {
 
 class runtime {
 public:
-  /// Called on a CAF thread with the HTTP status and JSON body of the answer.
-  using reply_fn = std::function<void(int status, std::string body)>;
+  /// Called on a CAF thread with the HTTP status, body and content type of the answer.
+  using reply_fn = std::function<void(int status, std::string body, std::string content_type)>;
 
   explicit runtime(gateway_state& state);
   ~runtime();

@@ -145,7 +145,15 @@ private:
   void finish_request(int status);
   std::string gateway_headers() const;
   std::chrono::milliseconds remaining() const;
-  std::chrono::milliseconds capped(int ms) const { return std::min(std::chrono::milliseconds(ms), remaining()); }
+  /// A timeout of `ms`, shortened to the request's deadline (and noted when it was).
+  std::chrono::milliseconds capped(int ms) {
+    auto left = remaining();
+    deadline_bound_ = left < std::chrono::milliseconds(ms);
+    return deadline_bound_ ? left : std::chrono::milliseconds(ms);
+  }
+  bool deadline_reached() const {
+    return deadline_ - std::chrono::steady_clock::now() < std::chrono::milliseconds(5);
+  }
   int first_byte_ms() const { return route_->first_byte_timeout_ms ? route_->first_byte_timeout_ms : dep_->settings->first_byte_timeout_ms; }
   int idle_ms() const { return route_->idle_timeout_ms ? route_->idle_timeout_ms : dep_->settings->idle_timeout_ms; }
   int connect_ms() const { return route_->connect_timeout_ms ? route_->connect_timeout_ms : dep_->settings->connect_timeout_ms; }
@@ -166,6 +174,7 @@ private:
   int attempts_on_dep_ = 0;
   int fallbacks_ = 0;
   std::chrono::steady_clock::time_point deadline_;
+  bool deadline_bound_ = false; ///< the running timeout is the request's deadline, not the deployment's
   asio::steady_timer retry_timer_;
   // The best answer to give if every candidate fails.
   error_kind last_kind_ = error_kind::unavailable;
@@ -286,7 +295,7 @@ void proxy_call::add_candidates(const model_route& route) {
 }
 
 void proxy_call::next_candidate() {
-  while (next_ < candidates_.size()) {
+  while (next_ < candidates_.size() && !deadline_reached()) {
     auto candidate = candidates_[next_++];
     if (next_ > 1) {
       ++fallbacks_;
@@ -436,7 +445,7 @@ void proxy_call::upstream_failed(beast::error_code ec, std::string_view during) 
   bool timeout = ec == beast::error::timeout;
   // A pooled connection the upstream closed while idle fails before any response byte:
   // not the upstream's fault, so try once more on a fresh connection.
-  if (!timeout && conn_ && conn_->reused && !retried_stale_) {
+  if (!timeout && conn_ && conn_->maybe_stale && !retried_stale_) {
     retried_stale_ = true;
     conn_.reset();
     acquire(true);
@@ -663,6 +672,9 @@ void proxy_call::client_gone() {
 
 void proxy_call::attempt_failed(failure_class cls, error_kind kind, std::string message, std::string_view label,
                                 std::string_view code, int retry_after_ms) {
+  // A timeout that only the request's deadline imposed says nothing about the
+  // deployment: it is not the breaker's business.
+  bool deadline_timeout = cls == failure_class::timeout && deadline_bound_;
   bool counts = false;
   switch (cls) {
     case failure_class::connect_error: counts = routes_->fail_on_connect; break;
@@ -671,13 +683,13 @@ void proxy_call::attempt_failed(failure_class cls, error_kind kind, std::string 
     case failure_class::status_429: counts = routes_->fail_on_429; break;
     case failure_class::mid_stream: counts = routes_->fail_on_mid_stream; break;
   }
-  settle_attempt(label, true, counts);
+  settle_attempt(label, true, counts && !deadline_timeout);
   if (cls != failure_class::status_5xx && cls != failure_class::status_429)
     last_upstream_.reset(); // a transport failure is the latest word
   last_kind_ = kind;
   last_message_ = std::move(message);
   last_code_ = std::string(code);
-  if (std::chrono::steady_clock::now() >= deadline_) {
+  if (deadline_timeout || deadline_reached()) {
     last_upstream_.reset();
     last_kind_ = error_kind::gateway_timeout;
     last_message_ = "the request deadline passed after " + std::to_string(fallbacks_ + attempts_on_dep_ + 1) + " attempt(s)";

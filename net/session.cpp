@@ -298,10 +298,11 @@ void session::handle(http::request<http::string_body>&& req) {
       call.user_id = ctx.who->key->user_id;
     }
     auto shared = std::make_shared<request_context>(std::move(ctx));
-    worker_.runtime.admin(std::move(call), [self = shared_from_this(), shared](int status, std::string body) {
+    worker_.runtime.admin(std::move(call), [self = shared_from_this(), shared](int status, std::string body,
+                                                                              std::string type) {
       // Runs on a CAF thread: hop back onto this session's thread.
-      asio::post(self->executor(), [self, shared, status, body = std::move(body)] {
-        self->respond(*shared, status, "application/json", body);
+      asio::post(self->executor(), [self, shared, status, body = std::move(body), type = std::move(type)] {
+        self->respond(*shared, status, type, body);
       });
     });
     return;

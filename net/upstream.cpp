@@ -69,6 +69,7 @@ void upstream_pool::acquire(const deployment& dep, std::chrono::milliseconds con
       // response byte is retried on a fresh one); older ones are peeked first.
       if (idle < max_idle_age && (idle < std::chrono::seconds(1) || conn->looks_alive())) {
         conn->reused = true;
+        conn->maybe_stale = idle >= std::chrono::seconds(1);
         done(connect_failure::none, {}, std::move(conn));
         return;
       }

@@ -139,3 +139,52 @@ describe('admin access control', () => {
     assertAdminError(await api(gw, 'PUT', '/admin/keys', { body: { name: 'x' } }), 405);
   });
 });
+
+describe('prices and usage reports', () => {
+  test('PUT /admin/prices/{model} creates a price and every change bumps its version', async () => {
+    const first = await api(gw, 'PUT', '/admin/prices/gpt-demo', { body: { input_per_1m: 1.5, output_per_1m: 6 } });
+    assert.equal(first.status, 201, first.text);
+    assert.equal(first.json.version, 1);
+    assert.equal(first.json.input_per_1m, 1.5);
+    const second = await api(gw, 'PATCH', '/admin/prices/gpt-demo', { body: { cached_input_per_1m: 0.75 } });
+    assert.equal(second.status, 200, second.text);
+    assert.equal(second.json.version, 2);
+    assert.equal(second.json.output_per_1m, 6, 'a partial update keeps the other prices');
+    const list = await api(gw, 'GET', '/admin/prices');
+    assert.ok(list.json.data.some((p) => p.model === 'gpt-demo' && p.version === 2));
+    const bad = await api(gw, 'PUT', '/admin/prices/gpt-demo', { body: { input_per_1m: -1 } });
+    assert.equal(bad.status, 400);
+    assert.equal(bad.json.error.param, 'input_per_1m');
+  });
+
+  test('GET /admin/usage groups the usage records by model, key or day, as JSON or CSV', async () => {
+    const k = await createKey(gw, { name: 'reporter' });
+    for (let i = 0; i < 3; i++) assert.equal((await chat(k.key, 'one two three')).status, 200);
+    // Usage is written behind every 25 ms.
+    let byKey;
+    for (let i = 0; i < 40; i++) {
+      byKey = await api(gw, 'GET', '/admin/usage?group_by=key');
+      const row = byKey.json.data.find((r) => r.key === k.id);
+      if (row && row.requests === 3) break;
+      await new Promise((r) => setTimeout(r, 50));
+    }
+    const row = byKey.json.data.find((r) => r.key === k.id);
+    assert.ok(row, byKey.text);
+    assert.equal(row.requests, 3);
+    assert.equal(row.prompt_tokens, 9, 'the mock counts 3 words per prompt');
+    const byDay = await api(gw, 'GET', '/admin/usage?group_by=day&from=2020-01-01');
+    assert.equal(byDay.status, 200);
+    assert.match(byDay.json.data[0].day, /^\d{4}-\d{2}-\d{2}$/);
+    const future = await api(gw, 'GET', `/admin/usage?group_by=model&from=${Math.floor(Date.now() / 1000) + 3600}`);
+    assert.deepEqual(future.json.data, [], 'the time range filters');
+    const csv = await api(gw, 'GET', '/admin/usage?group_by=model&format=csv');
+    assert.equal(csv.status, 200);
+    assert.match(csv.headers.get('content-type'), /^text\/csv/);
+    const lines = csv.text.trim().split('\n');
+    assert.equal(lines[0], 'model,requests,prompt_tokens,completion_tokens,cached_tokens,errors');
+    assert.ok(lines.some((l) => l.startsWith('gpt-demo,')), csv.text);
+    const bad = await api(gw, 'GET', '/admin/usage?group_by=planet');
+    assert.equal(bad.status, 400);
+    assert.equal(bad.json.error.param, 'group_by');
+  });
+});

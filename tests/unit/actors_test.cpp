@@ -69,7 +69,7 @@ protected:
     (*self)->send(dest, std::forward<Ts>(xs)...);
     sched->run();
     std::pair<int, std::string> out{0, ""};
-    (*self)->receive([&](std::int32_t status, const std::string& body) { out = {status, body}; },
+    (*self)->receive([&](std::int32_t status, const std::string& body, const std::string&) { out = {status, body}; },
                      caf::after(std::chrono::seconds(0)) >> [] { ADD_FAILURE() << "no answer"; });
     return out;
   }
