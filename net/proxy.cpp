@@ -13,6 +13,7 @@
 
 #include <algorithm>
 #include <array>
+#include <cstring>
 #include <random>
 
 namespace lowart::net {
@@ -41,6 +42,32 @@ std::int64_t now_ms() {
 
 std::int64_t steady_seconds() {
   return std::chrono::duration_cast<std::chrono::seconds>(std::chrono::steady_clock::now().time_since_epoch()).count();
+}
+
+/// Parses `text` with the thread's parser through a reused padded buffer (no allocation
+/// once warm; simdjson reads past the end of what it is given).
+simdjson::error_code parse_reused(std::string_view text, simdjson::dom::element& doc) {
+  thread_local std::string buf;
+  buf.assign(text);
+  buf.reserve(text.size() + simdjson::SIMDJSON_PADDING);
+  return thread_parser().parse(buf.data(), buf.size(), false).get(doc);
+}
+
+bool contains(std::string_view hay, std::string_view needle) {
+  return ::memmem(hay.data(), hay.size(), needle.data(), needle.size()) != nullptr;
+}
+
+/// "1a2f\r\n": the chunk-size line of chunked transfer encoding.
+void append_chunk_size(std::string& out, std::size_t n) {
+  char buf[20];
+  int i = sizeof buf;
+  buf[--i] = '\n';
+  buf[--i] = '\r';
+  do {
+    buf[--i] = "0123456789abcdef"[n & 0xF];
+    n >>= 4;
+  } while (n);
+  out.append(buf + i, sizeof buf - static_cast<std::size_t>(i));
 }
 
 struct token_usage {
@@ -206,6 +233,8 @@ void proxy_call::start() {
     return;
   auto total_ms = route_->timeout_ms ? route_->timeout_ms : candidates_.front()->settings->total_timeout_ms;
   deadline_ = ctx_.start + std::chrono::milliseconds(total_ms);
+  if (stream_)
+    pending_.reserve(8 * 1024); // one burst of events without regrowing
   next_candidate();
 }
 
@@ -557,10 +586,8 @@ void proxy_call::on_stream_read(beast::error_code ec) {
 bool proxy_call::has_content(const sse_event& ev) {
   if (!ev.has_data || ev.data == "[DONE]")
     return true;
-  std::string data = ev.data;
-  data.reserve(data.size() + simdjson::SIMDJSON_PADDING);
   simdjson::dom::element doc;
-  if (thread_parser().parse(data.data(), data.size(), false).get(doc) != simdjson::SUCCESS)
+  if (parse_reused(ev.data, doc) != simdjson::SUCCESS)
     return true; // not ours to judge: pass it on
   simdjson::dom::array choices;
   if (doc["choices"].get_array().get(choices) != simdjson::SUCCESS || choices.size() == 0)
@@ -579,11 +606,9 @@ bool proxy_call::has_content(const sse_event& ev) {
 void proxy_call::on_event(const sse_event& ev) {
   if (!content_seen_)
     content_seen_ = has_content(ev);
-  if (ev.has_data && ev.data != "[DONE]" && ev.data.find("\"usage\":{") != std::string::npos) {
-    std::string data = ev.data;
-    data.reserve(data.size() + simdjson::SIMDJSON_PADDING);
+  if (ev.has_data && contains(ev.data, "\"usage\":{")) {
     simdjson::dom::element doc;
-    if (thread_parser().parse(data.data(), data.size(), false).get(doc) == simdjson::SUCCESS) {
+    if (parse_reused(ev.data, doc) == simdjson::SUCCESS) {
       simdjson::dom::element usage;
       if (doc["usage"].get(usage) == simdjson::SUCCESS)
         read_usage(usage, usage_);
@@ -605,9 +630,7 @@ void proxy_call::flush_to_client(bool done) {
     head_sent_ = true;
   }
   if (!pending_.empty()) {
-    char size[20];
-    int n = std::snprintf(size, sizeof size, "%zx\r\n", pending_.size());
-    out.append(size, static_cast<std::size_t>(n));
+    append_chunk_size(out, pending_.size());
     out += pending_;
     out += "\r\n";
     pending_.clear();
@@ -638,9 +661,7 @@ void proxy_call::stream_broke(std::string_view message) {
   pending_ += error_body(api_format::openai, error_kind::bad_gateway, message, "upstream_error");
   pending_ += "\n\n";
   std::string out;
-  char size[20];
-  int n = std::snprintf(size, sizeof size, "%zx\r\n", pending_.size());
-  out.append(size, static_cast<std::size_t>(n));
+  append_chunk_size(out, pending_.size());
   out += pending_;
   out += "\r\n0\r\n\r\n";
   pending_.clear();
