@@ -13,9 +13,16 @@ build:
 unit: build
 	cd build && ctest --output-on-failure -L unit
 
-tsan:           ## ThreadSanitizer build of the unit tests
-	scripts/setup.sh && scripts/build.sh tsan lowart_unit_tests && \
-	  cd build-tsan && TSAN_OPTIONS=halt_on_error=1 ctest --output-on-failure -L unit
+tsan:           ## ThreadSanitizer: unit tests, then the e2e suite against a TSan lowart
+	scripts/setup.sh && scripts/build.sh tsan lowart_unit_tests lowart lowart-mock
+	cd build-tsan && TSAN_OPTIONS="halt_on_error=1 suppressions=$(CURDIR)/tests/tsan-suppressions.txt" \
+	  ctest --output-on-failure -L unit
+	rm -rf build-tsan/reports && mkdir -p build-tsan/reports
+	TSAN_OPTIONS="log_path=$(CURDIR)/build-tsan/reports/tsan suppressions=$(CURDIR)/tests/tsan-suppressions.txt" \
+	  LOWART_BIN=$(CURDIR)/build-tsan/lowart tests/e2e/run.sh
+	@if ls build-tsan/reports/tsan.* >/dev/null 2>&1; then \
+	  echo "ThreadSanitizer reports in build-tsan/reports:"; grep -h WARNING build-tsan/reports/tsan.*; exit 1; \
+	else echo "ThreadSanitizer: no reports"; fi
 
 bench:          ## wrk against the mock directly and through lowart
 	scripts/setup.sh --bench && scripts/build.sh default && bench/run.sh
