@@ -361,7 +361,7 @@ std::string user_json(const storage::statement& st) {
 }
 
 /// The limit columns shared by keys and teams, read from a body.
-struct limits {
+struct limit_fields {
   field<std::int64_t> rpm, tpm, max_parallel, budget_tokens;
   field<double> budget_cost;
   field<std::string> budget_period;
@@ -454,7 +454,7 @@ struct admin_service::impl {
       body_reader r;
       if (!r.parse(parser, req.body)) return r.result();
       auto name = r.text("name");
-      limits lim;
+      limit_fields lim;
       lim.read(r);
       if (r.ok() && !name.has()) r.fail("name", "name is required");
       if (!r.ok()) return r.result();
@@ -477,7 +477,7 @@ struct admin_service::impl {
         body_reader r;
         if (!r.parse(parser, req.body)) return r.result();
         auto name = r.text("name");
-        limits lim;
+        limit_fields lim;
         lim.read(r);
         if (!r.ok()) return r.result();
         if (name.has()) {
@@ -509,7 +509,7 @@ struct admin_service::impl {
     return error(405, "invalid_request_error", "method not allowed on " + req.path);
   }
 
-  void apply_limits(const char* table, const std::string& id, const limits& lim) {
+  void apply_limits(const char* table, const std::string& id, const limit_fields& lim) {
     std::vector<std::string> cols;
     lim.assignments(cols);
     if (cols.empty()) return;
@@ -626,7 +626,7 @@ struct admin_service::impl {
     auto user = r.text("user_id");
     auto models = r.strings("models");
     auto expires = r.integer("expires_at", 1);
-    limits lim;
+    limit_fields lim;
     lim.read(r);
     if (r.ok() && !name.has()) r.fail("name", "name is required");
     if (!r.ok()) return r.result();
@@ -743,7 +743,7 @@ struct admin_service::impl {
         auto models = r.strings("models");
         auto expires = r.integer("expires_at", 1);
         auto team = r.text("team");
-        limits lim;
+        limit_fields lim;
         lim.read(r);
         if (!r.ok()) return r.result();
         if (role.has()) {
@@ -1141,7 +1141,9 @@ struct admin_service::impl {
         set("per_request", per_request);
         audit(req.who, had ? "price.update" : "price.create", model, one_price());
       });
-      return {had ? 200 : 201, one_price()};
+      admin_result res{had ? 200 : 201, one_price()};
+      res.prices_changed = true;
+      return res;
     }
     if (req.method == "DELETE") {
       if (!exists("prices", "model", model)) return not_found("no price for model '" + model + "'");
@@ -1149,7 +1151,9 @@ struct admin_service::impl {
         db.prepare("DELETE FROM prices WHERE model = ?").bind(1, model).step();
         audit(req.who, "price.delete", model);
       });
-      return {200, "{\"model\":" + json::quoted(model) + ",\"deleted\":true}"};
+      admin_result res{200, "{\"model\":" + json::quoted(model) + ",\"deleted\":true}"};
+      res.prices_changed = true;
+      return res;
     }
     return error(405, "invalid_request_error", "method not allowed on " + req.path);
   }
@@ -1188,12 +1192,12 @@ struct admin_service::impl {
     std::string format = q.count("format") ? q["format"] : "json";
     if (format != "json" && format != "csv") return bad_field("format", "format must be json or csv");
     auto st = db.prepare("SELECT " + column + " AS grp, COUNT(*), SUM(u.prompt_tokens), SUM(u.completion_tokens),"
-                         " SUM(u.cached_tokens), SUM(CASE WHEN u.status >= 400 THEN 1 ELSE 0 END)"
+                         " SUM(u.cached_tokens), SUM(CASE WHEN u.status >= 400 THEN 1 ELSE 0 END), SUM(u.cost)"
                          " FROM usage_records u LEFT JOIN virtual_keys k ON k.id = u.key_id"
                          " WHERE u.ts_ms >= ? AND u.ts_ms < ? GROUP BY grp ORDER BY grp");
     st.bind(1, from * 1000).bind(2, to * 1000);
     std::vector<std::string> items;
-    std::string csv = group + ",requests,prompt_tokens,completion_tokens,cached_tokens,errors\n";
+    std::string csv = group + ",requests,prompt_tokens,completion_tokens,cached_tokens,errors,cost\n";
     while (st.step()) {
       if (format == "csv") {
         auto cell = st.text(0);
@@ -1204,11 +1208,13 @@ struct admin_service::impl {
           cell = q2 + "\"";
         }
         csv += cell + "," + std::to_string(st.integer(1)) + "," + std::to_string(st.integer(2)) + "," +
-               std::to_string(st.integer(3)) + "," + std::to_string(st.integer(4)) + "," + std::to_string(st.integer(5)) + "\n";
+               std::to_string(st.integer(3)) + "," + std::to_string(st.integer(4)) + "," + std::to_string(st.integer(5)) + "," +
+               std::to_string(st.real(6)) + "\n";
       } else {
         json::object_writer w;
         w.str(group, st.text(0)).num("requests", st.integer(1)).num("prompt_tokens", st.integer(2))
-            .num("completion_tokens", st.integer(3)).num("cached_tokens", st.integer(4)).num("errors", st.integer(5));
+            .num("completion_tokens", st.integer(3)).num("cached_tokens", st.integer(4)).num("errors", st.integer(5))
+            .real("cost", st.real(6));
         items.push_back(w.done());
       }
     }
@@ -1303,12 +1309,19 @@ admin_result admin_service::handle(const admin_request& req) {
 void admin_service::publish_keys() {
   auto& d = *impl_;
   auto table = std::make_shared<key_table>();
-  auto st = d.db.prepare(
-      "SELECT k.id, k.name, k.key_hash, k.role, COALESCE(k.team_id, ''), COALESCE(k.user_id, ''), k.models,"
-      " COALESCE(k.expires_at, 0), COALESCE(k.rpm, t.rpm, 0), COALESCE(k.tpm, t.tpm, 0),"
-      " COALESCE(k.max_parallel, t.max_parallel, 0), COALESCE(k.budget_tokens, t.budget_tokens, 0),"
-      " COALESCE(k.budget_cost, t.budget_cost, 0), COALESCE(k.budget_period, t.budget_period, '')"
-      " FROM virtual_keys k LEFT JOIN teams t ON t.id = k.team_id WHERE k.revoked_at IS NULL");
+  auto read_limits = [](const storage::statement& st, int at, lowart::limits& l) {
+    l.rpm = st.integer(at);
+    l.tpm = st.integer(at + 1);
+    l.max_parallel = st.integer(at + 2);
+    l.budget_tokens = st.integer(at + 3);
+    l.budget_cost = st.real(at + 4);
+    l.budget_period = st.text(at + 5);
+  };
+  constexpr const char* limit_cols = "COALESCE(rpm, 0), COALESCE(tpm, 0), COALESCE(max_parallel, 0),"
+                                     " COALESCE(budget_tokens, 0), COALESCE(budget_cost, 0), COALESCE(budget_period, '')";
+  auto st = d.db.prepare(std::string("SELECT id, name, key_hash, role, COALESCE(team_id, ''), COALESCE(user_id, ''),"
+                                     " models, COALESCE(expires_at, 0), ") + limit_cols +
+                         " FROM virtual_keys WHERE revoked_at IS NULL");
   while (st.step()) {
     auto e = std::make_shared<key_entry>();
     e->id = st.text(0);
@@ -1327,15 +1340,52 @@ void admin_service::publish_keys() {
         if (item.get_string().get(s) == simdjson::SUCCESS) e->models.emplace_back(s);
       }
     e->expires_at = st.integer(7);
-    e->rpm = st.integer(8);
-    e->tpm = st.integer(9);
-    e->max_parallel = st.integer(10);
-    e->budget_tokens = st.integer(11);
-    e->budget_cost = st.real(12);
-    e->budget_period = st.text(13);
+    read_limits(st, 8, e->lim);
     table->by_hash.emplace(e->hash, std::move(e));
   }
+  auto teams = d.db.prepare(std::string("SELECT id, ") + limit_cols + " FROM teams");
+  while (teams.step()) {
+    lowart::limits l;
+    read_limits(teams, 1, l);
+    if (l.any())
+      table->teams.emplace(teams.text(0), std::move(l));
+  }
   d.gw.keys.publish(std::move(table));
+}
+
+void admin_service::publish_prices() {
+  auto& d = *impl_;
+  auto table = std::make_shared<price_table>();
+  auto st = d.db.prepare("SELECT model, input_per_1m, output_per_1m, cached_input_per_1m, per_request, version FROM prices");
+  while (st.step())
+    table->by_model[st.text(0)] = price{st.real(1), st.real(2), st.real(3), st.real(4), st.integer(5)};
+  d.gw.prices.publish(std::move(table));
+}
+
+void admin_service::seed_budgets() {
+  // Budgets count from the start of their period: replay what the database holds for it.
+  auto& d = *impl_;
+  auto now = now_ms();
+  auto keys = d.db.prepare("SELECT id, COALESCE(budget_period, ''), COALESCE(budget_tokens, 0), COALESCE(budget_cost, 0)"
+                           " FROM virtual_keys WHERE revoked_at IS NULL AND (budget_tokens > 0 OR budget_cost > 0)");
+  while (keys.step()) {
+    auto period = keys.text(1);
+    auto sum = d.db.prepare("SELECT COALESCE(SUM(prompt_tokens + completion_tokens), 0), COALESCE(SUM(cost), 0)"
+                            " FROM usage_records WHERE key_id = ? AND ts_ms >= ?");
+    sum.bind(1, keys.text(0)).bind(2, rate_limiter::period_start(period, now));
+    sum.step();
+    d.gw.limiter.seed_budget("key:" + keys.text(0), period, sum.integer(0), sum.real(1), now);
+  }
+  auto teams = d.db.prepare("SELECT id, COALESCE(budget_period, '') FROM teams WHERE budget_tokens > 0 OR budget_cost > 0");
+  while (teams.step()) {
+    auto period = teams.text(1);
+    auto sum = d.db.prepare("SELECT COALESCE(SUM(u.prompt_tokens + u.completion_tokens), 0), COALESCE(SUM(u.cost), 0)"
+                            " FROM usage_records u JOIN virtual_keys k ON k.id = u.key_id"
+                            " WHERE k.team_id = ? AND u.ts_ms >= ?");
+    sum.bind(1, teams.text(0)).bind(2, rate_limiter::period_start(period, now));
+    sum.step();
+    d.gw.limiter.seed_budget("team:" + teams.text(0), period, sum.integer(0), sum.real(1), now);
+  }
 }
 
 void admin_service::publish_catalog() {

@@ -38,6 +38,7 @@ struct admin_result {
   std::string content_type = "application/json";
   bool keys_changed = false;    ///< republish the key snapshot
   bool catalog_changed = false; ///< republish providers/models and rebuild routes
+  bool prices_changed = false;  ///< republish the price table
 };
 
 class admin_service {
@@ -52,6 +53,11 @@ public:
   /// Reads API-made providers and models, opening provider keys (for the catalog).
   /// Throws when a sealed key cannot be opened (wrong or missing encryption key).
   void publish_catalog();
+
+  /// Reads every price (for the price snapshot).
+  void publish_prices();
+  /// Seeds the limiter with what each key and team spent in its current budget period.
+  void seed_budgets();
 
   /// Number of sealed values in the database (start-up check without a key).
   int sealed_values();

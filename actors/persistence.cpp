@@ -52,6 +52,8 @@ struct persistence_state {
                                "not set; start lowart with the key they were sealed with");
     admin->publish_keys();
     admin->publish_catalog();
+    admin->publish_prices();
+    admin->seed_budgets();
     log::info("database open", {{"path", gw->config.storage.sqlite_path},
                                 {"schema_version", db->schema_version()},
                                 {"journal_mode", db->journal_mode()}});
@@ -65,14 +67,14 @@ struct persistence_state {
       db->transaction([&] {
         auto st = db->prepare(
             "INSERT INTO usage_records(request_id, ts_ms, key_id, route, model, deployment, status,"
-            " stream, prompt_tokens, completion_tokens, cached_tokens, latency_ms)"
-            " VALUES (?,?,?,?,?,?,?,?,?,?,?,?)");
+            " stream, prompt_tokens, completion_tokens, cached_tokens, latency_ms, cost, price_version)"
+            " VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?)");
         for (const auto& r : rows) {
           st.bind(1, r.request_id).bind(2, r.ts_ms).bind_optional(3, r.key_id).bind(4, r.route)
               .bind_optional(5, r.model).bind_optional(6, r.deployment)
               .bind(7, static_cast<std::int64_t>(r.status)).bind(8, static_cast<std::int64_t>(r.stream))
               .bind(9, r.prompt_tokens).bind(10, r.completion_tokens).bind(11, r.cached_tokens)
-              .bind(12, r.latency_ms);
+              .bind(12, r.latency_ms).bind(13, r.cost).bind(14, r.price_version);
           st.step();
           st.reset();
         }
@@ -139,6 +141,8 @@ caf::behavior persistence(persistence_actor* self, gateway_state* gw, bool own_t
         auto res = st.admin->handle(req);
         if (res.keys_changed)
           st.admin->publish_keys();
+        if (res.prices_changed)
+          st.admin->publish_prices();
         if (res.catalog_changed) {
           st.admin->publish_catalog();
           if (st.notify) {

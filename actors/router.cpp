@@ -147,6 +147,9 @@ std::shared_ptr<route_table> build_table(router_state& st) {
     route.first_byte_timeout_ms = m.first_byte_timeout_ms;
     route.idle_timeout_ms = m.idle_timeout_ms;
     route.fallbacks_used = metrics::fallbacks(m.name);
+    route.lim.rpm = m.rpm;
+    route.lim.tpm = m.tpm;
+    route.lim.max_parallel = m.max_parallel;
     route.prompt_tokens = metrics::tokens(m.name, "prompt");
     route.completion_tokens = metrics::tokens(m.name, "completion");
     route.cached_tokens = metrics::tokens(m.name, "cached");

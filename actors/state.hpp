@@ -7,6 +7,7 @@
 // routes: router) and read by any thread. A reader keeps the shared_ptr it loaded
 // for the length of one request, so a publish never pulls data from under it.
 
+#include "actors/limiter.hpp"
 #include "config/config.hpp"
 #include "core/crypto.hpp"
 #include "core/metrics.hpp"
@@ -43,13 +44,7 @@ struct key_entry {
   std::string user_id;
   std::vector<std::string> models; ///< allowed models; empty means every model
   std::int64_t expires_at = 0;     ///< unix seconds; 0 = never
-  // Limits the quota issue enforces; 0 means "not set".
-  std::int64_t rpm = 0;
-  std::int64_t tpm = 0;
-  std::int64_t max_parallel = 0;
-  std::int64_t budget_tokens = 0;
-  double budget_cost = 0;
-  std::string budget_period;
+  limits lim; ///< the key's own limits (its team's are in key_table::teams)
 
   bool allows_model(std::string_view model) const {
     if (models.empty()) return true;
@@ -62,6 +57,27 @@ struct key_entry {
 /// Active (not revoked) keys by hash.
 struct key_table {
   std::unordered_map<std::string, std::shared_ptr<const key_entry>> by_hash;
+  std::unordered_map<std::string, limits> teams; ///< team id -> limits shared by its keys
+};
+
+/// Prices per model (currency units per 1M tokens) with their version.
+struct price {
+  double input_per_1m = 0;
+  double output_per_1m = 0;
+  double cached_input_per_1m = 0;
+  double per_request = 0;
+  std::int64_t version = 0;
+
+  /// Cost of one request; cached prompt tokens are billed at the cached price.
+  double cost(std::int64_t prompt, std::int64_t completion, std::int64_t cached) const {
+    auto fresh = prompt > cached ? prompt - cached : 0;
+    return (static_cast<double>(fresh) * input_per_1m + static_cast<double>(cached) * cached_input_per_1m +
+            static_cast<double>(completion) * output_per_1m) / 1e6 + per_request;
+  }
+};
+
+struct price_table {
+  std::unordered_map<std::string, price> by_model;
 };
 
 // --- routes ------------------------------------------------------------------------------------
@@ -188,6 +204,7 @@ struct model_route {
   int first_byte_timeout_ms = 0;
   int idle_timeout_ms = 0;
   metrics::counter fallbacks_used; ///< gateway_fallbacks_total{model}
+  limits lim;                      ///< limits of the model as a whole (rpm, tpm, max_parallel)
   metrics::counter prompt_tokens;
   metrics::counter completion_tokens;
   metrics::counter cached_tokens;
@@ -221,6 +238,8 @@ struct usage_record {
   std::int64_t completion_tokens = 0;
   std::int64_t cached_tokens = 0;
   double latency_ms = 0;
+  double cost = 0;
+  std::int64_t price_version = 0;
 };
 
 /// Requests append, the persistence actor takes everything at each flush. A mutex
@@ -252,6 +271,7 @@ struct gateway_state {
       : config(std::move(c)), config_path(std::move(path)) {
     routing.publish(std::make_shared<const config::gateway_config>(config));
     catalog.publish(std::make_shared<const config::gateway_config>());
+    prices.publish(std::make_shared<const price_table>());
   }
   /// The configuration the process started with. `server` and `storage` settings
   /// apply for the whole run (listeners and the database are not re-opened).
@@ -269,6 +289,8 @@ struct gateway_state {
   snapshot<key_table> keys;
   snapshot<route_table> routes;
   usage_queue usage;
+  snapshot<price_table> prices;
+  rate_limiter limiter;
   std::atomic<bool> ready{false};     ///< storage open, snapshots published
   std::atomic<bool> draining{false};  ///< SIGTERM seen: refuse new work
   std::atomic<bool> storage_ok{true}; ///< last database write succeeded

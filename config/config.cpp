@@ -152,6 +152,9 @@ load_result from_table(const toml::table& root) {
       r.get(*t, where, "connect_timeout_ms", m.connect_timeout_ms);
       r.get(*t, where, "first_byte_timeout_ms", m.first_byte_timeout_ms);
       r.get(*t, where, "idle_timeout_ms", m.idle_timeout_ms);
+      r.get(*t, where, "rpm", m.rpm);
+      r.get(*t, where, "tpm", m.tpm);
+      r.get(*t, where, "max_parallel", m.max_parallel);
       if (auto* deps = (*t)["deployments"].as_array()) {
         for (std::size_t j = 0; j < deps->size(); ++j) {
           auto dwhere = where + ".deployments[" + std::to_string(j) + "]";

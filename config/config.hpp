@@ -76,6 +76,10 @@ struct model_config {
   int connect_timeout_ms = 0;
   int first_byte_timeout_ms = 0;
   int idle_timeout_ms = 0;
+  // Limits of the model as a whole, over every key (0 = none).
+  std::int64_t rpm = 0;
+  std::int64_t tpm = 0;
+  std::int64_t max_parallel = 0;
 };
 
 /// Circuit breaker of every deployment (one breaker actor each).

@@ -65,6 +65,10 @@ struct families {
       BuildGauge().Name("gateway_breaker_state").Help("Circuit breaker state per deployment: 0 closed, 1 open, 2 half-open").Register(registry);
   prometheus::Family<prometheus::Counter>& breaker_transitions =
       BuildCounter().Name("gateway_breaker_transitions_total").Help("Circuit breaker transitions, by deployment and new state").Register(registry);
+  prometheus::Family<prometheus::Counter>& ratelimited =
+      BuildCounter().Name("gateway_ratelimited_total").Help("Requests refused by a rate limit or budget, by reason").Register(registry);
+  prometheus::Family<prometheus::Counter>& cost =
+      BuildCounter().Name("gateway_cost_total").Help("Cost of served requests in price units, by model").Register(registry);
   prometheus::Gauge& inflight_gauge = inflight.Add({});
   prometheus::Gauge& connections_gauge = connections.Add({});
 };
@@ -134,6 +138,12 @@ counter usage_records(std::string_view result) {
 }
 
 gauge connections_open() { return gauge{&all().connections_gauge}; }
+
+counter ratelimited(std::string_view reason) {
+  return counter{&all().ratelimited.Add({{"reason", std::string(reason)}})};
+}
+
+counter cost(std::string_view model) { return counter{&all().cost.Add({{"model", std::string(model)}})}; }
 
 counter fallbacks(std::string_view model) { return counter{&all().fallbacks.Add({{"model", std::string(model)}})}; }
 

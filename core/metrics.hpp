@@ -71,6 +71,10 @@ gauge connections_open();
 counter fallbacks(std::string_view model);
 /// gateway_breaker_state{deployment}: 0 closed, 1 open, 2 half-open.
 gauge breaker_state(std::string_view deployment);
+/// gateway_ratelimited_total{reason}: requests refused by a limit (rpm, tpm, parallel, budget_*).
+counter ratelimited(std::string_view reason);
+/// gateway_cost_total{model}: cost of the requests served, in price units.
+counter cost(std::string_view model);
 /// gateway_breaker_transitions_total{deployment,to}
 counter breaker_transitions(std::string_view deployment, std::string_view to);
 

@@ -171,6 +171,7 @@ private:
   void settle_attempt(std::string_view label, bool failed, bool breaker_counts);
   void finish_request(int status);
   std::string gateway_headers() const;
+  std::string ratelimit_headers() const;
   std::chrono::milliseconds remaining() const;
   /// A timeout of `ms`, shortened to the request's deadline (and noted when it was).
   std::chrono::milliseconds capped(int ms) {
@@ -226,6 +227,10 @@ private:
   int upstream_status_ = 0;
   token_usage usage_;
   std::chrono::steady_clock::time_point upstream_start_;
+  std::int64_t prompt_estimate_ = 0;
+  std::shared_ptr<const key_table> keys_; ///< keeps the team limits of ticket_ alive
+  rate_limiter::ticket ticket_;
+  limit_decision limit_;
 };
 
 void proxy_call::start() {
@@ -293,6 +298,38 @@ bool proxy_call::parse_request() {
     return false;
   }
   route_ = &it->second;
+
+  // Limits and budgets of the key, its team and the model: all or nothing, before any
+  // upstream is asked. The estimate is the prompt (about 4 bytes a token) plus max_tokens.
+  std::int64_t max_tokens = 0;
+  if (obj["max_tokens"].get_int64().get(max_tokens) != simdjson::SUCCESS)
+    if (obj["max_completion_tokens"].get_int64().get(max_tokens) != simdjson::SUCCESS)
+      max_tokens = 0;
+  prompt_estimate_ = static_cast<std::int64_t>(body_.size() / 4);
+  std::vector<rate_limiter::subject_ref> subjects;
+  auto keys = client_->worker().state.keys.load();
+  if (!ctx_.who->master) {
+    const auto& key = *ctx_.who->key;
+    if (key.lim.any()) subjects.push_back({"key:" + key.id, &key.lim});
+    if (!key.team_id.empty() && keys)
+      if (auto t = keys->teams.find(key.team_id); t != keys->teams.end())
+        subjects.push_back({"team:" + key.team_id, &t->second});
+  }
+  if (route_->lim.any()) subjects.push_back({"model:" + route_->name, &route_->lim});
+  if (!subjects.empty()) {
+    keys_ = std::move(keys); // the limits referenced by the ticket live in these snapshots
+    limit_ = client_->worker().state.limiter.reserve(subjects, prompt_estimate_ + std::max<std::int64_t>(0, max_tokens),
+                                                     now_ms(), ticket_);
+    if (!limit_.allowed) {
+      metrics::ratelimited(limit_.reason).inc();
+      auto headers = ratelimit_headers() + "retry-after: " + std::to_string(limit_.retry_after_s) + "\r\n";
+      client_->respond_error(ctx_, error_kind::rate_limited,
+                             "rate limit reached for this " + limit_.subject + " (" + limit_.reason + "); retry in " +
+                                 std::to_string(limit_.retry_after_s) + " s",
+                             "rate_limit_exceeded", headers);
+      return false;
+    }
+  }
   add_candidates(*route_);
   for (const auto& name : route_->fallbacks)
     if (auto f = routes_->models.find(name); f != routes_->models.end())
@@ -738,6 +775,12 @@ void proxy_call::attempt_failed(failure_class cls, error_kind kind, std::string 
 }
 
 void proxy_call::give_up() {
+  if (!dep_) {
+    // Every candidate's breaker is open: nothing was attempted.
+    finish_request(status_of(last_kind_));
+    client_->respond_error(ctx_, last_kind_, last_message_, last_code_, ratelimit_headers());
+    return;
+  }
   if (last_upstream_) {
     // The last answer was an upstream 5xx/429: pass it on as the upstream sent it.
     auto& res = *last_upstream_;
@@ -763,6 +806,28 @@ std::string proxy_call::gateway_headers() const {
   h += "\r\nx-lowart-fallbacks: ";
   h += std::to_string(fallbacks_);
   h += "\r\n";
+  h += ratelimit_headers();
+  return h;
+}
+
+std::string proxy_call::ratelimit_headers() const {
+  // OpenAI's names; resets as durations like "1.5s".
+  std::string h;
+  auto seconds = [](std::int64_t ms) {
+    char buf[32];
+    std::snprintf(buf, sizeof buf, "%.3gs", static_cast<double>(std::max<std::int64_t>(0, ms)) / 1000.0);
+    return std::string(buf);
+  };
+  if (limit_.limit_requests) {
+    h += "x-ratelimit-limit-requests: " + std::to_string(limit_.limit_requests) + "\r\n";
+    h += "x-ratelimit-remaining-requests: " + std::to_string(limit_.remaining_requests) + "\r\n";
+    h += "x-ratelimit-reset-requests: " + seconds(limit_.reset_requests_ms) + "\r\n";
+  }
+  if (limit_.limit_tokens) {
+    h += "x-ratelimit-limit-tokens: " + std::to_string(limit_.limit_tokens) + "\r\n";
+    h += "x-ratelimit-remaining-tokens: " + std::to_string(limit_.remaining_tokens) + "\r\n";
+    h += "x-ratelimit-reset-tokens: " + seconds(limit_.reset_tokens_ms) + "\r\n";
+  }
   return h;
 }
 
@@ -796,6 +861,21 @@ void proxy_call::finish_request(int status) {
   if (finished_)
     return;
   finished_ = true;
+  // Price by the model the client asked for; bill the prompt estimate when the upstream
+  // reported nothing (token counting for that case arrives with the tokenizer).
+  auto prices = client_->worker().state.prices.load();
+  double cost = 0;
+  std::int64_t price_version = 0;
+  auto real_tokens = usage_.present ? usage_.prompt + usage_.completion : (status < 400 ? prompt_estimate_ : 0);
+  if (prices && status < 400) {
+    if (auto p = prices->by_model.find(ctx_.model); p != prices->by_model.end()) {
+      cost = usage_.present ? p->second.cost(usage_.prompt, usage_.completion, usage_.cached)
+                            : p->second.cost(prompt_estimate_, 0, 0);
+      price_version = p->second.version;
+      metrics::cost(ctx_.model).inc(cost);
+    }
+  }
+  client_->worker().state.limiter.settle(ticket_, real_tokens, cost, now_ms());
   if (usage_.present) {
     route_->prompt_tokens.inc(static_cast<double>(usage_.prompt));
     route_->completion_tokens.inc(static_cast<double>(usage_.completion));
@@ -815,6 +895,8 @@ void proxy_call::finish_request(int status) {
   rec.completion_tokens = usage_.completion;
   rec.cached_tokens = usage_.cached;
   rec.latency_ms = std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() - ctx_.start).count();
+  rec.cost = cost;
+  rec.price_version = price_version;
   client_->worker().state.usage.push(std::move(rec));
 }
 

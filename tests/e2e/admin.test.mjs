@@ -181,7 +181,7 @@ describe('prices and usage reports', () => {
     assert.equal(csv.status, 200);
     assert.match(csv.headers.get('content-type'), /^text\/csv/);
     const lines = csv.text.trim().split('\n');
-    assert.equal(lines[0], 'model,requests,prompt_tokens,completion_tokens,cached_tokens,errors');
+    assert.equal(lines[0], 'model,requests,prompt_tokens,completion_tokens,cached_tokens,errors,cost');
     assert.ok(lines.some((l) => l.startsWith('gpt-demo,')), csv.text);
     const bad = await api(gw, 'GET', '/admin/usage?group_by=planet');
     assert.equal(bad.status, 400);

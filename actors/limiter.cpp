@@ -1,0 +1,193 @@
+#include "actors/limiter.hpp"
+
+#include <algorithm>
+#include <cmath>
+#include <ctime>
+
+namespace lowart {
+
+namespace {
+
+std::tm utc(std::int64_t now_ms) {
+  std::time_t t = static_cast<std::time_t>(now_ms / 1000);
+  std::tm tm{};
+  gmtime_r(&t, &tm);
+  return tm;
+}
+
+std::int64_t to_ms(std::tm tm) { return static_cast<std::int64_t>(timegm(&tm)) * 1000; }
+
+} // namespace
+
+std::int64_t rate_limiter::period_start(std::string_view period, std::int64_t now_ms) {
+  auto tm = utc(now_ms);
+  tm.tm_hour = tm.tm_min = tm.tm_sec = 0;
+  if (period != "day")
+    tm.tm_mday = 1;
+  return to_ms(tm);
+}
+
+std::int64_t rate_limiter::period_end(std::string_view period, std::int64_t now_ms) {
+  auto tm = utc(period_start(period, now_ms));
+  if (period == "day")
+    tm.tm_mday += 1;
+  else
+    tm.tm_mon += 1;
+  return to_ms(tm); // timegm normalises day 32 and month 12
+}
+
+void rate_limiter::refill(bucket& b, double capacity, double per_ms, std::int64_t now_ms) {
+  if (!b.primed) {
+    b.tokens = capacity;
+    b.updated_ms = now_ms;
+    b.primed = true;
+    return;
+  }
+  if (now_ms > b.updated_ms) {
+    b.tokens = std::min(capacity, b.tokens + per_ms * static_cast<double>(now_ms - b.updated_ms));
+    b.updated_ms = now_ms;
+  }
+}
+
+limit_decision rate_limiter::reserve(const std::vector<subject_ref>& subjects, std::int64_t estimate,
+                                     std::int64_t now_ms, ticket& out) {
+  limit_decision d;
+  out = {};
+  std::vector<subject_ref> limited;
+  for (const auto& s : subjects)
+    if (s.lim && s.lim->any())
+      limited.push_back(s);
+  if (limited.empty())
+    return d;
+  // Lock every shard involved in one fixed order, so a reservation over several
+  // subjects is all-or-nothing without deadlock.
+  std::vector<shard*> locks;
+  for (const auto& s : limited) {
+    auto* sh = &shard_of(s.id);
+    if (std::find(locks.begin(), locks.end(), sh) == locks.end())
+      locks.push_back(sh);
+  }
+  std::sort(locks.begin(), locks.end());
+  for (auto* sh : locks)
+    sh->mutex.lock();
+
+  auto refuse = [&](const subject_ref& s, const char* reason, std::int64_t wait_ms) {
+    d.allowed = false;
+    d.reason = reason;
+    d.subject = s.id.substr(0, s.id.find(':'));
+    d.retry_after_s = std::max<std::int64_t>(1, (wait_ms + 999) / 1000);
+  };
+
+  // First pass: check every subject; nothing is taken unless all agree.
+  for (const auto& s : limited) {
+    auto& st = shard_of(s.id).subjects[s.id];
+    const auto& l = *s.lim;
+    if (l.rpm) {
+      refill(st.requests, static_cast<double>(l.rpm), static_cast<double>(l.rpm) / 60000.0, now_ms);
+      if (st.requests.tokens < 1.0) {
+        refuse(s, "rpm", static_cast<std::int64_t>((1.0 - st.requests.tokens) * 60000.0 / static_cast<double>(l.rpm)));
+        break;
+      }
+    }
+    if (l.tpm) {
+      refill(st.tokens, static_cast<double>(l.tpm), static_cast<double>(l.tpm) / 60000.0, now_ms);
+      auto need = static_cast<double>(std::min(estimate, l.tpm));
+      if (st.tokens.tokens < need) {
+        refuse(s, "tpm", static_cast<std::int64_t>((need - st.tokens.tokens) * 60000.0 / static_cast<double>(l.tpm)));
+        break;
+      }
+    }
+    if (l.max_parallel && st.inflight >= l.max_parallel) {
+      refuse(s, "parallel", 1000);
+      break;
+    }
+    if (l.budget_tokens || l.budget_cost > 0) {
+      auto start = period_start(l.budget_period, now_ms);
+      if (st.period_start != start) {
+        st.period_start = start;
+        st.used_tokens = 0;
+        st.used_cost = 0;
+      }
+      auto until_reset = period_end(l.budget_period, now_ms) - now_ms;
+      if (l.budget_tokens && st.used_tokens >= l.budget_tokens) {
+        refuse(s, "budget_tokens", until_reset);
+        break;
+      }
+      if (l.budget_cost > 0 && st.used_cost >= l.budget_cost) {
+        refuse(s, "budget_cost", until_reset);
+        break;
+      }
+    }
+  }
+  // Report the tightest limits either way (for the x-ratelimit-* headers).
+  for (const auto& s : limited) {
+    auto& st = shard_of(s.id).subjects[s.id];
+    const auto& l = *s.lim;
+    if (l.rpm && (!d.limit_requests || st.requests.tokens < static_cast<double>(d.remaining_requests))) {
+      d.limit_requests = l.rpm;
+      d.remaining_requests = static_cast<std::int64_t>(st.requests.tokens) - (d.allowed ? 1 : 0);
+      d.reset_requests_ms = static_cast<std::int64_t>((static_cast<double>(l.rpm) - st.requests.tokens + (d.allowed ? 1 : 0)) *
+                                                      60000.0 / static_cast<double>(l.rpm));
+    }
+    if (l.tpm && (!d.limit_tokens || st.tokens.tokens < static_cast<double>(d.remaining_tokens))) {
+      d.limit_tokens = l.tpm;
+      d.remaining_tokens = static_cast<std::int64_t>(st.tokens.tokens) - (d.allowed ? std::min(estimate, l.tpm) : 0);
+      d.reset_tokens_ms = static_cast<std::int64_t>((static_cast<double>(l.tpm) - st.tokens.tokens) * 60000.0 /
+                                                    static_cast<double>(l.tpm));
+    }
+  }
+  if (d.allowed) {
+    for (const auto& s : limited) {
+      auto& st = shard_of(s.id).subjects[s.id];
+      const auto& l = *s.lim;
+      if (l.rpm) st.requests.tokens -= 1.0;
+      if (l.tpm) st.tokens.tokens -= static_cast<double>(std::min(estimate, l.tpm));
+      ++st.inflight;
+    }
+    out.subjects = std::move(limited);
+    out.estimate = estimate;
+    out.active = true;
+  }
+  for (auto it = locks.rbegin(); it != locks.rend(); ++it)
+    (*it)->mutex.unlock();
+  d.remaining_requests = std::max<std::int64_t>(0, d.remaining_requests);
+  d.remaining_tokens = std::max<std::int64_t>(0, d.remaining_tokens);
+  return d;
+}
+
+void rate_limiter::settle(ticket& t, std::int64_t real_tokens, double cost, std::int64_t now_ms) {
+  if (!t.active)
+    return;
+  t.active = false;
+  for (const auto& s : t.subjects) {
+    auto& sh = shard_of(s.id);
+    std::lock_guard guard{sh.mutex};
+    auto& st = sh.subjects[s.id];
+    const auto& l = *s.lim;
+    if (st.inflight > 0) --st.inflight;
+    if (l.tpm) // the estimate was taken: correct it by what was really used
+      st.tokens.tokens -= static_cast<double>(real_tokens - std::min(t.estimate, l.tpm));
+    if (l.budget_tokens || l.budget_cost > 0) {
+      auto start = period_start(l.budget_period, now_ms);
+      if (st.period_start != start) {
+        st.period_start = start;
+        st.used_tokens = 0;
+        st.used_cost = 0;
+      }
+      st.used_tokens += real_tokens;
+      st.used_cost += cost;
+    }
+  }
+}
+
+void rate_limiter::seed_budget(const std::string& subject_id, const std::string& period, std::int64_t tokens,
+                               double cost, std::int64_t now_ms) {
+  auto& sh = shard_of(subject_id);
+  std::lock_guard guard{sh.mutex};
+  auto& st = sh.subjects[subject_id];
+  st.period_start = period_start(period, now_ms);
+  st.used_tokens = tokens;
+  st.used_cost = cost;
+}
+
+} // namespace lowart

@@ -1,0 +1,99 @@
+#pragma once
+// Rate limits and budgets, checked on the hot path without a message.
+//
+// Subjects are a key, its team and the requested model. Each may carry:
+//   rpm           requests per minute   (token bucket: burst rpm, refill rpm/60 per second)
+//   tpm           tokens per minute     (token bucket; reserve an estimate, settle the truth)
+//   max_parallel  requests in flight
+//   budget_tokens / budget_cost per day or month (UTC calendar periods)
+// reserve() takes everything or nothing; settle() returns the concurrency slot and
+// corrects tokens and budgets with the real usage. State is sharded behind small
+// mutexes (one I/O thread per shard in practice, so uncontended).
+
+#include <array>
+#include <cstdint>
+#include <mutex>
+#include <string>
+#include <string_view>
+#include <unordered_map>
+#include <vector>
+
+namespace lowart {
+
+struct limits {
+  std::int64_t rpm = 0;
+  std::int64_t tpm = 0;
+  std::int64_t max_parallel = 0;
+  std::int64_t budget_tokens = 0;
+  double budget_cost = 0;
+  std::string budget_period; ///< "day" | "month" | "" (month)
+  bool any() const { return rpm || tpm || max_parallel || budget_tokens || budget_cost > 0; }
+};
+
+/// What reserve() decided, with what the x-ratelimit-* headers report.
+struct limit_decision {
+  bool allowed = true;
+  std::string reason;        ///< rpm | tpm | parallel | budget_tokens | budget_cost
+  std::string subject;       ///< "key", "team" or "model"
+  std::int64_t retry_after_s = 0;
+  // Tightest request and token limits among the subjects (0 = none).
+  std::int64_t limit_requests = 0, remaining_requests = 0, reset_requests_ms = 0;
+  std::int64_t limit_tokens = 0, remaining_tokens = 0, reset_tokens_ms = 0;
+};
+
+class rate_limiter {
+public:
+  struct subject_ref {
+    std::string id; ///< "key:<id>", "team:<id>", "model:<name>"
+    const limits* lim = nullptr;
+  };
+
+  /// Reserved capacity, handed back to settle(). Empty when nothing was limited.
+  struct ticket {
+    std::vector<subject_ref> subjects;
+    std::int64_t estimate = 0;
+    bool active = false;
+  };
+
+  /// `now_ms` is wall-clock milliseconds (periods are calendar days/months in UTC).
+  limit_decision reserve(const std::vector<subject_ref>& subjects, std::int64_t estimate_tokens,
+                         std::int64_t now_ms, ticket& out);
+
+  /// Returns the concurrency slots and books the real tokens and cost.
+  void settle(ticket& t, std::int64_t real_tokens, double cost, std::int64_t now_ms);
+
+  /// Seeds a subject's budget use for the current period (at start, from the database).
+  void seed_budget(const std::string& subject_id, const std::string& period, std::int64_t tokens, double cost,
+                   std::int64_t now_ms);
+
+  /// Start of the period ("day" or "month") that holds `now_ms`, in unix ms (UTC).
+  static std::int64_t period_start(std::string_view period, std::int64_t now_ms);
+  /// Start of the next period.
+  static std::int64_t period_end(std::string_view period, std::int64_t now_ms);
+
+private:
+  struct bucket {
+    double tokens = 0;
+    std::int64_t updated_ms = 0;
+    bool primed = false;
+  };
+  struct state {
+    bucket requests;
+    bucket tokens;
+    std::int64_t inflight = 0;
+    std::int64_t period_start = 0;
+    std::int64_t used_tokens = 0;
+    double used_cost = 0;
+  };
+  struct shard {
+    std::mutex mutex;
+    std::unordered_map<std::string, state> subjects;
+  };
+
+  shard& shard_of(const std::string& id) { return shards_[std::hash<std::string>{}(id) % shards_.size()]; }
+  static void refill(bucket& b, double capacity, double per_ms, std::int64_t now_ms);
+
+  std::array<shard, 16> shards_;
+};
+
+} // namespace lowart

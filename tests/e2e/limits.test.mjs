@@ -1,0 +1,126 @@
+// Limits and budgets: per key, per team and per model, checked before any upstream call,
+// answered with 429, retry-after and x-ratelimit-* headers; costs from versioned prices.
+
+import { after, before, test } from 'node:test';
+import assert from 'node:assert/strict';
+import {
+  api, cleanupAll, createKey, mockReset, mockStats, sqliteQuery, startGateway, startMock, waitFor,
+} from './harness.mjs';
+
+let mock;
+let gw;
+
+before(async () => {
+  mock = await startMock();
+  gw = await startGateway({
+    config: `
+[[providers]]
+name = "mock"
+base_url = "${mock.url}/v1"
+[[models]]
+name = "gpt-demo"
+[[models.deployments]]
+provider = "mock"
+model = "mock-model"
+[[models]]
+name = "slow"
+[[models.deployments]]
+provider = "mock"
+model = "mock-delay-300"
+[[models]]
+name = "capped"
+rpm = 3
+[[models.deployments]]
+provider = "mock"
+model = "mock-capped"
+`,
+  });
+});
+
+after(cleanupAll);
+
+const chat = (key, model = 'gpt-demo', content = 'one two three') =>
+  api(gw, 'POST', '/v1/chat/completions', { key, body: { model, messages: [{ role: 'user', content }] } });
+
+test('an RPM limit of N lets exactly N requests through, with concurrent clients hammering', async () => {
+  const k = await createKey(gw, { name: 'rpm-5', rpm: 5 });
+  await mockReset(mock);
+  const results = await Promise.all(Array.from({ length: 24 }, () => chat(k.key)));
+  const ok = results.filter((r) => r.status === 200);
+  const limited = results.filter((r) => r.status === 429);
+  assert.equal(ok.length, 5, results.map((r) => r.status).join(','));
+  assert.equal(limited.length, 19);
+  assert.equal((await mockStats(mock)).requests, 5, 'refused requests never reach the upstream');
+  const r = limited[0];
+  assert.equal(r.json.error.type, 'rate_limit_error');
+  assert.equal(r.json.error.code, 'rate_limit_exceeded');
+  assert.ok(Number(r.headers.get('retry-after')) >= 1);
+  assert.equal(r.headers.get('x-ratelimit-limit-requests'), '5');
+  assert.equal(r.headers.get('x-ratelimit-remaining-requests'), '0');
+  assert.match(r.headers.get('x-ratelimit-reset-requests'), /^[0-9.e+]+s$/);
+  assert.equal(ok[0].headers.get('x-ratelimit-limit-requests'), '5');
+});
+
+test('a team limit is shared by all keys of the team', async () => {
+  const team = await api(gw, 'POST', '/admin/teams', { body: { name: 'small-team', rpm: 4 } });
+  assert.equal(team.status, 201, team.text);
+  const a = await createKey(gw, { name: 'team-a', team: 'small-team' });
+  const b = await createKey(gw, { name: 'team-b', team: 'small-team' });
+  const statuses = [];
+  for (let i = 0; i < 3; i++) statuses.push((await chat(a.key)).status, (await chat(b.key)).status);
+  assert.deepEqual(statuses.filter((s) => s === 200).length, 4, statuses.join(','));
+});
+
+test('a model limit applies across keys', async () => {
+  const a = await createKey(gw, { name: 'model-a' });
+  const b = await createKey(gw, { name: 'model-b' });
+  const statuses = [];
+  for (let i = 0; i < 3; i++) statuses.push((await chat(a.key, 'capped')).status, (await chat(b.key, 'capped')).status);
+  assert.equal(statuses.filter((s) => s === 200).length, 3, statuses.join(','));
+});
+
+test('a token budget, once spent, refuses the next request with 429 before any upstream call', async () => {
+  // The mock reports 3 prompt + 5 completion tokens for "one two three".
+  const k = await createKey(gw, { name: 'budget', budget_tokens: 20, budget_period: 'day' });
+  await mockReset(mock);
+  const statuses = [];
+  for (let i = 0; i < 5; i++) statuses.push((await chat(k.key)).status);
+  assert.deepEqual(statuses, [200, 200, 200, 429, 429], '8 tokens each: the budget of 20 is spent after 3');
+  assert.equal((await mockStats(mock)).requests, 3);
+  const refused = await chat(k.key);
+  assert.match(refused.json.error.message, /budget_tokens/);
+  assert.ok(Number(refused.headers.get('retry-after')) > 60, 'a budget resets with its period');
+});
+
+test('a cost budget uses the model price; usage records carry cost and price version', async () => {
+  const price = await api(gw, 'PUT', '/admin/prices/gpt-demo', { body: { input_per_1m: 1000000, output_per_1m: 2000000 } });
+  assert.equal(price.status, 201, price.text);
+  // 3 prompt tokens at 1.0 + 5 completion tokens at 2.0 = 13.0 per request.
+  const k = await createKey(gw, { name: 'spender', budget_cost: 30, budget_period: 'month' });
+  const statuses = [];
+  for (let i = 0; i < 4; i++) statuses.push((await chat(k.key)).status);
+  assert.deepEqual(statuses, [200, 200, 200, 429], 'spent 39 >= 30 after three');
+  await waitFor(async () => (await sqliteQuery(gw.dbPath, `SELECT COUNT(*) AS n FROM usage_records WHERE key_id = '${k.id}'`))[0]?.n >= 3,
+    { timeoutMs: 3000, what: 'usage rows' });
+  const rows = await sqliteQuery(gw.dbPath, `SELECT cost, price_version FROM usage_records WHERE key_id = '${k.id}' AND status = 200`);
+  assert.equal(rows.length, 3);
+  for (const row of rows) {
+    assert.equal(Number(row.cost), 13);
+    assert.equal(Number(row.price_version), 1);
+  }
+  const metrics = await (await fetch(`${gw.url}/metrics`)).text();
+  assert.match(metrics, /gateway_cost_total\{model="gpt-demo"\} \d+/);
+  assert.match(metrics, /gateway_ratelimited_total\{reason="budget_cost"\} [1-9]/);
+});
+
+test('max_parallel refuses the request beyond the limit while others are in flight', async () => {
+  const k = await createKey(gw, { name: 'parallel', max_parallel: 2 });
+  const slow = (i) => api(gw, 'POST', '/v1/chat/completions', {
+    key: k.key,
+    body: { model: 'slow', messages: [{ role: 'user', content: `slow ${i}` }] },
+  });
+  const results = await Promise.all([0, 1, 2, 3].map(slow));
+  const statuses = results.map((r) => r.status).sort();
+  assert.deepEqual(statuses, [200, 200, 429, 429], results.map((r) => r.text).join('\n'));
+  assert.equal((await chat(k.key)).status, 200, 'the slots come back after the requests end');
+});
