@@ -36,6 +36,16 @@ std::int64_t rate_limiter::period_end(std::string_view period, std::int64_t now_
   return to_ms(tm); // timegm normalises day 32 and month 12
 }
 
+void rate_limiter::roll_period(state& st, const limits& l, std::int64_t now_ms) {
+  // Calendar arithmetic (timegm) only when a period boundary is crossed.
+  if (now_ms >= st.period_start && now_ms < st.period_end)
+    return;
+  st.period_start = period_start(l.budget_period, now_ms);
+  st.period_end = period_end(l.budget_period, now_ms);
+  st.used_tokens = 0;
+  st.used_cost = 0;
+}
+
 void rate_limiter::refill(bucket& b, double capacity, double per_ms, std::int64_t now_ms) {
   if (!b.primed) {
     b.tokens = capacity;
@@ -53,39 +63,51 @@ limit_decision rate_limiter::reserve(const std::vector<subject_ref>& subjects, s
                                      std::int64_t now_ms, ticket& out) {
   limit_decision d;
   out = {};
-  std::vector<subject_ref> limited;
+  ticket::entry found[4];
+  std::string_view ids[4];
+  std::size_t n = 0;
   for (const auto& s : subjects)
-    if (s.lim && s.lim->any())
-      limited.push_back(s);
-  if (limited.empty())
+    if (s.lim && s.lim->any() && n < 4) {
+      found[n] = {&shard_of(s.id), nullptr, s.lim};
+      ids[n++] = s.id;
+    }
+  if (n == 0)
     return d;
-  // Lock every shard involved in one fixed order, so a reservation over several
-  // subjects is all-or-nothing without deadlock.
-  std::vector<shard*> locks;
-  for (const auto& s : limited) {
-    auto* sh = &shard_of(s.id);
-    if (std::find(locks.begin(), locks.end(), sh) == locks.end())
-      locks.push_back(sh);
+  // Lock every shard involved in one fixed (address) order, so a reservation over
+  // several subjects is all-or-nothing without deadlock.
+  shard* locks[4];
+  std::size_t nlocks = 0;
+  for (std::size_t i = 0; i < n; ++i)
+    if (std::find(locks, locks + nlocks, found[i].sh) == locks + nlocks)
+      locks[nlocks++] = found[i].sh;
+  for (std::size_t i = 1; i < nlocks; ++i) // insertion sort: at most four entries
+    for (std::size_t j = i; j > 0 && std::less<shard*>{}(locks[j], locks[j - 1]); --j)
+      std::swap(locks[j], locks[j - 1]);
+  for (std::size_t i = 0; i < nlocks; ++i)
+    locks[i]->mutex.lock();
+  for (std::size_t i = 0; i < n; ++i) {
+    auto& map = found[i].sh->subjects;
+    auto it = map.find(std::string(ids[i]));
+    if (it == map.end())
+      it = map.emplace(std::string(ids[i]), state{}).first;
+    found[i].st = &it->second;
   }
-  std::sort(locks.begin(), locks.end());
-  for (auto* sh : locks)
-    sh->mutex.lock();
 
-  auto refuse = [&](const subject_ref& s, const char* reason, std::int64_t wait_ms) {
+  auto refuse = [&](std::size_t i, const char* reason, std::int64_t wait_ms) {
     d.allowed = false;
     d.reason = reason;
-    d.subject = s.id.substr(0, s.id.find(':'));
+    d.subject = std::string(ids[i].substr(0, ids[i].find(':')));
     d.retry_after_s = std::max<std::int64_t>(1, (wait_ms + 999) / 1000);
   };
 
   // First pass: check every subject; nothing is taken unless all agree.
-  for (const auto& s : limited) {
-    auto& st = shard_of(s.id).subjects[s.id];
-    const auto& l = *s.lim;
+  for (std::size_t i = 0; i < n && d.allowed; ++i) {
+    auto& st = *found[i].st;
+    const auto& l = *found[i].lim;
     if (l.rpm) {
       refill(st.requests, static_cast<double>(l.rpm), static_cast<double>(l.rpm) / 60000.0, now_ms);
       if (st.requests.tokens < 1.0) {
-        refuse(s, "rpm", static_cast<std::int64_t>((1.0 - st.requests.tokens) * 60000.0 / static_cast<double>(l.rpm)));
+        refuse(i, "rpm", static_cast<std::int64_t>((1.0 - st.requests.tokens) * 60000.0 / static_cast<double>(l.rpm)));
         break;
       }
     }
@@ -93,63 +115,59 @@ limit_decision rate_limiter::reserve(const std::vector<subject_ref>& subjects, s
       refill(st.tokens, static_cast<double>(l.tpm), static_cast<double>(l.tpm) / 60000.0, now_ms);
       auto need = static_cast<double>(std::min(estimate, l.tpm));
       if (st.tokens.tokens < need) {
-        refuse(s, "tpm", static_cast<std::int64_t>((need - st.tokens.tokens) * 60000.0 / static_cast<double>(l.tpm)));
+        refuse(i, "tpm", static_cast<std::int64_t>((need - st.tokens.tokens) * 60000.0 / static_cast<double>(l.tpm)));
         break;
       }
     }
     if (l.max_parallel && st.inflight >= l.max_parallel) {
-      refuse(s, "parallel", 1000);
+      refuse(i, "parallel", 1000);
       break;
     }
     if (l.budget_tokens || l.budget_cost > 0) {
-      auto start = period_start(l.budget_period, now_ms);
-      if (st.period_start != start) {
-        st.period_start = start;
-        st.used_tokens = 0;
-        st.used_cost = 0;
-      }
-      auto until_reset = period_end(l.budget_period, now_ms) - now_ms;
+      roll_period(st, l, now_ms);
+      auto until_reset = st.period_end - now_ms;
       if (l.budget_tokens && st.used_tokens >= l.budget_tokens) {
-        refuse(s, "budget_tokens", until_reset);
+        refuse(i, "budget_tokens", until_reset);
         break;
       }
       if (l.budget_cost > 0 && st.used_cost >= l.budget_cost) {
-        refuse(s, "budget_cost", until_reset);
+        refuse(i, "budget_cost", until_reset);
         break;
       }
     }
   }
   // Report the tightest limits either way (for the x-ratelimit-* headers).
-  for (const auto& s : limited) {
-    auto& st = shard_of(s.id).subjects[s.id];
-    const auto& l = *s.lim;
+  for (std::size_t i = 0; i < n; ++i) {
+    auto& st = *found[i].st;
+    const auto& l = *found[i].lim;
     if (l.rpm && (!d.limit_requests || st.requests.tokens < static_cast<double>(d.remaining_requests))) {
       d.limit_requests = l.rpm;
       d.remaining_requests = static_cast<std::int64_t>(st.requests.tokens) - (d.allowed ? 1 : 0);
-      d.reset_requests_ms = static_cast<std::int64_t>((static_cast<double>(l.rpm) - st.requests.tokens + (d.allowed ? 1 : 0)) *
-                                                      60000.0 / static_cast<double>(l.rpm));
+      d.reset_requests_ms = static_cast<std::int64_t>(
+          (static_cast<double>(l.rpm) - st.requests.tokens + (d.allowed ? 1 : 0)) * 60000.0 / static_cast<double>(l.rpm));
     }
     if (l.tpm && (!d.limit_tokens || st.tokens.tokens < static_cast<double>(d.remaining_tokens))) {
       d.limit_tokens = l.tpm;
       d.remaining_tokens = static_cast<std::int64_t>(st.tokens.tokens) - (d.allowed ? std::min(estimate, l.tpm) : 0);
-      d.reset_tokens_ms = static_cast<std::int64_t>((static_cast<double>(l.tpm) - st.tokens.tokens) * 60000.0 /
-                                                    static_cast<double>(l.tpm));
+      d.reset_tokens_ms =
+          static_cast<std::int64_t>((static_cast<double>(l.tpm) - st.tokens.tokens) * 60000.0 / static_cast<double>(l.tpm));
     }
   }
   if (d.allowed) {
-    for (const auto& s : limited) {
-      auto& st = shard_of(s.id).subjects[s.id];
-      const auto& l = *s.lim;
+    for (std::size_t i = 0; i < n; ++i) {
+      auto& st = *found[i].st;
+      const auto& l = *found[i].lim;
       if (l.rpm) st.requests.tokens -= 1.0;
       if (l.tpm) st.tokens.tokens -= static_cast<double>(std::min(estimate, l.tpm));
       ++st.inflight;
+      out.entries[i] = found[i];
     }
-    out.subjects = std::move(limited);
+    out.count = n;
     out.estimate = estimate;
     out.active = true;
   }
-  for (auto it = locks.rbegin(); it != locks.rend(); ++it)
-    (*it)->mutex.unlock();
+  for (std::size_t i = nlocks; i-- > 0;)
+    locks[i]->mutex.unlock();
   d.remaining_requests = std::max<std::int64_t>(0, d.remaining_requests);
   d.remaining_tokens = std::max<std::int64_t>(0, d.remaining_tokens);
   return d;
@@ -159,21 +177,16 @@ void rate_limiter::settle(ticket& t, std::int64_t real_tokens, double cost, std:
   if (!t.active)
     return;
   t.active = false;
-  for (const auto& s : t.subjects) {
-    auto& sh = shard_of(s.id);
-    std::lock_guard guard{sh.mutex};
-    auto& st = sh.subjects[s.id];
-    const auto& l = *s.lim;
+  for (std::size_t i = 0; i < t.count; ++i) {
+    auto& e = t.entries[i];
+    std::lock_guard guard{e.sh->mutex};
+    auto& st = *e.st;
+    const auto& l = *e.lim;
     if (st.inflight > 0) --st.inflight;
     if (l.tpm) // the estimate was taken: correct it by what was really used
       st.tokens.tokens -= static_cast<double>(real_tokens - std::min(t.estimate, l.tpm));
     if (l.budget_tokens || l.budget_cost > 0) {
-      auto start = period_start(l.budget_period, now_ms);
-      if (st.period_start != start) {
-        st.period_start = start;
-        st.used_tokens = 0;
-        st.used_cost = 0;
-      }
+      roll_period(st, l, now_ms);
       st.used_tokens += real_tokens;
       st.used_cost += cost;
     }
@@ -186,6 +199,7 @@ void rate_limiter::seed_budget(const std::string& subject_id, const std::string&
   std::lock_guard guard{sh.mutex};
   auto& st = sh.subjects[subject_id];
   st.period_start = period_start(period, now_ms);
+  st.period_end = period_end(period, now_ms);
   st.used_tokens = tokens;
   st.used_cost = cost;
 }

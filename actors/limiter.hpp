@@ -44,18 +44,46 @@ struct limit_decision {
 class rate_limiter {
 public:
   struct subject_ref {
-    std::string id; ///< "key:<id>", "team:<id>", "model:<name>"
+    std::string_view id; ///< "key:<id>", "team:<id>", "model:<name>"
     const limits* lim = nullptr;
   };
 
-  /// Reserved capacity, handed back to settle(). Empty when nothing was limited.
+  /// Per-subject state; public only so that a ticket can point at it.
+  struct bucket {
+    double tokens = 0;
+    std::int64_t updated_ms = 0;
+    bool primed = false;
+  };
+  struct state {
+    bucket requests;
+    bucket tokens;
+    std::int64_t inflight = 0;
+    std::int64_t period_start = 0;
+    std::int64_t period_end = 0;
+    std::int64_t used_tokens = 0;
+    double used_cost = 0;
+  };
+  struct shard {
+    std::mutex mutex;
+    std::unordered_map<std::string, state> subjects; ///< node-based: state addresses are stable
+  };
+
+  /// Reserved capacity, handed back to settle(). Holds the subjects' state directly so
+  /// that settling does not look anything up again.
   struct ticket {
-    std::vector<subject_ref> subjects;
+    struct entry {
+      shard* sh = nullptr;
+      state* st = nullptr;
+      const limits* lim = nullptr;
+    };
+    std::array<entry, 4> entries{};
+    std::size_t count = 0;
     std::int64_t estimate = 0;
     bool active = false;
   };
 
-  /// `now_ms` is wall-clock milliseconds (periods are calendar days/months in UTC).
+  /// At most 4 subjects (key, team, model, and one spare). `now_ms` is wall-clock
+  /// milliseconds (periods are calendar days/months in UTC).
   limit_decision reserve(const std::vector<subject_ref>& subjects, std::int64_t estimate_tokens,
                          std::int64_t now_ms, ticket& out);
 
@@ -72,26 +100,9 @@ public:
   static std::int64_t period_end(std::string_view period, std::int64_t now_ms);
 
 private:
-  struct bucket {
-    double tokens = 0;
-    std::int64_t updated_ms = 0;
-    bool primed = false;
-  };
-  struct state {
-    bucket requests;
-    bucket tokens;
-    std::int64_t inflight = 0;
-    std::int64_t period_start = 0;
-    std::int64_t used_tokens = 0;
-    double used_cost = 0;
-  };
-  struct shard {
-    std::mutex mutex;
-    std::unordered_map<std::string, state> subjects;
-  };
-
-  shard& shard_of(const std::string& id) { return shards_[std::hash<std::string>{}(id) % shards_.size()]; }
+  shard& shard_of(std::string_view id) { return shards_[std::hash<std::string_view>{}(id) % shards_.size()]; }
   static void refill(bucket& b, double capacity, double per_ms, std::int64_t now_ms);
+  static void roll_period(state& st, const limits& l, std::int64_t now_ms);
 
   std::array<shard, 16> shards_;
 };

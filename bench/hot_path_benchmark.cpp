@@ -99,6 +99,26 @@ void bm_sse_relay_stream(benchmark::State& state) {
 }
 BENCHMARK(bm_sse_relay_stream);
 
+void bm_limit_check(benchmark::State& state) {
+  // Reserve and settle against a key, its team and the model (RPM, TPM, parallel, budget).
+  rate_limiter limiter;
+  limits key, team, model;
+  key.rpm = 1'000'000'000;
+  key.tpm = 1'000'000'000;
+  key.budget_tokens = 1'000'000'000'000;
+  team.max_parallel = 1000;
+  model.rpm = 1'000'000'000;
+  std::vector<rate_limiter::subject_ref> subjects{{"key:key_1", &key}, {"team:team_1", &team}, {"model:gpt", &model}};
+  std::int64_t now = 1'795'000'000'000;
+  for (auto _ : state) {
+    rate_limiter::ticket t;
+    auto d = limiter.reserve(subjects, 400, now, t);
+    benchmark::DoNotOptimize(d.allowed);
+    limiter.settle(t, 350, 0.001, now);
+  }
+}
+BENCHMARK(bm_limit_check);
+
 void bm_metrics_per_request(benchmark::State& state) {
   // What session::record and proxy settle spend on Prometheus per request.
   auto tokens = metrics::tokens("gpt-demo", "prompt");

@@ -307,15 +307,24 @@ bool proxy_call::parse_request() {
       max_tokens = 0;
   prompt_estimate_ = static_cast<std::int64_t>(body_.size() / 4);
   std::vector<rate_limiter::subject_ref> subjects;
+  std::string ids[3]; // the subject names, alive for the reservation
   auto keys = client_->worker().state.keys.load();
   if (!ctx_.who->master) {
     const auto& key = *ctx_.who->key;
-    if (key.lim.any()) subjects.push_back({"key:" + key.id, &key.lim});
+    if (key.lim.any()) {
+      ids[0] = "key:" + key.id;
+      subjects.push_back({ids[0], &key.lim});
+    }
     if (!key.team_id.empty() && keys)
-      if (auto t = keys->teams.find(key.team_id); t != keys->teams.end())
-        subjects.push_back({"team:" + key.team_id, &t->second});
+      if (auto t = keys->teams.find(key.team_id); t != keys->teams.end()) {
+        ids[1] = "team:" + key.team_id;
+        subjects.push_back({ids[1], &t->second});
+      }
   }
-  if (route_->lim.any()) subjects.push_back({"model:" + route_->name, &route_->lim});
+  if (route_->lim.any()) {
+    ids[2] = "model:" + route_->name;
+    subjects.push_back({ids[2], &route_->lim});
+  }
   if (!subjects.empty()) {
     keys_ = std::move(keys); // the limits referenced by the ticket live in these snapshots
     limit_ = client_->worker().state.limiter.reserve(subjects, prompt_estimate_ + std::max<std::int64_t>(0, max_tokens),
