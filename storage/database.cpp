@@ -5,6 +5,9 @@
 #include <sqlite3.h>
 
 #include <chrono>
+
+#include <fcntl.h>
+#include <unistd.h>
 #include <cstdlib>
 
 namespace lowart::storage {
@@ -73,6 +76,13 @@ double statement::real(int column) const { return sqlite3_column_double(stmt_, c
 bool statement::is_null(int column) const { return sqlite3_column_type(stmt_, column) == SQLITE_NULL; }
 
 database::database(const std::string& path) {
+  // The file holds key hashes and sealed provider keys: readable by its owner only.
+  // SQLite gives its -wal and -shm files the same permissions as the database.
+  if (path != ":memory:") {
+    int fd = ::open(path.c_str(), O_RDWR | O_CREAT, 0600);
+    if (fd >= 0)
+      ::close(fd);
+  }
   if (sqlite3_open_v2(path.c_str(), &db_, SQLITE_OPEN_READWRITE | SQLITE_OPEN_CREATE | SQLITE_OPEN_NOMUTEX,
                       nullptr) != SQLITE_OK) {
     std::string msg = "cannot open database '" + path + "'";

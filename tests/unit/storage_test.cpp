@@ -69,3 +69,11 @@ TEST(database, unopenable_path_gives_a_clear_error) {
     EXPECT_NE(std::string(e.what()).find("/nonexistent-dir/sub/x.db"), std::string::npos);
   }
 }
+
+TEST(database, a_new_database_file_is_readable_by_its_owner_only) {
+  auto path = temp_db("lowart_storage_mode.db");
+  database db{path};
+  auto perms = std::filesystem::status(path).permissions();
+  using p = std::filesystem::perms;
+  EXPECT_EQ(perms & (p::group_all | p::others_all), p::none);
+}
