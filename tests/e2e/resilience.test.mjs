@@ -169,6 +169,9 @@ before(async () => {
         { name: 'weighted', balancing: 'weighted', deployments: [
           { provider: 'mock', model: 'mock-model-heavy', weight: 3 },
           { provider: 'mock', model: 'mock-model-light', weight: 1 }] },
+        { name: 'latency-aware', balancing: 'latency', deployments: [
+          { provider: 'mock', model: 'mock-delay-60', priority: 0 },
+          { provider: 'mock', model: 'mock-model-quick', priority: 0 }] },
         { name: 'least-inflight', balancing: 'least_inflight', deployments: [
           { provider: 'mock', model: 'mock-delay-300' },
           { provider: 'mock', model: 'mock-model-fast' }] },
@@ -441,6 +444,19 @@ describe('balancing', () => {
     const slow = results.filter((d) => d === 'mock/mock-delay-300').length;
     assert.equal(fast + slow, 100, JSON.stringify(results));
     assert.ok(fast / 100 > 0.6, `fast share ${fast}% (slow ${slow})`);
+  });
+});
+
+describe('latency-aware balancing', () => {
+  test('latency picks the deployment with the lower EWMA once both have been measured', async () => {
+    // Both get traffic first (the EWMA starts unknown); provider actors fold latencies every second.
+    for (let i = 0; i < 12; i++) await chat(gw, 'latency-aware', { content: 'warm' });
+    await new Promise((r) => setTimeout(r, 2300));
+    const results = [];
+    for (let i = 0; i < 40; i++) results.push((await chat(gw, 'latency-aware', { content: 'lat' })).deployment);
+    const quick = results.filter((d) => d === 'mock/mock-model-quick').length;
+    // Power of two choices among two: the faster one is always preferred when both are known.
+    assert.ok(quick >= 36, `quick share ${quick}/40: ${JSON.stringify(results)}`);
   });
 });
 
