@@ -9,12 +9,17 @@
 #include "actors/state.hpp"
 #include "config/config.hpp"
 #include "core/log.hpp"
+#include "core/tokenizer.hpp"
 #include "net/server.hpp"
 #include "storage/database.hpp"
 
 #include <CLI/CLI.hpp>
 
 #include <csignal>
+#include <cstdlib>
+#include <filesystem>
+#include <iostream>
+#include <iterator>
 #include <cstdio>
 #include <pthread.h>
 
@@ -119,6 +124,42 @@ int rotate_secrets(const std::string& config_path) {
   }
 }
 
+/// Where the tokenizer ranks are: LOWART_TOKENIZER_DIR, else .deps/tokenizers beside
+/// the build directory (scripts/setup.sh extracts them there from js-tiktoken).
+std::string tokenizer_dir(const char* argv0) {
+  if (const char* v = std::getenv("LOWART_TOKENIZER_DIR"); v && *v)
+    return v;
+  std::error_code ec;
+  auto exe = std::filesystem::canonical("/proc/self/exe", ec);
+  if (ec)
+    exe = std::filesystem::absolute(argv0);
+  return (exe.parent_path().parent_path() / ".deps" / "tokenizers").string();
+}
+
+/// `lowart tokenize --encoding o200k_base [--ids]`: counts (or lists) the tokens of stdin.
+int tokenize(const std::string& encoding, bool ids, const char* argv0) {
+  try {
+    auto tok = lowart::bpe_tokenizer::load(tokenizer_dir(argv0), encoding);
+    std::string text{std::istreambuf_iterator<char>(std::cin), std::istreambuf_iterator<char>()};
+    if (!ids) {
+      std::printf("%zu\n", tok->count(text));
+      return 0;
+    }
+    auto out = tok->encode(text);
+    std::string line = "[";
+    for (std::size_t i = 0; i < out.size(); ++i) {
+      if (i) line += ',';
+      line += std::to_string(out[i]);
+    }
+    line += "]\n";
+    std::fwrite(line.data(), 1, line.size(), stdout);
+    return 0;
+  } catch (const std::exception& e) {
+    std::fprintf(stderr, "lowart: %s\n", e.what());
+    return 1;
+  }
+}
+
 } // namespace
 
 int main(int argc, char** argv) {
@@ -128,6 +169,11 @@ int main(int argc, char** argv) {
   auto* serve_cmd = app.add_subcommand("serve", "run the gateway");
   serve_cmd->add_option("-c,--config", config_path, "path of lowart.toml (optional: defaults + environment)");
   auto* version_cmd = app.add_subcommand("version", "print the version");
+  std::string encoding = "o200k_base";
+  bool token_ids = false;
+  auto* tokenize_cmd = app.add_subcommand("tokenize", "count the tokens of standard input (tiktoken-compatible)");
+  tokenize_cmd->add_option("-e,--encoding", encoding, "o200k_base or cl100k_base");
+  tokenize_cmd->add_flag("--ids", token_ids, "print the token ids as a JSON array");
   auto* secrets_cmd = app.add_subcommand("secrets", "manage secrets at rest");
   secrets_cmd->require_subcommand(1);
   auto* rotate_cmd = secrets_cmd->add_subcommand("rotate", "re-encrypt stored provider keys under LOWART_ENCRYPTION_KEY");
@@ -137,6 +183,8 @@ int main(int argc, char** argv) {
     std::puts("lowart 0.1.0");
     return 0;
   }
+  if (tokenize_cmd->parsed())
+    return tokenize(encoding, token_ids, argv[0]);
   if (rotate_cmd->parsed())
     return rotate_secrets(config_path);
   return serve(config_path);

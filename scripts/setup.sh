@@ -8,7 +8,7 @@ set -euo pipefail
 packages=(
   build-essential cmake ninja-build ccache pkg-config git
   libcaf-dev libboost1.81-dev libsimdjson-dev libsqlite3-dev libssl-dev
-  prometheus-cpp-dev libtomlplusplus-dev libcli11-dev liblua5.4-dev
+  prometheus-cpp-dev libtomlplusplus-dev libcli11-dev liblua5.4-dev libpcre2-dev
   libgtest-dev libgmock-dev libbenchmark-dev
   prometheus sqlite3 curl openssl ca-certificates procps
 )
@@ -34,4 +34,14 @@ if ((${#missing[@]})); then
   if [[ " ${missing[*]} " == *" nginx-light "* ]] && command -v systemctl >/dev/null; then
     systemctl stop nginx 2>/dev/null || true
   fi
+fi
+
+# Tokenizer ranks (o200k_base, cl100k_base) come from the js-tiktoken npm package,
+# extracted once into .deps/tokenizers, where build/lowart looks for them.
+root=$(cd "$(dirname "$0")/.." && pwd)
+if [[ ! -s "$root/.deps/tokenizers/o200k_base.tiktoken" || ! -s "$root/.deps/tokenizers/cl100k_base.tiktoken" ]]; then
+  echo "setup: fetching tokenizer ranks (npm js-tiktoken)"
+  npm install --silent --no-save --no-audit --no-fund --prefix "$root/.deps/npm" js-tiktoken@1.0.21 >/dev/null
+  node "$root/scripts/extract_ranks.mjs" "$root/.deps/npm/node_modules/js-tiktoken" "$root/.deps/tokenizers" \
+    o200k_base cl100k_base
 fi

@@ -1,0 +1,45 @@
+#pragma once
+// A byte-pair-encoding tokenizer compatible with tiktoken (o200k_base, cl100k_base):
+// a regex splits text into pieces (PCRE2, Unicode properties, JIT), and each piece is
+// merged byte pair by byte pair, lowest rank first. Ranks and the pattern come from the
+// js-tiktoken npm package at set-up (scripts/extract_ranks.mjs); nothing is embedded.
+// Immutable after load: one instance serves every thread (each thread keeps its own
+// PCRE2 match data).
+
+#include <cstdint>
+#include <memory>
+#include <string>
+#include <string_view>
+#include <vector>
+
+namespace lowart {
+
+class bpe_tokenizer {
+public:
+  /// Loads "<dir>/<name>.tiktoken" and "<dir>/<name>.pattern". Throws with a clear
+  /// message when a file is missing or malformed.
+  static std::shared_ptr<const bpe_tokenizer> load(const std::string& dir, const std::string& name);
+
+  ~bpe_tokenizer();
+  bpe_tokenizer(const bpe_tokenizer&) = delete;
+  bpe_tokenizer& operator=(const bpe_tokenizer&) = delete;
+
+  /// Token ids of `text` (ordinary text: special tokens are not recognised).
+  std::vector<std::uint32_t> encode(std::string_view text) const;
+  /// Number of tokens of `text`, without building the id list.
+  std::size_t count(std::string_view text) const;
+
+  const std::string& name() const { return name_; }
+  std::size_t vocabulary() const;
+
+private:
+  bpe_tokenizer() = default;
+  template <class Sink>
+  void run(std::string_view text, Sink&& sink) const;
+
+  struct impl;
+  std::unique_ptr<impl> impl_;
+  std::string name_;
+};
+
+} // namespace lowart
