@@ -10,6 +10,7 @@
 #include "actors/limiter.hpp"
 #include "config/config.hpp"
 #include "core/crypto.hpp"
+#include "core/tokenizer.hpp"
 #include "core/metrics.hpp"
 
 #include <array>
@@ -290,6 +291,8 @@ struct gateway_state {
   snapshot<route_table> routes;
   usage_queue usage;
   snapshot<price_table> prices;
+  /// Counts tokens when an upstream reports no usage (null when the ranks are missing).
+  std::shared_ptr<const bpe_tokenizer> tokenizer;
   rate_limiter limiter;
   std::atomic<bool> ready{false};     ///< storage open, snapshots published
   std::atomic<bool> draining{false};  ///< SIGTERM seen: refuse new work

@@ -25,7 +25,9 @@
 
 namespace {
 
-int serve(const std::string& config_path) {
+std::string tokenizer_dir(const char* argv0);
+
+int serve(const std::string& config_path, const char* argv0) {
   auto loaded = lowart::config::load(config_path);
   if (!loaded.config) {
     std::fprintf(stderr, "lowart: configuration error: %s\n", loaded.error.c_str());
@@ -58,6 +60,12 @@ int serve(const std::string& config_path) {
     if (p.api_key.empty() && !p.api_key_env.empty())
       lowart::log::warn("provider key variable is not set", {{"provider", p.name}, {"variable", p.api_key_env}});
 
+  try {
+    state.tokenizer = lowart::bpe_tokenizer::load(tokenizer_dir(argv0), "o200k_base");
+  } catch (const std::exception& e) {
+    lowart::log::warn("no tokenizer: responses without upstream usage are billed at an estimate",
+                      {{"error", e.what()}});
+  }
   lowart::actors::runtime runtime{state};
   if (auto error = runtime.start(); !error.empty()) {
     lowart::log::error("cannot start", {{"error", error}});
@@ -187,5 +195,5 @@ int main(int argc, char** argv) {
     return tokenize(encoding, token_ids, argv[0]);
   if (rotate_cmd->parsed())
     return rotate_secrets(config_path);
-  return serve(config_path);
+  return serve(config_path, argv[0]);
 }

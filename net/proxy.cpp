@@ -172,6 +172,7 @@ private:
   void finish_request(int status);
   std::string gateway_headers() const;
   std::string ratelimit_headers() const;
+  void count_usage();
   std::chrono::milliseconds remaining() const;
   /// A timeout of `ms`, shortened to the request's deadline (and noted when it was).
   std::chrono::milliseconds capped(int ms) {
@@ -212,6 +213,8 @@ private:
 
   bool stream_ = false;
   bool strip_usage_chunk_ = false; ///< we asked for include_usage, the client did not
+  bool client_usage_ = false;      ///< the client asked for stream_options.include_usage
+  std::string delivered_;          ///< data of the events relayed, for counting without upstream usage
   std::string upstream_request_;
   upstream_ptr conn_;
   bool retried_stale_ = false;
@@ -282,6 +285,7 @@ bool proxy_call::parse_request() {
       stream_ = flag;
     if (obj.at_pointer("/stream_options/include_usage").get_bool().get(flag) == simdjson::SUCCESS)
       client_usage = flag;
+    client_usage_ = client_usage;
   }
 
   routes_ = client_->worker().state.routes.load();
@@ -576,6 +580,7 @@ void proxy_call::on_full_body(beast::error_code ec) {
     return;
   }
   auto& body = res.body();
+  delivered_ = body; // counted only if the upstream reports no usage
   if (status == 200 && body.find("\"usage\"") != std::string::npos) {
     body.reserve(body.size() + simdjson::SIMDJSON_PADDING);
     simdjson::dom::element doc;
@@ -652,6 +657,25 @@ bool proxy_call::has_content(const sse_event& ev) {
 void proxy_call::on_event(const sse_event& ev) {
   if (!content_seen_)
     content_seen_ = has_content(ev);
+  if (ev.has_data && ev.data == "[DONE]" && client_usage_ && !usage_.present) {
+    // The client asked for usage and the upstream sent none: lowart's own count goes
+    // in the usage chunk, just before [DONE].
+    count_usage();
+    json::object_writer u;
+    u.num("prompt_tokens", usage_.prompt).num("completion_tokens", usage_.completion)
+        .num("total_tokens", usage_.prompt + usage_.completion);
+    json::object_writer chunk;
+    chunk.str("id", ctx_.request_id).str("object", "chat.completion.chunk")
+        .num("created", now_ms() / 1000).str("model", dep_->upstream_model).raw("choices", "[]").raw("usage", u.done());
+    sse_event usage_event;
+    usage_event.data = chunk.done();
+    usage_event.has_data = true;
+    append_sse_event(pending_, usage_event);
+  }
+  if (ev.has_data && ev.data != "[DONE]") {
+    delivered_ += ev.data;
+    delivered_ += '\n';
+  }
   if (ev.has_data && contains(ev.data, "\"usage\":{")) {
     simdjson::dom::element doc;
     if (parse_reused(ev.data, doc) == simdjson::SUCCESS) {
@@ -866,10 +890,73 @@ void proxy_call::settle_attempt(std::string_view label, bool failed, bool breake
   probe_ = false;
 }
 
+void proxy_call::count_usage() {
+  // tiktoken's counting for chat: each message costs its content plus 3 tokens of
+  // framing (4 with a name), and 3 more prime the answer.
+  auto tok = client_->worker().state.tokenizer;
+  if (!tok || usage_.present)
+    return;
+  std::int64_t prompt = 0;
+  simdjson::dom::element doc;
+  if (kind_ == proxy_kind::chat && parse_reused(body_, doc) == simdjson::SUCCESS) {
+    simdjson::dom::array messages;
+    if (doc["messages"].get_array().get(messages) == simdjson::SUCCESS) {
+      for (auto m : messages) {
+        prompt += 3;
+        std::string_view text;
+        if (m["role"].get_string().get(text) == simdjson::SUCCESS) prompt += static_cast<std::int64_t>(tok->count(text));
+        if (m["name"].get_string().get(text) == simdjson::SUCCESS) prompt += 1 + static_cast<std::int64_t>(tok->count(text));
+        if (m["content"].get_string().get(text) == simdjson::SUCCESS) {
+          prompt += static_cast<std::int64_t>(tok->count(text));
+        } else {
+          simdjson::dom::array parts;
+          if (m["content"].get_array().get(parts) == simdjson::SUCCESS)
+            for (auto part : parts)
+              if (part["text"].get_string().get(text) == simdjson::SUCCESS)
+                prompt += static_cast<std::int64_t>(tok->count(text));
+        }
+      }
+      prompt += 3;
+    }
+  } else if (kind_ == proxy_kind::embeddings && parse_reused(body_, doc) == simdjson::SUCCESS) {
+    std::string_view text;
+    simdjson::dom::array inputs;
+    if (doc["input"].get_string().get(text) == simdjson::SUCCESS)
+      prompt = static_cast<std::int64_t>(tok->count(text));
+    else if (doc["input"].get_array().get(inputs) == simdjson::SUCCESS)
+      for (auto in : inputs)
+        if (in.get_string().get(text) == simdjson::SUCCESS) prompt += static_cast<std::int64_t>(tok->count(text));
+  }
+  // What was delivered: stream deltas, or the message of a JSON answer.
+  std::int64_t completion = 0;
+  std::string_view rest = delivered_;
+  while (!rest.empty()) {
+    auto line = rest.substr(0, rest.find('\n'));
+    rest.remove_prefix(std::min(rest.size(), line.size() + 1));
+    if (line.empty() || parse_reused(line, doc) != simdjson::SUCCESS)
+      continue;
+    simdjson::dom::array choices;
+    if (doc["choices"].get_array().get(choices) != simdjson::SUCCESS)
+      continue;
+    for (auto c : choices) {
+      std::string_view text;
+      if (c["delta"]["content"].get_string().get(text) == simdjson::SUCCESS ||
+          c["message"]["content"].get_string().get(text) == simdjson::SUCCESS)
+        completion += static_cast<std::int64_t>(tok->count(text));
+    }
+  }
+  usage_.prompt = prompt;
+  usage_.completion = completion;
+  usage_.cached = 0;
+  usage_.present = true;
+}
+
 void proxy_call::finish_request(int status) {
   if (finished_)
     return;
   finished_ = true;
+  if (!usage_.present && dep_ && (status < 400 || head_sent_))
+    count_usage(); // the upstream reported nothing: bill what lowart counts
   // Price by the model the client asked for; bill the prompt estimate when the upstream
   // reported nothing (token counting for that case arrives with the tokenizer).
   auto prices = client_->worker().state.prices.load();

@@ -48,6 +48,8 @@
 //   reset       abort the connection with a TCP RST: right after reading a non-streaming request,
 //               after the role chunk and two content chunks of a streaming one
 //   slow-<ms>   stream with <ms> between events (overrides --chunk-delay-ms)
+//   no-usage    answer normally but report no usage (no usage object, no usage chunk even
+//               when stream_options.include_usage asks for one), like some upstreams
 // Every chat and embeddings request counts in the statistics as soon as it has been read.
 
 #include <boost/asio/as_tuple.hpp>
@@ -131,7 +133,7 @@ constexpr std::string_view usage_text = R"(usage: lowart-mock [options]
 
 // --- fault modes ----------------------------------------------------------------------------------
 
-enum class fault_kind { ok, fail_500, fail_429, delay, hang, reset, slow };
+enum class fault_kind { ok, fail_500, fail_429, delay, hang, reset, slow, no_usage };
 
 struct fault {
   fault_kind kind = fault_kind::ok;
@@ -155,6 +157,7 @@ std::optional<fault> parse_fault(std::string_view text)
   if (text == "fail-429") return fault{fault_kind::fail_429};
   if (text == "hang") return fault{fault_kind::hang};
   if (text == "reset") return fault{fault_kind::reset};
+  if (text == "no-usage") return fault{fault_kind::no_usage};
   for (auto [prefix, kind] : {std::pair{std::string_view{"delay-"}, fault_kind::delay},
                               std::pair{std::string_view{"slow-"}, fault_kind::slow}}) {
     if (text.starts_with(prefix)) {
@@ -735,7 +738,8 @@ asio::awaitable<std::optional<bool>> run_fault(connection<Stream>& c, fault f, b
       co_return false;
     case fault_kind::delay: co_await pause(c, f.ms); break;
     case fault_kind::ok:
-    case fault_kind::slow: break;
+    case fault_kind::slow:
+    case fault_kind::no_usage: break;
   }
   co_return std::nullopt;
 }
@@ -825,7 +829,7 @@ asio::awaitable<bool> stream_chat(connection<Stream>& c, const chat_request& cha
   end_event(R"({"index":0,"delta":{},"finish_reason":"stop"}])");
   if (!co_await send_event(c, false)) co_return false;
 
-  if (chat.include_usage) {
+  if (chat.include_usage && f.kind != fault_kind::no_usage) {
     const std::uint64_t completion_words = count_words(text);
     if (delay_ms > 0) co_await pause(c, delay_ms);
     begin_event();
@@ -874,13 +878,17 @@ asio::awaitable<bool> handle_chat(connection<Stream>& c, const request& req, std
   append_json_string(out, model);
   out += R"(,"choices":[{"index":0,"message":{"role":"assistant","content":)";
   append_json_string(out, c.reply);
-  out += R"(,"refusal":null},"logprobs":null,"finish_reason":"stop"}],"usage":{"prompt_tokens":)";
-  append_uint(out, chat.prompt_words);
-  out += R"(,"completion_tokens":)";
-  append_uint(out, completion_words);
-  out += R"(,"total_tokens":)";
-  append_uint(out, chat.prompt_words + completion_words);
-  out += "}}";
+  out += R"(,"refusal":null},"logprobs":null,"finish_reason":"stop"}])";
+  if (f->kind != fault_kind::no_usage) {
+    out += R"(,"usage":{"prompt_tokens":)";
+    append_uint(out, chat.prompt_words);
+    out += R"(,"completion_tokens":)";
+    append_uint(out, completion_words);
+    out += R"(,"total_tokens":)";
+    append_uint(out, chat.prompt_words + completion_words);
+    out += "}";
+  }
+  out += "}";
   co_return co_await send(c, 200, json_type, out);
 }
 
