@@ -1092,12 +1092,13 @@ struct admin_service::impl {
   // --- prices ------------------------------------------------------------------------------------
 
   admin_result prices(const admin_request& req, const std::vector<std::string>& parts) {
-    constexpr const char* cols = "model, input_per_1m, output_per_1m, cached_input_per_1m, per_request, version, updated_at";
+    constexpr const char* cols =
+        "model, input_per_1m, output_per_1m, cached_input_per_1m, per_request, version, updated_at, tiers";
     auto render = [](const storage::statement& st) {
       json::object_writer w;
       w.str("model", st.text(0)).real("input_per_1m", st.real(1)).real("output_per_1m", st.real(2))
           .real("cached_input_per_1m", st.real(3)).real("per_request", st.real(4)).num("version", st.integer(5))
-          .num("updated_at", st.integer(6));
+          .num("updated_at", st.integer(6)).raw("tiers", st.text(7));
       return w.done();
     };
     if (parts.size() == 2 && req.method == "GET") {
@@ -1125,6 +1126,33 @@ struct admin_service::impl {
       auto cached = r.number("cached_input_per_1m");
       auto per_request = r.number("per_request");
       if (!r.ok()) return r.result();
+      // tiers: [{above_tokens, input_per_1m, output_per_1m, cached_input_per_1m}], ascending.
+      std::optional<std::string> tiers_json;
+      if (auto tiers = r.element("tiers")) {
+        simdjson::dom::array arr;
+        if (tiers->get_array().get(arr) != simdjson::SUCCESS)
+          return bad_field("tiers", "tiers must be an array of {above_tokens, input_per_1m, output_per_1m, cached_input_per_1m}");
+        std::vector<std::string> items;
+        std::int64_t last = -1;
+        std::size_t i = 0;
+        for (auto t : arr) {
+          auto where = "tiers[" + std::to_string(i++) + "]";
+          std::int64_t above = 0;
+          if (t["above_tokens"].get_int64().get(above) != simdjson::SUCCESS || above <= last)
+            return bad_field(where + ".above_tokens", "above_tokens must be an integer, ascending across tiers");
+          last = above;
+          json::object_writer w;
+          w.num("above_tokens", above);
+          for (const char* k : {"input_per_1m", "output_per_1m", "cached_input_per_1m"}) {
+            double v = 0;
+            if (t[k].error() != simdjson::NO_SUCH_FIELD && (t[k].get_double().get(v) != simdjson::SUCCESS || v < 0))
+              return bad_field(where + "." + k, std::string(k) + " must be a non-negative number");
+            w.real(k, v);
+          }
+          items.push_back(w.done());
+        }
+        tiers_json = json::array(items);
+      }
       bool had = exists("prices", "model", model);
       db.transaction([&] {
         // Every change is a new version; usage records name the version they were priced at.
@@ -1139,6 +1167,8 @@ struct admin_service::impl {
         set("output_per_1m", out);
         set("cached_input_per_1m", cached);
         set("per_request", per_request);
+        if (tiers_json)
+          db.prepare("UPDATE prices SET tiers = ? WHERE model = ?").bind(1, *tiers_json).bind(2, model).step();
         audit(req.who, had ? "price.update" : "price.create", model, one_price());
       });
       admin_result res{had ? 200 : 201, one_price()};
@@ -1356,9 +1386,27 @@ void admin_service::publish_keys() {
 void admin_service::publish_prices() {
   auto& d = *impl_;
   auto table = std::make_shared<price_table>();
-  auto st = d.db.prepare("SELECT model, input_per_1m, output_per_1m, cached_input_per_1m, per_request, version FROM prices");
-  while (st.step())
-    table->by_model[st.text(0)] = price{st.real(1), st.real(2), st.real(3), st.real(4), st.integer(5)};
+  auto st = d.db.prepare(
+      "SELECT model, input_per_1m, output_per_1m, cached_input_per_1m, per_request, version, tiers FROM prices");
+  while (st.step()) {
+    price p{st.real(1), st.real(2), st.real(3), st.real(4), st.integer(5), {}};
+    auto tiers = st.text(6);
+    simdjson::padded_string padded(tiers);
+    simdjson::dom::element doc;
+    simdjson::dom::array arr;
+    if (d.parser.parse(padded).get(doc) == simdjson::SUCCESS && doc.get_array().get(arr) == simdjson::SUCCESS)
+      for (auto t : arr) {
+        price_tier tier;
+        std::int64_t above = 0;
+        double v = 0;
+        if (t["above_tokens"].get_int64().get(above) == simdjson::SUCCESS) tier.above_tokens = above;
+        if (t["input_per_1m"].get_double().get(v) == simdjson::SUCCESS) tier.input_per_1m = v;
+        if (t["output_per_1m"].get_double().get(v) == simdjson::SUCCESS) tier.output_per_1m = v;
+        if (t["cached_input_per_1m"].get_double().get(v) == simdjson::SUCCESS) tier.cached_input_per_1m = v;
+        p.tiers.push_back(tier);
+      }
+    table->by_model[st.text(0)] = std::move(p);
+  }
   d.gw.prices.publish(std::move(table));
 }
 
@@ -1376,6 +1424,14 @@ void admin_service::seed_budgets() {
     sum.step();
     d.gw.limiter.seed_budget("key:" + keys.text(0), period, sum.integer(0), sum.real(1), now);
   }
+  // Monthly volume per team and model, for price tiers.
+  auto volumes = d.db.prepare("SELECT k.team_id, u.model, SUM(u.prompt_tokens + u.completion_tokens)"
+                              " FROM usage_records u JOIN virtual_keys k ON k.id = u.key_id"
+                              " WHERE k.team_id IS NOT NULL AND u.model IS NOT NULL AND u.ts_ms >= ?"
+                              " GROUP BY k.team_id, u.model");
+  volumes.bind(1, rate_limiter::period_start("month", now));
+  while (volumes.step())
+    d.gw.volumes.seed(volumes.text(0), volumes.text(1), volumes.integer(2), now);
   auto teams = d.db.prepare("SELECT id, COALESCE(budget_period, '') FROM teams WHERE budget_tokens > 0 OR budget_cost > 0");
   while (teams.step()) {
     auto period = teams.text(1);

@@ -61,20 +61,70 @@ struct key_table {
   std::unordered_map<std::string, limits> teams; ///< team id -> limits shared by its keys
 };
 
-/// Prices per model (currency units per 1M tokens) with their version.
+/// Token prices (currency units per 1M tokens) from a volume threshold on.
+struct price_tier {
+  std::int64_t above_tokens = 0; ///< a team's tokens for the model this month
+  double input_per_1m = 0;
+  double output_per_1m = 0;
+  double cached_input_per_1m = 0;
+};
+
+/// Prices per model with their version; `tiers` (ascending) replace the base token
+/// prices once a team's monthly volume for the model passes their threshold.
 struct price {
   double input_per_1m = 0;
   double output_per_1m = 0;
   double cached_input_per_1m = 0;
   double per_request = 0;
   std::int64_t version = 0;
+  std::vector<price_tier> tiers;
 
-  /// Cost of one request; cached prompt tokens are billed at the cached price.
-  double cost(std::int64_t prompt, std::int64_t completion, std::int64_t cached) const {
+  /// Cost of one request at a team's monthly `volume` so far; cached prompt tokens are
+  /// billed at the cached price.
+  double cost(std::int64_t prompt, std::int64_t completion, std::int64_t cached, std::int64_t volume = 0) const {
+    double in = input_per_1m, out = output_per_1m, cin = cached_input_per_1m;
+    for (const auto& t : tiers)
+      if (volume >= t.above_tokens) {
+        in = t.input_per_1m;
+        out = t.output_per_1m;
+        cin = t.cached_input_per_1m;
+      }
     auto fresh = prompt > cached ? prompt - cached : 0;
-    return (static_cast<double>(fresh) * input_per_1m + static_cast<double>(cached) * cached_input_per_1m +
-            static_cast<double>(completion) * output_per_1m) / 1e6 + per_request;
+    return (static_cast<double>(fresh) * in + static_cast<double>(cached) * cin +
+            static_cast<double>(completion) * out) / 1e6 + per_request;
   }
+};
+
+/// Each team's tokens per model in the current UTC month, for volume tiers. Seeded
+/// from usage_records at start; updated as requests finish.
+class volume_tracker {
+public:
+  /// The team's volume before this request, then adds `tokens` to it.
+  std::int64_t take(const std::string& team, const std::string& model, std::int64_t tokens, std::int64_t now_ms) {
+    std::lock_guard guard{mutex_};
+    roll(now_ms);
+    auto& v = volume_[team + '\x1f' + model];
+    auto before = v;
+    v += tokens;
+    return before;
+  }
+  void seed(const std::string& team, const std::string& model, std::int64_t tokens, std::int64_t now_ms) {
+    std::lock_guard guard{mutex_};
+    roll(now_ms);
+    volume_[team + '\x1f' + model] = tokens;
+  }
+
+private:
+  void roll(std::int64_t now_ms) {
+    if (now_ms >= month_start_ && now_ms < month_end_)
+      return;
+    month_start_ = rate_limiter::period_start("month", now_ms);
+    month_end_ = rate_limiter::period_end("month", now_ms);
+    volume_.clear();
+  }
+  std::mutex mutex_;
+  std::int64_t month_start_ = 0, month_end_ = 0;
+  std::unordered_map<std::string, std::int64_t> volume_;
 };
 
 struct price_table {
@@ -291,6 +341,7 @@ struct gateway_state {
   snapshot<route_table> routes;
   usage_queue usage;
   snapshot<price_table> prices;
+  volume_tracker volumes;
   /// Counts tokens when an upstream reports no usage (null when the ranks are missing).
   std::shared_ptr<const bpe_tokenizer> tokenizer;
   rate_limiter limiter;

@@ -965,8 +965,12 @@ void proxy_call::finish_request(int status) {
   auto real_tokens = usage_.present ? usage_.prompt + usage_.completion : (status < 400 ? prompt_estimate_ : 0);
   if (prices && status < 400) {
     if (auto p = prices->by_model.find(ctx_.model); p != prices->by_model.end()) {
-      cost = usage_.present ? p->second.cost(usage_.prompt, usage_.completion, usage_.cached)
-                            : p->second.cost(prompt_estimate_, 0, 0);
+      // Volume tiers go by the team's tokens for this model this month, before this request.
+      std::int64_t volume = 0;
+      if (!ctx_.who->master && !ctx_.who->key->team_id.empty())
+        volume = client_->worker().state.volumes.take(ctx_.who->key->team_id, ctx_.model, real_tokens, now_ms());
+      cost = usage_.present ? p->second.cost(usage_.prompt, usage_.completion, usage_.cached, volume)
+                            : p->second.cost(prompt_estimate_, 0, 0, volume);
       price_version = p->second.version;
       metrics::cost(ctx_.model).inc(cost);
     }

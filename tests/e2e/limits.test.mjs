@@ -23,6 +23,11 @@ name = "gpt-demo"
 provider = "mock"
 model = "mock-model"
 [[models]]
+name = "tiered"
+[[models.deployments]]
+provider = "mock"
+model = "mock-model"
+[[models]]
 name = "slow"
 [[models.deployments]]
 provider = "mock"
@@ -123,4 +128,33 @@ test('max_parallel refuses the request beyond the limit while others are in flig
   const statuses = results.map((r) => r.status).sort();
   assert.deepEqual(statuses, [200, 200, 429, 429], results.map((r) => r.text).join('\n'));
   assert.equal((await chat(k.key)).status, 200, 'the slots come back after the requests end');
+});
+
+test('volume tiers: once a team passes a tier threshold this month, the tier prices apply', async () => {
+  const price = await api(gw, 'PUT', '/admin/prices/tiered', {
+    body: {
+      input_per_1m: 1000000, output_per_1m: 2000000,
+      tiers: [{ above_tokens: 16, input_per_1m: 500000, output_per_1m: 500000, cached_input_per_1m: 0 }],
+    },
+  });
+  assert.equal(price.status, 201, price.text);
+  assert.equal(price.json.tiers.length, 1);
+  const bad = await api(gw, 'PUT', '/admin/prices/tiered', { body: { tiers: [{ above_tokens: 5 }, { above_tokens: 2 }] } });
+  assert.equal(bad.status, 400);
+  assert.equal(bad.json.error.param, 'tiers[1].above_tokens');
+  const team = await api(gw, 'POST', '/admin/teams', { body: { name: 'volume-team' } });
+  const k = await createKey(gw, { name: 'volume', team: team.json.id });
+  const ids = [];
+  for (let i = 0; i < 3; i++) {
+    const r = await chat(k.key, 'tiered');
+    assert.equal(r.status, 200, r.text);
+    ids.push(r.headers.get('x-request-id'));
+  }
+  let rows = [];
+  await waitFor(async () => {
+    rows = await sqliteQuery(gw.dbPath, `SELECT request_id, cost FROM usage_records WHERE key_id = '${k.id}' ORDER BY id`);
+    return rows.length === 3;
+  }, { timeoutMs: 3000, what: 'usage rows' });
+  // 3 prompt + 5 completion tokens each: 13 at base prices, then (3 + 5) * 0.5 = 4 from 16 tokens on.
+  assert.deepEqual(rows.map((r) => Number(r.cost)), [13, 13, 4]);
 });
