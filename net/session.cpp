@@ -119,8 +119,30 @@ void session::do_read() {
   parser_.emplace();
   parser_->header_limit(static_cast<std::uint32_t>(cfg.max_header_bytes));
   parser_->body_limit(cfg.max_body_bytes);
+  if (buffer_.size() > 0) { // a pipelined request is already here
+    read_request();
+    return;
+  }
+  // Waiting for a request is bounded by the keep-alive idle timeout; once its first
+  // bytes arrive, head and body must follow within header_timeout_ms (a client that
+  // trickles its head a byte at a time is cut off then).
   visit([&](auto& s) {
     s.expires_after(std::chrono::milliseconds(cfg.idle_timeout_ms));
+    s.async_read_some(buffer_.prepare(16 * 1024), [self = shared_from_this()](beast::error_code ec, std::size_t n) {
+      if (ec) {
+        self->on_read(ec);
+        return;
+      }
+      self->buffer_.commit(n);
+      self->idle_ = false; // a request is arriving: draining lets it finish
+      self->read_request();
+    });
+  });
+}
+
+void session::read_request() {
+  visit([&](auto& s) {
+    s.expires_after(std::chrono::milliseconds(worker_.state.config.server.header_timeout_ms));
     http::async_read(s, buffer_, *parser_,
                      [self = shared_from_this()](beast::error_code ec, std::size_t) { self->on_read(ec); });
   });

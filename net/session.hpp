@@ -93,6 +93,7 @@ public:
 
 private:
   void do_read();
+  void read_request();
   void on_read(beast::error_code ec);
   void handle(http::request<http::string_body>&& req);
   void after_response(bool keep_alive);
