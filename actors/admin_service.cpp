@@ -1,3 +1,4 @@
+#include "core/clock.hpp"
 #include "actors/admin_service.hpp"
 
 #include "actors/rbac.hpp"
@@ -19,16 +20,6 @@ namespace lowart::actors {
 namespace {
 
 using storage::database;
-
-std::int64_t now_seconds() {
-  return std::chrono::duration_cast<std::chrono::seconds>(std::chrono::system_clock::now().time_since_epoch())
-      .count();
-}
-
-std::int64_t now_ms() {
-  return std::chrono::duration_cast<std::chrono::milliseconds>(std::chrono::system_clock::now().time_since_epoch())
-      .count();
-}
 
 admin_result error(int status, std::string_view type, std::string_view message, std::string_view param = {}) {
   json::object_writer inner;
@@ -63,7 +54,7 @@ struct field {
 class body_reader {
 public:
   /// Parses with its own parser: elements stay valid while other documents are read.
-  bool parse(simdjson::dom::parser&, const std::string& text) {
+  bool parse(const std::string& text) {
     padded_ = simdjson::padded_string(text);
     simdjson::dom::element doc;
     if (parser_.parse(padded_).get(doc) != simdjson::SUCCESS) {
@@ -417,12 +408,24 @@ struct admin_service::impl {
 
   void audit(const admin_caller& who, std::string_view action, std::string_view target, std::string detail = "{}") {
     db.prepare("INSERT INTO audit_log(ts_ms, actor, action, target, detail) VALUES (?,?,?,?,?)")
-        .bind(1, now_ms())
+        .bind(1, clock::unix_ms())
         .bind(2, who.key_id)
         .bind(3, action)
         .bind(4, target)
         .bind(5, detail)
         .step();
+  }
+
+  /// Deletes one row, audits it, and answers {"<answer_key>": value, "deleted": true}.
+  admin_result remove_row(const admin_request& req, const char* table, const char* column, const std::string& value,
+                          const char* action, const char* answer_key) {
+    db.transaction([&] {
+      db.prepare(std::string("DELETE FROM ") + table + " WHERE " + column + " = ?").bind(1, value).step();
+      audit(req.who, action, value);
+    });
+    json::object_writer w;
+    w.str(answer_key, value).boolean("deleted", true);
+    return {200, w.done()};
   }
 
   bool is_admin(const admin_caller& who) const { return who.key_id == "master" || who.role == "admin"; }
@@ -452,7 +455,7 @@ struct admin_service::impl {
     }
     if (parts.size() == 2 && req.method == "POST") {
       body_reader r;
-      if (!r.parse(parser, req.body)) return r.result();
+      if (!r.parse(req.body)) return r.result();
       auto name = r.text("name");
       limit_fields lim;
       lim.read(r);
@@ -460,7 +463,7 @@ struct admin_service::impl {
       if (!r.ok()) return r.result();
       if (exists("teams", "name", name.value)) return error(409, "conflict_error", "a team named '" + name.value + "' exists", "name");
       auto id = "team_" + secrets::random_hex(8);
-      auto now = now_seconds();
+      auto now = clock::unix_seconds();
       db.transaction([&] {
         db.prepare("INSERT INTO teams(id, name, created_at, updated_at) VALUES (?,?,?,?)")
             .bind(1, id).bind(2, name.value).bind(3, now).bind(4, now).step();
@@ -475,7 +478,7 @@ struct admin_service::impl {
       if (req.method == "GET") return {200, one("teams", team_columns, id, team_json)};
       if (req.method == "PATCH" || req.method == "PUT") {
         body_reader r;
-        if (!r.parse(parser, req.body)) return r.result();
+        if (!r.parse(req.body)) return r.result();
         auto name = r.text("name");
         limit_fields lim;
         lim.read(r);
@@ -489,7 +492,7 @@ struct admin_service::impl {
           if (name.has())
             db.prepare("UPDATE teams SET name = ? WHERE id = ?").bind(1, name.value).bind(2, id).step();
           apply_limits("teams", id, lim);
-          db.prepare("UPDATE teams SET updated_at = ? WHERE id = ?").bind(1, now_seconds()).bind(2, id).step();
+          db.prepare("UPDATE teams SET updated_at = ? WHERE id = ?").bind(1, clock::unix_seconds()).bind(2, id).step();
           audit(req.who, "team.update", id);
         });
         admin_result res{200, one("teams", team_columns, id, team_json)};
@@ -497,11 +500,7 @@ struct admin_service::impl {
         return res;
       }
       if (req.method == "DELETE") {
-        db.transaction([&] {
-          db.prepare("DELETE FROM teams WHERE id = ?").bind(1, id).step();
-          audit(req.who, "team.delete", id);
-        });
-        admin_result res{200, "{\"id\":" + json::quoted(id) + ",\"deleted\":true}"};
+        auto res = remove_row(req, "teams", "id", id, "team.delete", "id");
         res.keys_changed = true;
         return res;
       }
@@ -542,7 +541,7 @@ struct admin_service::impl {
     }
     auto read_body = [&](body_reader& r, field<std::string>& name, field<std::string>& role,
                          std::string& team_id, bool& team_given) -> std::optional<admin_result> {
-      if (!r.parse(parser, req.body)) return r.result();
+      if (!r.parse(req.body)) return r.result();
       name = r.text("name");
       role = r.text("role", 20);
       auto team = r.text("team");
@@ -567,7 +566,7 @@ struct admin_service::impl {
       if (!name.has()) return bad_field("name", "name is required");
       if (exists("users", "name", name.value)) return error(409, "conflict_error", "a user named '" + name.value + "' exists", "name");
       auto id = "user_" + secrets::random_hex(8);
-      auto now = now_seconds();
+      auto now = clock::unix_seconds();
       db.transaction([&] {
         auto st = db.prepare("INSERT INTO users(id, name, role, team_id, created_at, updated_at) VALUES (?,?,?,?,?,?)");
         st.bind(1, id).bind(2, name.value).bind(3, role.has() ? role.value : std::string("user")).bind_optional(4, team_id)
@@ -592,7 +591,7 @@ struct admin_service::impl {
           if (role.has()) db.prepare("UPDATE users SET role = ? WHERE id = ?").bind(1, role.value).bind(2, id).step();
           if (team_given)
             db.prepare("UPDATE users SET team_id = ? WHERE id = ?").bind_optional(1, team_id).bind(2, id).step();
-          db.prepare("UPDATE users SET updated_at = ? WHERE id = ?").bind(1, now_seconds()).bind(2, id).step();
+          db.prepare("UPDATE users SET updated_at = ? WHERE id = ?").bind(1, clock::unix_seconds()).bind(2, id).step();
           audit(req.who, "user.update", id);
         });
         return {200, one("users", cols, id, user_json)};
@@ -601,7 +600,7 @@ struct admin_service::impl {
         db.transaction([&] {
           // The user's keys stop working; their rows stay for the usage history.
           db.prepare("UPDATE virtual_keys SET revoked_at = ? WHERE user_id = ? AND revoked_at IS NULL")
-              .bind(1, now_seconds()).bind(2, id).step();
+              .bind(1, clock::unix_seconds()).bind(2, id).step();
           db.prepare("DELETE FROM users WHERE id = ?").bind(1, id).step();
           audit(req.who, "user.delete", id);
         });
@@ -618,7 +617,7 @@ struct admin_service::impl {
   /// Creates a key; `forced_*` pin the owner for /v1/me.
   admin_result create_key(const admin_request& req, bool self_service) {
     body_reader r;
-    if (!r.parse(parser, req.body)) return r.result();
+    if (!r.parse(req.body)) return r.result();
     auto name = r.text("name");
     auto role = r.text("role", 20);
     auto team = r.text("team");
@@ -659,7 +658,7 @@ struct admin_service::impl {
         user_id = user.value;
       }
     }
-    if (expires.has() && expires.value <= now_seconds()) return bad_field("expires_at", "expires_at must be in the future");
+    if (expires.has() && expires.value <= clock::unix_seconds()) return bad_field("expires_at", "expires_at must be in the future");
     auto key = secrets::new_virtual_key();
     auto id = "key_" + secrets::random_hex(8);
     db.transaction([&] {
@@ -668,7 +667,7 @@ struct admin_service::impl {
       st.bind(1, id).bind(2, name.value).bind(3, secrets::sha256_hex(key)).bind(4, secrets::key_prefix(key))
           .bind(5, key_role).bind_optional(6, team_id).bind_optional(7, user_id).bind(8, json::string_array(allowed));
       if (expires.has()) st.bind(9, expires.value); else st.bind_null(9);
-      st.bind(10, now_seconds());
+      st.bind(10, clock::unix_seconds());
       st.step();
       apply_limits("virtual_keys", id, lim);
       audit(req.who, self_service ? "key.create.self" : "key.create", id,
@@ -704,7 +703,7 @@ struct admin_service::impl {
     std::int64_t changed = 0;
     db.transaction([&] {
       db.prepare("UPDATE virtual_keys SET revoked_at = ? WHERE id = ? AND revoked_at IS NULL")
-          .bind(1, now_seconds()).bind(2, id).step();
+          .bind(1, clock::unix_seconds()).bind(2, id).step();
       changed = db.changes();
       if (changed) audit(req.who, action, id);
     });
@@ -737,7 +736,7 @@ struct admin_service::impl {
       if (req.method == "DELETE") return revoke_key(req, id, "key.revoke");
       if (req.method == "PATCH" || req.method == "PUT") {
         body_reader r;
-        if (!r.parse(parser, req.body)) return r.result();
+        if (!r.parse(req.body)) return r.result();
         auto name = r.text("name");
         auto role = r.text("role", 20);
         auto models = r.strings("models");
@@ -846,7 +845,7 @@ struct admin_service::impl {
     bool update = parts.size() == 3 && (req.method == "PUT" || req.method == "PATCH");
     if (create || update) {
       body_reader r;
-      if (!r.parse(parser, req.body)) return r.result();
+      if (!r.parse(req.body)) return r.result();
       auto name = r.text("name", 100);
       auto kind = r.text("kind", 20);
       auto base_url = r.text("base_url", 2000);
@@ -915,7 +914,7 @@ struct admin_service::impl {
                        "api_key");
         sealed_key = gw.keyring.seal(in_file->api_key, provider_aad(pname));
       }
-      auto now = now_seconds();
+      auto now = clock::unix_seconds();
       db.transaction([&] {
         auto st = db.prepare(
             "INSERT INTO providers(name, kind, base_url, api_key, settings, created_at, updated_at) VALUES (?,?,?,?,?,?,?)"
@@ -948,11 +947,7 @@ struct admin_service::impl {
               if (d.provider == pname)
                 return error(409, "conflict_error", "model '" + model + "' still uses provider '" + pname + "'");
         }
-        db.transaction([&] {
-          db.prepare("DELETE FROM providers WHERE name = ?").bind(1, pname).step();
-          audit(req.who, "provider.delete", pname);
-        });
-        admin_result res{200, "{\"name\":" + json::quoted(pname) + ",\"deleted\":true}"};
+        auto res = remove_row(req, "providers", "name", pname, "provider.delete", "name");
         res.catalog_changed = true;
         return res;
       }
@@ -987,7 +982,7 @@ struct admin_service::impl {
     bool update = parts.size() == 3 && (req.method == "PUT" || req.method == "PATCH");
     if (create || update) {
       body_reader r;
-      if (!r.parse(parser, req.body)) return r.result();
+      if (!r.parse(req.body)) return r.result();
       auto name = r.text("name", 200);
       if (!r.ok()) return r.result();
       std::string mname = create ? name.value : parts[2];
@@ -1027,7 +1022,7 @@ struct admin_service::impl {
         }
         deps.push_back(std::move(d));
       }
-      auto now = now_seconds();
+      auto now = clock::unix_seconds();
       db.transaction([&] {
         db.prepare("INSERT INTO models(name, deployments, created_at, updated_at) VALUES (?,?,?,?)"
                    " ON CONFLICT(name) DO UPDATE SET deployments = excluded.deployments, updated_at = excluded.updated_at")
@@ -1047,11 +1042,7 @@ struct admin_service::impl {
         return {200, in_db ? model_view(mname, stored[mname], "api") : model_view(mname, in_file->deployments, "config")};
       if (req.method == "DELETE") {
         if (!in_db) return error(409, "conflict_error", "model '" + mname + "' is defined in lowart.toml; edit the file");
-        db.transaction([&] {
-          db.prepare("DELETE FROM models WHERE name = ?").bind(1, mname).step();
-          audit(req.who, "model.delete", mname);
-        });
-        admin_result res{200, "{\"name\":" + json::quoted(mname) + ",\"deleted\":true}"};
+        auto res = remove_row(req, "models", "name", mname, "model.delete", "name");
         res.catalog_changed = true;
         return res;
       }
@@ -1120,7 +1111,7 @@ struct admin_service::impl {
     }
     if (req.method == "PUT" || req.method == "PATCH") {
       body_reader r;
-      if (!r.parse(parser, req.body)) return r.result();
+      if (!r.parse(req.body)) return r.result();
       auto in = r.number("input_per_1m");
       auto out = r.number("output_per_1m");
       auto cached = r.number("cached_input_per_1m");
@@ -1158,7 +1149,7 @@ struct admin_service::impl {
         // Every change is a new version; usage records name the version they were priced at.
         db.prepare("INSERT INTO prices(model, updated_at) VALUES (?, ?) ON CONFLICT(model) DO UPDATE SET"
                    " version = version + 1, updated_at = excluded.updated_at")
-            .bind(1, model).bind(2, now_seconds()).step();
+            .bind(1, model).bind(2, clock::unix_seconds()).step();
         auto set = [&](const char* col, const field<double>& f) {
           if (f.has())
             db.prepare(std::string("UPDATE prices SET ") + col + " = ? WHERE model = ?").bind(1, f.value).bind(2, model).step();
@@ -1177,11 +1168,7 @@ struct admin_service::impl {
     }
     if (req.method == "DELETE") {
       if (!exists("prices", "model", model)) return not_found("no price for model '" + model + "'");
-      db.transaction([&] {
-        db.prepare("DELETE FROM prices WHERE model = ?").bind(1, model).step();
-        audit(req.who, "price.delete", model);
-      });
-      admin_result res{200, "{\"model\":" + json::quoted(model) + ",\"deleted\":true}"};
+      auto res = remove_row(req, "prices", "model", model, "price.delete", "model");
       res.prices_changed = true;
       return res;
     }
@@ -1413,7 +1400,7 @@ void admin_service::publish_prices() {
 void admin_service::seed_budgets() {
   // Budgets count from the start of their period: replay what the database holds for it.
   auto& d = *impl_;
-  auto now = now_ms();
+  auto now = clock::unix_ms();
   auto keys = d.db.prepare("SELECT id, COALESCE(budget_period, ''), COALESCE(budget_tokens, 0), COALESCE(budget_cost, 0)"
                            " FROM virtual_keys WHERE revoked_at IS NULL AND (budget_tokens > 0 OR budget_cost > 0)");
   while (keys.step()) {

@@ -1,3 +1,4 @@
+#include "core/clock.hpp"
 #include "actors/breaker.hpp"
 
 #include "actors/messages.hpp"
@@ -10,10 +11,6 @@ namespace lowart::actors {
 namespace {
 
 using half_open_atom = caf::atom_constant<caf::atom("halfopen")>;
-
-std::int64_t now_s() {
-  return std::chrono::duration_cast<std::chrono::seconds>(std::chrono::steady_clock::now().time_since_epoch()).count();
-}
 
 struct breaker_state {
   static inline const char* name = "breaker";
@@ -69,7 +66,7 @@ caf::behavior breaker(breaker_actor* self, std::string id, std::shared_ptr<break
       if (mode != breaker_mode::closed || success)
         return;
       std::int64_t ok = 0, failed = 0;
-      s.control->totals(now_s(), s.settings.window_s, ok, failed);
+      s.control->totals(clock::steady_seconds(), s.settings.window_s, ok, failed);
       auto total = ok + failed;
       if (total >= s.settings.min_requests &&
           static_cast<double>(failed) >= s.settings.failure_rate * static_cast<double>(total)) {

@@ -1,3 +1,4 @@
+#include "core/clock.hpp"
 #include "net/proxy.hpp"
 
 #include "core/json_text.hpp"
@@ -33,15 +34,6 @@ std::uint64_t next_random() {
   s ^= s >> 7;
   s ^= s << 17;
   return s;
-}
-
-std::int64_t now_ms() {
-  return std::chrono::duration_cast<std::chrono::milliseconds>(
-             std::chrono::system_clock::now().time_since_epoch()).count();
-}
-
-std::int64_t steady_seconds() {
-  return std::chrono::duration_cast<std::chrono::seconds>(std::chrono::steady_clock::now().time_since_epoch()).count();
 }
 
 /// Parses `text` with the thread's parser through a reused padded buffer (no allocation
@@ -332,7 +324,7 @@ bool proxy_call::parse_request() {
   if (!subjects.empty()) {
     keys_ = std::move(keys); // the limits referenced by the ticket live in these snapshots
     limit_ = client_->worker().state.limiter.reserve(subjects, prompt_estimate_ + std::max<std::int64_t>(0, max_tokens),
-                                                     now_ms(), ticket_);
+                                                     clock::unix_ms(), ticket_);
     if (!limit_.allowed) {
       metrics::ratelimited(limit_.reason).inc();
       auto headers = ratelimit_headers() + "retry-after: " + std::to_string(limit_.retry_after_s) + "\r\n";
@@ -666,7 +658,7 @@ void proxy_call::on_event(const sse_event& ev) {
         .num("total_tokens", usage_.prompt + usage_.completion);
     json::object_writer chunk;
     chunk.str("id", ctx_.request_id).str("object", "chat.completion.chunk")
-        .num("created", now_ms() / 1000).str("model", dep_->upstream_model).raw("choices", "[]").raw("usage", u.done());
+        .num("created", clock::unix_ms() / 1000).str("model", dep_->upstream_model).raw("choices", "[]").raw("usage", u.done());
     sse_event usage_event;
     usage_event.data = chunk.done();
     usage_event.has_data = true;
@@ -882,7 +874,7 @@ void proxy_call::settle_attempt(std::string_view label, bool failed, bool breake
   // results are reported to the breaker actor.
   auto& breaker = *dep_->breaker;
   bool bad = failed && breaker_counts;
-  breaker.record(steady_seconds(), bad);
+  breaker.record(clock::steady_seconds(), bad);
   if (probe_ || bad) {
     if (breaker.report)
       breaker.report(probe_, !bad);
@@ -968,14 +960,14 @@ void proxy_call::finish_request(int status) {
       // Volume tiers go by the team's tokens for this model this month, before this request.
       std::int64_t volume = 0;
       if (!ctx_.who->master && !ctx_.who->key->team_id.empty())
-        volume = client_->worker().state.volumes.take(ctx_.who->key->team_id, ctx_.model, real_tokens, now_ms());
+        volume = client_->worker().state.volumes.take(ctx_.who->key->team_id, ctx_.model, real_tokens, clock::unix_ms());
       cost = usage_.present ? p->second.cost(usage_.prompt, usage_.completion, usage_.cached, volume)
                             : p->second.cost(prompt_estimate_, 0, 0, volume);
       price_version = p->second.version;
       metrics::cost(ctx_.model).inc(cost);
     }
   }
-  client_->worker().state.limiter.settle(ticket_, real_tokens, cost, now_ms());
+  client_->worker().state.limiter.settle(ticket_, real_tokens, cost, clock::unix_ms());
   if (usage_.present) {
     route_->prompt_tokens.inc(static_cast<double>(usage_.prompt));
     route_->completion_tokens.inc(static_cast<double>(usage_.completion));
@@ -984,7 +976,7 @@ void proxy_call::finish_request(int status) {
   }
   usage_record rec;
   rec.request_id = ctx_.request_id;
-  rec.ts_ms = now_ms();
+  rec.ts_ms = clock::unix_ms();
   rec.key_id = std::string(ctx_.who->key_id());
   rec.route = std::string(ctx_.route);
   rec.model = ctx_.model;

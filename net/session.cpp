@@ -1,3 +1,4 @@
+#include "core/clock.hpp"
 #include "net/session.hpp"
 
 #include "actors/rbac.hpp"
@@ -67,11 +68,6 @@ std::string_view presented_key(const http::request<http::string_body>& req) {
   if (auto it = req.find("x-api-key"); it != req.end())
     return it->value();
   return {};
-}
-
-std::int64_t now_seconds() {
-  return std::chrono::duration_cast<std::chrono::seconds>(
-             std::chrono::system_clock::now().time_since_epoch()).count();
 }
 
 } // namespace
@@ -275,7 +271,7 @@ void session::handle(http::request<http::string_body>&& req) {
       respond_error(ctx, error_kind::unauthorized, "invalid API key", admin ? "" : "invalid_api_key");
       return;
     }
-    if (found->expires_at && found->expires_at <= now_seconds()) {
+    if (found->expires_at && found->expires_at <= clock::unix_seconds()) {
       respond_error(ctx, error_kind::unauthorized, "API key has expired", admin ? "" : "expired_api_key");
       return;
     }
@@ -375,7 +371,7 @@ std::string session::render_breakers() {
   static constexpr const char* names[] = {"closed", "open", "half_open"};
   auto routes = worker_.state.routes.load();
   auto cfg = worker_.state.routing.load();
-  auto now_s = std::chrono::duration_cast<std::chrono::seconds>(std::chrono::steady_clock::now().time_since_epoch()).count();
+  auto now_s = clock::steady_seconds();
   std::vector<std::string> items;
   if (routes) {
     for (const auto& dep : routes->all_deployments) {
