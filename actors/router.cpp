@@ -52,9 +52,6 @@ caf::behavior provider(caf::stateful_actor<provider_state>* self, std::shared_pt
       stats.latency_ewma_us.store(static_cast<std::int64_t>(s.ewma_seconds * 1e6), std::memory_order_relaxed);
       self->delayed_send(self, provider_tick, tick_atom::value);
     },
-    [=](status_atom) -> std::tuple<std::string, double> {
-      return {self->state.dep->id, self->state.ewma_seconds};
-    },
   };
 }
 
@@ -294,9 +291,6 @@ caf::behavior router(router_actor* self, gateway_state* gw) {
         log::error("route rebuild failed; the previous routes stay", {{"error", e.what()}});
         return false;
       }
-    },
-    [=](status_atom) -> std::int64_t {
-      return static_cast<std::int64_t>(self->state.provider_of.size());
     },
     [=](status_atom, const std::string& id) -> caf::actor {
       auto it = self->state.provider_by_id.find(id);

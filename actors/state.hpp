@@ -147,7 +147,6 @@ struct upstream_target {
 struct deployment_stats {
   std::atomic<std::int64_t> inflight{0};
   std::atomic<std::int64_t> requests{0};
-  std::atomic<std::int64_t> failures{0};
   std::atomic<std::int64_t> latency_us_total{0};
   std::atomic<std::int64_t> latency_ewma_us{0}; ///< published by the provider actor
 };

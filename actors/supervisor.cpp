@@ -126,9 +126,6 @@ caf::behavior supervisor(supervisor_actor* self, gateway_state* gw) {
       return self->delegate(self->state.persistence.handle, a, method, path, query, body, key_id, role, team_id,
                             user_id);
     },
-    [=](status_atom) -> std::tuple<bool, bool> {
-      return {static_cast<bool>(self->state.persistence.handle), static_cast<bool>(self->state.router.handle)};
-    },
   };
 }
 

@@ -49,8 +49,6 @@ struct families {
       BuildCounter().Name("gateway_upstream_requests_total").Help("Upstream attempts, by deployment and status or error class").Register(registry);
   prometheus::Family<prometheus::Histogram>& upstream_duration =
       BuildHistogram().Name("gateway_upstream_duration_seconds").Help("Upstream attempt duration, by deployment").Register(registry);
-  prometheus::Family<prometheus::Gauge>& inflight =
-      BuildGauge().Name("gateway_inflight_requests").Help("Requests being served now").Register(registry);
   prometheus::Family<prometheus::Gauge>& deployment_inflight =
       BuildGauge().Name("gateway_deployment_inflight").Help("Upstream requests in flight per deployment").Register(registry);
   prometheus::Family<prometheus::Gauge>& deployment_latency =
@@ -69,7 +67,6 @@ struct families {
       BuildCounter().Name("gateway_ratelimited_total").Help("Requests refused by a rate limit or budget, by reason").Register(registry);
   prometheus::Family<prometheus::Counter>& cost =
       BuildCounter().Name("gateway_cost_total").Help("Cost of served requests in price units, by model").Register(registry);
-  prometheus::Gauge& inflight_gauge = inflight.Add({});
   prometheus::Gauge& connections_gauge = connections.Add({});
 };
 
@@ -123,7 +120,6 @@ histogram upstream_duration(std::string_view deployment) {
   return histogram{&all().upstream_duration.Add({{"deployment", std::string(deployment)}}, latency_buckets())};
 }
 
-gauge inflight_requests() { return gauge{&all().inflight_gauge}; }
 
 gauge deployment_inflight(std::string_view deployment) {
   return gauge{&all().deployment_inflight.Add({{"deployment", std::string(deployment)}})};

@@ -57,8 +57,6 @@ counter tokens(std::string_view model, std::string_view type);
 counter upstream_requests(std::string_view deployment, std::string_view status);
 /// gateway_upstream_duration_seconds{deployment}: time to the end of the upstream answer.
 histogram upstream_duration(std::string_view deployment);
-/// gateway_inflight_requests: requests being served now.
-gauge inflight_requests();
 /// gateway_deployment_inflight{deployment} / gateway_deployment_latency_ewma_seconds{deployment}:
 /// published by each provider actor from its deployment's counters.
 gauge deployment_inflight(std::string_view deployment);

@@ -866,8 +866,6 @@ void proxy_call::settle_attempt(std::string_view label, bool failed, bool breake
   stats.inflight.fetch_sub(1, std::memory_order_relaxed);
   stats.requests.fetch_add(1, std::memory_order_relaxed);
   stats.latency_us_total.fetch_add(upstream_us, std::memory_order_relaxed);
-  if (failed)
-    stats.failures.fetch_add(1, std::memory_order_relaxed);
   metrics::upstream_requests(dep_->id, label).inc();
   dep_->upstream_duration.observe(static_cast<double>(upstream_us) / 1e6);
   // Breaker bookkeeping: every outcome lands in the window; only failures and probe

@@ -103,7 +103,6 @@ private:
 
   template <class F>
   decltype(auto) visit(F&& f) { return std::visit(std::forward<F>(f), stream_); }
-  beast::flat_buffer& buffer() { return buffer_; }
 
   server_worker& worker_;
   std::variant<tcp_stream, uds_stream> stream_;

@@ -165,6 +165,5 @@ void upstream_pool::release(upstream_ptr conn, int max_idle) {
   list.push_back(std::move(conn));
 }
 
-void upstream_pool::clear() { idle_.clear(); }
 
 } // namespace lowart::net

@@ -93,8 +93,6 @@ public:
   /// Takes back a connection whose last exchange completed cleanly.
   void release(upstream_ptr conn, int max_idle);
 
-  /// Closes every idle connection (shutdown).
-  void clear();
 
 private:
   asio::ssl::context& tls_context(const config::provider_config& settings);
