@@ -1398,37 +1398,37 @@ void admin_service::publish_prices() {
 }
 
 void admin_service::seed_budgets() {
-  // Budgets count from the start of their period: replay what the database holds for it.
+  // Budgets count from the start of their period: replay what the database holds for it,
+  // in one range scan of this month's usage per kind of subject (not one query each).
   auto& d = *impl_;
   auto now = clock::unix_ms();
-  auto keys = d.db.prepare("SELECT id, COALESCE(budget_period, ''), COALESCE(budget_tokens, 0), COALESCE(budget_cost, 0)"
-                           " FROM virtual_keys WHERE revoked_at IS NULL AND (budget_tokens > 0 OR budget_cost > 0)");
-  while (keys.step()) {
-    auto period = keys.text(1);
-    auto sum = d.db.prepare("SELECT COALESCE(SUM(prompt_tokens + completion_tokens), 0), COALESCE(SUM(cost), 0)"
-                            " FROM usage_records WHERE key_id = ? AND ts_ms >= ?");
-    sum.bind(1, keys.text(0)).bind(2, rate_limiter::period_start(period, now));
-    sum.step();
-    d.gw.limiter.seed_budget("key:" + keys.text(0), period, sum.integer(0), sum.real(1), now);
-  }
+  auto day = rate_limiter::period_start("day", now);
+  auto month = rate_limiter::period_start("month", now);
+  auto seed = [&](const char* sql, const char* prefix) {
+    auto st = d.db.prepare(sql);
+    st.bind(1, day).bind(2, month);
+    while (st.step())
+      d.gw.limiter.seed_budget(prefix + st.text(0), st.text(1), st.integer(2), st.real(3), now);
+  };
+  seed("SELECT k.id, COALESCE(k.budget_period, ''), COALESCE(SUM(u.prompt_tokens + u.completion_tokens), 0),"
+       " COALESCE(SUM(u.cost), 0) FROM virtual_keys k LEFT JOIN usage_records u ON u.key_id = k.id AND u.ts_ms >= ?2"
+       " AND u.ts_ms >= CASE WHEN k.budget_period = 'day' THEN ?1 ELSE ?2 END"
+       " WHERE k.revoked_at IS NULL AND (k.budget_tokens > 0 OR k.budget_cost > 0) GROUP BY k.id",
+       "key:");
+  seed("SELECT t.id, COALESCE(t.budget_period, ''), COALESCE(SUM(u.prompt_tokens + u.completion_tokens), 0),"
+       " COALESCE(SUM(u.cost), 0) FROM teams t LEFT JOIN virtual_keys k ON k.team_id = t.id"
+       " LEFT JOIN usage_records u ON u.key_id = k.id AND u.ts_ms >= ?2"
+       " AND u.ts_ms >= CASE WHEN t.budget_period = 'day' THEN ?1 ELSE ?2 END"
+       " WHERE t.budget_tokens > 0 OR t.budget_cost > 0 GROUP BY t.id",
+       "team:");
   // Monthly volume per team and model, for price tiers.
   auto volumes = d.db.prepare("SELECT k.team_id, u.model, SUM(u.prompt_tokens + u.completion_tokens)"
                               " FROM usage_records u JOIN virtual_keys k ON k.id = u.key_id"
                               " WHERE k.team_id IS NOT NULL AND u.model IS NOT NULL AND u.ts_ms >= ?"
                               " GROUP BY k.team_id, u.model");
-  volumes.bind(1, rate_limiter::period_start("month", now));
+  volumes.bind(1, month);
   while (volumes.step())
     d.gw.volumes.seed(volumes.text(0), volumes.text(1), volumes.integer(2), now);
-  auto teams = d.db.prepare("SELECT id, COALESCE(budget_period, '') FROM teams WHERE budget_tokens > 0 OR budget_cost > 0");
-  while (teams.step()) {
-    auto period = teams.text(1);
-    auto sum = d.db.prepare("SELECT COALESCE(SUM(u.prompt_tokens + u.completion_tokens), 0), COALESCE(SUM(u.cost), 0)"
-                            " FROM usage_records u JOIN virtual_keys k ON k.id = u.key_id"
-                            " WHERE k.team_id = ? AND u.ts_ms >= ?");
-    sum.bind(1, teams.text(0)).bind(2, rate_limiter::period_start(period, now));
-    sum.step();
-    d.gw.limiter.seed_budget("team:" + teams.text(0), period, sum.integer(0), sum.real(1), now);
-  }
 }
 
 void admin_service::publish_catalog() {
