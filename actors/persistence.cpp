@@ -29,6 +29,8 @@ struct persistence_state {
   std::unique_ptr<storage::database> db;
   std::unique_ptr<admin_service> admin;
   metrics::counter records_ok = metrics::usage_records("ok");
+  metrics::counter records_lost = metrics::usage_records("error");
+  std::size_t dropped_seen = 0; ///< usage_queue::dropped() at the last flush
 
   ~persistence_state() {
     // Whatever requests queued before the actor went away is written now (SIGTERM path).
@@ -60,6 +62,12 @@ struct persistence_state {
   }
 
   std::int64_t flush_usage() {
+    if (auto dropped = gw->usage.dropped(); dropped > dropped_seen) {
+      log::error("usage queue full while the database refused writes; oldest records dropped",
+                 {{"records", dropped - dropped_seen}});
+      records_lost.inc(static_cast<double>(dropped - dropped_seen));
+      dropped_seen = dropped;
+    }
     auto rows = gw->usage.take();
     if (rows.empty())
       return 0;

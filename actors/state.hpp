@@ -294,11 +294,24 @@ struct usage_record {
 
 /// Requests append, the persistence actor takes everything at each flush. A mutex
 /// held for a vector push_back is far cheaper than one actor message per request.
+/// Bounded: should the database refuse writes for long, the oldest records beyond
+/// `max_rows` are dropped (and counted) rather than growing memory without end.
 class usage_queue {
 public:
+  static constexpr std::size_t max_rows = 1'000'000;
+
   void push(usage_record&& r) {
     std::lock_guard guard{mutex_};
+    if (items_.size() >= max_rows) {
+      items_.erase(items_.begin(), items_.begin() + static_cast<long>(max_rows / 10));
+      dropped_ += max_rows / 10;
+    }
     items_.push_back(std::move(r));
+  }
+  /// Records dropped so far because the queue was full.
+  std::size_t dropped() const {
+    std::lock_guard guard{mutex_};
+    return dropped_;
   }
   std::vector<usage_record> take() {
     std::vector<usage_record> out;
@@ -313,6 +326,7 @@ public:
 private:
   mutable std::mutex mutex_;
   std::vector<usage_record> items_;
+  std::size_t dropped_ = 0;
 };
 
 /// Everything both worlds share. Created by main before either starts.

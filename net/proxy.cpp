@@ -165,6 +165,7 @@ private:
   std::string gateway_headers() const;
   std::string ratelimit_headers() const;
   void count_usage();
+  std::int64_t count_completion();
   std::chrono::milliseconds remaining() const;
   /// A timeout of `ms`, shortened to the request's deadline (and noted when it was).
   std::chrono::milliseconds capped(int ms) {
@@ -206,7 +207,12 @@ private:
   bool stream_ = false;
   bool strip_usage_chunk_ = false; ///< we asked for include_usage, the client did not
   bool client_usage_ = false;      ///< the client asked for stream_options.include_usage
-  std::string delivered_;          ///< data of the events relayed, for counting without upstream usage
+  /// What was relayed, kept for counting should the upstream report no usage: event data
+  /// separated by '\x1e' (which valid JSON cannot hold raw), or a JSON answer's body.
+  /// Bounded: past 1 MiB the stream's deltas are counted and the text dropped.
+  std::string delivered_;
+  bool delivered_is_body_ = false;
+  std::int64_t completion_counted_ = 0; ///< deltas already counted and dropped
   std::string upstream_request_;
   upstream_ptr conn_;
   bool retried_stale_ = false;
@@ -573,6 +579,7 @@ void proxy_call::on_full_body(beast::error_code ec) {
   }
   auto& body = res.body();
   delivered_ = body; // counted only if the upstream reports no usage
+  delivered_is_body_ = true;
   if (status == 200 && body.find("\"usage\"") != std::string::npos) {
     body.reserve(body.size() + simdjson::SIMDJSON_PADDING);
     simdjson::dom::element doc;
@@ -666,7 +673,11 @@ void proxy_call::on_event(const sse_event& ev) {
   }
   if (ev.has_data && ev.data != "[DONE]") {
     delivered_ += ev.data;
-    delivered_ += '\n';
+    delivered_ += '\x1e';
+    if (delivered_.size() > 1024 * 1024) {
+      completion_counted_ += count_completion();
+      delivered_.clear();
+    }
   }
   if (ev.has_data && contains(ev.data, "\"usage\":{")) {
     simdjson::dom::element doc;
@@ -917,28 +928,42 @@ void proxy_call::count_usage() {
       for (auto in : inputs)
         if (in.get_string().get(text) == simdjson::SUCCESS) prompt += static_cast<std::int64_t>(tok->count(text));
   }
-  // What was delivered: stream deltas, or the message of a JSON answer.
-  std::int64_t completion = 0;
-  std::string_view rest = delivered_;
-  while (!rest.empty()) {
-    auto line = rest.substr(0, rest.find('\n'));
-    rest.remove_prefix(std::min(rest.size(), line.size() + 1));
-    if (line.empty() || parse_reused(line, doc) != simdjson::SUCCESS)
-      continue;
-    simdjson::dom::array choices;
-    if (doc["choices"].get_array().get(choices) != simdjson::SUCCESS)
-      continue;
-    for (auto c : choices) {
-      std::string_view text;
-      if (c["delta"]["content"].get_string().get(text) == simdjson::SUCCESS ||
-          c["message"]["content"].get_string().get(text) == simdjson::SUCCESS)
-        completion += static_cast<std::int64_t>(tok->count(text));
-    }
-  }
   usage_.prompt = prompt;
-  usage_.completion = completion;
+  usage_.completion = completion_counted_ + count_completion();
   usage_.cached = 0;
   usage_.present = true;
+}
+
+std::int64_t proxy_call::count_completion() {
+  // Stream deltas, or the message of a JSON answer (which may span lines).
+  auto tok = client_->worker().state.tokenizer;
+  if (!tok)
+    return 0;
+  std::int64_t completion = 0;
+  auto count_document = [&](std::string_view text) {
+    simdjson::dom::element doc;
+    simdjson::dom::array choices;
+    if (text.empty() || parse_reused(text, doc) != simdjson::SUCCESS ||
+        doc["choices"].get_array().get(choices) != simdjson::SUCCESS)
+      return;
+    for (auto c : choices) {
+      std::string_view content;
+      if (c["delta"]["content"].get_string().get(content) == simdjson::SUCCESS ||
+          c["message"]["content"].get_string().get(content) == simdjson::SUCCESS)
+        completion += static_cast<std::int64_t>(tok->count(content));
+    }
+  };
+  if (delivered_is_body_) {
+    count_document(delivered_);
+    return completion;
+  }
+  std::string_view rest = delivered_;
+  while (!rest.empty()) {
+    auto event = rest.substr(0, rest.find('\x1e'));
+    rest.remove_prefix(std::min(rest.size(), event.size() + 1));
+    count_document(event);
+  }
+  return completion;
 }
 
 void proxy_call::finish_request(int status) {
