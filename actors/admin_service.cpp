@@ -1,8 +1,8 @@
-#include "core/clock.hpp"
 #include "actors/admin_service.hpp"
 
 #include "actors/rbac.hpp"
 #include "actors/state.hpp"
+#include "core/clock.hpp"
 #include "core/json_text.hpp"
 #include "core/secrets.hpp"
 #include "storage/database.hpp"
@@ -24,8 +24,7 @@ using storage::database;
 admin_result error(int status, std::string_view type, std::string_view message, std::string_view param = {}) {
   json::object_writer inner;
   inner.str("message", message).str("type", type);
-  if (!param.empty())
-    inner.str("param", param);
+  if (!param.empty()) inner.str("param", param);
   json::object_writer outer;
   outer.raw("error", inner.done());
   return {status, outer.done()};
@@ -35,15 +34,16 @@ admin_result bad_field(std::string_view field, std::string_view message) {
   return error(400, "invalid_request_error", message, field);
 }
 
-admin_result not_found(std::string_view what) { return error(404, "not_found_error", what); }
+admin_result not_found(std::string_view what) {
+  return error(404, "not_found_error", what);
+}
 
 std::string list_json(const std::vector<std::string>& items) {
   return "{\"object\":\"list\",\"data\":" + json::array(items) + "}";
 }
 
 /// One optional member of a request body: absent, null, or a value.
-template <class T>
-struct field {
+template <class T> struct field {
   bool present = false;
   bool null = false;
   T value{};
@@ -74,8 +74,8 @@ public:
     if (!v) return f;
     std::string_view s;
     if (v->get_string().get(s) != simdjson::SUCCESS || (!allow_empty && s.empty()) || s.size() > max)
-      fail(key, std::string(key) + " must be a string of " + (allow_empty ? "0" : "1") + " to " +
-                    std::to_string(max) + " characters");
+      fail(key, std::string(key) + " must be a string of " + (allow_empty ? "0" : "1") + " to " + std::to_string(max) +
+                    " characters");
     else
       f.value = std::string(s);
     return f;
@@ -103,8 +103,7 @@ public:
     field<bool> f;
     auto v = lookup(key, f);
     if (!v) return f;
-    if (v->get_bool().get(f.value) != simdjson::SUCCESS)
-      fail(key, std::string(key) + " must be true or false");
+    if (v->get_bool().get(f.value) != simdjson::SUCCESS) fail(key, std::string(key) + " must be true or false");
     return f;
   }
 
@@ -131,8 +130,7 @@ public:
   /// The raw element (for nested arrays of objects).
   std::optional<simdjson::dom::element> element(const char* key) {
     simdjson::dom::element e;
-    if (obj_[key].get(e) != simdjson::SUCCESS)
-      return std::nullopt;
+    if (obj_[key].get(e) != simdjson::SUCCESS) return std::nullopt;
     return e;
   }
 
@@ -149,11 +147,9 @@ public:
   std::string error_message;
 
 private:
-  template <class T>
-  std::optional<simdjson::dom::element> lookup(const char* key, field<T>& f) {
+  template <class T> std::optional<simdjson::dom::element> lookup(const char* key, field<T>& f) {
     simdjson::dom::element e;
-    if (obj_[key].get(e) != simdjson::SUCCESS)
-      return std::nullopt;
+    if (obj_[key].get(e) != simdjson::SUCCESS) return std::nullopt;
     f.present = true;
     if (e.is_null()) {
       f.null = true;
@@ -172,7 +168,8 @@ std::map<std::string, std::string> parse_query(std::string_view q) {
   auto decode = [](std::string_view s) {
     std::string r;
     for (std::size_t i = 0; i < s.size(); ++i) {
-      if (s[i] == '+') r += ' ';
+      if (s[i] == '+')
+        r += ' ';
       else if (s[i] == '%' && i + 2 < s.size()) {
         auto hex = std::string(s.substr(i + 1, 2));
         char* end = nullptr;
@@ -183,7 +180,8 @@ std::map<std::string, std::string> parse_query(std::string_view q) {
         } else {
           r += s[i];
         }
-      } else r += s[i];
+      } else
+        r += s[i];
     }
     return r;
   };
@@ -231,7 +229,9 @@ std::string optional_text(const storage::statement& st, int col) {
   return st.is_null(col) ? "null" : json::quoted(st.text(col));
 }
 
-std::string provider_aad(std::string_view name) { return "providers/" + std::string(name) + "/api_key"; }
+std::string provider_aad(std::string_view name) {
+  return "providers/" + std::string(name) + "/api_key";
+}
 
 /// The settings of a provider that live in the `settings` JSON column.
 std::string settings_json(const config::provider_config& p) {
@@ -250,8 +250,7 @@ std::string settings_json(const config::provider_config& p) {
 void read_settings(simdjson::dom::parser& parser, const std::string& text, config::provider_config& p) {
   simdjson::padded_string padded(text);
   simdjson::dom::element doc;
-  if (parser.parse(padded).get(doc) != simdjson::SUCCESS)
-    return;
+  if (parser.parse(padded).get(doc) != simdjson::SUCCESS) return;
   std::string_view s;
   bool b = false;
   std::int64_t n = 0;
@@ -259,7 +258,8 @@ void read_settings(simdjson::dom::parser& parser, const std::string& text, confi
   if (doc["verify_tls"].get_bool().get(b) == simdjson::SUCCESS) p.verify_tls = b;
   if (doc["include_usage"].get_bool().get(b) == simdjson::SUCCESS) p.include_usage = b;
   if (doc["connect_timeout_ms"].get_int64().get(n) == simdjson::SUCCESS) p.connect_timeout_ms = static_cast<int>(n);
-  if (doc["first_byte_timeout_ms"].get_int64().get(n) == simdjson::SUCCESS) p.first_byte_timeout_ms = static_cast<int>(n);
+  if (doc["first_byte_timeout_ms"].get_int64().get(n) == simdjson::SUCCESS)
+    p.first_byte_timeout_ms = static_cast<int>(n);
   if (doc["idle_timeout_ms"].get_int64().get(n) == simdjson::SUCCESS) p.idle_timeout_ms = static_cast<int>(n);
   if (doc["total_timeout_ms"].get_int64().get(n) == simdjson::SUCCESS) p.total_timeout_ms = static_cast<int>(n);
   if (doc["max_idle_connections"].get_int64().get(n) == simdjson::SUCCESS) p.max_idle_connections = static_cast<int>(n);
@@ -279,11 +279,9 @@ std::vector<config::deployment_config> read_deployments(simdjson::dom::parser& p
   std::vector<config::deployment_config> out;
   simdjson::padded_string padded(text);
   simdjson::dom::element doc;
-  if (parser.parse(padded).get(doc) != simdjson::SUCCESS)
-    return out;
+  if (parser.parse(padded).get(doc) != simdjson::SUCCESS) return out;
   simdjson::dom::array arr;
-  if (doc.get_array().get(arr) != simdjson::SUCCESS)
-    return out;
+  if (doc.get_array().get(arr) != simdjson::SUCCESS) return out;
   for (auto item : arr) {
     config::deployment_config d;
     std::string_view s;
@@ -381,17 +379,26 @@ struct limit_fields {
   int bind(storage::statement& st, int at) const {
     auto int_field = [&](const field<std::int64_t>& f) {
       if (!f.present) return;
-      if (f.null) st.bind_null(at++); else st.bind(at++, f.value);
+      if (f.null)
+        st.bind_null(at++);
+      else
+        st.bind(at++, f.value);
     };
     int_field(rpm);
     int_field(tpm);
     int_field(max_parallel);
     int_field(budget_tokens);
     if (budget_cost.present) {
-      if (budget_cost.null) st.bind_null(at++); else st.bind(at++, budget_cost.value);
+      if (budget_cost.null)
+        st.bind_null(at++);
+      else
+        st.bind(at++, budget_cost.value);
     }
     if (budget_period.present) {
-      if (budget_period.null) st.bind_null(at++); else st.bind(at++, budget_period.value);
+      if (budget_period.null)
+        st.bind_null(at++);
+      else
+        st.bind(at++, budget_period.value);
     }
     return at;
   }
@@ -450,7 +457,8 @@ struct admin_service::impl {
     if (parts.size() == 2 && req.method == "GET") {
       std::vector<std::string> items;
       auto st = db.prepare(std::string("SELECT ") + team_columns + " FROM teams ORDER BY name");
-      while (st.step()) items.push_back(team_json(st));
+      while (st.step())
+        items.push_back(team_json(st));
       return {200, list_json(items)};
     }
     if (parts.size() == 2 && req.method == "POST") {
@@ -461,12 +469,17 @@ struct admin_service::impl {
       lim.read(r);
       if (r.ok() && !name.has()) r.fail("name", "name is required");
       if (!r.ok()) return r.result();
-      if (exists("teams", "name", name.value)) return error(409, "conflict_error", "a team named '" + name.value + "' exists", "name");
+      if (exists("teams", "name", name.value))
+        return error(409, "conflict_error", "a team named '" + name.value + "' exists", "name");
       auto id = "team_" + secrets::random_hex(8);
       auto now = clock::unix_seconds();
       db.transaction([&] {
         db.prepare("INSERT INTO teams(id, name, created_at, updated_at) VALUES (?,?,?,?)")
-            .bind(1, id).bind(2, name.value).bind(3, now).bind(4, now).step();
+            .bind(1, id)
+            .bind(2, name.value)
+            .bind(3, now)
+            .bind(4, now)
+            .step();
         apply_limits("teams", id, lim);
         audit(req.who, "team.create", id, "{\"name\":" + json::quoted(name.value) + "}");
       });
@@ -489,8 +502,7 @@ struct admin_service::impl {
           if (st.step()) return error(409, "conflict_error", "a team named '" + name.value + "' exists", "name");
         }
         db.transaction([&] {
-          if (name.has())
-            db.prepare("UPDATE teams SET name = ? WHERE id = ?").bind(1, name.value).bind(2, id).step();
+          if (name.has()) db.prepare("UPDATE teams SET name = ? WHERE id = ?").bind(1, name.value).bind(2, id).step();
           apply_limits("teams", id, lim);
           db.prepare("UPDATE teams SET updated_at = ? WHERE id = ?").bind(1, clock::unix_seconds()).bind(2, id).step();
           audit(req.who, "team.update", id);
@@ -536,11 +548,12 @@ struct admin_service::impl {
     if (parts.size() == 2 && req.method == "GET") {
       std::vector<std::string> items;
       auto st = db.prepare(std::string("SELECT ") + cols + " FROM users ORDER BY name");
-      while (st.step()) items.push_back(user_json(st));
+      while (st.step())
+        items.push_back(user_json(st));
       return {200, list_json(items)};
     }
-    auto read_body = [&](body_reader& r, field<std::string>& name, field<std::string>& role,
-                         std::string& team_id, bool& team_given) -> std::optional<admin_result> {
+    auto read_body = [&](body_reader& r, field<std::string>& name, field<std::string>& role, std::string& team_id,
+                         bool& team_given) -> std::optional<admin_result> {
       if (!r.parse(req.body)) return r.result();
       name = r.text("name");
       role = r.text("role", 20);
@@ -564,13 +577,18 @@ struct admin_service::impl {
       bool team_given = false;
       if (auto e = read_body(r, name, role, team_id, team_given)) return *e;
       if (!name.has()) return bad_field("name", "name is required");
-      if (exists("users", "name", name.value)) return error(409, "conflict_error", "a user named '" + name.value + "' exists", "name");
+      if (exists("users", "name", name.value))
+        return error(409, "conflict_error", "a user named '" + name.value + "' exists", "name");
       auto id = "user_" + secrets::random_hex(8);
       auto now = clock::unix_seconds();
       db.transaction([&] {
         auto st = db.prepare("INSERT INTO users(id, name, role, team_id, created_at, updated_at) VALUES (?,?,?,?,?,?)");
-        st.bind(1, id).bind(2, name.value).bind(3, role.has() ? role.value : std::string("user")).bind_optional(4, team_id)
-            .bind(5, now).bind(6, now);
+        st.bind(1, id)
+            .bind(2, name.value)
+            .bind(3, role.has() ? role.value : std::string("user"))
+            .bind_optional(4, team_id)
+            .bind(5, now)
+            .bind(6, now);
         st.step();
         audit(req.who, "user.create", id, "{\"name\":" + json::quoted(name.value) + "}");
       });
@@ -600,7 +618,9 @@ struct admin_service::impl {
         db.transaction([&] {
           // The user's keys stop working; their rows stay for the usage history.
           db.prepare("UPDATE virtual_keys SET revoked_at = ? WHERE user_id = ? AND revoked_at IS NULL")
-              .bind(1, clock::unix_seconds()).bind(2, id).step();
+              .bind(1, clock::unix_seconds())
+              .bind(2, id)
+              .step();
           db.prepare("DELETE FROM users WHERE id = ?").bind(1, id).step();
           audit(req.who, "user.delete", id);
         });
@@ -647,7 +667,8 @@ struct admin_service::impl {
       }
     } else {
       if (!is_admin(req.who) && rbac::rank(key_role) >= rbac::rank(req.who.role))
-        return error(403, "permission_error", "a " + req.who.role + " may not create keys with role " + key_role, "role");
+        return error(403, "permission_error", "a " + req.who.role + " may not create keys with role " + key_role,
+                     "role");
       if (team.has()) {
         bool found = false;
         team_id = resolve_team(team.value, found);
@@ -658,15 +679,25 @@ struct admin_service::impl {
         user_id = user.value;
       }
     }
-    if (expires.has() && expires.value <= clock::unix_seconds()) return bad_field("expires_at", "expires_at must be in the future");
+    if (expires.has() && expires.value <= clock::unix_seconds())
+      return bad_field("expires_at", "expires_at must be in the future");
     auto key = secrets::new_virtual_key();
     auto id = "key_" + secrets::random_hex(8);
     db.transaction([&] {
       auto st = db.prepare("INSERT INTO virtual_keys(id, name, key_hash, key_prefix, role, team_id, user_id, models,"
                            " expires_at, created_at) VALUES (?,?,?,?,?,?,?,?,?,?)");
-      st.bind(1, id).bind(2, name.value).bind(3, secrets::sha256_hex(key)).bind(4, secrets::key_prefix(key))
-          .bind(5, key_role).bind_optional(6, team_id).bind_optional(7, user_id).bind(8, json::string_array(allowed));
-      if (expires.has()) st.bind(9, expires.value); else st.bind_null(9);
+      st.bind(1, id)
+          .bind(2, name.value)
+          .bind(3, secrets::sha256_hex(key))
+          .bind(4, secrets::key_prefix(key))
+          .bind(5, key_role)
+          .bind_optional(6, team_id)
+          .bind_optional(7, user_id)
+          .bind(8, json::string_array(allowed));
+      if (expires.has())
+        st.bind(9, expires.value);
+      else
+        st.bind_null(9);
       st.bind(10, clock::unix_seconds());
       st.step();
       apply_limits("virtual_keys", id, lim);
@@ -703,7 +734,9 @@ struct admin_service::impl {
     std::int64_t changed = 0;
     db.transaction([&] {
       db.prepare("UPDATE virtual_keys SET revoked_at = ? WHERE id = ? AND revoked_at IS NULL")
-          .bind(1, clock::unix_seconds()).bind(2, id).step();
+          .bind(1, clock::unix_seconds())
+          .bind(2, id)
+          .step();
       changed = db.changes();
       if (changed) audit(req.who, action, id);
     });
@@ -718,14 +751,22 @@ struct admin_service::impl {
       auto q = parse_query(req.query);
       std::string sql = std::string("SELECT ") + key_columns + " FROM virtual_keys WHERE 1=1";
       std::vector<std::string> binds;
-      if (q.count("team")) { sql += " AND team_id = ?"; binds.push_back(q["team"]); }
-      if (q.count("user")) { sql += " AND user_id = ?"; binds.push_back(q["user"]); }
+      if (q.count("team")) {
+        sql += " AND team_id = ?";
+        binds.push_back(q["team"]);
+      }
+      if (q.count("user")) {
+        sql += " AND user_id = ?";
+        binds.push_back(q["user"]);
+      }
       if (q.count("active")) sql += " AND revoked_at IS NULL";
       sql += " ORDER BY created_at, id";
       auto st = db.prepare(sql);
-      for (std::size_t i = 0; i < binds.size(); ++i) st.bind(static_cast<int>(i + 1), binds[i]);
+      for (std::size_t i = 0; i < binds.size(); ++i)
+        st.bind(static_cast<int>(i + 1), binds[i]);
       std::vector<std::string> items;
-      while (st.step()) items.push_back(key_json(st));
+      while (st.step())
+        items.push_back(key_json(st));
       return {200, list_json(items)};
     }
     if (parts.size() == 2 && req.method == "POST") return create_key(req, false);
@@ -756,14 +797,21 @@ struct admin_service::impl {
           if (!found) return bad_field("team", "team '" + team.value + "' does not exist");
         }
         db.transaction([&] {
-          if (name.has()) db.prepare("UPDATE virtual_keys SET name = ? WHERE id = ?").bind(1, name.value).bind(2, id).step();
-          if (role.has()) db.prepare("UPDATE virtual_keys SET role = ? WHERE id = ?").bind(1, role.value).bind(2, id).step();
+          if (name.has())
+            db.prepare("UPDATE virtual_keys SET name = ? WHERE id = ?").bind(1, name.value).bind(2, id).step();
+          if (role.has())
+            db.prepare("UPDATE virtual_keys SET role = ? WHERE id = ?").bind(1, role.value).bind(2, id).step();
           if (models.present)
             db.prepare("UPDATE virtual_keys SET models = ? WHERE id = ?")
-                .bind(1, json::string_array(models.has() ? models.value : std::vector<std::string>{})).bind(2, id).step();
+                .bind(1, json::string_array(models.has() ? models.value : std::vector<std::string>{}))
+                .bind(2, id)
+                .step();
           if (expires.present) {
             auto st = db.prepare("UPDATE virtual_keys SET expires_at = ? WHERE id = ?");
-            if (expires.null) st.bind_null(1); else st.bind(1, expires.value);
+            if (expires.null)
+              st.bind_null(1);
+            else
+              st.bind(1, expires.value);
             st.bind(2, id).step();
           }
           if (team.present)
@@ -810,7 +858,8 @@ struct admin_service::impl {
   std::map<std::string, std::vector<config::deployment_config>> db_models() {
     std::map<std::string, std::vector<config::deployment_config>> out;
     auto st = db.prepare("SELECT name, deployments FROM models");
-    while (st.step()) out[st.text(0)] = read_deployments(parser, st.text(1));
+    while (st.step())
+      out[st.text(0)] = read_deployments(parser, st.text(1));
     return out;
   }
 
@@ -835,10 +884,13 @@ struct admin_service::impl {
     };
     if (parts.size() == 2 && req.method == "GET") {
       std::map<std::string, std::string> items;
-      for (const auto& p : file->providers) items[p.name] = provider_view(p, "config");
-      for (const auto& [name, p] : stored) items[name] = provider_view(p, "api");
+      for (const auto& p : file->providers)
+        items[p.name] = provider_view(p, "config");
+      for (const auto& [name, p] : stored)
+        items[name] = provider_view(p, "api");
       std::vector<std::string> list;
-      for (auto& [_, v] : items) list.push_back(std::move(v));
+      for (auto& [_, v] : items)
+        list.push_back(std::move(v));
       return {200, list_json(list)};
     }
     bool create = parts.size() == 2 && req.method == "POST";
@@ -861,12 +913,14 @@ struct admin_service::impl {
       if (!r.ok()) return r.result();
       std::string pname = create ? name.value : parts[2];
       if (create && !name.has()) return bad_field("name", "name is required");
-      if (update && name.has() && name.value != pname) return bad_field("name", "name cannot be changed; create a new provider");
+      if (update && name.has() && name.value != pname)
+        return bad_field("name", "name cannot be changed; create a new provider");
       bool in_db = stored.count(pname) > 0;
       const auto* in_file = find_file(pname);
       if (create && (in_db || in_file))
         return error(409, "conflict_error",
-                     "provider '" + pname + "' exists" + (in_file ? " (in lowart.toml; PUT overrides it)" : ""), "name");
+                     "provider '" + pname + "' exists" + (in_file ? " (in lowart.toml; PUT overrides it)" : ""),
+                     "name");
       // Start from what exists (stored override, else the file's), then apply the body.
       config::provider_config p;
       std::string sealed_key;
@@ -892,8 +946,10 @@ struct admin_service::impl {
       if (p.kind != "openai" && p.kind != "anthropic" && p.kind != "comfyui")
         return bad_field("kind", "kind must be openai, anthropic or comfyui");
       upstream_target target;
-      while (!p.base_url.empty() && p.base_url.back() == '/') p.base_url.pop_back();
-      if (!parse_upstream(p.base_url, target)) return bad_field("base_url", "base_url must be an http:// or https:// URL");
+      while (!p.base_url.empty() && p.base_url.back() == '/')
+        p.base_url.pop_back();
+      if (!parse_upstream(p.base_url, target))
+        return bad_field("base_url", "base_url must be an http:// or https:// URL");
       bool key_changed = false;
       if (api_key.present) {
         key_changed = true;
@@ -901,9 +957,10 @@ struct admin_service::impl {
           sealed_key.clear();
         } else {
           if (!gw.keyring.can_seal())
-            return error(400, "invalid_request_error",
-                         "api_key cannot be stored: start lowart with LOWART_ENCRYPTION_KEY so keys are encrypted at rest",
-                         "api_key");
+            return error(
+                400, "invalid_request_error",
+                "api_key cannot be stored: start lowart with LOWART_ENCRYPTION_KEY so keys are encrypted at rest",
+                "api_key");
           sealed_key = gw.keyring.seal(api_key.value, provider_aad(pname));
         }
       } else if (!in_db && in_file && !in_file->api_key.empty()) {
@@ -916,12 +973,18 @@ struct admin_service::impl {
       }
       auto now = clock::unix_seconds();
       db.transaction([&] {
-        auto st = db.prepare(
-            "INSERT INTO providers(name, kind, base_url, api_key, settings, created_at, updated_at) VALUES (?,?,?,?,?,?,?)"
-            " ON CONFLICT(name) DO UPDATE SET kind = excluded.kind, base_url = excluded.base_url,"
-            " api_key = excluded.api_key, settings = excluded.settings, updated_at = excluded.updated_at");
-        st.bind(1, pname).bind(2, p.kind).bind(3, p.base_url).bind_optional(4, sealed_key).bind(5, settings_json(p))
-            .bind(6, now).bind(7, now);
+        auto st =
+            db.prepare("INSERT INTO providers(name, kind, base_url, api_key, settings, created_at, updated_at) VALUES "
+                       "(?,?,?,?,?,?,?)"
+                       " ON CONFLICT(name) DO UPDATE SET kind = excluded.kind, base_url = excluded.base_url,"
+                       " api_key = excluded.api_key, settings = excluded.settings, updated_at = excluded.updated_at");
+        st.bind(1, pname)
+            .bind(2, p.kind)
+            .bind(3, p.base_url)
+            .bind_optional(4, sealed_key)
+            .bind(5, settings_json(p))
+            .bind(6, now)
+            .bind(7, now);
         st.step();
         json::object_writer detail;
         detail.str("kind", p.kind).str("base_url", p.base_url).boolean("api_key_changed", key_changed);
@@ -937,9 +1000,11 @@ struct admin_service::impl {
       bool in_db = stored.count(pname) > 0;
       const auto* in_file = find_file(pname);
       if (!in_db && !in_file) return not_found("no provider named '" + pname + "'");
-      if (req.method == "GET") return {200, in_db ? provider_view(stored[pname], "api") : provider_view(*in_file, "config")};
+      if (req.method == "GET")
+        return {200, in_db ? provider_view(stored[pname], "api") : provider_view(*in_file, "config")};
       if (req.method == "DELETE") {
-        if (!in_db) return error(409, "conflict_error", "provider '" + pname + "' is defined in lowart.toml; edit the file");
+        if (!in_db)
+          return error(409, "conflict_error", "provider '" + pname + "' is defined in lowart.toml; edit the file");
         if (!in_file) {
           // Without a file fallback, models must not be left pointing at nothing.
           for (const auto& [model, deps] : db_models())
@@ -972,10 +1037,13 @@ struct admin_service::impl {
     };
     if (parts.size() == 2 && req.method == "GET") {
       std::map<std::string, std::string> items;
-      for (const auto& m : file->models) items[m.name] = model_view(m.name, m.deployments, "config");
-      for (const auto& [name, deps] : stored) items[name] = model_view(name, deps, "api");
+      for (const auto& m : file->models)
+        items[m.name] = model_view(m.name, m.deployments, "config");
+      for (const auto& [name, deps] : stored)
+        items[name] = model_view(name, deps, "api");
       std::vector<std::string> list;
-      for (auto& [_, v] : items) list.push_back(std::move(v));
+      for (auto& [_, v] : items)
+        list.push_back(std::move(v));
       return {200, list_json(list)};
     }
     bool create = parts.size() == 2 && req.method == "POST";
@@ -994,8 +1062,10 @@ struct admin_service::impl {
       if (!deps_el || deps_el->get_array().get(arr) != simdjson::SUCCESS || arr.size() == 0)
         return bad_field("deployments", "deployments must be a non-empty array of {provider, model, priority, weight}");
       std::set<std::string> known;
-      for (const auto& p : file->providers) known.insert(p.name);
-      for (const auto& [n, _] : db_providers(false)) known.insert(n);
+      for (const auto& p : file->providers)
+        known.insert(p.name);
+      for (const auto& [n, _] : db_providers(false))
+        known.insert(n);
       std::vector<config::deployment_config> deps;
       std::size_t i = 0;
       for (auto item : arr) {
@@ -1012,7 +1082,8 @@ struct admin_service::impl {
           return bad_field(where + ".model", where + ".model must be the upstream model name");
         d.model = std::string(s);
         if (auto e = item["priority"]; e.error() != simdjson::NO_SUCH_FIELD) {
-          if (e.get_int64().get(n) != simdjson::SUCCESS) return bad_field(where + ".priority", "priority must be an integer");
+          if (e.get_int64().get(n) != simdjson::SUCCESS)
+            return bad_field(where + ".priority", "priority must be an integer");
           d.priority = static_cast<int>(n);
         }
         if (auto e = item["weight"]; e.error() != simdjson::NO_SUCH_FIELD) {
@@ -1024,9 +1095,14 @@ struct admin_service::impl {
       }
       auto now = clock::unix_seconds();
       db.transaction([&] {
-        db.prepare("INSERT INTO models(name, deployments, created_at, updated_at) VALUES (?,?,?,?)"
-                   " ON CONFLICT(name) DO UPDATE SET deployments = excluded.deployments, updated_at = excluded.updated_at")
-            .bind(1, mname).bind(2, deployments_json(deps)).bind(3, now).bind(4, now).step();
+        db.prepare(
+              "INSERT INTO models(name, deployments, created_at, updated_at) VALUES (?,?,?,?)"
+              " ON CONFLICT(name) DO UPDATE SET deployments = excluded.deployments, updated_at = excluded.updated_at")
+            .bind(1, mname)
+            .bind(2, deployments_json(deps))
+            .bind(3, now)
+            .bind(4, now)
+            .step();
         audit(req.who, create ? "model.create" : "model.update", mname, deployments_json(deps));
       });
       admin_result res{create ? 201 : 200, model_view(mname, deps, "api")};
@@ -1039,9 +1115,11 @@ struct admin_service::impl {
       const auto* in_file = find_file(mname);
       if (!in_db && !in_file) return not_found("no model named '" + mname + "'");
       if (req.method == "GET")
-        return {200, in_db ? model_view(mname, stored[mname], "api") : model_view(mname, in_file->deployments, "config")};
+        return {200,
+                in_db ? model_view(mname, stored[mname], "api") : model_view(mname, in_file->deployments, "config")};
       if (req.method == "DELETE") {
-        if (!in_db) return error(409, "conflict_error", "model '" + mname + "' is defined in lowart.toml; edit the file");
+        if (!in_db)
+          return error(409, "conflict_error", "model '" + mname + "' is defined in lowart.toml; edit the file");
         auto res = remove_row(req, "models", "name", mname, "model.delete", "name");
         res.catalog_changed = true;
         return res;
@@ -1062,19 +1140,33 @@ struct admin_service::impl {
     }
     std::string sql = "SELECT id, ts_ms, actor, action, target, detail FROM audit_log WHERE 1=1";
     std::vector<std::string> binds;
-    if (q.count("actor")) { sql += " AND actor = ?"; binds.push_back(q["actor"]); }
-    if (q.count("action")) { sql += " AND action LIKE ?"; binds.push_back(q["action"] + "%"); }
-    if (q.count("target")) { sql += " AND target = ?"; binds.push_back(q["target"]); }
+    if (q.count("actor")) {
+      sql += " AND actor = ?";
+      binds.push_back(q["actor"]);
+    }
+    if (q.count("action")) {
+      sql += " AND action LIKE ?";
+      binds.push_back(q["action"] + "%");
+    }
+    if (q.count("target")) {
+      sql += " AND target = ?";
+      binds.push_back(q["target"]);
+    }
     sql += " ORDER BY id DESC LIMIT ?";
     auto st = db.prepare(sql);
     int at = 1;
-    for (const auto& b : binds) st.bind(at++, b);
+    for (const auto& b : binds)
+      st.bind(at++, b);
     st.bind(at, limit);
     std::vector<std::string> items;
     while (st.step()) {
       json::object_writer w;
-      w.num("id", st.integer(0)).num("ts_ms", st.integer(1)).str("actor", st.text(2)).str("action", st.text(3))
-          .raw("target", optional_text(st, 4)).raw("detail", st.is_null(5) ? "null" : st.text(5));
+      w.num("id", st.integer(0))
+          .num("ts_ms", st.integer(1))
+          .str("actor", st.text(2))
+          .str("action", st.text(3))
+          .raw("target", optional_text(st, 4))
+          .raw("detail", st.is_null(5) ? "null" : st.text(5));
       items.push_back(w.done());
     }
     return {200, list_json(items)};
@@ -1087,15 +1179,21 @@ struct admin_service::impl {
         "model, input_per_1m, output_per_1m, cached_input_per_1m, per_request, version, updated_at, tiers";
     auto render = [](const storage::statement& st) {
       json::object_writer w;
-      w.str("model", st.text(0)).real("input_per_1m", st.real(1)).real("output_per_1m", st.real(2))
-          .real("cached_input_per_1m", st.real(3)).real("per_request", st.real(4)).num("version", st.integer(5))
-          .num("updated_at", st.integer(6)).raw("tiers", st.text(7));
+      w.str("model", st.text(0))
+          .real("input_per_1m", st.real(1))
+          .real("output_per_1m", st.real(2))
+          .real("cached_input_per_1m", st.real(3))
+          .real("per_request", st.real(4))
+          .num("version", st.integer(5))
+          .num("updated_at", st.integer(6))
+          .raw("tiers", st.text(7));
       return w.done();
     };
     if (parts.size() == 2 && req.method == "GET") {
       std::vector<std::string> items;
       auto st = db.prepare(std::string("SELECT ") + cols + " FROM prices ORDER BY model");
-      while (st.step()) items.push_back(render(st));
+      while (st.step())
+        items.push_back(render(st));
       return {200, list_json(items)};
     }
     if (parts.size() != 3) return error(405, "invalid_request_error", "use /admin/prices/{model}");
@@ -1122,7 +1220,8 @@ struct admin_service::impl {
       if (auto tiers = r.element("tiers")) {
         simdjson::dom::array arr;
         if (tiers->get_array().get(arr) != simdjson::SUCCESS)
-          return bad_field("tiers", "tiers must be an array of {above_tokens, input_per_1m, output_per_1m, cached_input_per_1m}");
+          return bad_field(
+              "tiers", "tiers must be an array of {above_tokens, input_per_1m, output_per_1m, cached_input_per_1m}");
         std::vector<std::string> items;
         std::int64_t last = -1;
         std::size_t i = 0;
@@ -1149,10 +1248,15 @@ struct admin_service::impl {
         // Every change is a new version; usage records name the version they were priced at.
         db.prepare("INSERT INTO prices(model, updated_at) VALUES (?, ?) ON CONFLICT(model) DO UPDATE SET"
                    " version = version + 1, updated_at = excluded.updated_at")
-            .bind(1, model).bind(2, clock::unix_seconds()).step();
+            .bind(1, model)
+            .bind(2, clock::unix_seconds())
+            .step();
         auto set = [&](const char* col, const field<double>& f) {
           if (f.has())
-            db.prepare(std::string("UPDATE prices SET ") + col + " = ? WHERE model = ?").bind(1, f.value).bind(2, model).step();
+            db.prepare(std::string("UPDATE prices SET ") + col + " = ? WHERE model = ?")
+                .bind(1, f.value)
+                .bind(2, model)
+                .step();
         };
         set("input_per_1m", in);
         set("output_per_1m", out);
@@ -1184,13 +1288,21 @@ struct admin_service::impl {
     auto q = parse_query(req.query);
     std::string group = q.count("group_by") ? q["group_by"] : "model";
     std::string column;
-    if (group == "key") column = "u.key_id";
-    else if (group == "team") column = "COALESCE(k.team_id, '')";
-    else if (group == "model") column = "COALESCE(u.model, '')";
-    else if (group == "day") column = "strftime('%Y-%m-%d', u.ts_ms / 1000, 'unixepoch')";
-    else return bad_field("group_by", "group_by must be key, team, model or day");
+    if (group == "key")
+      column = "u.key_id";
+    else if (group == "team")
+      column = "COALESCE(k.team_id, '')";
+    else if (group == "model")
+      column = "COALESCE(u.model, '')";
+    else if (group == "day")
+      column = "strftime('%Y-%m-%d', u.ts_ms / 1000, 'unixepoch')";
+    else
+      return bad_field("group_by", "group_by must be key, team, model or day");
     auto when = [&](const char* name, std::int64_t fallback, std::int64_t& out) -> bool {
-      if (!q.count(name)) { out = fallback; return true; }
+      if (!q.count(name)) {
+        out = fallback;
+        return true;
+      }
       const auto& v = q[name];
       if (v.size() == 10 && v[4] == '-' && v[7] == '-') {
         auto st = db.prepare("SELECT CAST(strftime('%s', ?) AS INTEGER)");
@@ -1208,7 +1320,8 @@ struct admin_service::impl {
     if (!when("to", 253402300800, to)) return bad_field("to", "to must be unix seconds or YYYY-MM-DD");
     std::string format = q.count("format") ? q["format"] : "json";
     if (format != "json" && format != "csv") return bad_field("format", "format must be json or csv");
-    auto st = db.prepare("SELECT " + column + " AS grp, COUNT(*), SUM(u.prompt_tokens), SUM(u.completion_tokens),"
+    auto st = db.prepare("SELECT " + column +
+                         " AS grp, COUNT(*), SUM(u.prompt_tokens), SUM(u.completion_tokens),"
                          " SUM(u.cached_tokens), SUM(CASE WHEN u.status >= 400 THEN 1 ELSE 0 END), SUM(u.cost)"
                          " FROM usage_records u LEFT JOIN virtual_keys k ON k.id = u.key_id"
                          " WHERE u.ts_ms >= ? AND u.ts_ms < ? GROUP BY grp ORDER BY grp");
@@ -1221,16 +1334,23 @@ struct admin_service::impl {
         bool quote = cell.find_first_of(",\"\n") != std::string::npos;
         if (quote) {
           std::string q2 = "\"";
-          for (char c : cell) { if (c == '"') q2 += '"'; q2 += c; }
+          for (char c : cell) {
+            if (c == '"') q2 += '"';
+            q2 += c;
+          }
           cell = q2 + "\"";
         }
         csv += cell + "," + std::to_string(st.integer(1)) + "," + std::to_string(st.integer(2)) + "," +
-               std::to_string(st.integer(3)) + "," + std::to_string(st.integer(4)) + "," + std::to_string(st.integer(5)) + "," +
-               std::to_string(st.real(6)) + "\n";
+               std::to_string(st.integer(3)) + "," + std::to_string(st.integer(4)) + "," +
+               std::to_string(st.integer(5)) + "," + std::to_string(st.real(6)) + "\n";
       } else {
         json::object_writer w;
-        w.str(group, st.text(0)).num("requests", st.integer(1)).num("prompt_tokens", st.integer(2))
-            .num("completion_tokens", st.integer(3)).num("cached_tokens", st.integer(4)).num("errors", st.integer(5))
+        w.str(group, st.text(0))
+            .num("requests", st.integer(1))
+            .num("prompt_tokens", st.integer(2))
+            .num("completion_tokens", st.integer(3))
+            .num("cached_tokens", st.integer(4))
+            .num("errors", st.integer(5))
             .real("cost", st.real(6));
         items.push_back(w.done());
       }
@@ -1251,14 +1371,14 @@ struct admin_service::impl {
     // parts: v1, me, [keys|usage], [id]
     const auto& who = req.who;
     if (who.key_id == "master") return error(400, "invalid_request_error", "the master key has no /v1/me; use /admin");
-    auto own_keys_sql = std::string(" FROM virtual_keys WHERE ") +
-                        (who.user_id.empty() ? "id = ?" : "user_id = ?");
+    auto own_keys_sql = std::string(" FROM virtual_keys WHERE ") + (who.user_id.empty() ? "id = ?" : "user_id = ?");
     auto own_bind = who.user_id.empty() ? who.key_id : who.user_id;
     if (parts.size() == 2 && req.method == "GET") {
       json::object_writer w;
       w.raw("key", one("virtual_keys", key_columns, who.key_id, key_json));
-      w.raw("user", who.user_id.empty() ? std::string("null")
-                                        : one("users", "id, name, role, team_id, created_at, updated_at", who.user_id, user_json));
+      w.raw("user", who.user_id.empty()
+                        ? std::string("null")
+                        : one("users", "id, name, role, team_id, created_at, updated_at", who.user_id, user_json));
       return {200, w.done()};
     }
     if (parts.size() >= 3 && parts[2] == "keys") {
@@ -1266,7 +1386,8 @@ struct admin_service::impl {
         auto st = db.prepare(std::string("SELECT ") + key_columns + own_keys_sql + " ORDER BY created_at, id");
         st.bind(1, own_bind);
         std::vector<std::string> items;
-        while (st.step()) items.push_back(key_json(st));
+        while (st.step())
+          items.push_back(key_json(st));
         return {200, list_json(items)};
       }
       if (parts.size() == 3 && req.method == "POST") {
@@ -1283,14 +1404,19 @@ struct admin_service::impl {
     }
     if (parts.size() == 3 && parts[2] == "usage" && req.method == "GET") {
       auto st = db.prepare("SELECT model, COUNT(*), SUM(prompt_tokens), SUM(completion_tokens), SUM(cached_tokens)"
-                           " FROM usage_records WHERE key_id IN (SELECT id" + own_keys_sql + ")"
+                           " FROM usage_records WHERE key_id IN (SELECT id" +
+                           own_keys_sql +
+                           ")"
                            " GROUP BY model ORDER BY model");
       st.bind(1, own_bind);
       std::vector<std::string> items;
       while (st.step()) {
         json::object_writer w;
-        w.raw("model", optional_text(st, 0)).num("requests", st.integer(1)).num("prompt_tokens", st.integer(2))
-            .num("completion_tokens", st.integer(3)).num("cached_tokens", st.integer(4));
+        w.raw("model", optional_text(st, 0))
+            .num("requests", st.integer(1))
+            .num("prompt_tokens", st.integer(2))
+            .num("completion_tokens", st.integer(3))
+            .num("cached_tokens", st.integer(4));
         items.push_back(w.done());
       }
       return {200, list_json(items)};
@@ -1305,13 +1431,10 @@ admin_service::~admin_service() = default;
 admin_result admin_service::handle(const admin_request& req) {
   auto parts = split_path(req.path);
   auto& d = *impl_;
-  if (parts.size() >= 2 && parts[0] == "v1" && parts[1] == "me")
-    return d.me(req, parts);
-  if (parts.size() < 2 || parts[0] != "admin")
-    return not_found("no admin endpoint " + req.path);
+  if (parts.size() >= 2 && parts[0] == "v1" && parts[1] == "me") return d.me(req, parts);
+  if (parts.size() < 2 || parts[0] != "admin") return not_found("no admin endpoint " + req.path);
   const auto& resource = parts[1];
-  if (parts.size() > 3)
-    return not_found("no admin endpoint " + req.path);
+  if (parts.size() > 3) return not_found("no admin endpoint " + req.path);
   if (resource == "teams") return d.teams(req, parts);
   if (resource == "users") return d.users(req, parts);
   if (resource == "keys") return d.keys(req, parts);
@@ -1334,11 +1457,12 @@ void admin_service::publish_keys() {
     l.budget_cost = st.real(at + 4);
     l.budget_period = st.text(at + 5);
   };
-  constexpr const char* limit_cols = "COALESCE(rpm, 0), COALESCE(tpm, 0), COALESCE(max_parallel, 0),"
-                                     " COALESCE(budget_tokens, 0), COALESCE(budget_cost, 0), COALESCE(budget_period, '')";
+  constexpr const char* limit_cols =
+      "COALESCE(rpm, 0), COALESCE(tpm, 0), COALESCE(max_parallel, 0),"
+      " COALESCE(budget_tokens, 0), COALESCE(budget_cost, 0), COALESCE(budget_period, '')";
   auto st = d.db.prepare(std::string("SELECT id, name, key_hash, role, COALESCE(team_id, ''), COALESCE(user_id, ''),"
-                                     " models, COALESCE(expires_at, 0), ") + limit_cols +
-                         " FROM virtual_keys WHERE revoked_at IS NULL");
+                                     " models, COALESCE(expires_at, 0), ") +
+                         limit_cols + " FROM virtual_keys WHERE revoked_at IS NULL");
   while (st.step()) {
     auto e = std::make_shared<key_entry>();
     e->id = st.text(0);
@@ -1364,8 +1488,7 @@ void admin_service::publish_keys() {
   while (teams.step()) {
     lowart::limits l;
     read_limits(teams, 1, l);
-    if (l.any())
-      table->teams.emplace(teams.text(0), std::move(l));
+    if (l.any()) table->teams.emplace(teams.text(0), std::move(l));
   }
   d.gw.keys.publish(std::move(table));
 }
@@ -1434,7 +1557,8 @@ void admin_service::seed_budgets() {
 void admin_service::publish_catalog() {
   auto& d = *impl_;
   auto cat = std::make_shared<config::gateway_config>();
-  for (auto& [_, p] : d.db_providers(true)) cat->providers.push_back(std::move(p));
+  for (auto& [_, p] : d.db_providers(true))
+    cat->providers.push_back(std::move(p));
   for (auto& [name, deps] : d.db_models()) {
     config::model_config m;
     m.name = name;
@@ -1456,14 +1580,18 @@ int admin_service::rotate() {
   d.db.transaction([&] {
     std::vector<std::pair<std::string, std::string>> rows;
     auto st = d.db.prepare("SELECT name, api_key FROM providers WHERE api_key IS NOT NULL");
-    while (st.step()) rows.emplace_back(st.text(0), st.text(1));
+    while (st.step())
+      rows.emplace_back(st.text(0), st.text(1));
     for (const auto& [name, sealed] : rows) {
       auto plain = d.gw.keyring.open(sealed, provider_aad(name));
       if (!plain)
         throw std::runtime_error("cannot open the api_key of provider '" + name + "' (sealed with key id " +
-                                 crypto::keyring::key_id_of(sealed) + "): set LOWART_ENCRYPTION_KEY_PREVIOUS to that key");
+                                 crypto::keyring::key_id_of(sealed) +
+                                 "): set LOWART_ENCRYPTION_KEY_PREVIOUS to that key");
       d.db.prepare("UPDATE providers SET api_key = ? WHERE name = ?")
-          .bind(1, d.gw.keyring.seal(*plain, provider_aad(name))).bind(2, name).step();
+          .bind(1, d.gw.keyring.seal(*plain, provider_aad(name)))
+          .bind(2, name)
+          .step();
       ++n;
     }
     d.audit({"cli", "admin", "", ""}, "secrets.rotate", d.gw.keyring.sealing_key_id(),

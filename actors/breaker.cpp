@@ -1,8 +1,8 @@
-#include "core/clock.hpp"
 #include "actors/breaker.hpp"
 
 #include "actors/messages.hpp"
 #include "actors/state.hpp"
+#include "core/clock.hpp"
 #include "core/log.hpp"
 
 #include <caf/all.hpp>
@@ -26,14 +26,15 @@ using breaker_actor = caf::stateful_actor<breaker_state>;
 void transition(breaker_actor* self, breaker_mode to, std::string_view why) {
   auto& st = self->state;
   auto from = st.control->mode();
-  if (from == to)
-    return;
+  if (from == to) return;
   static constexpr const char* names[] = {"closed", "open", "half_open"};
   st.control->set_mode(to);
   st.gauge.set(static_cast<double>(static_cast<int>(to)));
   metrics::breaker_transitions(st.id, names[static_cast<int>(to)]).inc();
-  log::warn("breaker transition", {{"deployment", st.id}, {"from", names[static_cast<int>(from)]},
-                                   {"to", names[static_cast<int>(to)]}, {"reason", why}});
+  log::warn("breaker transition", {{"deployment", st.id},
+                                   {"from", names[static_cast<int>(from)]},
+                                   {"to", names[static_cast<int>(to)]},
+                                   {"reason", why}});
   if (to == breaker_mode::open) {
     ++st.generation;
     self->delayed_send(self, std::chrono::milliseconds(st.settings.open_ms), half_open_atom::value, st.generation);
@@ -55,30 +56,29 @@ caf::behavior breaker(breaker_actor* self, std::string id, std::shared_ptr<break
   if (st.control->mode() == breaker_mode::open) // restarted while open: re-arm the timer
     self->delayed_send(self, std::chrono::milliseconds(st.settings.open_ms), half_open_atom::value, st.generation);
   return {
-    [=](report_atom, bool probe, bool success) {
-      auto& s = self->state;
-      auto mode = s.control->mode();
-      if (probe && mode == breaker_mode::half_open) {
-        transition(self, success ? breaker_mode::closed : breaker_mode::open,
-                   success ? "probe succeeded" : "probe failed");
-        return;
-      }
-      if (mode != breaker_mode::closed || success)
-        return;
-      std::int64_t ok = 0, failed = 0;
-      s.control->totals(clock::steady_seconds(), s.settings.window_s, ok, failed);
-      auto total = ok + failed;
-      if (total >= s.settings.min_requests &&
-          static_cast<double>(failed) >= s.settings.failure_rate * static_cast<double>(total)) {
-        transition(self, breaker_mode::open,
-                   std::to_string(failed) + " of " + std::to_string(total) + " requests failed in " +
-                       std::to_string(s.settings.window_s) + " s");
-      }
-    },
-    [=](half_open_atom, std::uint64_t generation) {
-      if (generation == self->state.generation && self->state.control->mode() == breaker_mode::open)
-        transition(self, breaker_mode::half_open, "open period over");
-    },
+      [=](report_atom, bool probe, bool success) {
+        auto& s = self->state;
+        auto mode = s.control->mode();
+        if (probe && mode == breaker_mode::half_open) {
+          transition(self, success ? breaker_mode::closed : breaker_mode::open,
+                     success ? "probe succeeded" : "probe failed");
+          return;
+        }
+        if (mode != breaker_mode::closed || success) return;
+        std::int64_t ok = 0, failed = 0;
+        s.control->totals(clock::steady_seconds(), s.settings.window_s, ok, failed);
+        auto total = ok + failed;
+        if (total >= s.settings.min_requests &&
+            static_cast<double>(failed) >= s.settings.failure_rate * static_cast<double>(total)) {
+          transition(self, breaker_mode::open,
+                     std::to_string(failed) + " of " + std::to_string(total) + " requests failed in " +
+                         std::to_string(s.settings.window_s) + " s");
+        }
+      },
+      [=](half_open_atom, std::uint64_t generation) {
+        if (generation == self->state.generation && self->state.control->mode() == breaker_mode::open)
+          transition(self, breaker_mode::half_open, "open period over");
+      },
   };
 }
 

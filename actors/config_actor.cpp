@@ -31,8 +31,7 @@ std::filesystem::file_time_type mtime(const std::string& path) {
 bool check(config_state& st) {
   const auto& path = st.gw->config_path;
   auto now = mtime(path);
-  if (now == st.seen)
-    return false;
+  if (now == st.seen) return false;
   st.seen = now;
   auto loaded = config::load(path);
   if (!loaded.config) {
@@ -55,14 +54,16 @@ caf::behavior config_behavior(config_actor* self, gateway_state* gw, caf::actor 
     self->delayed_send(self, interval, tick_atom::value);
   }
   return {
-    [=](tick_atom) {
-      auto& s = self->state;
-      if (check(s) && s.notify)
-        self->request(s.notify, std::chrono::seconds(10), reload_atom::value)
-            .then([](bool) {},
-                  [](caf::error& err) { log::error("route rebuild after a config reload failed", {{"error", caf::to_string(err)}}); });
-      self->delayed_send(self, s.interval, tick_atom::value);
-    },
+      [=](tick_atom) {
+        auto& s = self->state;
+        if (check(s) && s.notify)
+          self->request(s.notify, std::chrono::seconds(10), reload_atom::value)
+              .then([](bool) {},
+                    [](caf::error& err) {
+                      log::error("route rebuild after a config reload failed", {{"error", caf::to_string(err)}});
+                    });
+        self->delayed_send(self, s.interval, tick_atom::value);
+      },
   };
 }
 
@@ -70,8 +71,7 @@ caf::behavior config_behavior(config_actor* self, gateway_state* gw, caf::actor 
 
 caf::actor spawn_config(caf::actor_system& sys, gateway_state& state, caf::actor notify,
                         std::chrono::milliseconds interval, bool detached) {
-  if (detached)
-    return sys.spawn<caf::detached>(config_behavior, &state, std::move(notify), interval);
+  if (detached) return sys.spawn<caf::detached>(config_behavior, &state, std::move(notify), interval);
   return sys.spawn(config_behavior, &state, std::move(notify), interval);
 }
 

@@ -15,15 +15,16 @@ std::tm utc(std::int64_t now_ms) {
   return tm;
 }
 
-std::int64_t to_ms(std::tm tm) { return static_cast<std::int64_t>(timegm(&tm)) * 1000; }
+std::int64_t to_ms(std::tm tm) {
+  return static_cast<std::int64_t>(timegm(&tm)) * 1000;
+}
 
 } // namespace
 
 std::int64_t rate_limiter::period_start(std::string_view period, std::int64_t now_ms) {
   auto tm = utc(now_ms);
   tm.tm_hour = tm.tm_min = tm.tm_sec = 0;
-  if (period != "day")
-    tm.tm_mday = 1;
+  if (period != "day") tm.tm_mday = 1;
   return to_ms(tm);
 }
 
@@ -38,8 +39,7 @@ std::int64_t rate_limiter::period_end(std::string_view period, std::int64_t now_
 
 void rate_limiter::roll_period(state& st, const limits& l, std::int64_t now_ms) {
   // Calendar arithmetic (timegm) only when a period boundary is crossed.
-  if (now_ms >= st.period_start && now_ms < st.period_end)
-    return;
+  if (now_ms >= st.period_start && now_ms < st.period_end) return;
   st.period_start = period_start(l.budget_period, now_ms);
   st.period_end = period_end(l.budget_period, now_ms);
   st.used_tokens = 0;
@@ -71,15 +71,13 @@ limit_decision rate_limiter::reserve(const std::vector<subject_ref>& subjects, s
       found[n] = {&shard_of(s.id), nullptr, s.lim};
       ids[n++] = s.id;
     }
-  if (n == 0)
-    return d;
+  if (n == 0) return d;
   // Lock every shard involved in one fixed (address) order, so a reservation over
   // several subjects is all-or-nothing without deadlock.
   shard* locks[4];
   std::size_t nlocks = 0;
   for (std::size_t i = 0; i < n; ++i)
-    if (std::find(locks, locks + nlocks, found[i].sh) == locks + nlocks)
-      locks[nlocks++] = found[i].sh;
+    if (std::find(locks, locks + nlocks, found[i].sh) == locks + nlocks) locks[nlocks++] = found[i].sh;
   for (std::size_t i = 1; i < nlocks; ++i) // insertion sort: at most four entries
     for (std::size_t j = i; j > 0 && std::less<shard*>{}(locks[j], locks[j - 1]); --j)
       std::swap(locks[j], locks[j - 1]);
@@ -88,8 +86,7 @@ limit_decision rate_limiter::reserve(const std::vector<subject_ref>& subjects, s
   for (std::size_t i = 0; i < n; ++i) {
     auto& map = found[i].sh->subjects;
     auto it = map.find(std::string(ids[i]));
-    if (it == map.end())
-      it = map.emplace(std::string(ids[i]), state{}).first;
+    if (it == map.end()) it = map.emplace(std::string(ids[i]), state{}).first;
     found[i].st = &it->second;
   }
 
@@ -143,14 +140,15 @@ limit_decision rate_limiter::reserve(const std::vector<subject_ref>& subjects, s
     if (l.rpm && (!d.limit_requests || st.requests.tokens < static_cast<double>(d.remaining_requests))) {
       d.limit_requests = l.rpm;
       d.remaining_requests = static_cast<std::int64_t>(st.requests.tokens) - (d.allowed ? 1 : 0);
-      d.reset_requests_ms = static_cast<std::int64_t>(
-          (static_cast<double>(l.rpm) - st.requests.tokens + (d.allowed ? 1 : 0)) * 60000.0 / static_cast<double>(l.rpm));
+      d.reset_requests_ms =
+          static_cast<std::int64_t>((static_cast<double>(l.rpm) - st.requests.tokens + (d.allowed ? 1 : 0)) * 60000.0 /
+                                    static_cast<double>(l.rpm));
     }
     if (l.tpm && (!d.limit_tokens || st.tokens.tokens < static_cast<double>(d.remaining_tokens))) {
       d.limit_tokens = l.tpm;
       d.remaining_tokens = static_cast<std::int64_t>(st.tokens.tokens) - (d.allowed ? std::min(estimate, l.tpm) : 0);
-      d.reset_tokens_ms =
-          static_cast<std::int64_t>((static_cast<double>(l.tpm) - st.tokens.tokens) * 60000.0 / static_cast<double>(l.tpm));
+      d.reset_tokens_ms = static_cast<std::int64_t>((static_cast<double>(l.tpm) - st.tokens.tokens) * 60000.0 /
+                                                    static_cast<double>(l.tpm));
     }
   }
   if (d.allowed) {
@@ -174,8 +172,7 @@ limit_decision rate_limiter::reserve(const std::vector<subject_ref>& subjects, s
 }
 
 void rate_limiter::settle(ticket& t, std::int64_t real_tokens, double cost, std::int64_t now_ms) {
-  if (!t.active)
-    return;
+  if (!t.active) return;
   t.active = false;
   for (std::size_t i = 0; i < t.count; ++i) {
     auto& e = t.entries[i];

@@ -33,8 +33,8 @@ struct limits {
 /// What reserve() decided, with what the x-ratelimit-* headers report.
 struct limit_decision {
   bool allowed = true;
-  std::string reason;        ///< rpm | tpm | parallel | budget_tokens | budget_cost
-  std::string subject;       ///< "key", "team" or "model"
+  std::string reason;  ///< rpm | tpm | parallel | budget_tokens | budget_cost
+  std::string subject; ///< "key", "team" or "model"
   std::int64_t retry_after_s = 0;
   // Tightest request and token limits among the subjects (0 = none).
   std::int64_t limit_requests = 0, remaining_requests = 0, reset_requests_ms = 0;
@@ -84,8 +84,8 @@ public:
 
   /// At most 4 subjects (key, team, model, and one spare). `now_ms` is wall-clock
   /// milliseconds (periods are calendar days/months in UTC).
-  limit_decision reserve(const std::vector<subject_ref>& subjects, std::int64_t estimate_tokens,
-                         std::int64_t now_ms, ticket& out);
+  limit_decision reserve(const std::vector<subject_ref>& subjects, std::int64_t estimate_tokens, std::int64_t now_ms,
+                         ticket& out);
 
   /// Returns the concurrency slots and books the real tokens and cost.
   void settle(ticket& t, std::int64_t real_tokens, double cost, std::int64_t now_ms);

@@ -2,7 +2,9 @@
 
 namespace lowart::rbac {
 
-bool known_role(std::string_view role) { return rank(role) >= 0; }
+bool known_role(std::string_view role) {
+  return rank(role) >= 0;
+}
 
 int rank(std::string_view role) {
   if (role == "admin") return 3;
@@ -13,19 +15,15 @@ int rank(std::string_view role) {
 }
 
 bool may(std::string_view role, std::string_view method, std::string_view resource) {
-  if (role == "admin")
-    return true;
+  if (role == "admin") return true;
   bool read = method == "GET" || method == "HEAD";
   bool known = resource == "users" || resource == "teams" || resource == "keys" || resource == "providers" ||
                resource == "models" || resource == "prices" || resource == "audit" || resource == "usage" ||
                resource == "breakers";
-  if (!known)
-    return false;
-  if (role == "viewer")
-    return read;
+  if (!known) return false;
+  if (role == "viewer") return read;
   if (role == "operator") {
-    if (read)
-      return true;
+    if (read) return true;
     return resource == "keys" || resource == "providers" || resource == "models" || resource == "prices";
   }
   return false;

@@ -36,22 +36,22 @@ caf::behavior provider(caf::stateful_actor<provider_state>* self, std::shared_pt
   st.last_latency_us = dep->stats->latency_us_total.load(std::memory_order_relaxed);
   self->delayed_send(self, provider_tick, tick_atom::value);
   return {
-    [=](tick_atom) {
-      auto& s = self->state;
-      auto& stats = *s.dep->stats;
-      auto requests = stats.requests.load(std::memory_order_relaxed);
-      auto latency_us = stats.latency_us_total.load(std::memory_order_relaxed);
-      if (auto n = requests - s.last_requests; n > 0) {
-        double mean = static_cast<double>(latency_us - s.last_latency_us) / static_cast<double>(n) / 1e6;
-        s.ewma_seconds = s.ewma_seconds == 0 ? mean : 0.7 * s.ewma_seconds + 0.3 * mean;
-      }
-      s.last_requests = requests;
-      s.last_latency_us = latency_us;
-      s.inflight.set(static_cast<double>(stats.inflight.load(std::memory_order_relaxed)));
-      s.latency.set(s.ewma_seconds);
-      stats.latency_ewma_us.store(static_cast<std::int64_t>(s.ewma_seconds * 1e6), std::memory_order_relaxed);
-      self->delayed_send(self, provider_tick, tick_atom::value);
-    },
+      [=](tick_atom) {
+        auto& s = self->state;
+        auto& stats = *s.dep->stats;
+        auto requests = stats.requests.load(std::memory_order_relaxed);
+        auto latency_us = stats.latency_us_total.load(std::memory_order_relaxed);
+        if (auto n = requests - s.last_requests; n > 0) {
+          double mean = static_cast<double>(latency_us - s.last_latency_us) / static_cast<double>(n) / 1e6;
+          s.ewma_seconds = s.ewma_seconds == 0 ? mean : 0.7 * s.ewma_seconds + 0.3 * mean;
+        }
+        s.last_requests = requests;
+        s.last_latency_us = latency_us;
+        s.inflight.set(static_cast<double>(stats.inflight.load(std::memory_order_relaxed)));
+        s.latency.set(s.ewma_seconds);
+        stats.latency_ewma_us.store(static_cast<std::int64_t>(s.ewma_seconds * 1e6), std::memory_order_relaxed);
+        self->delayed_send(self, provider_tick, tick_atom::value);
+      },
   };
 }
 
@@ -64,16 +64,16 @@ struct breaker_link {
 
 struct router_state {
   static inline const char* name = "router";
-  std::map<std::string, caf::actor> breaker_by_id;                      ///< deployment id -> breaker
-  std::map<caf::actor_addr, std::string> breaker_of;                    ///< breaker -> deployment id
-  std::map<std::string, std::shared_ptr<breaker_link>> links;           ///< deployment id -> link
+  std::map<std::string, caf::actor> breaker_by_id;            ///< deployment id -> breaker
+  std::map<caf::actor_addr, std::string> breaker_of;          ///< breaker -> deployment id
+  std::map<std::string, std::shared_ptr<breaker_link>> links; ///< deployment id -> link
   config::breaker_config breaker_settings;
   gateway_state* gw = nullptr;
-  std::map<std::string, std::shared_ptr<const deployment>> deployments; ///< by id
-  std::map<caf::actor_addr, std::string> provider_of;                   ///< actor -> deployment id
-  std::map<std::string, caf::actor> provider_by_id;                     ///< deployment id -> actor
-  std::set<caf::actor_addr> children;                                   ///< every provider ever spawned
-  std::map<std::string, std::shared_ptr<const deployment>> provider_dep;  ///< what each provider watches
+  std::map<std::string, std::shared_ptr<const deployment>> deployments;  ///< by id
+  std::map<caf::actor_addr, std::string> provider_of;                    ///< actor -> deployment id
+  std::map<std::string, caf::actor> provider_by_id;                      ///< deployment id -> actor
+  std::set<caf::actor_addr> children;                                    ///< every provider ever spawned
+  std::map<std::string, std::shared_ptr<const deployment>> provider_dep; ///< what each provider watches
 };
 
 using router_actor = caf::stateful_actor<router_state>;
@@ -91,8 +91,7 @@ void spawn_breaker_for(router_actor* self, const std::shared_ptr<const deploymen
     link = std::make_shared<breaker_link>();
     dep->breaker->report = [link](bool probe, bool success) {
       std::lock_guard guard{link->mutex};
-      if (link->actor)
-        caf::anon_send(link->actor, report_atom::value, probe, success);
+      if (link->actor) caf::anon_send(link->actor, report_atom::value, probe, success);
     };
   }
   std::lock_guard guard{link->mutex};
@@ -188,8 +187,7 @@ std::shared_ptr<route_table> build_table(router_state& st) {
       use->weight = d.weight;
       route.deployments.push_back(std::move(use));
     }
-    if (route.deployments.empty())
-      continue;
+    if (route.deployments.empty()) continue;
     std::stable_sort(route.deployments.begin(), route.deployments.end(),
                      [](const auto& a, const auto& b) { return a->priority < b->priority; });
     table->names.push_back(m.name);
@@ -229,8 +227,7 @@ void rebuild(router_actor* self) {
     it = st.provider_by_id.erase(it);
   }
   for (const auto& [id, dep] : st.deployments)
-    if (!st.provider_by_id.count(id))
-      spawn_provider(self, dep);
+    if (!st.provider_by_id.count(id)) spawn_provider(self, dep);
   // Breakers follow the same rule: a replaced or removed deployment's breaker stops.
   for (auto it = st.breaker_by_id.begin(); it != st.breaker_by_id.end();) {
     auto dep = st.deployments.find(it->first);
@@ -244,8 +241,7 @@ void rebuild(router_actor* self) {
     it = st.breaker_by_id.erase(it);
   }
   for (const auto& [id, dep] : st.deployments)
-    if (!st.breaker_by_id.count(id))
-      spawn_breaker_for(self, dep);
+    if (!st.breaker_by_id.count(id)) spawn_breaker_for(self, dep);
   log::info("routes published", {{"models", table->names.size()}, {"deployments", st.deployments.size()}});
 }
 
@@ -253,8 +249,7 @@ caf::behavior router(router_actor* self, gateway_state* gw) {
   self->state.gw = gw;
   rebuild(self);
   self->set_exit_handler([=](caf::exit_msg& msg) {
-    if (self->state.children.count(msg.source))
-      return; // one of our providers ended; the down handler restarts it
+    if (self->state.children.count(msg.source)) return; // one of our providers ended; the down handler restarts it
     self->quit(msg.reason);
   });
   self->set_down_handler([=](caf::down_msg& msg) {
@@ -268,8 +263,7 @@ caf::behavior router(router_actor* self, gateway_state* gw) {
       return;
     }
     auto it = self->state.provider_of.find(msg.source);
-    if (it == self->state.provider_of.end())
-      return;
+    if (it == self->state.provider_of.end()) return;
     auto id = it->second;
     self->state.provider_of.erase(it);
     self->state.provider_by_id.erase(id);
@@ -278,24 +272,24 @@ caf::behavior router(router_actor* self, gateway_state* gw) {
     self->delayed_send(self, std::chrono::milliseconds(100), restart_atom::value, id);
   });
   return {
-    [=](restart_atom, const std::string& id) {
-      auto& st = self->state;
-      if (auto it = st.deployments.find(id); it != st.deployments.end() && !st.provider_by_id.count(id))
-        spawn_provider(self, it->second);
-    },
-    [=](reload_atom) -> bool {
-      try {
-        rebuild(self);
-        return true;
-      } catch (const std::exception& e) {
-        log::error("route rebuild failed; the previous routes stay", {{"error", e.what()}});
-        return false;
-      }
-    },
-    [=](status_atom, const std::string& id) -> caf::actor {
-      auto it = self->state.provider_by_id.find(id);
-      return it == self->state.provider_by_id.end() ? caf::actor{} : it->second;
-    },
+      [=](restart_atom, const std::string& id) {
+        auto& st = self->state;
+        if (auto it = st.deployments.find(id); it != st.deployments.end() && !st.provider_by_id.count(id))
+          spawn_provider(self, it->second);
+      },
+      [=](reload_atom) -> bool {
+        try {
+          rebuild(self);
+          return true;
+        } catch (const std::exception& e) {
+          log::error("route rebuild failed; the previous routes stay", {{"error", e.what()}});
+          return false;
+        }
+      },
+      [=](status_atom, const std::string& id) -> caf::actor {
+        auto it = self->state.provider_by_id.find(id);
+        return it == self->state.provider_by_id.end() ? caf::actor{} : it->second;
+      },
   };
 }
 

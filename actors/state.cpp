@@ -18,15 +18,13 @@ bool parse_upstream(const std::string& url, upstream_target& out) {
   out.base_path = slash == std::string_view::npos ? "" : std::string(rest.substr(slash));
   while (!out.base_path.empty() && out.base_path.back() == '/')
     out.base_path.pop_back();
-  if (authority.empty())
-    return false;
+  if (authority.empty()) return false;
   std::uint16_t default_port = out.tls ? 443 : 80;
   out.port = default_port;
   std::string_view host = authority;
   if (authority.front() == '[') { // [v6]:port
     auto close = authority.find(']');
-    if (close == std::string_view::npos)
-      return false;
+    if (close == std::string_view::npos) return false;
     host = authority.substr(1, close - 1);
     auto tail = authority.substr(close + 1);
     if (!tail.empty()) {
@@ -52,8 +50,7 @@ bool parse_upstream(const std::string& url, upstream_target& out) {
     }
     out.port = static_cast<std::uint16_t>(p);
   }
-  if (host.empty() || out.port == 0)
-    return false;
+  if (host.empty() || out.port == 0) return false;
   out.host = std::string(host);
   bool v6 = out.host.find(':') != std::string::npos;
   std::string shown = v6 ? "[" + out.host + "]" : out.host;

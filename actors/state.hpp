@@ -10,13 +10,13 @@
 #include "actors/limiter.hpp"
 #include "config/config.hpp"
 #include "core/crypto.hpp"
-#include "core/tokenizer.hpp"
 #include "core/metrics.hpp"
+#include "core/tokenizer.hpp"
 
 #include <array>
 #include <atomic>
-#include <functional>
 #include <cstdint>
+#include <functional>
 #include <memory>
 #include <mutex>
 #include <string>
@@ -25,11 +25,11 @@
 
 namespace lowart {
 
-template <class T>
-class snapshot {
+template <class T> class snapshot {
 public:
   std::shared_ptr<const T> load() const { return ptr_.load(std::memory_order_acquire); }
   void publish(std::shared_ptr<const T> next) { ptr_.store(std::move(next), std::memory_order_release); }
+
 private:
   std::atomic<std::shared_ptr<const T>> ptr_;
 };
@@ -39,13 +39,13 @@ private:
 struct key_entry {
   std::string id;
   std::string name;
-  std::string hash;                ///< SHA-256 hex of the key
-  std::string role = "user";       ///< admin | operator | viewer | user
+  std::string hash;          ///< SHA-256 hex of the key
+  std::string role = "user"; ///< admin | operator | viewer | user
   std::string team_id;
   std::string user_id;
   std::vector<std::string> models; ///< allowed models; empty means every model
   std::int64_t expires_at = 0;     ///< unix seconds; 0 = never
-  limits lim; ///< the key's own limits (its team's are in key_table::teams)
+  limits lim;                      ///< the key's own limits (its team's are in key_table::teams)
 
   bool allows_model(std::string_view model) const {
     if (models.empty()) return true;
@@ -91,7 +91,9 @@ struct price {
       }
     auto fresh = prompt > cached ? prompt - cached : 0;
     return (static_cast<double>(fresh) * in + static_cast<double>(cached) * cin +
-            static_cast<double>(completion) * out) / 1e6 + per_request;
+            static_cast<double>(completion) * out) /
+               1e6 +
+           per_request;
   }
 };
 
@@ -116,8 +118,7 @@ public:
 
 private:
   void roll(std::int64_t now_ms) {
-    if (now_ms >= month_start_ && now_ms < month_end_)
-      return;
+    if (now_ms >= month_start_ && now_ms < month_end_) return;
     month_start_ = rate_limiter::period_start("month", now_ms);
     month_end_ = rate_limiter::period_end("month", now_ms);
     volume_.clear();
@@ -136,7 +137,7 @@ struct price_table {
 /// Where a provider's base_url points, split once at publish time.
 struct upstream_target {
   bool tls = false;
-  std::string host;        ///< for SNI, certificate checks and the Host header
+  std::string host; ///< for SNI, certificate checks and the Host header
   std::uint16_t port = 0;
   std::string base_path;   ///< "/v1" of https://api.openai.com/v1 (no trailing slash)
   std::string host_header; ///< host, or host:port when the port is not the default
@@ -169,18 +170,20 @@ public:
   bool admit(bool& probe) {
     probe = false;
     switch (mode()) {
-      case breaker_mode::closed: return true;
-      case breaker_mode::open: return false;
-      case breaker_mode::half_open: {
-        auto left = probes_left_.load(std::memory_order_relaxed);
-        while (left > 0) {
-          if (probes_left_.compare_exchange_weak(left, left - 1, std::memory_order_acq_rel)) {
-            probe = true;
-            return true;
-          }
+    case breaker_mode::closed:
+      return true;
+    case breaker_mode::open:
+      return false;
+    case breaker_mode::half_open: {
+      auto left = probes_left_.load(std::memory_order_relaxed);
+      while (left > 0) {
+        if (probes_left_.compare_exchange_weak(left, left - 1, std::memory_order_acq_rel)) {
+          probe = true;
+          return true;
         }
-        return false;
       }
+      return false;
+    }
     }
     return true;
   }
@@ -209,7 +212,8 @@ public:
     }
   }
   void clear() {
-    for (auto& b : window_) b.second.store(-1, std::memory_order_relaxed);
+    for (auto& b : window_)
+      b.second.store(-1, std::memory_order_relaxed);
   }
 
   /// Set by the router: tells the breaker actor (probe?, success?). Called on failures
@@ -228,7 +232,7 @@ private:
 };
 
 struct deployment {
-  std::string id;             ///< "provider/model": the metrics label
+  std::string id; ///< "provider/model": the metrics label
   std::string provider;
   std::string upstream_model; ///< what the upstream is asked for
   int priority = 0;
@@ -249,8 +253,8 @@ struct model_route {
   int retries = 0;
   int retry_backoff_ms = 100;
   int max_retry_wait_ms = 2000;
-  int timeout_ms = 0;            ///< 0: the provider's total_timeout_ms
-  int connect_timeout_ms = 0;    ///< 0: the provider's values
+  int timeout_ms = 0;         ///< 0: the provider's total_timeout_ms
+  int connect_timeout_ms = 0; ///< 0: the provider's values
   int first_byte_timeout_ms = 0;
   int idle_timeout_ms = 0;
   metrics::counter fallbacks_used; ///< gateway_fallbacks_total{model}
@@ -323,6 +327,7 @@ public:
     std::lock_guard guard{mutex_};
     return items_.size();
   }
+
 private:
   mutable std::mutex mutex_;
   std::vector<usage_record> items_;

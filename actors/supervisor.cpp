@@ -37,13 +37,13 @@ void start_persistence(supervisor_actor* self, bool initialize) {
   if (initialize) {
     // A restarted persistence actor reopens the database on its own.
     self->request(c.handle, std::chrono::seconds(30), init_atom::value)
-        .then([](const std::string& error) {
-                if (!error.empty())
-                  log::error("persistence restart failed", {{"error", error}});
-              },
-              [](caf::error& err) {
-                log::error("persistence restart failed", {{"error", caf::to_string(err)}});
-              });
+        .then(
+            [](const std::string& error) {
+              if (!error.empty()) log::error("persistence restart failed", {{"error", error}});
+            },
+            [](caf::error& err) {
+              log::error("persistence restart failed", {{"error", caf::to_string(err)}});
+            });
   }
 }
 
@@ -78,54 +78,54 @@ caf::behavior supervisor(supervisor_actor* self, gateway_state* gw) {
   self->set_down_handler([=](caf::down_msg& msg) {
     auto& st = self->state;
     for (auto* c : {&st.persistence, &st.router, &st.config}) {
-      if (msg.source != c->handle.address())
-        continue;
+      if (msg.source != c->handle.address()) continue;
       auto which = c == &st.persistence ? "persistence" : c == &st.router ? "router" : "config";
-      log::error("actor down; restarting", {{"actor", which}, {"reason", caf::to_string(msg.reason)},
-                                            {"backoff_ms", c->backoff.count()}});
+      log::error("actor down; restarting",
+                 {{"actor", which}, {"reason", caf::to_string(msg.reason)}, {"backoff_ms", c->backoff.count()}});
       self->delayed_send(self, c->backoff, restart_atom::value, std::string(which));
       c->backoff = std::min(c->backoff * 2, std::chrono::milliseconds(5000));
     }
   });
   return {
-    [=](restart_atom, const std::string& which) {
-      if (which == "persistence")
-        start_persistence(self, true);
-      else if (which == "router")
-        start_router(self);
-      else if (which == "config")
-        start_config(self);
-    },
-    [=](reload_atom a) -> caf::result<bool> {
-      if (!self->state.router.handle)
-        return true; // no routes yet: the router's first table reads everything
-      auto rp = self->make_response_promise<bool>();
-      self->request(self->state.router.handle, std::chrono::seconds(10), a)
-          .then([=](bool ok) mutable { rp.deliver(ok); },
-                [=](caf::error& err) mutable { rp.deliver(std::move(err)); });
-      return rp;
-    },
-    [=](init_atom a) -> caf::result<std::string> {
-      auto rp = self->make_response_promise<std::string>();
-      self->request(self->state.persistence.handle, std::chrono::seconds(60), a)
-          .then(
-              [=](const std::string& error) mutable {
-                if (error.empty() && !self->state.router.handle) {
-                  start_router(self);
-                  start_config(self);
-                }
-                rp.deliver(error);
-              },
-              [=](caf::error& err) mutable { rp.deliver(std::string("persistence did not start: ") + caf::to_string(err)); });
-      return rp;
-    },
-    [=](flush_atom a) { return self->delegate(self->state.persistence.handle, a); },
-    [=](admin_atom a, const std::string& method, const std::string& path, const std::string& query,
-        const std::string& body, const std::string& key_id, const std::string& role, const std::string& team_id,
-        const std::string& user_id) {
-      return self->delegate(self->state.persistence.handle, a, method, path, query, body, key_id, role, team_id,
-                            user_id);
-    },
+      [=](restart_atom, const std::string& which) {
+        if (which == "persistence")
+          start_persistence(self, true);
+        else if (which == "router")
+          start_router(self);
+        else if (which == "config")
+          start_config(self);
+      },
+      [=](reload_atom a) -> caf::result<bool> {
+        if (!self->state.router.handle) return true; // no routes yet: the router's first table reads everything
+        auto rp = self->make_response_promise<bool>();
+        self->request(self->state.router.handle, std::chrono::seconds(10), a)
+            .then([=](bool ok) mutable { rp.deliver(ok); },
+                  [=](caf::error& err) mutable { rp.deliver(std::move(err)); });
+        return rp;
+      },
+      [=](init_atom a) -> caf::result<std::string> {
+        auto rp = self->make_response_promise<std::string>();
+        self->request(self->state.persistence.handle, std::chrono::seconds(60), a)
+            .then(
+                [=](const std::string& error) mutable {
+                  if (error.empty() && !self->state.router.handle) {
+                    start_router(self);
+                    start_config(self);
+                  }
+                  rp.deliver(error);
+                },
+                [=](caf::error& err) mutable {
+                  rp.deliver(std::string("persistence did not start: ") + caf::to_string(err));
+                });
+        return rp;
+      },
+      [=](flush_atom a) { return self->delegate(self->state.persistence.handle, a); },
+      [=](admin_atom a, const std::string& method, const std::string& path, const std::string& query,
+          const std::string& body, const std::string& key_id, const std::string& role, const std::string& team_id,
+          const std::string& user_id) {
+        return self->delegate(self->state.persistence.handle, a, method, path, query, body, key_id, role, team_id,
+                              user_id);
+      },
   };
 }
 

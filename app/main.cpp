@@ -16,11 +16,11 @@
 #include <CLI/CLI.hpp>
 
 #include <csignal>
+#include <cstdio>
 #include <cstdlib>
 #include <filesystem>
 #include <iostream>
 #include <iterator>
-#include <cstdio>
 #include <pthread.h>
 
 namespace {
@@ -92,8 +92,7 @@ int serve(const std::string& config_path, const char* argv0) {
   lowart::log::info("shutting down", {{"signal", sig == SIGINT ? "SIGINT" : "SIGTERM"}});
   state.draining.store(true);
   int left = server.drain(cfg.server.drain_timeout_ms);
-  if (left > 0)
-    lowart::log::warn("drain timeout: closing connections still open", {{"connections", left}});
+  if (left > 0) lowart::log::warn("drain timeout: closing connections still open", {{"connections", left}});
   server.stop();
   runtime.flush_usage();
   runtime.stop();
@@ -116,8 +115,9 @@ int rotate_secrets(const std::string& config_path) {
   state.keyring = lowart::crypto::keyring::from_environment(key_error);
   if (!key_error.empty() || !state.keyring.can_seal()) {
     std::fprintf(stderr, "lowart: %s\n",
-                 key_error.empty() ? "set LOWART_ENCRYPTION_KEY to the new key (and LOWART_ENCRYPTION_KEY_PREVIOUS to the old one)"
-                                   : key_error.c_str());
+                 key_error.empty()
+                     ? "set LOWART_ENCRYPTION_KEY to the new key (and LOWART_ENCRYPTION_KEY_PREVIOUS to the old one)"
+                     : key_error.c_str());
     return 2;
   }
   try {
@@ -135,12 +135,10 @@ int rotate_secrets(const std::string& config_path) {
 /// Where the tokenizer ranks are: LOWART_TOKENIZER_DIR, else .deps/tokenizers beside
 /// the build directory (scripts/setup.sh extracts them there from js-tiktoken).
 std::string tokenizer_dir(const char* argv0) {
-  if (const char* v = std::getenv("LOWART_TOKENIZER_DIR"); v && *v)
-    return v;
+  if (const char* v = std::getenv("LOWART_TOKENIZER_DIR"); v && *v) return v;
   std::error_code ec;
   auto exe = std::filesystem::canonical("/proc/self/exe", ec);
-  if (ec)
-    exe = std::filesystem::absolute(argv0);
+  if (ec) exe = std::filesystem::absolute(argv0);
   return (exe.parent_path().parent_path() / ".deps" / "tokenizers").string();
 }
 
@@ -184,16 +182,15 @@ int main(int argc, char** argv) {
   tokenize_cmd->add_flag("--ids", token_ids, "print the token ids as a JSON array");
   auto* secrets_cmd = app.add_subcommand("secrets", "manage secrets at rest");
   secrets_cmd->require_subcommand(1);
-  auto* rotate_cmd = secrets_cmd->add_subcommand("rotate", "re-encrypt stored provider keys under LOWART_ENCRYPTION_KEY");
+  auto* rotate_cmd =
+      secrets_cmd->add_subcommand("rotate", "re-encrypt stored provider keys under LOWART_ENCRYPTION_KEY");
   rotate_cmd->add_option("-c,--config", config_path, "path of lowart.toml (for storage.sqlite_path)");
   CLI11_PARSE(app, argc, argv);
   if (version_cmd->parsed()) {
     std::puts("lowart 0.1.0");
     return 0;
   }
-  if (tokenize_cmd->parsed())
-    return tokenize(encoding, token_ids, argv[0]);
-  if (rotate_cmd->parsed())
-    return rotate_secrets(config_path);
+  if (tokenize_cmd->parsed()) return tokenize(encoding, token_ids, argv[0]);
+  if (rotate_cmd->parsed()) return rotate_secrets(config_path);
   return serve(config_path, argv[0]);
 }

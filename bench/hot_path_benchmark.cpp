@@ -25,17 +25,20 @@ const std::string request_body =
 
 std::string sse_stream() {
   std::string s;
-  const char* words[] = {"The", " capital", " of", " France", " is", " Paris.", " It", " sits", " on",
-                         " the", " Seine", " river", " and", " has", " about", " 2.1", " million", " inhabitants."};
+  const char* words[] = {"The",  " capital", " of",    " France", " is",      " Paris.",
+                         " It",  " sits",    " on",    " the",    " Seine",   " river",
+                         " and", " has",     " about", " 2.1",    " million", " inhabitants."};
   auto chunk = [](std::string_view delta) {
-    return std::string(R"(data: {"id":"chatcmpl-AXmock0000000000000000000001","object":"chat.completion.chunk","created":1732600000,"model":"gpt-4o-mini-2024-07-18","choices":[{"index":0,"delta":)") +
+    return std::string(
+               R"(data: {"id":"chatcmpl-AXmock0000000000000000000001","object":"chat.completion.chunk","created":1732600000,"model":"gpt-4o-mini-2024-07-18","choices":[{"index":0,"delta":)") +
            std::string(delta) + R"(,"logprobs":null,"finish_reason":null}],"usage":null})" + "\n\n";
   };
   s += chunk(R"({"role":"assistant","content":""})");
   for (auto* w : words)
     s += chunk(std::string(R"({"content":")") + w + "\"}");
-  s += R"(data: {"id":"x","object":"chat.completion.chunk","choices":[],"usage":{"prompt_tokens":57,"completion_tokens":18,"total_tokens":75}})"
-       "\n\n";
+  s +=
+      R"(data: {"id":"x","object":"chat.completion.chunk","choices":[],"usage":{"prompt_tokens":57,"completion_tokens":18,"total_tokens":75}})"
+      "\n\n";
   s += "data: [DONE]\n\n";
   return s;
 }
@@ -51,8 +54,7 @@ void bm_key_check(benchmark::State& state) {
     e->hash = secrets::sha256_hex(key);
     e->id = "key_" + std::to_string(i);
     table->by_hash.emplace(e->hash, e);
-    if (i == 5000)
-      presented = key;
+    if (i == 5000) presented = key;
   }
   snapshot<key_table> snap;
   snap.publish(table);
@@ -125,7 +127,9 @@ BENCHMARK(bm_limit_check);
 void bm_tokenize_1kb(benchmark::State& state) {
   // Counting o200k_base tokens of 1 KiB of mixed text (the goal: above 50 MB/s).
   const char* env = std::getenv("LOWART_TOKENIZER_DIR");
-  std::string dir = env ? env : (std::filesystem::canonical("/proc/self/exe").parent_path().parent_path() / ".deps/tokenizers").string();
+  std::string dir =
+      env ? env
+          : (std::filesystem::canonical("/proc/self/exe").parent_path().parent_path() / ".deps/tokenizers").string();
   std::shared_ptr<const bpe_tokenizer> tok;
   try {
     tok = bpe_tokenizer::load(dir, "o200k_base");
@@ -136,10 +140,14 @@ void bm_tokenize_1kb(benchmark::State& state) {
   // 1 KiB windows of a 64 KiB pseudo-random text over a 2,000-word vocabulary in four
   // scripts, so that successive iterations see different text (no window repeats).
   std::vector<std::string> vocabulary;
-  const char* stems[] = {"capital", "river", "inhabit", "compute", "token", "gateway", "stream", "北京", "東京",
-                         "世界", "数据", "Москва", "данные", "поток", "fn", "return", "123", "4567", "🎉", "naïve"};
+  const char* stems[] = {"capital", "river",  "inhabit", "compute", "token",  "gateway", "stream",
+                         "北京",    "東京",   "世界",    "数据",    "Москва", "данные",  "поток",
+                         "fn",      "return", "123",     "4567",    "🎉",      "naïve"};
   std::uint64_t seed = 42;
-  auto rnd = [&] { seed = seed * 6364136223846793005ull + 1442695040888963407ull; return seed >> 33; };
+  auto rnd = [&] {
+    seed = seed * 6364136223846793005ull + 1442695040888963407ull;
+    return seed >> 33;
+  };
   for (int i = 0; i < 2000; ++i)
     vocabulary.push_back(std::string(stems[rnd() % 20]) + std::to_string(rnd() % 97) + (rnd() % 3 ? "s" : "ed"));
   std::string corpus;
@@ -150,8 +158,10 @@ void bm_tokenize_1kb(benchmark::State& state) {
   std::vector<std::string> windows;
   for (std::size_t at = 0; at + 1024 <= corpus.size(); at += 1024) {
     std::string w = corpus.substr(at, 1024);
-    while (!w.empty() && (static_cast<unsigned char>(w.back()) & 0xC0) == 0x80) w.pop_back(); // whole UTF-8 only
-    while (!w.empty() && (static_cast<unsigned char>(w.front()) & 0xC0) == 0x80) w.erase(0, 1);
+    while (!w.empty() && (static_cast<unsigned char>(w.back()) & 0xC0) == 0x80)
+      w.pop_back(); // whole UTF-8 only
+    while (!w.empty() && (static_cast<unsigned char>(w.front()) & 0xC0) == 0x80)
+      w.erase(0, 1);
     windows.push_back(std::move(w));
   }
   std::size_t bytes = 0, i = 0;

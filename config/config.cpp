@@ -15,11 +15,9 @@ class reader {
 public:
   explicit reader(std::string& error) : error_(error) {}
 
-  template <class T>
-  void get(const toml::table& t, const std::string& where, const char* key, T& out) {
+  template <class T> void get(const toml::table& t, const std::string& where, const char* key, T& out) {
     auto node = t.get(key);
-    if (!node)
-      return;
+    if (!node) return;
     if constexpr (std::is_same_v<T, std::vector<std::string>>) {
       auto* arr = node->as_array();
       if (!arr) {
@@ -58,8 +56,7 @@ public:
   }
 
   void fail(std::string text) {
-    if (error_.empty())
-      error_ = std::move(text);
+    if (error_.empty()) error_ = std::move(text);
   }
 
 private:
@@ -198,8 +195,7 @@ const char* env(const char* name) {
 bool parse_positive(const char* text, int& out) {
   char* end = nullptr;
   long v = std::strtol(text, &end, 10);
-  if (!end || *end || v <= 0 || v > 1024)
-    return false;
+  if (!end || *end || v <= 0 || v > 1024) return false;
   out = static_cast<int>(v);
   return true;
 }
@@ -208,18 +204,14 @@ bool parse_positive(const char* text, int& out) {
 
 bool split_host_port(const std::string& text, std::string& host, std::uint16_t& port) {
   auto colon = text.rfind(':');
-  if (colon == std::string::npos || colon == 0 || colon + 1 >= text.size())
-    return false;
+  if (colon == std::string::npos || colon == 0 || colon + 1 >= text.size()) return false;
   host = text.substr(0, colon);
-  if (host.size() >= 2 && host.front() == '[' && host.back() == ']')
-    host = host.substr(1, host.size() - 2);
+  if (host.size() >= 2 && host.front() == '[' && host.back() == ']') host = host.substr(1, host.size() - 2);
   unsigned long v = 0;
   for (std::size_t i = colon + 1; i < text.size(); ++i) {
-    if (text[i] < '0' || text[i] > '9')
-      return false;
+    if (text[i] < '0' || text[i] > '9') return false;
     v = v * 10 + static_cast<unsigned long>(text[i] - '0');
-    if (v > 65535)
-      return false;
+    if (v > 65535) return false;
   }
   port = static_cast<std::uint16_t>(v);
   return !host.empty();
@@ -231,8 +223,7 @@ load_result parse(const std::string& toml_text, const std::string& origin) {
     return from_table(table);
   } catch (const toml::parse_error& e) {
     std::ostringstream msg;
-    msg << origin << ":" << e.source().begin.line << ":" << e.source().begin.column << ": "
-        << e.description();
+    msg << origin << ":" << e.source().begin.line << ":" << e.source().begin.column << ": " << e.description();
     return {std::nullopt, msg.str()};
   }
 }
@@ -277,8 +268,7 @@ std::string validate(gateway_config& cfg) {
     while (!p.base_url.empty() && p.base_url.back() == '/')
       p.base_url.pop_back();
     if (!p.api_key_env.empty() && p.api_key.empty()) {
-      if (auto v = env(p.api_key_env.c_str()))
-        p.api_key = v;
+      if (auto v = env(p.api_key_env.c_str())) p.api_key = v;
     }
   }
   std::set<std::string> model_names;
@@ -291,8 +281,7 @@ std::string validate(gateway_config& cfg) {
     for (std::size_t j = 0; j < m.deployments.size(); ++j) {
       auto& d = m.deployments[j];
       auto dwhere = where + ".deployments[" + std::to_string(j) + "]";
-      if (!names.count(d.provider))
-        return dwhere + ".provider '" + d.provider + "' is not a configured provider";
+      if (!names.count(d.provider)) return dwhere + ".provider '" + d.provider + "' is not a configured provider";
       if (d.model.empty()) return dwhere + ".model is required";
       if (d.weight < 1) return dwhere + ".weight must be at least 1";
     }
@@ -301,8 +290,7 @@ std::string validate(gateway_config& cfg) {
   }
   for (std::size_t i = 0; i < cfg.models.size(); ++i)
     for (const auto& f : cfg.models[i].fallbacks)
-      if (!model_names.count(f))
-        return "models[" + std::to_string(i) + "].fallbacks names unknown model '" + f + "'";
+      if (!model_names.count(f)) return "models[" + std::to_string(i) + "].fallbacks names unknown model '" + f + "'";
   const auto& b = cfg.breaker;
   if (b.window_s < 1 || b.window_s > 60) return "breaker.window_s must be 1 to 60";
   if (b.failure_rate <= 0 || b.failure_rate > 1) return "breaker.failure_rate must be in (0, 1]";
@@ -319,18 +307,14 @@ load_result load(const std::string& path) {
     result.config = gateway_config{};
   } else {
     std::ifstream in(path, std::ios::binary);
-    if (!in)
-      return {std::nullopt, "cannot read config file '" + path + "'"};
+    if (!in) return {std::nullopt, "cannot read config file '" + path + "'"};
     std::stringstream text;
     text << in.rdbuf();
     result = parse(text.str(), path);
-    if (!result.config)
-      return result;
+    if (!result.config) return result;
   }
-  if (auto e = apply_environment(*result.config); !e.empty())
-    return {std::nullopt, e};
-  if (auto e = validate(*result.config); !e.empty())
-    return {std::nullopt, e};
+  if (auto e = apply_environment(*result.config); !e.empty()) return {std::nullopt, e};
+  if (auto e = validate(*result.config); !e.empty()) return {std::nullopt, e};
   return result;
 }
 

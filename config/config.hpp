@@ -37,13 +37,13 @@ struct storage_config {
 
 struct provider_config {
   std::string name;
-  std::string kind = "openai";  ///< openai | anthropic | comfyui
-  std::string base_url;         ///< e.g. https://api.openai.com/v1
-  std::string api_key;          ///< resolved: from api_key or the api_key_env variable
-  std::string api_key_env;      ///< where api_key came from, if from the environment
-  std::string ca_file;          ///< extra trust anchors for TLS upstreams
+  std::string kind = "openai"; ///< openai | anthropic | comfyui
+  std::string base_url;        ///< e.g. https://api.openai.com/v1
+  std::string api_key;         ///< resolved: from api_key or the api_key_env variable
+  std::string api_key_env;     ///< where api_key came from, if from the environment
+  std::string ca_file;         ///< extra trust anchors for TLS upstreams
   bool verify_tls = true;
-  bool include_usage = true;    ///< upstream understands stream_options.include_usage
+  bool include_usage = true; ///< upstream understands stream_options.include_usage
   int connect_timeout_ms = 5'000;
   int first_byte_timeout_ms = 120'000; ///< request sent -> response head
   int idle_timeout_ms = 120'000;       ///< between two reads of a streamed body
@@ -55,9 +55,9 @@ struct provider_config {
 
 struct deployment_config {
   std::string provider;
-  std::string model;  ///< what the upstream is asked for
-  int priority = 0;   ///< lower first
-  int weight = 1;     ///< share within one priority
+  std::string model; ///< what the upstream is asked for
+  int priority = 0;  ///< lower first
+  int weight = 1;    ///< share within one priority
 };
 
 struct model_config {
@@ -72,7 +72,7 @@ struct model_config {
   int retry_backoff_ms = 100;   ///< first backoff; doubles per retry, with jitter
   int max_retry_wait_ms = 2000; ///< a longer retry-after moves on instead of waiting
   // Per-model timeouts; 0 means the provider's value.
-  int timeout_ms = 0;            ///< total deadline for the request, all attempts included
+  int timeout_ms = 0; ///< total deadline for the request, all attempts included
   int connect_timeout_ms = 0;
   int first_byte_timeout_ms = 0;
   int idle_timeout_ms = 0;
@@ -84,11 +84,11 @@ struct model_config {
 
 /// Circuit breaker of every deployment (one breaker actor each).
 struct breaker_config {
-  int window_s = 10;          ///< sliding time window of outcomes
-  double failure_rate = 0.5;  ///< open at or above this share of failures ...
-  int min_requests = 5;       ///< ... once the window holds this many outcomes
-  int open_ms = 30'000;       ///< how long an open breaker sends nothing
-  int half_open_probes = 1;   ///< requests let through to test a recovering deployment
+  int window_s = 10;         ///< sliding time window of outcomes
+  double failure_rate = 0.5; ///< open at or above this share of failures ...
+  int min_requests = 5;      ///< ... once the window holds this many outcomes
+  int open_ms = 30'000;      ///< how long an open breaker sends nothing
+  int half_open_probes = 1;  ///< requests let through to test a recovering deployment
   /// Failure classes that count: connect_error, timeout, 5xx, 429, mid_stream.
   std::vector<std::string> failure_on = {"connect_error", "timeout", "5xx", "429", "mid_stream"};
 };

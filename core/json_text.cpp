@@ -10,20 +10,29 @@ void append_quoted(std::string& out, std::string_view text) {
   std::size_t run = 0; // start of the current run of bytes that need no escape
   for (std::size_t i = 0; i < text.size(); ++i) {
     auto c = static_cast<unsigned char>(text[i]);
-    if (c >= 0x20 && c != '"' && c != '\\')
-      continue;
+    if (c >= 0x20 && c != '"' && c != '\\') continue;
     out.append(text.data() + run, i - run);
     run = i + 1;
     switch (c) {
-      case '"': out += "\\\""; break;
-      case '\\': out += "\\\\"; break;
-      case '\n': out += "\\n"; break;
-      case '\r': out += "\\r"; break;
-      case '\t': out += "\\t"; break;
-      default:
-        out += "\\u00";
-        out += hex[c >> 4];
-        out += hex[c & 0xF];
+    case '"':
+      out += "\\\"";
+      break;
+    case '\\':
+      out += "\\\\";
+      break;
+    case '\n':
+      out += "\\n";
+      break;
+    case '\r':
+      out += "\\r";
+      break;
+    case '\t':
+      out += "\\t";
+      break;
+    default:
+      out += "\\u00";
+      out += hex[c >> 4];
+      out += hex[c & 0xF];
     }
   }
   out.append(text.data() + run, text.size() - run);
@@ -39,7 +48,9 @@ std::string quoted(std::string_view text) {
 
 namespace {
 
-bool is_space(char c) { return c == ' ' || c == '\t' || c == '\n' || c == '\r'; }
+bool is_space(char c) {
+  return c == ' ' || c == '\t' || c == '\n' || c == '\r';
+}
 
 std::size_t skip_space(std::string_view d, std::size_t i) {
   while (i < d.size() && is_space(d[i]))
@@ -60,10 +71,8 @@ std::size_t skip_string(std::string_view d, std::size_t i) {
 
 /// `i` at the first byte of a value; returns the index just past it.
 std::size_t skip_value(std::string_view d, std::size_t i) {
-  if (i >= d.size())
-    return i;
-  if (d[i] == '"')
-    return skip_string(d, i);
+  if (i >= d.size()) return i;
+  if (d[i] == '"') return skip_string(d, i);
   if (d[i] == '{' || d[i] == '[') {
     int depth = 0;
     while (i < d.size()) {
@@ -75,8 +84,7 @@ std::size_t skip_value(std::string_view d, std::size_t i) {
       if (c == '{' || c == '[')
         ++depth;
       else if (c == '}' || c == ']') {
-        if (--depth == 0)
-          return i + 1;
+        if (--depth == 0) return i + 1;
       }
       ++i;
     }
@@ -92,25 +100,20 @@ std::size_t skip_value(std::string_view d, std::size_t i) {
 
 std::optional<span> find_member(std::string_view doc, std::string_view key) {
   auto i = skip_space(doc, 0);
-  if (i >= doc.size() || doc[i] != '{')
-    return std::nullopt;
+  if (i >= doc.size() || doc[i] != '{') return std::nullopt;
   ++i;
   for (;;) {
     i = skip_space(doc, i);
-    if (i >= doc.size() || doc[i] != '"')
-      return std::nullopt;
+    if (i >= doc.size() || doc[i] != '"') return std::nullopt;
     auto key_end = skip_string(doc, i);
     auto name = doc.substr(i + 1, key_end - i - 2);
     i = skip_space(doc, key_end);
-    if (i >= doc.size() || doc[i] != ':')
-      return std::nullopt;
+    if (i >= doc.size() || doc[i] != ':') return std::nullopt;
     i = skip_space(doc, i + 1);
     auto value_end = skip_value(doc, i);
-    if (name == key)
-      return span{i, value_end};
+    if (name == key) return span{i, value_end};
     i = skip_space(doc, value_end);
-    if (i >= doc.size() || doc[i] != ',')
-      return std::nullopt;
+    if (i >= doc.size() || doc[i] != ',') return std::nullopt;
     ++i;
   }
 }
@@ -121,8 +124,7 @@ void set_member(std::string& doc, std::string_view key, std::string_view raw_val
     return;
   }
   auto open = doc.find('{');
-  if (open == std::string::npos)
-    return;
+  if (open == std::string::npos) return;
   auto after = skip_space(doc, open + 1);
   bool empty = after < doc.size() && doc[after] == '}';
   std::string member;
@@ -130,8 +132,7 @@ void set_member(std::string& doc, std::string_view key, std::string_view raw_val
   append_quoted(member, key);
   member += ':';
   member += raw_value;
-  if (!empty)
-    member += ',';
+  if (!empty) member += ',';
   doc.insert(open + 1, member);
 }
 

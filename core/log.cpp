@@ -24,8 +24,7 @@ public:
   void push(std::string&& line) {
     std::lock_guard guard{mutex_};
     pending_ += line;
-    if (pending_.size() > 64 * 1024)
-      wake_.notify_one();
+    if (pending_.size() > 64 * 1024) wake_.notify_one();
   }
 
   void flush() {
@@ -76,11 +75,16 @@ sink& the_sink() {
 
 const char* level_name(level lvl) {
   switch (lvl) {
-    case level::debug: return "debug";
-    case level::info: return "info";
-    case level::warn: return "warn";
-    case level::error: return "error";
-    default: return "off";
+  case level::debug:
+    return "debug";
+  case level::info:
+    return "info";
+  case level::warn:
+    return "warn";
+  case level::error:
+    return "error";
+  default:
+    return "off";
   }
 }
 
@@ -94,13 +98,16 @@ level parse_level(std::string_view text) {
   return level::info;
 }
 
-void set_level(level lvl) { level_.store(static_cast<int>(lvl), std::memory_order_relaxed); }
+void set_level(level lvl) {
+  level_.store(static_cast<int>(lvl), std::memory_order_relaxed);
+}
 
-level current_level() { return static_cast<level>(level_.load(std::memory_order_relaxed)); }
+level current_level() {
+  return static_cast<level>(level_.load(std::memory_order_relaxed));
+}
 
 void write(level lvl, std::string_view msg, std::initializer_list<field> fields) {
-  if (!enabled(lvl))
-    return;
+  if (!enabled(lvl)) return;
   using namespace std::chrono;
   auto now = system_clock::now();
   auto secs = system_clock::to_time_t(now);
@@ -108,8 +115,8 @@ void write(level lvl, std::string_view msg, std::initializer_list<field> fields)
   std::tm tm{};
   gmtime_r(&secs, &tm);
   char ts[64];
-  std::snprintf(ts, sizeof ts, "%04d-%02d-%02dT%02d:%02d:%02d.%03dZ", tm.tm_year + 1900,
-                tm.tm_mon + 1, tm.tm_mday, tm.tm_hour, tm.tm_min, tm.tm_sec, static_cast<int>(millis));
+  std::snprintf(ts, sizeof ts, "%04d-%02d-%02dT%02d:%02d:%02d.%03dZ", tm.tm_year + 1900, tm.tm_mon + 1, tm.tm_mday,
+                tm.tm_hour, tm.tm_min, tm.tm_sec, static_cast<int>(millis));
   std::string line;
   line.reserve(128 + msg.size());
   line += "{\"ts\":\"";
@@ -131,6 +138,8 @@ void write(level lvl, std::string_view msg, std::initializer_list<field> fields)
   the_sink().push(std::move(line));
 }
 
-void flush() { the_sink().flush(); }
+void flush() {
+  the_sink().flush();
+}
 
 } // namespace lowart::log

@@ -17,7 +17,9 @@ enum class level { debug = 0, info = 1, warn = 2, error = 3, off = 4 };
 level parse_level(std::string_view text);
 void set_level(level lvl);
 level current_level();
-inline bool enabled(level lvl) { return lvl >= current_level(); }
+inline bool enabled(level lvl) {
+  return lvl >= current_level();
+}
 
 /// One extra field of a log line. Numbers are written unquoted.
 struct field {
@@ -29,17 +31,25 @@ struct field {
   field(std::string_view k, const char* v) : key(k), text(v) {}
   field(std::string_view k, const std::string& v) : key(k), text(v) {}
   template <class Int>
-    requires std::is_integral_v<Int>
-  field(std::string_view k, Int v) : key(k), number(static_cast<long long>(v)), is_number(true) {}
+  requires std::is_integral_v<Int> field(std::string_view k, Int v)
+      : key(k), number(static_cast<long long>(v)), is_number(true) {}
 };
 
 /// Writes {"ts":...,"level":...,"msg":...,<fields>} if `lvl` is enabled.
 void write(level lvl, std::string_view msg, std::initializer_list<field> fields = {});
 
-inline void debug(std::string_view m, std::initializer_list<field> f = {}) { write(level::debug, m, f); }
-inline void info(std::string_view m, std::initializer_list<field> f = {}) { write(level::info, m, f); }
-inline void warn(std::string_view m, std::initializer_list<field> f = {}) { write(level::warn, m, f); }
-inline void error(std::string_view m, std::initializer_list<field> f = {}) { write(level::error, m, f); }
+inline void debug(std::string_view m, std::initializer_list<field> f = {}) {
+  write(level::debug, m, f);
+}
+inline void info(std::string_view m, std::initializer_list<field> f = {}) {
+  write(level::info, m, f);
+}
+inline void warn(std::string_view m, std::initializer_list<field> f = {}) {
+  write(level::warn, m, f);
+}
+inline void error(std::string_view m, std::initializer_list<field> f = {}) {
+  write(level::error, m, f);
+}
 
 /// Writes out everything buffered so far; returns when it is on stderr.
 void flush();

@@ -15,7 +15,9 @@ namespace lowart::metrics {
 void counter::inc(double by) const {
   if (c_) c_->Increment(by);
 }
-double counter::value() const { return c_ ? c_->Value() : 0.0; }
+double counter::value() const {
+  return c_ ? c_->Value() : 0.0;
+}
 void gauge::set(double v) const {
   if (g_) g_->Set(v);
 }
@@ -42,31 +44,62 @@ struct families {
   prometheus::Family<prometheus::Counter>& http_requests =
       BuildCounter().Name("http_requests_total").Help("HTTP requests served, by route and status").Register(registry);
   prometheus::Family<prometheus::Histogram>& http_duration =
-      BuildHistogram().Name("http_request_duration_seconds").Help("Time from request read to response end, by route").Register(registry);
+      BuildHistogram()
+          .Name("http_request_duration_seconds")
+          .Help("Time from request read to response end, by route")
+          .Register(registry);
   prometheus::Family<prometheus::Counter>& tokens =
-      BuildCounter().Name("gateway_tokens_total").Help("Tokens metered, by model and type (prompt, completion, cached)").Register(registry);
+      BuildCounter()
+          .Name("gateway_tokens_total")
+          .Help("Tokens metered, by model and type (prompt, completion, cached)")
+          .Register(registry);
   prometheus::Family<prometheus::Counter>& upstream_requests =
-      BuildCounter().Name("gateway_upstream_requests_total").Help("Upstream attempts, by deployment and status or error class").Register(registry);
-  prometheus::Family<prometheus::Histogram>& upstream_duration =
-      BuildHistogram().Name("gateway_upstream_duration_seconds").Help("Upstream attempt duration, by deployment").Register(registry);
-  prometheus::Family<prometheus::Gauge>& deployment_inflight =
-      BuildGauge().Name("gateway_deployment_inflight").Help("Upstream requests in flight per deployment").Register(registry);
-  prometheus::Family<prometheus::Gauge>& deployment_latency =
-      BuildGauge().Name("gateway_deployment_latency_ewma_seconds").Help("Smoothed upstream latency per deployment").Register(registry);
-  prometheus::Family<prometheus::Counter>& usage_records =
-      BuildCounter().Name("gateway_usage_records_total").Help("Usage records persisted (ok) or lost (error)").Register(registry);
+      BuildCounter()
+          .Name("gateway_upstream_requests_total")
+          .Help("Upstream attempts, by deployment and status or error class")
+          .Register(registry);
+  prometheus::Family<prometheus::Histogram>& upstream_duration = BuildHistogram()
+                                                                     .Name("gateway_upstream_duration_seconds")
+                                                                     .Help("Upstream attempt duration, by deployment")
+                                                                     .Register(registry);
+  prometheus::Family<prometheus::Gauge>& deployment_inflight = BuildGauge()
+                                                                   .Name("gateway_deployment_inflight")
+                                                                   .Help("Upstream requests in flight per deployment")
+                                                                   .Register(registry);
+  prometheus::Family<prometheus::Gauge>& deployment_latency = BuildGauge()
+                                                                  .Name("gateway_deployment_latency_ewma_seconds")
+                                                                  .Help("Smoothed upstream latency per deployment")
+                                                                  .Register(registry);
+  prometheus::Family<prometheus::Counter>& usage_records = BuildCounter()
+                                                               .Name("gateway_usage_records_total")
+                                                               .Help("Usage records persisted (ok) or lost (error)")
+                                                               .Register(registry);
   prometheus::Family<prometheus::Gauge>& connections =
       BuildGauge().Name("gateway_connections_open").Help("Downstream connections open").Register(registry);
   prometheus::Family<prometheus::Counter>& fallbacks =
-      BuildCounter().Name("gateway_fallbacks_total").Help("Switches to another deployment or fallback model, by requested model").Register(registry);
+      BuildCounter()
+          .Name("gateway_fallbacks_total")
+          .Help("Switches to another deployment or fallback model, by requested model")
+          .Register(registry);
   prometheus::Family<prometheus::Gauge>& breaker_state =
-      BuildGauge().Name("gateway_breaker_state").Help("Circuit breaker state per deployment: 0 closed, 1 open, 2 half-open").Register(registry);
+      BuildGauge()
+          .Name("gateway_breaker_state")
+          .Help("Circuit breaker state per deployment: 0 closed, 1 open, 2 half-open")
+          .Register(registry);
   prometheus::Family<prometheus::Counter>& breaker_transitions =
-      BuildCounter().Name("gateway_breaker_transitions_total").Help("Circuit breaker transitions, by deployment and new state").Register(registry);
+      BuildCounter()
+          .Name("gateway_breaker_transitions_total")
+          .Help("Circuit breaker transitions, by deployment and new state")
+          .Register(registry);
   prometheus::Family<prometheus::Counter>& ratelimited =
-      BuildCounter().Name("gateway_ratelimited_total").Help("Requests refused by a rate limit or budget, by reason").Register(registry);
-  prometheus::Family<prometheus::Counter>& cost =
-      BuildCounter().Name("gateway_cost_total").Help("Cost of served requests in price units, by model").Register(registry);
+      BuildCounter()
+          .Name("gateway_ratelimited_total")
+          .Help("Requests refused by a rate limit or budget, by reason")
+          .Register(registry);
+  prometheus::Family<prometheus::Counter>& cost = BuildCounter()
+                                                      .Name("gateway_cost_total")
+                                                      .Help("Cost of served requests in price units, by model")
+                                                      .Register(registry);
   prometheus::Gauge& connections_gauge = connections.Add({});
 };
 
@@ -90,16 +123,14 @@ counter http_requests(std::string_view route, int status) {
   thread_local std::unordered_map<std::string, prometheus::Counter*> cache;
   auto key = cache_key(route, std::to_string(status));
   auto& slot = cache[key];
-  if (!slot)
-    slot = &all().http_requests.Add({{"route", std::string(route)}, {"status", std::to_string(status)}});
+  if (!slot) slot = &all().http_requests.Add({{"route", std::string(route)}, {"status", std::to_string(status)}});
   return counter{slot};
 }
 
 histogram http_request_duration(std::string_view route) {
   thread_local std::unordered_map<std::string, prometheus::Histogram*> cache;
   auto& slot = cache[std::string(route)];
-  if (!slot)
-    slot = &all().http_duration.Add({{"route", std::string(route)}}, latency_buckets());
+  if (!slot) slot = &all().http_duration.Add({{"route", std::string(route)}}, latency_buckets());
   return histogram{slot};
 }
 
@@ -120,7 +151,6 @@ histogram upstream_duration(std::string_view deployment) {
   return histogram{&all().upstream_duration.Add({{"deployment", std::string(deployment)}}, latency_buckets())};
 }
 
-
 gauge deployment_inflight(std::string_view deployment) {
   return gauge{&all().deployment_inflight.Add({{"deployment", std::string(deployment)}})};
 }
@@ -133,15 +163,21 @@ counter usage_records(std::string_view result) {
   return counter{&all().usage_records.Add({{"result", std::string(result)}})};
 }
 
-gauge connections_open() { return gauge{&all().connections_gauge}; }
+gauge connections_open() {
+  return gauge{&all().connections_gauge};
+}
 
 counter ratelimited(std::string_view reason) {
   return counter{&all().ratelimited.Add({{"reason", std::string(reason)}})};
 }
 
-counter cost(std::string_view model) { return counter{&all().cost.Add({{"model", std::string(model)}})}; }
+counter cost(std::string_view model) {
+  return counter{&all().cost.Add({{"model", std::string(model)}})};
+}
 
-counter fallbacks(std::string_view model) { return counter{&all().fallbacks.Add({{"model", std::string(model)}})}; }
+counter fallbacks(std::string_view model) {
+  return counter{&all().fallbacks.Add({{"model", std::string(model)}})};
+}
 
 gauge breaker_state(std::string_view deployment) {
   return gauge{&all().breaker_state.Add({{"deployment", std::string(deployment)}})};

@@ -23,6 +23,7 @@ public:
   explicit counter(prometheus::Counter* c) : c_(c) {}
   void inc(double by = 1.0) const;
   double value() const;
+
 private:
   prometheus::Counter* c_ = nullptr;
 };
@@ -33,6 +34,7 @@ public:
   explicit gauge(prometheus::Gauge* g) : g_(g) {}
   void set(double v) const;
   void add(double by) const;
+
 private:
   prometheus::Gauge* g_ = nullptr;
 };
@@ -42,6 +44,7 @@ public:
   histogram() = default;
   explicit histogram(prometheus::Histogram* h) : h_(h) {}
   void observe(double v) const;
+
 private:
   prometheus::Histogram* h_ = nullptr;
 };

@@ -22,13 +22,11 @@ std::string new_request_id() {
 }
 
 bool acceptable_request_id(std::string_view id) {
-  if (id.empty() || id.size() > 128)
-    return false;
+  if (id.empty() || id.size() > 128) return false;
   for (char c : id) {
-    bool ok = (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9') ||
-              c == '.' || c == '_' || c == ':' || c == '-';
-    if (!ok)
-      return false;
+    bool ok = (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9') || c == '.' || c == '_' ||
+              c == ':' || c == '-';
+    if (!ok) return false;
   }
   return true;
 }

@@ -29,8 +29,7 @@ std::string sha256_hex(std::string_view data) {
   std::array<unsigned char, EVP_MAX_MD_SIZE> digest{};
   unsigned int len = 0;
   if (!sha.md || !sha.ctx || EVP_DigestInit_ex(sha.ctx, sha.md, nullptr) != 1 ||
-      EVP_DigestUpdate(sha.ctx, data.data(), data.size()) != 1 ||
-      EVP_DigestFinal_ex(sha.ctx, digest.data(), &len) != 1)
+      EVP_DigestUpdate(sha.ctx, data.data(), data.size()) != 1 || EVP_DigestFinal_ex(sha.ctx, digest.data(), &len) != 1)
     throw std::runtime_error("sha256 failed");
   static constexpr char hex[] = "0123456789abcdef";
   std::string out(len * 2, '0');
@@ -56,27 +55,25 @@ std::string random_hex(std::size_t n) {
 }
 
 std::string new_virtual_key() {
-  static constexpr char alphabet[] =
-      "0123456789ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz";
+  static constexpr char alphabet[] = "0123456789ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz";
   std::string key = "sk-lw-";
   // Rejection sampling keeps every character uniform over the 62 symbols.
   while (key.size() < 6 + 40) {
     unsigned char buf[64];
-    if (RAND_bytes(buf, sizeof buf) != 1)
-      throw std::runtime_error("RAND_bytes failed");
+    if (RAND_bytes(buf, sizeof buf) != 1) throw std::runtime_error("RAND_bytes failed");
     for (auto b : buf) {
-      if (b < 248 && key.size() < 46)
-        key += alphabet[b % 62];
+      if (b < 248 && key.size() < 46) key += alphabet[b % 62];
     }
   }
   return key;
 }
 
-std::string key_prefix(std::string_view key) { return std::string(key.substr(0, 12)); }
+std::string key_prefix(std::string_view key) {
+  return std::string(key.substr(0, 12));
+}
 
 bool constant_time_equal(std::string_view a, std::string_view b) {
-  if (a.size() != b.size())
-    return false;
+  if (a.size() != b.size()) return false;
   return CRYPTO_memcmp(a.data(), b.data(), a.size()) == 0;
 }
 

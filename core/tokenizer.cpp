@@ -39,8 +39,7 @@ struct bpe_tokenizer::impl {
   bool jit = false;
 
   ~impl() {
-    if (pattern)
-      pcre2_code_free(pattern);
+    if (pattern) pcre2_code_free(pattern);
   }
 
   std::uint32_t rank(std::string_view bytes) const {
@@ -55,23 +54,19 @@ std::shared_ptr<const bpe_tokenizer> bpe_tokenizer::load(const std::string& dir,
   t->impl_ = std::make_unique<impl>();
   auto ranks_path = dir + "/" + name + ".tiktoken";
   std::ifstream in(ranks_path);
-  if (!in)
-    throw std::runtime_error("tokenizer ranks not found: " + ranks_path + " (scripts/setup.sh extracts them)");
+  if (!in) throw std::runtime_error("tokenizer ranks not found: " + ranks_path + " (scripts/setup.sh extracts them)");
   std::string token;
   std::uint64_t rank = 0;
   t->impl_->ranks.reserve(210'000);
   while (in >> token >> rank) {
     auto bytes = crypto::base64_decode(token);
-    if (!bytes || rank >= no_rank)
-      throw std::runtime_error("malformed rank line in " + ranks_path + ": " + token);
+    if (!bytes || rank >= no_rank) throw std::runtime_error("malformed rank line in " + ranks_path + ": " + token);
     t->impl_->ranks.emplace(std::move(*bytes), static_cast<std::uint32_t>(rank));
   }
-  if (t->impl_->ranks.size() < 256)
-    throw std::runtime_error("too few ranks in " + ranks_path);
+  if (t->impl_->ranks.size() < 256) throw std::runtime_error("too few ranks in " + ranks_path);
   auto pattern_path = dir + "/" + name + ".pattern";
   std::ifstream pin(pattern_path);
-  if (!pin)
-    throw std::runtime_error("tokenizer pattern not found: " + pattern_path);
+  if (!pin) throw std::runtime_error("tokenizer pattern not found: " + pattern_path);
   std::stringstream text;
   text << pin.rdbuf();
   auto pattern = text.str();
@@ -82,8 +77,8 @@ std::shared_ptr<const bpe_tokenizer> bpe_tokenizer::load(const std::string& dir,
   if (!t->impl_->pattern) {
     PCRE2_UCHAR message[256];
     pcre2_get_error_message(error, message, sizeof message);
-    throw std::runtime_error("tokenizer pattern of " + name + " does not compile at " + std::to_string(offset) +
-                             ": " + reinterpret_cast<char*>(message));
+    throw std::runtime_error("tokenizer pattern of " + name + " does not compile at " + std::to_string(offset) + ": " +
+                             reinterpret_cast<char*>(message));
   }
   t->impl_->jit = pcre2_jit_compile(t->impl_->pattern, PCRE2_JIT_COMPLETE) == 0;
   return t;
@@ -91,10 +86,11 @@ std::shared_ptr<const bpe_tokenizer> bpe_tokenizer::load(const std::string& dir,
 
 bpe_tokenizer::~bpe_tokenizer() = default;
 
-std::size_t bpe_tokenizer::vocabulary() const { return impl_->ranks.size(); }
+std::size_t bpe_tokenizer::vocabulary() const {
+  return impl_->ranks.size();
+}
 
-template <class Sink>
-void bpe_tokenizer::run(std::string_view text, Sink&& sink) const {
+template <class Sink> void bpe_tokenizer::run(std::string_view text, Sink&& sink) const {
   const auto& d = *impl_;
   thread_local std::unique_ptr<pcre2_match_data, decltype(&pcre2_match_data_free)> match{
       pcre2_match_data_create(4, nullptr), &pcre2_match_data_free};
@@ -124,8 +120,7 @@ void bpe_tokenizer::run(std::string_view text, Sink&& sink) const {
       // of the pair starting there; merge the lowest-ranked pair, then re-rank only its
       // two neighbours.
       auto pair_rank = [&](std::size_t i) -> std::uint32_t {
-        if (i + 2 >= bounds.size())
-          return no_rank;
+        if (i + 2 >= bounds.size()) return no_rank;
         return d.rank(piece.substr(bounds[i], bounds[i + 2] - bounds[i]));
       };
       bounds.clear();
@@ -142,13 +137,11 @@ void bpe_tokenizer::run(std::string_view text, Sink&& sink) const {
             best = ranks_of[i];
             best_i = i;
           }
-        if (best == no_rank)
-          break;
+        if (best == no_rank) break;
         bounds.erase(bounds.begin() + static_cast<long>(best_i) + 1);
         ranks_of.erase(ranks_of.begin() + static_cast<long>(best_i) + 1);
         ranks_of[best_i] = pair_rank(best_i);
-        if (best_i > 0)
-          ranks_of[best_i - 1] = pair_rank(best_i - 1);
+        if (best_i > 0) ranks_of[best_i - 1] = pair_rank(best_i - 1);
       }
       for (std::size_t i = 0; i + 1 < bounds.size(); ++i) {
         auto r = d.rank(piece.substr(bounds[i], bounds[i + 1] - bounds[i]));

@@ -34,8 +34,7 @@ public:
 
 private:
   bpe_tokenizer() = default;
-  template <class Sink>
-  void run(std::string_view text, Sink&& sink) const;
+  template <class Sink> void run(std::string_view text, Sink&& sink) const;
 
   struct impl;
   std::unique_ptr<impl> impl_;

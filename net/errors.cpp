@@ -14,57 +14,71 @@ struct kind_info {
 
 kind_info info(error_kind kind) {
   switch (kind) {
-    case error_kind::bad_request: return {400, "invalid_request_error", "invalid_request_error"};
-    case error_kind::unauthorized: return {401, "invalid_request_error", "authentication_error"};
-    case error_kind::forbidden: return {403, "permission_error", "permission_error"};
-    case error_kind::not_found: return {404, "invalid_request_error", "not_found_error"};
-    case error_kind::method_not_allowed: return {405, "invalid_request_error", "invalid_request_error"};
-    case error_kind::payload_too_large: return {413, "invalid_request_error", "request_too_large"};
-    case error_kind::headers_too_large: return {431, "invalid_request_error", "invalid_request_error"};
-    case error_kind::rate_limited: return {429, "rate_limit_error", "rate_limit_error"};
-    case error_kind::internal: return {500, "server_error", "api_error"};
-    case error_kind::bad_gateway: return {502, "upstream_error", "api_error"};
-    case error_kind::unavailable: return {503, "service_unavailable", "overloaded_error"};
-    case error_kind::gateway_timeout: return {504, "timeout_error", "timeout_error"};
+  case error_kind::bad_request:
+    return {400, "invalid_request_error", "invalid_request_error"};
+  case error_kind::unauthorized:
+    return {401, "invalid_request_error", "authentication_error"};
+  case error_kind::forbidden:
+    return {403, "permission_error", "permission_error"};
+  case error_kind::not_found:
+    return {404, "invalid_request_error", "not_found_error"};
+  case error_kind::method_not_allowed:
+    return {405, "invalid_request_error", "invalid_request_error"};
+  case error_kind::payload_too_large:
+    return {413, "invalid_request_error", "request_too_large"};
+  case error_kind::headers_too_large:
+    return {431, "invalid_request_error", "invalid_request_error"};
+  case error_kind::rate_limited:
+    return {429, "rate_limit_error", "rate_limit_error"};
+  case error_kind::internal:
+    return {500, "server_error", "api_error"};
+  case error_kind::bad_gateway:
+    return {502, "upstream_error", "api_error"};
+  case error_kind::unavailable:
+    return {503, "service_unavailable", "overloaded_error"};
+  case error_kind::gateway_timeout:
+    return {504, "timeout_error", "timeout_error"};
   }
   return {500, "server_error", "api_error"};
 }
 
 } // namespace
 
-int status_of(error_kind kind) { return info(kind).status; }
+int status_of(error_kind kind) {
+  return info(kind).status;
+}
 
-std::string error_body(api_format format, error_kind kind, std::string_view message,
-                       std::string_view code, std::string_view param) {
+std::string error_body(api_format format, error_kind kind, std::string_view message, std::string_view code,
+                       std::string_view param) {
   auto i = info(kind);
   std::string out;
   out.reserve(96 + message.size());
   switch (format) {
-    case api_format::openai:
-      out += "{\"error\":{\"message\":";
-      json::append_quoted(out, message);
-      out += ",\"type\":\"";
-      out += i.openai_type;
-      out += "\",\"param\":";
-      out += param.empty() ? std::string("null") : json::quoted(param);
-      out += ",\"code\":";
-      out += code.empty() ? std::string("null") : json::quoted(code);
-      out += "}}";
-      break;
-    case api_format::anthropic:
-      out += "{\"type\":\"error\",\"error\":{\"type\":\"";
-      out += i.anthropic_type;
-      out += "\",\"message\":";
-      json::append_quoted(out, message);
-      out += "}}";
-      break;
-    case api_format::admin:
-      out += "{\"error\":{\"message\":";
-      json::append_quoted(out, message);
-      out += ",\"type\":\"";
-      out += code.empty() ? i.openai_type : std::string(code);
-      out += "\"}}";
-      break;
+  case api_format::openai:
+    out += "{\"error\":{\"message\":";
+    json::append_quoted(out, message);
+    out += ",\"type\":\"";
+    out += i.openai_type;
+    out += "\",\"param\":";
+    out += param.empty() ? std::string("null") : json::quoted(param);
+    out += ",\"code\":";
+    out += code.empty() ? std::string("null") : json::quoted(code);
+    out += "}}";
+    break;
+  case api_format::anthropic:
+    out += "{\"type\":\"error\",\"error\":{\"type\":\"";
+    out += i.anthropic_type;
+    out += "\",\"message\":";
+    json::append_quoted(out, message);
+    out += "}}";
+    break;
+  case api_format::admin:
+    out += "{\"error\":{\"message\":";
+    json::append_quoted(out, message);
+    out += ",\"type\":\"";
+    out += code.empty() ? i.openai_type : std::string(code);
+    out += "\"}}";
+    break;
   }
   return out;
 }

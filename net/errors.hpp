@@ -8,18 +8,18 @@
 namespace lowart::net {
 
 enum class error_kind {
-  bad_request,          ///< 400 malformed JSON, missing field
-  unauthorized,         ///< 401 missing or wrong key
-  forbidden,            ///< 403 key may not do this
-  not_found,            ///< 404 unknown route or model
-  method_not_allowed,   ///< 405
-  payload_too_large,    ///< 413 body over the limit
-  headers_too_large,    ///< 431
-  rate_limited,         ///< 429
-  internal,             ///< 500
-  bad_gateway,          ///< 502 upstream unreachable or broken
-  unavailable,          ///< 503 draining, storage down
-  gateway_timeout,      ///< 504 upstream (or an actor) did not answer in time
+  bad_request,        ///< 400 malformed JSON, missing field
+  unauthorized,       ///< 401 missing or wrong key
+  forbidden,          ///< 403 key may not do this
+  not_found,          ///< 404 unknown route or model
+  method_not_allowed, ///< 405
+  payload_too_large,  ///< 413 body over the limit
+  headers_too_large,  ///< 431
+  rate_limited,       ///< 429
+  internal,           ///< 500
+  bad_gateway,        ///< 502 upstream unreachable or broken
+  unavailable,        ///< 503 draining, storage down
+  gateway_timeout,    ///< 504 upstream (or an actor) did not answer in time
 };
 
 /// Which envelope an endpoint speaks.
@@ -29,7 +29,7 @@ int status_of(error_kind kind);
 
 /// `{"error":{"message","type","param","code"}}` (OpenAI), `{"type":"error","error":{"type",
 /// "message"}}` (Anthropic) or `{"error":{"message","type"}}` (admin).
-std::string error_body(api_format format, error_kind kind, std::string_view message,
-                       std::string_view code = {}, std::string_view param = {});
+std::string error_body(api_format format, error_kind kind, std::string_view message, std::string_view code = {},
+                       std::string_view param = {});
 
 } // namespace lowart::net

@@ -1,6 +1,6 @@
-#include "core/clock.hpp"
 #include "net/proxy.hpp"
 
+#include "core/clock.hpp"
 #include "core/json_text.hpp"
 #include "core/log.hpp"
 #include "net/sse.hpp"
@@ -71,13 +71,11 @@ struct token_usage {
 
 /// Reads an OpenAI `usage` object.
 void read_usage(simdjson::dom::element usage, token_usage& out) {
-  if (!usage.is_object())
-    return;
+  if (!usage.is_object()) return;
   std::int64_t v = 0;
   if (usage["prompt_tokens"].get_int64().get(v) == simdjson::SUCCESS) out.prompt = v;
   if (usage["completion_tokens"].get_int64().get(v) == simdjson::SUCCESS) out.completion = v;
-  if (usage.at_pointer("/prompt_tokens_details/cached_tokens").get_int64().get(v) == simdjson::SUCCESS)
-    out.cached = v;
+  if (usage.at_pointer("/prompt_tokens_details/cached_tokens").get_int64().get(v) == simdjson::SUCCESS) out.cached = v;
   out.present = true;
 }
 
@@ -85,43 +83,43 @@ using deployment_ptr = std::shared_ptr<const deployment>;
 
 /// Orders one priority group by the model's balancing policy.
 void order_group(std::vector<deployment_ptr>& group, model_route::balance policy) {
-  if (group.size() < 2)
-    return;
+  if (group.size() < 2) return;
   switch (policy) {
-    case model_route::balance::least_inflight: {
-      // Random start so ties spread, then fewest in flight first.
-      std::rotate(group.begin(), group.begin() + static_cast<long>(next_random() % group.size()), group.end());
-      std::stable_sort(group.begin(), group.end(), [](const auto& a, const auto& b) {
-        return a->stats->inflight.load(std::memory_order_relaxed) < b->stats->inflight.load(std::memory_order_relaxed);
-      });
-      return;
-    }
-    case model_route::balance::latency: {
-      // Power of two choices: of two random deployments, the lower EWMA goes first.
-      auto i = next_random() % group.size();
-      auto j = (i + 1 + next_random() % (group.size() - 1)) % group.size();
-      auto ei = group[i]->stats->latency_ewma_us.load(std::memory_order_relaxed);
-      auto ej = group[j]->stats->latency_ewma_us.load(std::memory_order_relaxed);
-      std::swap(group[0], group[ei <= ej ? i : j]);
-      return;
-    }
-    case model_route::balance::weighted: {
-      // Weighted random order without replacement.
-      for (std::size_t k = 0; k + 1 < group.size(); ++k) {
-        std::uint64_t total = 0;
-        for (std::size_t m = k; m < group.size(); ++m) total += static_cast<std::uint64_t>(group[m]->weight);
-        auto pick = next_random() % total;
-        for (std::size_t m = k; m < group.size(); ++m) {
-          auto w = static_cast<std::uint64_t>(group[m]->weight);
-          if (pick < w) {
-            std::swap(group[k], group[m]);
-            break;
-          }
-          pick -= w;
+  case model_route::balance::least_inflight: {
+    // Random start so ties spread, then fewest in flight first.
+    std::rotate(group.begin(), group.begin() + static_cast<long>(next_random() % group.size()), group.end());
+    std::stable_sort(group.begin(), group.end(), [](const auto& a, const auto& b) {
+      return a->stats->inflight.load(std::memory_order_relaxed) < b->stats->inflight.load(std::memory_order_relaxed);
+    });
+    return;
+  }
+  case model_route::balance::latency: {
+    // Power of two choices: of two random deployments, the lower EWMA goes first.
+    auto i = next_random() % group.size();
+    auto j = (i + 1 + next_random() % (group.size() - 1)) % group.size();
+    auto ei = group[i]->stats->latency_ewma_us.load(std::memory_order_relaxed);
+    auto ej = group[j]->stats->latency_ewma_us.load(std::memory_order_relaxed);
+    std::swap(group[0], group[ei <= ej ? i : j]);
+    return;
+  }
+  case model_route::balance::weighted: {
+    // Weighted random order without replacement.
+    for (std::size_t k = 0; k + 1 < group.size(); ++k) {
+      std::uint64_t total = 0;
+      for (std::size_t m = k; m < group.size(); ++m)
+        total += static_cast<std::uint64_t>(group[m]->weight);
+      auto pick = next_random() % total;
+      for (std::size_t m = k; m < group.size(); ++m) {
+        auto w = static_cast<std::uint64_t>(group[m]->weight);
+        if (pick < w) {
+          std::swap(group[k], group[m]);
+          break;
         }
+        pick -= w;
       }
-      return;
     }
+    return;
+  }
   }
 }
 
@@ -173,15 +171,16 @@ private:
     deadline_bound_ = left < std::chrono::milliseconds(ms);
     return deadline_bound_ ? left : std::chrono::milliseconds(ms);
   }
-  bool deadline_reached() const {
-    return deadline_ - std::chrono::steady_clock::now() < std::chrono::milliseconds(5);
+  bool deadline_reached() const { return deadline_ - std::chrono::steady_clock::now() < std::chrono::milliseconds(5); }
+  int first_byte_ms() const {
+    return route_->first_byte_timeout_ms ? route_->first_byte_timeout_ms : dep_->settings->first_byte_timeout_ms;
   }
-  int first_byte_ms() const { return route_->first_byte_timeout_ms ? route_->first_byte_timeout_ms : dep_->settings->first_byte_timeout_ms; }
   int idle_ms() const { return route_->idle_timeout_ms ? route_->idle_timeout_ms : dep_->settings->idle_timeout_ms; }
-  int connect_ms() const { return route_->connect_timeout_ms ? route_->connect_timeout_ms : dep_->settings->connect_timeout_ms; }
+  int connect_ms() const {
+    return route_->connect_timeout_ms ? route_->connect_timeout_ms : dep_->settings->connect_timeout_ms;
+  }
 
-  template <class F>
-  void with_stream(F&& f) { conn_->visit(std::forward<F>(f)); }
+  template <class F> void with_stream(F&& f) { conn_->visit(std::forward<F>(f)); }
 
   session_ptr client_;
   request_context ctx_;
@@ -191,8 +190,8 @@ private:
   const model_route* route_ = nullptr;        ///< the requested model
   std::vector<deployment_ptr> candidates_;
   std::size_t next_ = 0;
-  deployment_ptr dep_;     ///< the deployment of the current attempt
-  bool probe_ = false;     ///< the current attempt is a half-open probe
+  deployment_ptr dep_; ///< the deployment of the current attempt
+  bool probe_ = false; ///< the current attempt is a half-open probe
   int attempts_on_dep_ = 0;
   int fallbacks_ = 0;
   std::chrono::steady_clock::time_point deadline_;
@@ -220,7 +219,7 @@ private:
   std::optional<http::response_parser<http::string_body>> full_;
   std::array<char, 16 * 1024> read_buf_;
   sse_parser sse_;
-  std::string pending_; ///< complete SSE events not yet written to the client
+  std::string pending_;       ///< complete SSE events not yet written to the client
   bool content_seen_ = false; ///< held-back preamble released
   bool head_sent_ = false;
   bool attempt_open_ = false;
@@ -235,12 +234,10 @@ private:
 };
 
 void proxy_call::start() {
-  if (!parse_request())
-    return;
+  if (!parse_request()) return;
   auto total_ms = route_->timeout_ms ? route_->timeout_ms : candidates_.front()->settings->total_timeout_ms;
   deadline_ = ctx_.start + std::chrono::milliseconds(total_ms);
-  if (stream_)
-    pending_.reserve(8 * 1024); // one burst of events without regrowing
+  if (stream_) pending_.reserve(8 * 1024); // one burst of events without regrowing
   next_candidate();
 }
 
@@ -253,8 +250,7 @@ bool proxy_call::parse_request() {
   // simdjson reads up to SIMDJSON_PADDING bytes past the end: make room instead of copying.
   body_.reserve(body_.size() + simdjson::SIMDJSON_PADDING);
   simdjson::dom::element doc;
-  if (body_.empty() ||
-      thread_parser().parse(body_.data(), body_.size(), false).get(doc) != simdjson::SUCCESS) {
+  if (body_.empty() || thread_parser().parse(body_.data(), body_.size(), false).get(doc) != simdjson::SUCCESS) {
     client_->respond_error(ctx_, error_kind::bad_request, "the request body is not valid JSON", "invalid_json");
     return false;
   }
@@ -279,10 +275,8 @@ bool proxy_call::parse_request() {
   bool client_usage = false;
   if (kind_ == proxy_kind::chat) {
     bool flag = false;
-    if (obj["stream"].get_bool().get(flag) == simdjson::SUCCESS)
-      stream_ = flag;
-    if (obj.at_pointer("/stream_options/include_usage").get_bool().get(flag) == simdjson::SUCCESS)
-      client_usage = flag;
+    if (obj["stream"].get_bool().get(flag) == simdjson::SUCCESS) stream_ = flag;
+    if (obj.at_pointer("/stream_options/include_usage").get_bool().get(flag) == simdjson::SUCCESS) client_usage = flag;
     client_usage_ = client_usage;
   }
 
@@ -305,8 +299,7 @@ bool proxy_call::parse_request() {
   // upstream is asked. The estimate is the prompt (about 4 bytes a token) plus max_tokens.
   std::int64_t max_tokens = 0;
   if (obj["max_tokens"].get_int64().get(max_tokens) != simdjson::SUCCESS)
-    if (obj["max_completion_tokens"].get_int64().get(max_tokens) != simdjson::SUCCESS)
-      max_tokens = 0;
+    if (obj["max_completion_tokens"].get_int64().get(max_tokens) != simdjson::SUCCESS) max_tokens = 0;
   prompt_estimate_ = static_cast<std::int64_t>(body_.size() / 4);
   std::vector<rate_limiter::subject_ref> subjects;
   std::string ids[3]; // the subject names, alive for the reservation
@@ -343,8 +336,7 @@ bool proxy_call::parse_request() {
   }
   add_candidates(*route_);
   for (const auto& name : route_->fallbacks)
-    if (auto f = routes_->models.find(name); f != routes_->models.end())
-      add_candidates(f->second);
+    if (auto f = routes_->models.find(name); f != routes_->models.end()) add_candidates(f->second);
 
   if (stream_ && !client_usage) {
     // Ask upstreams for their usage chunk so streams are metered exactly, and keep that
@@ -360,9 +352,9 @@ void proxy_call::add_candidates(const model_route& route) {
     std::size_t j = i;
     std::vector<deployment_ptr> group;
     while (j < all.size() && all[j]->priority == all[i]->priority) {
-      bool seen = std::any_of(candidates_.begin(), candidates_.end(), [&](const auto& c) { return c->id == all[j]->id; });
-      if (!seen)
-        group.push_back(all[j]);
+      bool seen =
+          std::any_of(candidates_.begin(), candidates_.end(), [&](const auto& c) { return c->id == all[j]->id; });
+      if (!seen) group.push_back(all[j]);
       ++j;
     }
     order_group(group, route.balancing);
@@ -405,8 +397,7 @@ void proxy_call::begin_attempt() {
 
 void proxy_call::build_upstream_request() {
   std::string body = body_;
-  if (dep_->upstream_model != ctx_.model)
-    json::set_member(body, "model", json::quoted(dep_->upstream_model));
+  if (dep_->upstream_model != ctx_.model) json::set_member(body, "model", json::quoted(dep_->upstream_model));
   if (strip_usage_chunk_ && dep_->settings->include_usage) {
     if (auto where = json::find_member(body, "stream_options"); where && body[where->begin] == '{') {
       std::string options = body.substr(where->begin, where->end - where->begin);
@@ -454,23 +445,24 @@ void proxy_call::acquire(bool fresh) {
 
 void proxy_call::on_connection(connect_failure failure, std::string detail, upstream_ptr conn) {
   switch (failure) {
-    case connect_failure::none: break;
-    case connect_failure::timeout:
-      attempt_failed(failure_class::timeout, error_kind::gateway_timeout, "upstream connect timed out", "timeout",
-                     "upstream_timeout");
-      return;
-    case connect_failure::resolve:
-      attempt_failed(failure_class::connect_error, error_kind::bad_gateway, "upstream unreachable: " + detail,
-                     "dns_error", "upstream_unreachable");
-      return;
-    case connect_failure::tls:
-      attempt_failed(failure_class::connect_error, error_kind::bad_gateway, "upstream unreachable: " + detail,
-                     "tls_error", "upstream_unreachable");
-      return;
-    case connect_failure::refused:
-      attempt_failed(failure_class::connect_error, error_kind::bad_gateway, "upstream unreachable: " + detail,
-                     "connect_error", "upstream_unreachable");
-      return;
+  case connect_failure::none:
+    break;
+  case connect_failure::timeout:
+    attempt_failed(failure_class::timeout, error_kind::gateway_timeout, "upstream connect timed out", "timeout",
+                   "upstream_timeout");
+    return;
+  case connect_failure::resolve:
+    attempt_failed(failure_class::connect_error, error_kind::bad_gateway, "upstream unreachable: " + detail,
+                   "dns_error", "upstream_unreachable");
+    return;
+  case connect_failure::tls:
+    attempt_failed(failure_class::connect_error, error_kind::bad_gateway, "upstream unreachable: " + detail,
+                   "tls_error", "upstream_unreachable");
+    return;
+  case connect_failure::refused:
+    attempt_failed(failure_class::connect_error, error_kind::bad_gateway, "upstream unreachable: " + detail,
+                   "connect_error", "upstream_unreachable");
+    return;
   }
   conn_ = std::move(conn);
   send_request();
@@ -479,11 +471,11 @@ void proxy_call::on_connection(connect_failure failure, std::string detail, upst
 void proxy_call::send_request() {
   conn_->tcp().expires_after(capped(first_byte_ms()));
   with_stream([&](auto& s) {
-    asio::async_write(s, asio::buffer(upstream_request_), [self = shared_from_this()](beast::error_code ec, std::size_t) {
-      if (ec)
-        return self->upstream_failed(ec, "sending the request");
-      self->read_header();
-    });
+    asio::async_write(s, asio::buffer(upstream_request_),
+                      [self = shared_from_this()](beast::error_code ec, std::size_t) {
+                        if (ec) return self->upstream_failed(ec, "sending the request");
+                        self->read_header();
+                      });
   });
 }
 
@@ -494,8 +486,7 @@ void proxy_call::read_header() {
     full_->body_limit(64 * 1024 * 1024);
     with_stream([&](auto& s) {
       http::async_read(s, conn_->buffer, *full_, [self = shared_from_this()](beast::error_code ec, std::size_t) {
-        if (ec && !self->full_->is_header_done())
-          return self->upstream_failed(ec, "waiting for the response");
+        if (ec && !self->full_->is_header_done()) return self->upstream_failed(ec, "waiting for the response");
         self->upstream_status_ = self->full_->get().result_int();
         self->on_full_body(ec);
       });
@@ -506,8 +497,7 @@ void proxy_call::read_header() {
   parser_->body_limit(boost::none);
   with_stream([&](auto& s) {
     http::async_read_header(s, conn_->buffer, *parser_, [self = shared_from_this()](beast::error_code ec, std::size_t) {
-      if (ec)
-        return self->upstream_failed(ec, "waiting for the response");
+      if (ec) return self->upstream_failed(ec, "waiting for the response");
       self->upstream_status_ = self->parser_->get().result_int();
       auto type = self->parser_->get()[http::field::content_type];
       if (self->upstream_status_ == 200 && type.rfind("text/event-stream", 0) == 0)
@@ -563,8 +553,7 @@ void proxy_call::on_full_body(beast::error_code ec) {
   }
   auto res = full_->release();
   full_.reset();
-  if (res.keep_alive())
-    client_->worker().pool.release(std::move(conn_), dep_->settings->max_idle_connections);
+  if (res.keep_alive()) client_->worker().pool.release(std::move(conn_), dep_->settings->max_idle_connections);
   conn_.reset();
   auto status = upstream_status_;
   if (status == 429 || status >= 500) {
@@ -585,13 +574,11 @@ void proxy_call::on_full_body(beast::error_code ec) {
     simdjson::dom::element doc;
     if (thread_parser().parse(body.data(), body.size(), false).get(doc) == simdjson::SUCCESS) {
       simdjson::dom::element usage;
-      if (doc["usage"].get(usage) == simdjson::SUCCESS)
-        read_usage(usage, usage_);
+      if (doc["usage"].get(usage) == simdjson::SUCCESS) read_usage(usage, usage_);
     }
   }
   std::string type(res[http::field::content_type]);
-  if (type.empty())
-    type = "application/json";
+  if (type.empty()) type = "application/json";
   settle_attempt(std::to_string(status), false, false);
   finish_request(status);
   client_->respond(ctx_, status, type, body, gateway_headers());
@@ -609,8 +596,7 @@ void proxy_call::read_stream() {
 }
 
 void proxy_call::on_stream_read(beast::error_code ec) {
-  if (ec == http::error::need_buffer)
-    ec = {};
+  if (ec == http::error::need_buffer) ec = {};
   if (ec) {
     conn_.reset();
     stream_broke(ec == beast::error::timeout ? "upstream stream stalled (idle timeout)"
@@ -634,38 +620,39 @@ void proxy_call::on_stream_read(beast::error_code ec) {
 }
 
 bool proxy_call::has_content(const sse_event& ev) {
-  if (!ev.has_data || ev.data == "[DONE]")
-    return true;
+  if (!ev.has_data || ev.data == "[DONE]") return true;
   simdjson::dom::element doc;
-  if (parse_reused(ev.data, doc) != simdjson::SUCCESS)
-    return true; // not ours to judge: pass it on
+  if (parse_reused(ev.data, doc) != simdjson::SUCCESS) return true; // not ours to judge: pass it on
   simdjson::dom::array choices;
   if (doc["choices"].get_array().get(choices) != simdjson::SUCCESS || choices.size() == 0)
     return true; // usage or error events
   auto first = choices.at(0);
   std::string_view text;
-  if (first["delta"]["content"].get_string().get(text) == simdjson::SUCCESS && !text.empty())
+  if (first["delta"]["content"].get_string().get(text) == simdjson::SUCCESS && !text.empty()) return true;
+  if (first["delta"]["tool_calls"].error() == simdjson::SUCCESS ||
+      first["delta"]["function_call"].error() == simdjson::SUCCESS)
     return true;
-  if (first["delta"]["tool_calls"].error() == simdjson::SUCCESS || first["delta"]["function_call"].error() == simdjson::SUCCESS)
-    return true;
-  if (first["finish_reason"].error() == simdjson::SUCCESS && !first["finish_reason"].is_null())
-    return true;
+  if (first["finish_reason"].error() == simdjson::SUCCESS && !first["finish_reason"].is_null()) return true;
   return false;
 }
 
 void proxy_call::on_event(const sse_event& ev) {
-  if (!content_seen_)
-    content_seen_ = has_content(ev);
+  if (!content_seen_) content_seen_ = has_content(ev);
   if (ev.has_data && ev.data == "[DONE]" && client_usage_ && !usage_.present) {
     // The client asked for usage and the upstream sent none: lowart's own count goes
     // in the usage chunk, just before [DONE].
     count_usage();
     json::object_writer u;
-    u.num("prompt_tokens", usage_.prompt).num("completion_tokens", usage_.completion)
+    u.num("prompt_tokens", usage_.prompt)
+        .num("completion_tokens", usage_.completion)
         .num("total_tokens", usage_.prompt + usage_.completion);
     json::object_writer chunk;
-    chunk.str("id", ctx_.request_id).str("object", "chat.completion.chunk")
-        .num("created", clock::unix_ms() / 1000).str("model", dep_->upstream_model).raw("choices", "[]").raw("usage", u.done());
+    chunk.str("id", ctx_.request_id)
+        .str("object", "chat.completion.chunk")
+        .num("created", clock::unix_ms() / 1000)
+        .str("model", dep_->upstream_model)
+        .raw("choices", "[]")
+        .raw("usage", u.done());
     sse_event usage_event;
     usage_event.data = chunk.done();
     usage_event.has_data = true;
@@ -683,8 +670,7 @@ void proxy_call::on_event(const sse_event& ev) {
     simdjson::dom::element doc;
     if (parse_reused(ev.data, doc) == simdjson::SUCCESS) {
       simdjson::dom::element usage;
-      if (doc["usage"].get(usage) == simdjson::SUCCESS)
-        read_usage(usage, usage_);
+      if (doc["usage"].get(usage) == simdjson::SUCCESS) read_usage(usage, usage_);
       simdjson::dom::array choices;
       if (strip_usage_chunk_ && doc["choices"].get_array().get(choices) == simdjson::SUCCESS && choices.size() == 0)
         return; // the usage chunk we asked for on the client's behalf
@@ -708,11 +694,9 @@ void proxy_call::flush_to_client(bool done) {
     out += "\r\n";
     pending_.clear();
   }
-  if (done)
-    out += "0\r\n\r\n";
+  if (done) out += "0\r\n\r\n";
   client_->write_raw(std::move(out), [self = shared_from_this(), done](bool ok) {
-    if (!ok)
-      return self->client_gone();
+    if (!ok) return self->client_gone();
     if (done)
       self->finish_stream();
     else
@@ -741,14 +725,12 @@ void proxy_call::stream_broke(std::string_view message) {
   settle_attempt("reset", true, routes_->fail_on_mid_stream);
   finish_request(502);
   log::warn("upstream stream broke", {{"request_id", ctx_.request_id}, {"deployment", dep_->id}, {"error", message}});
-  client_->write_raw(std::move(out), [self = shared_from_this()](bool ok) {
-    self->client_->end_streamed(self->ctx_, 502, ok);
-  });
+  client_->write_raw(std::move(out),
+                     [self = shared_from_this()](bool ok) { self->client_->end_streamed(self->ctx_, 502, ok); });
 }
 
 void proxy_call::finish_stream() {
-  if (parser_->keep_alive())
-    client_->worker().pool.release(std::move(conn_), dep_->settings->max_idle_connections);
+  if (parser_->keep_alive()) client_->worker().pool.release(std::move(conn_), dep_->settings->max_idle_connections);
   conn_.reset();
   settle_attempt("200", false, false);
   finish_request(200);
@@ -771,11 +753,21 @@ void proxy_call::attempt_failed(failure_class cls, error_kind kind, std::string 
   bool deadline_timeout = cls == failure_class::timeout && deadline_bound_;
   bool counts = false;
   switch (cls) {
-    case failure_class::connect_error: counts = routes_->fail_on_connect; break;
-    case failure_class::timeout: counts = routes_->fail_on_timeout; break;
-    case failure_class::status_5xx: counts = routes_->fail_on_5xx; break;
-    case failure_class::status_429: counts = routes_->fail_on_429; break;
-    case failure_class::mid_stream: counts = routes_->fail_on_mid_stream; break;
+  case failure_class::connect_error:
+    counts = routes_->fail_on_connect;
+    break;
+  case failure_class::timeout:
+    counts = routes_->fail_on_timeout;
+    break;
+  case failure_class::status_5xx:
+    counts = routes_->fail_on_5xx;
+    break;
+  case failure_class::status_429:
+    counts = routes_->fail_on_429;
+    break;
+  case failure_class::mid_stream:
+    counts = routes_->fail_on_mid_stream;
+    break;
   }
   settle_attempt(label, true, counts && !deadline_timeout);
   if (cls != failure_class::status_5xx && cls != failure_class::status_429)
@@ -786,13 +778,15 @@ void proxy_call::attempt_failed(failure_class cls, error_kind kind, std::string 
   if (deadline_timeout || deadline_reached()) {
     last_upstream_.reset();
     last_kind_ = error_kind::gateway_timeout;
-    last_message_ = "the request deadline passed after " + std::to_string(fallbacks_ + attempts_on_dep_ + 1) + " attempt(s)";
+    last_message_ =
+        "the request deadline passed after " + std::to_string(fallbacks_ + attempts_on_dep_ + 1) + " attempt(s)";
     last_code_ = "deadline_exceeded";
     give_up();
     return;
   }
   // Retry the same deployment (with backoff and jitter, honouring retry-after) ...
-  if (attempts_on_dep_ < route_->retries && !probe_ && (retry_after_ms == 0 || retry_after_ms <= route_->max_retry_wait_ms)) {
+  if (attempts_on_dep_ < route_->retries && !probe_ &&
+      (retry_after_ms == 0 || retry_after_ms <= route_->max_retry_wait_ms)) {
     auto backoff = route_->retry_backoff_ms << attempts_on_dep_;
     auto jitter = static_cast<int>(next_random() % static_cast<std::uint64_t>(backoff / 2 + 1));
     auto wait = std::chrono::milliseconds(std::max(backoff / 2 + jitter, retry_after_ms));
@@ -800,8 +794,7 @@ void proxy_call::attempt_failed(failure_class cls, error_kind kind, std::string 
       ++attempts_on_dep_;
       retry_timer_.expires_after(wait);
       retry_timer_.async_wait([self = shared_from_this()](beast::error_code ec) {
-        if (!ec)
-          self->begin_attempt();
+        if (!ec) self->begin_attempt();
       });
       return;
     }
@@ -868,8 +861,7 @@ std::string proxy_call::ratelimit_headers() const {
 }
 
 void proxy_call::settle_attempt(std::string_view label, bool failed, bool breaker_counts) {
-  if (!attempt_open_)
-    return;
+  if (!attempt_open_) return;
   attempt_open_ = false;
   auto now = std::chrono::steady_clock::now();
   auto upstream_us = std::chrono::duration_cast<std::chrono::microseconds>(now - upstream_start_).count();
@@ -885,8 +877,7 @@ void proxy_call::settle_attempt(std::string_view label, bool failed, bool breake
   bool bad = failed && breaker_counts;
   breaker.record(clock::steady_seconds(), bad);
   if (probe_ || bad) {
-    if (breaker.report)
-      breaker.report(probe_, !bad);
+    if (breaker.report) breaker.report(probe_, !bad);
   }
   probe_ = false;
 }
@@ -895,8 +886,7 @@ void proxy_call::count_usage() {
   // tiktoken's counting for chat: each message costs its content plus 3 tokens of
   // framing (4 with a name), and 3 more prime the answer.
   auto tok = client_->worker().state.tokenizer;
-  if (!tok || usage_.present)
-    return;
+  if (!tok || usage_.present) return;
   std::int64_t prompt = 0;
   simdjson::dom::element doc;
   if (kind_ == proxy_kind::chat && parse_reused(body_, doc) == simdjson::SUCCESS) {
@@ -905,8 +895,10 @@ void proxy_call::count_usage() {
       for (auto m : messages) {
         prompt += 3;
         std::string_view text;
-        if (m["role"].get_string().get(text) == simdjson::SUCCESS) prompt += static_cast<std::int64_t>(tok->count(text));
-        if (m["name"].get_string().get(text) == simdjson::SUCCESS) prompt += 1 + static_cast<std::int64_t>(tok->count(text));
+        if (m["role"].get_string().get(text) == simdjson::SUCCESS)
+          prompt += static_cast<std::int64_t>(tok->count(text));
+        if (m["name"].get_string().get(text) == simdjson::SUCCESS)
+          prompt += 1 + static_cast<std::int64_t>(tok->count(text));
         if (m["content"].get_string().get(text) == simdjson::SUCCESS) {
           prompt += static_cast<std::int64_t>(tok->count(text));
         } else {
@@ -937,8 +929,7 @@ void proxy_call::count_usage() {
 std::int64_t proxy_call::count_completion() {
   // Stream deltas, or the message of a JSON answer (which may span lines).
   auto tok = client_->worker().state.tokenizer;
-  if (!tok)
-    return 0;
+  if (!tok) return 0;
   std::int64_t completion = 0;
   auto count_document = [&](std::string_view text) {
     simdjson::dom::element doc;
@@ -967,8 +958,7 @@ std::int64_t proxy_call::count_completion() {
 }
 
 void proxy_call::finish_request(int status) {
-  if (finished_)
-    return;
+  if (finished_) return;
   finished_ = true;
   if (!usage_.present && dep_ && (status < 400 || head_sent_))
     count_usage(); // the upstream reported nothing: bill what lowart counts
@@ -983,7 +973,8 @@ void proxy_call::finish_request(int status) {
       // Volume tiers go by the team's tokens for this model this month, before this request.
       std::int64_t volume = 0;
       if (!ctx_.who->master && !ctx_.who->key->team_id.empty())
-        volume = client_->worker().state.volumes.take(ctx_.who->key->team_id, ctx_.model, real_tokens, clock::unix_ms());
+        volume =
+            client_->worker().state.volumes.take(ctx_.who->key->team_id, ctx_.model, real_tokens, clock::unix_ms());
       cost = usage_.present ? p->second.cost(usage_.prompt, usage_.completion, usage_.cached, volume)
                             : p->second.cost(prompt_estimate_, 0, 0, volume);
       price_version = p->second.version;
@@ -994,8 +985,7 @@ void proxy_call::finish_request(int status) {
   if (usage_.present) {
     route_->prompt_tokens.inc(static_cast<double>(usage_.prompt));
     route_->completion_tokens.inc(static_cast<double>(usage_.completion));
-    if (usage_.cached)
-      route_->cached_tokens.inc(static_cast<double>(usage_.cached));
+    if (usage_.cached) route_->cached_tokens.inc(static_cast<double>(usage_.cached));
   }
   usage_record rec;
   rec.request_id = ctx_.request_id;

@@ -43,8 +43,7 @@ struct server::impl {
   void accept_tcp() {
     auto& w = pick();
     tcp->async_accept(w.ioc.get_executor(), [this, &w](beast::error_code ec, session::tcp_stream::socket_type socket) {
-      if (ec == asio::error::operation_aborted || !tcp || !tcp->is_open())
-        return;
+      if (ec == asio::error::operation_aborted || !tcp || !tcp->is_open()) return;
       if (!ec) {
         if (over_limit()) {
           log::warn("connection limit reached; closing new connection",
@@ -64,8 +63,7 @@ struct server::impl {
   void accept_uds() {
     auto& w = pick();
     uds->async_accept(w.ioc.get_executor(), [this, &w](beast::error_code ec, session::uds_stream::socket_type socket) {
-      if (ec == asio::error::operation_aborted || !uds || !uds->is_open())
-        return;
+      if (ec == asio::error::operation_aborted || !uds || !uds->is_open()) return;
       if (!ec && !over_limit()) {
         asio::post(w.ioc, [&w, socket = std::move(socket)]() mutable {
           std::make_shared<session>(w, session::uds_stream(std::move(socket)))->start();
@@ -78,7 +76,9 @@ struct server::impl {
 
 server::server(gateway_state& state, actors::runtime& runtime) : impl_(std::make_unique<impl>(state, runtime)) {}
 
-server::~server() { stop(); }
+server::~server() {
+  stop();
+}
 
 void server::start() {
   auto& cfg = impl_->state.config.server;
@@ -92,15 +92,13 @@ void server::start() {
     config::split_host_port(cfg.listen, host, port);
     beast::error_code ec;
     auto addr = asio::ip::make_address(host == "localhost" ? "127.0.0.1" : host, ec);
-    if (ec)
-      throw std::runtime_error("server.listen: '" + host + "' is not an IP address");
+    if (ec) throw std::runtime_error("server.listen: '" + host + "' is not an IP address");
     asio::ip::tcp::endpoint ep{addr, port};
     impl_->tcp = std::make_unique<asio::ip::tcp::acceptor>(ioc0);
     impl_->tcp->open(ep.protocol());
     impl_->tcp->set_option(asio::socket_base::reuse_address(true));
     impl_->tcp->bind(ep, ec);
-    if (ec)
-      throw std::runtime_error("cannot listen on " + cfg.listen + ": " + ec.message());
+    if (ec) throw std::runtime_error("cannot listen on " + cfg.listen + ": " + ec.message());
     impl_->tcp->listen(asio::socket_base::max_listen_connections);
     auto local = impl_->tcp->local_endpoint();
     impl_->bound = local.address().to_string() + ":" + std::to_string(local.port());
@@ -115,8 +113,7 @@ void server::start() {
     beast::error_code ec;
     impl_->uds->open(ep.protocol());
     impl_->uds->bind(ep, ec);
-    if (ec)
-      throw std::runtime_error("cannot listen on unix socket " + cfg.uds_path + ": " + ec.message());
+    if (ec) throw std::runtime_error("cannot listen on unix socket " + cfg.uds_path + ": " + ec.message());
     impl_->uds->listen(asio::socket_base::max_listen_connections);
     impl_->accept_uds();
     log::info("listening", {{"transport", "uds"}, {"path", cfg.uds_path}});
@@ -141,8 +138,7 @@ void server::start() {
 
 int server::drain(int timeout_ms) {
   auto& s = *impl_;
-  if (s.workers.empty())
-    return 0;
+  if (s.workers.empty()) return 0;
   std::promise<void> closed;
   asio::post(s.workers.front()->ioc, [&] {
     beast::error_code ec;
@@ -158,8 +154,7 @@ int server::drain(int timeout_ms) {
       for (auto* sess : w->sessions)
         live.push_back(sess->weak_from_this());
       for (auto& weak : live)
-        if (auto sp = weak.lock())
-          sp->close_if_idle();
+        if (auto sp = weak.lock()) sp->close_if_idle();
     });
   }
   auto deadline = std::chrono::steady_clock::now() + std::chrono::milliseconds(timeout_ms);
@@ -174,8 +169,7 @@ int server::drain(int timeout_ms) {
 
 void server::stop() {
   auto& s = *impl_;
-  if (s.threads.empty())
-    return;
+  if (s.threads.empty()) return;
   s.guards.clear();
   for (auto& w : s.workers)
     w->ioc.stop();
@@ -187,6 +181,8 @@ void server::stop() {
   s.workers.clear();
 }
 
-std::string server::tcp_endpoint() const { return impl_->bound; }
+std::string server::tcp_endpoint() const {
+  return impl_->bound;
+}
 
 } // namespace lowart::net

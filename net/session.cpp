@@ -1,8 +1,8 @@
-#include "core/clock.hpp"
 #include "net/session.hpp"
 
 #include "actors/rbac.hpp"
 #include "actors/runtime.hpp"
+#include "core/clock.hpp"
 #include "core/json_text.hpp"
 #include "core/log.hpp"
 #include "core/metrics.hpp"
@@ -24,26 +24,46 @@ namespace {
 
 std::string_view reason_phrase(int status) {
   switch (status) {
-    case 200: return "OK";
-    case 201: return "Created";
-    case 202: return "Accepted";
-    case 204: return "No Content";
-    case 400: return "Bad Request";
-    case 401: return "Unauthorized";
-    case 403: return "Forbidden";
-    case 404: return "Not Found";
-    case 405: return "Method Not Allowed";
-    case 408: return "Request Timeout";
-    case 409: return "Conflict";
-    case 413: return "Payload Too Large";
-    case 422: return "Unprocessable Entity";
-    case 429: return "Too Many Requests";
-    case 431: return "Request Header Fields Too Large";
-    case 500: return "Internal Server Error";
-    case 502: return "Bad Gateway";
-    case 503: return "Service Unavailable";
-    case 504: return "Gateway Timeout";
-    default: return status < 400 ? "OK" : "Error";
+  case 200:
+    return "OK";
+  case 201:
+    return "Created";
+  case 202:
+    return "Accepted";
+  case 204:
+    return "No Content";
+  case 400:
+    return "Bad Request";
+  case 401:
+    return "Unauthorized";
+  case 403:
+    return "Forbidden";
+  case 404:
+    return "Not Found";
+  case 405:
+    return "Method Not Allowed";
+  case 408:
+    return "Request Timeout";
+  case 409:
+    return "Conflict";
+  case 413:
+    return "Payload Too Large";
+  case 422:
+    return "Unprocessable Entity";
+  case 429:
+    return "Too Many Requests";
+  case 431:
+    return "Request Header Fields Too Large";
+  case 500:
+    return "Internal Server Error";
+  case 502:
+    return "Bad Gateway";
+  case 503:
+    return "Service Unavailable";
+  case 504:
+    return "Gateway Timeout";
+  default:
+    return status < 400 ? "OK" : "Error";
   }
 }
 
@@ -61,12 +81,10 @@ std::string_view strip_query(std::string_view target) {
 std::string_view presented_key(const http::request<http::string_body>& req) {
   if (auto it = req.find(http::field::authorization); it != req.end()) {
     std::string_view v = it->value();
-    if (v.size() > 7 && (v.substr(0, 7) == "Bearer " || v.substr(0, 7) == "bearer "))
-      return v.substr(7);
+    if (v.size() > 7 && (v.substr(0, 7) == "Bearer " || v.substr(0, 7) == "bearer ")) return v.substr(7);
     return {};
   }
-  if (auto it = req.find("x-api-key"); it != req.end())
-    return it->value();
+  if (auto it = req.find("x-api-key"); it != req.end()) return it->value();
   return {};
 }
 
@@ -92,7 +110,9 @@ session::~session() {
   metrics::connections_open().add(-1);
 }
 
-session::executor_type session::executor() { return worker_.ioc.get_executor(); }
+session::executor_type session::executor() {
+  return worker_.ioc.get_executor();
+}
 
 void session::start() {
   // Beast reads at most the buffer's free capacity (512 bytes when new): a typical
@@ -146,8 +166,7 @@ void session::read_request() {
 
 void session::on_read(beast::error_code ec) {
   idle_ = false;
-  if (closed_)
-    return;
+  if (closed_) return;
   if (ec == http::error::body_limit || ec == http::error::header_limit || ec == http::error::bad_content_length) {
     request_context ctx;
     ctx.request_id = new_request_id();
@@ -156,8 +175,7 @@ void session::on_read(beast::error_code ec) {
     if (parser_ && parser_->is_header_done()) {
       ctx.method = std::string(parser_->get().method_string());
       ctx.path = std::string(strip_query(parser_->get().target()));
-      if (ctx.path.rfind("/admin", 0) == 0)
-        ctx.format = api_format::admin;
+      if (ctx.path.rfind("/admin", 0) == 0) ctx.format = api_format::admin;
     }
     if (ec == http::error::header_limit)
       respond_error(ctx, error_kind::headers_too_large, "request headers are too large");
@@ -225,8 +243,8 @@ void session::handle(http::request<http::string_body>&& req) {
   bool admin = path.rfind("/admin/", 0) == 0 || path == "/admin";
   ctx.format = admin ? api_format::admin : api_format::openai;
   auto under_v1 = [&](std::string_view suffix) {
-    return path == suffix || (path.size() == suffix.size() + 3 && path.rfind("/v1", 0) == 0 &&
-                              path.substr(3) == suffix);
+    return path == suffix ||
+           (path.size() == suffix.size() + 3 && path.rfind("/v1", 0) == 0 && path.substr(3) == suffix);
   };
   // The metrics label is known from the path alone, so refusals count under their route.
   if (admin)
@@ -261,8 +279,8 @@ void session::handle(http::request<http::string_body>&& req) {
     auto hash = secrets::sha256_hex(key);
     const key_entry* found = nullptr;
     if (keys) {
-      if (auto it = keys->by_hash.find(hash); it != keys->by_hash.end() &&
-                                              secrets::constant_time_equal(it->second->hash, hash)) {
+      if (auto it = keys->by_hash.find(hash);
+          it != keys->by_hash.end() && secrets::constant_time_equal(it->second->hash, hash)) {
         found = it->second.get();
         ctx.who = principal{it->second, false};
       }
@@ -316,13 +334,13 @@ void session::handle(http::request<http::string_body>&& req) {
       call.user_id = ctx.who->key->user_id;
     }
     auto shared = std::make_shared<request_context>(std::move(ctx));
-    worker_.runtime.admin(std::move(call), [self = shared_from_this(), shared](int status, std::string body,
-                                                                              std::string type) {
-      // Runs on a CAF thread: hop back onto this session's thread.
-      asio::post(self->executor(), [self, shared, status, body = std::move(body), type = std::move(type)] {
-        self->respond(*shared, status, type, body);
-      });
-    });
+    worker_.runtime.admin(
+        std::move(call), [self = shared_from_this(), shared](int status, std::string body, std::string type) {
+          // Runs on a CAF thread: hop back onto this session's thread.
+          asio::post(self->executor(), [self, shared, status, body = std::move(body), type = std::move(type)] {
+            self->respond(*shared, status, type, body);
+          });
+        });
     return;
   }
 
@@ -337,8 +355,7 @@ void session::handle(http::request<http::string_body>&& req) {
     bool first = true;
     if (routes) {
       for (const auto& name : routes->names) {
-        if (!ctx.who->master && !ctx.who->key->allows_model(name))
-          continue;
+        if (!ctx.who->master && !ctx.who->key->allows_model(name)) continue;
         if (!first) body += ',';
         first = false;
         body += R"({"id":)";
@@ -363,8 +380,7 @@ void session::handle(http::request<http::string_body>&& req) {
     start_proxy(shared_from_this(), std::move(ctx), *kind, std::move(req.body()));
     return;
   }
-  respond_error(ctx, error_kind::not_found, "unknown endpoint " + ctx.method + " " + std::string(path),
-                "unknown_url");
+  respond_error(ctx, error_kind::not_found, "unknown endpoint " + ctx.method + " " + std::string(path), "unknown_url");
 }
 
 std::string session::render_breakers() {
@@ -402,9 +418,8 @@ std::string session::render_breakers() {
   return out.done();
 }
 
-void session::append_head(std::string& out, const request_context& ctx, int status,
-                          std::string_view content_type, std::string_view extra_headers,
-                          std::optional<std::size_t> content_length) {
+void session::append_head(std::string& out, const request_context& ctx, int status, std::string_view content_type,
+                          std::string_view extra_headers, std::optional<std::size_t> content_length) {
   out += "HTTP/1.1 ";
   append_number(out, static_cast<std::size_t>(status));
   out += ' ';
@@ -424,16 +439,14 @@ void session::append_head(std::string& out, const request_context& ctx, int stat
   } else {
     out += "Transfer-Encoding: chunked\r\n";
   }
-  if (!ctx.keep_alive)
-    out += "Connection: close\r\n";
+  if (!ctx.keep_alive) out += "Connection: close\r\n";
   out += extra_headers;
   out += "\r\n";
 }
 
 void session::respond(request_context& ctx, int status, std::string_view content_type, std::string_view body,
                       std::string_view extra_headers) {
-  if (worker_.state.draining.load(std::memory_order_relaxed))
-    ctx.keep_alive = false;
+  if (worker_.state.draining.load(std::memory_order_relaxed)) ctx.keep_alive = false;
   out_.clear();
   out_.reserve(256 + body.size());
   append_head(out_, ctx, status, content_type, extra_headers, body.size());
@@ -455,18 +468,16 @@ void session::respond(request_context& ctx, int status, std::string_view content
 
 void session::respond_error(request_context& ctx, error_kind kind, std::string_view message, std::string_view code,
                             std::string_view extra_headers, std::string_view param) {
-  respond(ctx, status_of(kind), "application/json", error_body(ctx.format, kind, message, code, param),
-          extra_headers);
+  respond(ctx, status_of(kind), "application/json", error_body(ctx.format, kind, message, code, param), extra_headers);
 }
 
 void session::write_raw(std::string data, std::function<void(bool ok)> done) {
   out_ = std::move(data);
   visit([&](auto& s) {
     s.expires_after(std::chrono::milliseconds(worker_.state.config.server.idle_timeout_ms));
-    asio::async_write(s, asio::buffer(out_),
-                      [self = shared_from_this(), done = std::move(done)](beast::error_code ec, std::size_t) {
-                        done(!ec);
-                      });
+    asio::async_write(
+        s, asio::buffer(out_),
+        [self = shared_from_this(), done = std::move(done)](beast::error_code ec, std::size_t) { done(!ec); });
   });
 }
 
@@ -489,20 +500,20 @@ void session::record(const request_context& ctx, int status) {
   metrics::http_request_duration(ctx.route).observe(elapsed);
   auto lvl = status >= 500 ? log::level::warn : log::level::info;
   if (log::enabled(lvl)) {
-    log::write(lvl, "request", {{"request_id", ctx.request_id},
-                                {"method", ctx.method},
-                                {"path", ctx.path},
-                                {"status", status},
-                                {"duration_us", static_cast<long long>(elapsed * 1e6)},
-                                {"key_id", ctx.who ? ctx.who->key_id() : std::string_view{}},
-                                {"model", ctx.model},
-                                {"deployment", ctx.deployment}});
+    log::write(lvl, "request",
+               {{"request_id", ctx.request_id},
+                {"method", ctx.method},
+                {"path", ctx.path},
+                {"status", status},
+                {"duration_us", static_cast<long long>(elapsed * 1e6)},
+                {"key_id", ctx.who ? ctx.who->key_id() : std::string_view{}},
+                {"model", ctx.model},
+                {"deployment", ctx.deployment}});
   }
 }
 
 void session::close_if_idle() {
-  if (!idle_ || closed_)
-    return;
+  if (!idle_ || closed_) return;
   // Nothing is being answered: a hard close is safe. The pending read completes with
   // operation_aborted and finds the session closed.
   closed_ = true;
@@ -513,8 +524,7 @@ void session::close_if_idle() {
 }
 
 void session::graceful_close() {
-  if (closed_)
-    return;
+  if (closed_) return;
   closed_ = true;
   // Half-close, then let the peer's remaining bytes drain briefly so that a response
   // we just wrote is not destroyed by a reset caused by unread input.

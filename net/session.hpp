@@ -71,9 +71,8 @@ public:
   /// Writes a whole response and then reads the next request or closes.
   void respond(request_context& ctx, int status, std::string_view content_type, std::string_view body,
                std::string_view extra_headers = {});
-  void respond_error(request_context& ctx, error_kind kind, std::string_view message,
-                     std::string_view code = {}, std::string_view extra_headers = {},
-                     std::string_view param = {});
+  void respond_error(request_context& ctx, error_kind kind, std::string_view message, std::string_view code = {},
+                     std::string_view extra_headers = {}, std::string_view param = {});
 
   /// Raw write for streamed responses; one write in flight (the caller waits for `done`).
   void write_raw(std::string data, std::function<void(bool ok)> done);
@@ -81,9 +80,8 @@ public:
   void end_streamed(request_context& ctx, int status, bool keep_alive);
 
   /// Appends the response head (status line, x-request-id, connection) to `out`.
-  static void append_head(std::string& out, const request_context& ctx, int status,
-                          std::string_view content_type, std::string_view extra_headers,
-                          std::optional<std::size_t> content_length);
+  static void append_head(std::string& out, const request_context& ctx, int status, std::string_view content_type,
+                          std::string_view extra_headers, std::optional<std::size_t> content_length);
 
   /// Drain: close now if waiting for a request, else close after the current response.
   void close_if_idle();
@@ -101,15 +99,14 @@ private:
   std::string render_breakers();
   void graceful_close();
 
-  template <class F>
-  decltype(auto) visit(F&& f) { return std::visit(std::forward<F>(f), stream_); }
+  template <class F> decltype(auto) visit(F&& f) { return std::visit(std::forward<F>(f), stream_); }
 
   server_worker& worker_;
   std::variant<tcp_stream, uds_stream> stream_;
   beast::flat_buffer buffer_;
   std::optional<http::request_parser<http::string_body>> parser_;
   std::string out_;
-  bool idle_ = false;   ///< waiting for the next request
+  bool idle_ = false; ///< waiting for the next request
   bool closed_ = false;
 };
 

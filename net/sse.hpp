@@ -34,8 +34,7 @@ public:
 
   /// Consumes `bytes`, calling `on_event(const sse_event&)` for each completed event.
   /// Returns false when a line exceeds the limit (the stream should be abandoned).
-  template <class OnEvent>
-  bool feed(std::string_view bytes, OnEvent&& on_event) {
+  template <class OnEvent> bool feed(std::string_view bytes, OnEvent&& on_event) {
     std::size_t i = 0;
     while (i < bytes.size()) {
       if (skip_lf_) {
@@ -57,11 +56,9 @@ public:
         line_.append(bytes.substr(i, end - i));
         line = line_;
       }
-      if (bytes[end] == '\r')
-        skip_lf_ = true; // a following '\n' belongs to this line ending
+      if (bytes[end] == '\r') skip_lf_ = true; // a following '\n' belongs to this line ending
       bool dispatch = line.empty();
-      if (!dispatch)
-        take_line(line);
+      if (!dispatch) take_line(line);
       line_.clear();
       i = end + 1;
       if (dispatch && pending_) {

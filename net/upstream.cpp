@@ -6,6 +6,7 @@
 #include <boost/asio/ssl/host_name_verification.hpp>
 #include <boost/beast/core/stream_traits.hpp>
 #include <openssl/ssl.h>
+
 #include <sys/socket.h>
 
 namespace lowart::net {
@@ -16,8 +17,7 @@ namespace {
 constexpr auto max_idle_age = std::chrono::seconds(50);
 
 connect_failure classify(const boost::system::error_code& ec) {
-  if (ec == beast::error::timeout || ec == asio::error::timed_out)
-    return connect_failure::timeout;
+  if (ec == beast::error::timeout || ec == asio::error::timed_out) return connect_failure::timeout;
   return connect_failure::refused;
 }
 
@@ -25,8 +25,7 @@ connect_failure classify(const boost::system::error_code& ec) {
 
 bool upstream_connection::looks_alive() {
   auto& sock = tcp().socket();
-  if (!sock.is_open())
-    return false;
+  if (!sock.is_open()) return false;
   char byte;
   auto n = ::recv(sock.native_handle(), &byte, 1, MSG_PEEK | MSG_DONTWAIT);
   // 0: orderly close by the peer; >0: unexpected bytes on an idle connection;
@@ -42,14 +41,12 @@ asio::ssl::context& upstream_pool::tls_context(const config::provider_config& se
   if (!slot) {
     slot = std::make_unique<asio::ssl::context>(asio::ssl::context::tls_client);
     slot->set_options(asio::ssl::context::default_workarounds | asio::ssl::context::no_sslv2 |
-                      asio::ssl::context::no_sslv3 | asio::ssl::context::no_tlsv1 |
-                      asio::ssl::context::no_tlsv1_1);
+                      asio::ssl::context::no_sslv3 | asio::ssl::context::no_tlsv1 | asio::ssl::context::no_tlsv1_1);
     boost::system::error_code ec;
     slot->set_default_verify_paths(ec);
     if (!settings.ca_file.empty()) {
       slot->load_verify_file(settings.ca_file, ec);
-      if (ec)
-        log::error("cannot load ca_file", {{"ca_file", settings.ca_file}, {"error", ec.message()}});
+      if (ec) log::error("cannot load ca_file", {{"ca_file", settings.ca_file}, {"error", ec.message()}});
     }
     slot->set_verify_mode(settings.verify_tls ? asio::ssl::verify_peer : asio::ssl::verify_none);
   }
@@ -87,8 +84,8 @@ void upstream_pool::connect(const deployment& dep, std::chrono::milliseconds con
   auto timeout = connect_timeout;
 
   // After TCP is up: TLS handshake (SNI, host-name verification) or done.
-  auto on_connected = [this, timeout, host = target.host, verify = settings.verify_tls](
-                          upstream_ptr conn, acquire_handler done) {
+  auto on_connected = [this, timeout, host = target.host, verify = settings.verify_tls](upstream_ptr conn,
+                                                                                        acquire_handler done) {
     conn->tcp().socket().set_option(asio::ip::tcp::no_delay(true));
     if (!conn->tls()) {
       done(connect_failure::none, {}, std::move(conn));
@@ -102,8 +99,7 @@ void upstream_pool::connect(const deployment& dep, std::chrono::milliseconds con
         auto addr = asio::ip::make_address(host, ec);
         if (ec) // SNI carries names only, never IP literals
           SSL_set_tlsext_host_name(s.native_handle(), host.c_str());
-        if (verify)
-          s.set_verify_callback(asio::ssl::host_name_verification(host));
+        if (verify) s.set_verify_callback(asio::ssl::host_name_verification(host));
         beast::get_lowest_layer(s).expires_after(timeout);
         s.async_handshake(asio::ssl::stream_base::client,
                           [conn = std::move(conn), done = std::move(done)](boost::system::error_code ec) mutable {
@@ -123,21 +119,21 @@ void upstream_pool::connect(const deployment& dep, std::chrono::milliseconds con
   if (!ec) {
     auto* raw = conn.get();
     raw->tcp().expires_after(timeout);
-    raw->tcp().async_connect(asio::ip::tcp::endpoint(addr, target.port),
-                             [conn = std::move(conn), done = std::move(done), on_connected](
-                                 boost::system::error_code ec) mutable {
-                               if (ec) {
-                                 done(classify(ec), "connect failed: " + ec.message(), nullptr);
-                                 return;
-                               }
-                               on_connected(std::move(conn), std::move(done));
-                             });
+    raw->tcp().async_connect(
+        asio::ip::tcp::endpoint(addr, target.port),
+        [conn = std::move(conn), done = std::move(done), on_connected](boost::system::error_code ec) mutable {
+          if (ec) {
+            done(classify(ec), "connect failed: " + ec.message(), nullptr);
+            return;
+          }
+          on_connected(std::move(conn), std::move(done));
+        });
     return;
   }
   resolver_.async_resolve(
       target.host, std::to_string(target.port),
-      [conn = std::move(conn), done = std::move(done), on_connected, timeout](
-          boost::system::error_code ec, asio::ip::tcp::resolver::results_type results) mutable {
+      [conn = std::move(conn), done = std::move(done), on_connected,
+       timeout](boost::system::error_code ec, asio::ip::tcp::resolver::results_type results) mutable {
         if (ec) {
           done(connect_failure::resolve, "cannot resolve upstream host: " + ec.message(), nullptr);
           return;
@@ -145,8 +141,7 @@ void upstream_pool::connect(const deployment& dep, std::chrono::milliseconds con
         auto* raw = conn.get();
         raw->tcp().expires_after(timeout);
         raw->tcp().async_connect(results, [conn = std::move(conn), done = std::move(done), on_connected](
-                                              boost::system::error_code ec,
-                                              const asio::ip::tcp::endpoint&) mutable {
+                                              boost::system::error_code ec, const asio::ip::tcp::endpoint&) mutable {
           if (ec) {
             done(classify(ec), "connect failed: " + ec.message(), nullptr);
             return;
@@ -158,12 +153,10 @@ void upstream_pool::connect(const deployment& dep, std::chrono::milliseconds con
 
 void upstream_pool::release(upstream_ptr conn, int max_idle) {
   auto& list = idle_[conn->pool_key];
-  if (static_cast<int>(list.size()) >= max_idle)
-    return; // dropping it closes it
+  if (static_cast<int>(list.size()) >= max_idle) return; // dropping it closes it
   conn->tcp().expires_never();
   conn->idle_since = std::chrono::steady_clock::now();
   list.push_back(std::move(conn));
 }
-
 
 } // namespace lowart::net

@@ -44,12 +44,10 @@ public:
   static constexpr std::size_t read_buffer_bytes = 16 * 1024;
 
   /// Calls `f(stream)` with the concrete stream type (plain_stream or tls_stream).
-  template <class F>
-  decltype(auto) visit(F&& f) { return std::visit(std::forward<F>(f), stream_); }
+  template <class F> decltype(auto) visit(F&& f) { return std::visit(std::forward<F>(f), stream_); }
 
   plain_stream& tcp() {
-    if (auto* plain = std::get_if<0>(&stream_))
-      return *plain;
+    if (auto* plain = std::get_if<0>(&stream_)) return *plain;
     return beast::get_lowest_layer(std::get<1>(stream_));
   }
   bool tls() const { return stream_.index() == 1; }
@@ -92,7 +90,6 @@ public:
 
   /// Takes back a connection whose last exchange completed cleanly.
   void release(upstream_ptr conn, int max_idle);
-
 
 private:
   asio::ssl::context& tls_context(const config::provider_config& settings);

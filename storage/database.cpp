@@ -5,10 +5,9 @@
 #include <sqlite3.h>
 
 #include <chrono>
-
+#include <cstdlib>
 #include <fcntl.h>
 #include <unistd.h>
-#include <cstdlib>
 
 namespace lowart::storage {
 
@@ -23,7 +22,9 @@ statement::statement(sqlite3* db, std::string_view sql) : db_(db) {
     raise(db, "prepare");
 }
 
-statement::~statement() { sqlite3_finalize(stmt_); }
+statement::~statement() {
+  sqlite3_finalize(stmt_);
+}
 
 statement& statement::bind(int index, std::string_view text) {
   if (sqlite3_bind_text(stmt_, index, text.data(), static_cast<int>(text.size()), SQLITE_TRANSIENT) != SQLITE_OK)
@@ -32,20 +33,17 @@ statement& statement::bind(int index, std::string_view text) {
 }
 
 statement& statement::bind(int index, std::int64_t value) {
-  if (sqlite3_bind_int64(stmt_, index, value) != SQLITE_OK)
-    raise(db_, "bind");
+  if (sqlite3_bind_int64(stmt_, index, value) != SQLITE_OK) raise(db_, "bind");
   return *this;
 }
 
 statement& statement::bind(int index, double value) {
-  if (sqlite3_bind_double(stmt_, index, value) != SQLITE_OK)
-    raise(db_, "bind");
+  if (sqlite3_bind_double(stmt_, index, value) != SQLITE_OK) raise(db_, "bind");
   return *this;
 }
 
 statement& statement::bind_null(int index) {
-  if (sqlite3_bind_null(stmt_, index) != SQLITE_OK)
-    raise(db_, "bind");
+  if (sqlite3_bind_null(stmt_, index) != SQLITE_OK) raise(db_, "bind");
   return *this;
 }
 
@@ -55,9 +53,12 @@ statement& statement::bind_optional(int index, std::string_view text) {
 
 bool statement::step() {
   switch (sqlite3_step(stmt_)) {
-    case SQLITE_ROW: return true;
-    case SQLITE_DONE: return false;
-    default: raise(db_, "step");
+  case SQLITE_ROW:
+    return true;
+  case SQLITE_DONE:
+    return false;
+  default:
+    raise(db_, "step");
   }
 }
 
@@ -71,20 +72,25 @@ std::string statement::text(int column) const {
   return p ? std::string(p, static_cast<std::size_t>(sqlite3_column_bytes(stmt_, column))) : std::string{};
 }
 
-std::int64_t statement::integer(int column) const { return sqlite3_column_int64(stmt_, column); }
-double statement::real(int column) const { return sqlite3_column_double(stmt_, column); }
-bool statement::is_null(int column) const { return sqlite3_column_type(stmt_, column) == SQLITE_NULL; }
+std::int64_t statement::integer(int column) const {
+  return sqlite3_column_int64(stmt_, column);
+}
+double statement::real(int column) const {
+  return sqlite3_column_double(stmt_, column);
+}
+bool statement::is_null(int column) const {
+  return sqlite3_column_type(stmt_, column) == SQLITE_NULL;
+}
 
 database::database(const std::string& path) {
   // The file holds key hashes and sealed provider keys: readable by its owner only.
   // SQLite gives its -wal and -shm files the same permissions as the database.
   if (path != ":memory:") {
     int fd = ::open(path.c_str(), O_RDWR | O_CREAT, 0600);
-    if (fd >= 0)
-      ::close(fd);
+    if (fd >= 0) ::close(fd);
   }
-  if (sqlite3_open_v2(path.c_str(), &db_, SQLITE_OPEN_READWRITE | SQLITE_OPEN_CREATE | SQLITE_OPEN_NOMUTEX,
-                      nullptr) != SQLITE_OK) {
+  if (sqlite3_open_v2(path.c_str(), &db_, SQLITE_OPEN_READWRITE | SQLITE_OPEN_CREATE | SQLITE_OPEN_NOMUTEX, nullptr) !=
+      SQLITE_OK) {
     std::string msg = "cannot open database '" + path + "'";
     if (db_) {
       msg += std::string(": ") + sqlite3_errmsg(db_);
@@ -96,8 +102,7 @@ database::database(const std::string& path) {
   sqlite3_busy_timeout(db_, 5000);
   {
     auto st = prepare("PRAGMA journal_mode=WAL");
-    if (st.step())
-      journal_mode_ = st.text(0);
+    if (st.step()) journal_mode_ = st.text(0);
   }
   exec("PRAGMA synchronous=NORMAL");
   exec("PRAGMA foreign_keys=ON");
@@ -105,8 +110,7 @@ database::database(const std::string& path) {
 }
 
 database::~database() {
-  if (db_)
-    sqlite3_close(db_);
+  if (db_) sqlite3_close(db_);
 }
 
 void database::exec(std::string_view sql) {
@@ -119,7 +123,9 @@ void database::exec(std::string_view sql) {
   }
 }
 
-std::int64_t database::changes() const { return sqlite3_changes64(db_); }
+std::int64_t database::changes() const {
+  return sqlite3_changes64(db_);
+}
 
 void database::migrate() {
   exec("CREATE TABLE IF NOT EXISTS schema_migrations ("
@@ -131,12 +137,11 @@ void database::migrate() {
   }
   for (const auto& m : embedded::migrations) {
     int version = std::atoi(std::string(m.name.substr(0, m.name.find('_'))).c_str());
-    if (version <= schema_version_)
-      continue;
+    if (version <= schema_version_) continue;
     transaction([&] {
       exec(m.sql);
-      auto now = std::chrono::duration_cast<std::chrono::seconds>(
-                     std::chrono::system_clock::now().time_since_epoch()).count();
+      auto now =
+          std::chrono::duration_cast<std::chrono::seconds>(std::chrono::system_clock::now().time_since_epoch()).count();
       prepare("INSERT INTO schema_migrations(version, name, applied_at) VALUES (?, ?, ?)")
           .bind(1, static_cast<std::int64_t>(version))
           .bind(2, m.name)

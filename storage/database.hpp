@@ -64,8 +64,7 @@ public:
   int schema_version() const { return schema_version_; }
 
   /// Runs `fn` inside BEGIN IMMEDIATE ... COMMIT, rolling back if it throws.
-  template <class Fn>
-  void transaction(Fn&& fn) {
+  template <class Fn> void transaction(Fn&& fn) {
     exec("BEGIN IMMEDIATE");
     try {
       fn();

@@ -64,13 +64,15 @@ protected:
   }
 
   /// Sends, runs everything, and returns the (status, body) answer.
-  template <class... Ts>
-  std::pair<int, std::string> ask(const caf::actor& dest, Ts&&... xs) {
+  template <class... Ts> std::pair<int, std::string> ask(const caf::actor& dest, Ts&&... xs) {
     (*self)->send(dest, std::forward<Ts>(xs)...);
     sched->run();
     std::pair<int, std::string> out{0, ""};
-    (*self)->receive([&](std::int32_t status, const std::string& body, const std::string&) { out = {status, body}; },
-                     caf::after(std::chrono::seconds(0)) >> [] { ADD_FAILURE() << "no answer"; });
+    (*self)->receive(
+        [&](std::int32_t status, const std::string& body, const std::string&) {
+          out = {status, body};
+        },
+        caf::after(std::chrono::seconds(0)) >> [] { ADD_FAILURE() << "no answer"; });
     return out;
   }
 
@@ -253,8 +255,7 @@ TEST_F(actor_test, config_actor_publishes_a_changed_file_and_keeps_the_old_one_w
   auto write = [&](const std::string& text, int bump) {
     std::ofstream(path) << text;
     // File systems with coarse timestamps: move the time forward explicitly.
-    std::filesystem::last_write_time(path, std::filesystem::file_time_type::clock::now() +
-                                               std::chrono::seconds(bump));
+    std::filesystem::last_write_time(path, std::filesystem::file_time_type::clock::now() + std::chrono::seconds(bump));
   };
   const std::string base = R"([[providers]]
 name = "mock"
@@ -276,12 +277,12 @@ name = "second"
 [[models.deployments]]
 provider = "mock"
 model = "m2"
-)", 5);
+)",
+        5);
   sched->trigger_timeouts();
   sched->run();
   bool notified = false;
-  (*self)->receive([&](reload_atom) { notified = true; },
-                   caf::after(std::chrono::seconds(0)) >> [] {});
+  (*self)->receive([&](reload_atom) { notified = true; }, caf::after(std::chrono::seconds(0)) >> [] {});
   EXPECT_TRUE(notified);
   ASSERT_EQ(file_state.routing.load()->models.size(), 2u);
 
@@ -289,8 +290,7 @@ model = "m2"
   sched->trigger_timeouts();
   sched->run();
   bool notified_again = false;
-  (*self)->receive([&](reload_atom) { notified_again = true; },
-                   caf::after(std::chrono::seconds(0)) >> [] {});
+  (*self)->receive([&](reload_atom) { notified_again = true; }, caf::after(std::chrono::seconds(0)) >> [] {});
   EXPECT_FALSE(notified_again);
   EXPECT_EQ(file_state.routing.load()->models.size(), 2u) << "an invalid file must not replace the config";
   std::filesystem::remove(path);
@@ -307,7 +307,8 @@ TEST_F(actor_test, breaker_opens_on_the_failure_rate_probes_after_the_open_perio
   auto b = spawn_breaker(*sys, "mock/x", control, settings);
   spawned.push_back(b);
   sched->run();
-  auto now = std::chrono::duration_cast<std::chrono::seconds>(std::chrono::steady_clock::now().time_since_epoch()).count();
+  auto now =
+      std::chrono::duration_cast<std::chrono::seconds>(std::chrono::steady_clock::now().time_since_epoch()).count();
   auto report = [&](bool probe, bool success) {
     (*self)->send(b, report_atom::value, probe, success);
     sched->run();

@@ -45,8 +45,12 @@ public:
     ::setenv(name, value, 1);
   }
   ~scoped_env() {
-    if (old_) ::setenv(name_, old_->c_str(), 1); else ::unsetenv(name_);
+    if (old_)
+      ::setenv(name_, old_->c_str(), 1);
+    else
+      ::unsetenv(name_);
   }
+
 private:
   const char* name_;
   std::optional<std::string> old_;

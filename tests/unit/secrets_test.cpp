@@ -1,5 +1,5 @@
-#include "core/secrets.hpp"
 #include "core/request_id.hpp"
+#include "core/secrets.hpp"
 
 #include <gtest/gtest.h>
 

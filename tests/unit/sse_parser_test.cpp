@@ -28,9 +28,8 @@ TEST(sse_parser, yields_each_event_at_its_blank_line) {
 }
 
 TEST(sse_parser, events_split_at_every_byte_give_the_same_result) {
-  const std::string stream =
-      "event: message_start\r\ndata: {\"a\":\"h\xC3\xA9llo \xF0\x9F\x98\x80\"}\r\n\r\n"
-      ": keep-alive comment\n\ndata: line1\ndata: line2\n\ndata: [DONE]\n\n";
+  const std::string stream = "event: message_start\r\ndata: {\"a\":\"h\xC3\xA9llo \xF0\x9F\x98\x80\"}\r\n\r\n"
+                             ": keep-alive comment\n\ndata: line1\ndata: line2\n\ndata: [DONE]\n\n";
   sse_parser whole;
   auto expected = feed_all(whole, {stream});
   ASSERT_EQ(expected.size(), 3u);

@@ -114,8 +114,7 @@ constexpr std::string_view default_model = "mock-model";
 constexpr std::string_view json_type = "application/json";
 constexpr std::string_view models_body =
     R"({"object":"list","data":[{"id":"mock-model","object":"model","created":0,"owned_by":"lowart-mock"}]})";
-constexpr std::string_view not_found_body =
-    R"({"error":{"message":"not found","type":"invalid_request_error"}})";
+constexpr std::string_view not_found_body = R"({"error":{"message":"not found","type":"invalid_request_error"}})";
 constexpr std::string_view fail_500_body =
     R"({"error":{"message":"mock failure","type":"server_error","param":null,"code":null}})";
 constexpr std::string_view fail_429_body =
@@ -140,8 +139,7 @@ struct fault {
   unsigned ms = 0;
 };
 
-std::optional<unsigned> parse_unsigned(std::string_view text, unsigned min, unsigned max)
-{
+std::optional<unsigned> parse_unsigned(std::string_view text, unsigned min, unsigned max) {
   unsigned value = 0;
   auto [end, ec] = std::from_chars(text.data(), text.data() + text.size(), value);
   if (text.empty() || ec != std::errc{} || end != text.data() + text.size() || value < min || value > max) {
@@ -150,8 +148,7 @@ std::optional<unsigned> parse_unsigned(std::string_view text, unsigned min, unsi
   return value;
 }
 
-std::optional<fault> parse_fault(std::string_view text)
-{
+std::optional<fault> parse_fault(std::string_view text) {
   if (text == "ok") return fault{};
   if (text == "fail-500") return fault{fault_kind::fail_500};
   if (text == "fail-429") return fault{fault_kind::fail_429};
@@ -181,8 +178,7 @@ struct options {
   unsigned chunk_delay_ms = 0;
 };
 
-std::optional<options> parse_options(int argc, char** argv)
-{
+std::optional<options> parse_options(int argc, char** argv) {
   options opts;
   auto fail = [](std::string_view message, std::string_view arg) {
     std::fprintf(stderr, "lowart-mock: %.*s: %.*s\n%.*s", static_cast<int>(message.size()), message.data(),
@@ -245,12 +241,15 @@ std::optional<options> parse_options(int argc, char** argv)
 
 // --- text and JSON output helpers -------------------------------------------------------------------
 
-std::string_view to_view(beast::string_view text) { return {text.data(), text.size()}; }
-std::string_view to_view(const json::string& text) { return {text.data(), text.size()}; }
+std::string_view to_view(beast::string_view text) {
+  return {text.data(), text.size()};
+}
+std::string_view to_view(const json::string& text) {
+  return {text.data(), text.size()};
+}
 
 // ASCII whitespace: space and \t \n \v \f \r.
-bool is_space(char c)
-{
+bool is_space(char c) {
   auto u = static_cast<unsigned char>(c);
   return u == ' ' || static_cast<unsigned>(u - '\t') < 5u;
 }
@@ -260,29 +259,27 @@ constexpr std::uint64_t byte_high = byte_ones * 0x80;
 constexpr std::uint64_t byte_low7 = byte_ones * 0x7f;
 
 // For eight bytes at once: 0x80 in each byte of `v` that is_space, 0 elsewhere.
-std::uint64_t space_bytes(std::uint64_t v)
-{
+std::uint64_t space_bytes(std::uint64_t v) {
   const std::uint64_t is_blank = v ^ (byte_ones * ' ');
   const std::uint64_t blank = ~(((is_blank & byte_low7) + byte_low7) | is_blank | byte_low7);
-  const std::uint64_t low7 = v & byte_low7;  // adding below cannot carry into the next byte
+  const std::uint64_t low7 = v & byte_low7; // adding below cannot carry into the next byte
   const std::uint64_t from_tab = (low7 + byte_ones * (0x80 - '\t')) & byte_high;
   const std::uint64_t past_cr = (low7 + byte_ones * (0x80 - '\r' - 1)) & byte_high;
   return blank | (from_tab & ~past_cr & ~v & byte_high);
 }
 
 // Whitespace-separated words; eight bytes per step, since prompts in benchmarks can be large.
-std::uint64_t count_words(std::string_view text)
-{
+std::uint64_t count_words(std::string_view text) {
   static_assert(std::endian::native == std::endian::little, "count_words loads bytes little-endian");
   std::uint64_t words = 0;
-  std::uint64_t carry = 0x80;  // whether the byte before the current block is whitespace, as byte 0's 0x80
+  std::uint64_t carry = 0x80; // whether the byte before the current block is whitespace, as byte 0's 0x80
   std::size_t i = 0;
   for (; i + 8 <= text.size(); i += 8) {
     std::uint64_t block;
     std::memcpy(&block, text.data() + i, sizeof block);
     const std::uint64_t spaces = space_bytes(block);
     const std::uint64_t starts = ((spaces << 8) | carry) & ~spaces & byte_high;
-    words += ((starts >> 7) * byte_ones) >> 56;  // sums the eight 0/1 bytes (no popcnt instruction needed)
+    words += ((starts >> 7) * byte_ones) >> 56; // sums the eight 0/1 bytes (no popcnt instruction needed)
     carry = spaces >> 56;
   }
   for (bool after_space = carry != 0; i < text.size(); ++i) {
@@ -293,43 +290,54 @@ std::uint64_t count_words(std::string_view text)
   return words;
 }
 
-void append_uint(std::string& out, std::uint64_t value)
-{
+void append_uint(std::string& out, std::uint64_t value) {
   std::array<char, 24> digits;
   auto result = std::to_chars(digits.data(), digits.data() + digits.size(), value);
   out.append(digits.data(), result.ptr);
 }
 
-void append_json_string(std::string& out, std::string_view text)
-{
+void append_json_string(std::string& out, std::string_view text) {
   static constexpr char hex[] = "0123456789abcdef";
   out += '"';
-  std::size_t run = 0;  // start of the pending run of bytes that need no escaping
+  std::size_t run = 0; // start of the pending run of bytes that need no escaping
   for (std::size_t i = 0; i < text.size(); ++i) {
     auto c = static_cast<unsigned char>(text[i]);
     if (c >= 0x20 && c != '"' && c != '\\') continue;
     out.append(text.data() + run, i - run);
     run = i + 1;
     switch (c) {
-      case '"': out += "\\\""; break;
-      case '\\': out += "\\\\"; break;
-      case '\n': out += "\\n"; break;
-      case '\r': out += "\\r"; break;
-      case '\t': out += "\\t"; break;
-      case '\b': out += "\\b"; break;
-      case '\f': out += "\\f"; break;
-      default:
-        out += "\\u00";
-        out += hex[c >> 4];
-        out += hex[c & 0xf];
+    case '"':
+      out += "\\\"";
+      break;
+    case '\\':
+      out += "\\\\";
+      break;
+    case '\n':
+      out += "\\n";
+      break;
+    case '\r':
+      out += "\\r";
+      break;
+    case '\t':
+      out += "\\t";
+      break;
+    case '\b':
+      out += "\\b";
+      break;
+    case '\f':
+      out += "\\f";
+      break;
+    default:
+      out += "\\u00";
+      out += hex[c >> 4];
+      out += hex[c & 0xf];
     }
   }
   out.append(text.data() + run, text.size() - run);
   out += '"';
 }
 
-void append_error_body(std::string& out, std::string_view message)
-{
+void append_error_body(std::string& out, std::string_view message) {
   out += R"({"error":{"message":)";
   append_json_string(out, message);
   out += R"(,"type":"invalid_request_error","param":null,"code":null}})";
@@ -340,8 +348,7 @@ void append_error_body(std::string& out, std::string_view message)
 class request_stats {
 public:
   void record(std::string_view path, std::optional<std::string_view> authorization, std::string_view body,
-              std::string_view model)
-  {
+              std::string_view model) {
     std::lock_guard lock(mutex_);
     ++requests_;
     if (!model.empty()) {
@@ -360,8 +367,7 @@ public:
     assign(last_path_, path);
   }
 
-  void reset()
-  {
+  void reset() {
     std::lock_guard lock(mutex_);
     requests_ = 0;
     by_model_.clear();
@@ -370,8 +376,7 @@ public:
     last_path_.reset();
   }
 
-  void append_json(std::string& out) const
-  {
+  void append_json(std::string& out) const {
     std::lock_guard lock(mutex_);
     out += R"({"requests":)";
     append_uint(out, requests_);
@@ -395,8 +400,7 @@ public:
 
 private:
   // Reuses the slot's capacity so recording a request does not allocate in steady state.
-  static void assign(std::optional<std::string>& slot, std::string_view value)
-  {
+  static void assign(std::optional<std::string>& slot, std::string_view value) {
     if (slot) {
       slot->assign(value);
     } else {
@@ -404,8 +408,7 @@ private:
     }
   }
 
-  static void append_optional(std::string& out, const std::optional<std::string>& value)
-  {
+  static void append_optional(std::string& out, const std::optional<std::string>& value) {
     if (value) {
       append_json_string(out, *value);
     } else {
@@ -432,9 +435,7 @@ struct server_state {
 // --- request parsing ----------------------------------------------------------------------------------
 
 // Calls f(text) for a message content: the string itself, or each text part of a content array.
-template <class F>
-void for_each_text(const json::value& content, F&& f)
-{
+template <class F> void for_each_text(const json::value& content, F&& f) {
   if (const auto* text = content.if_string()) {
     f(to_view(*text));
   } else if (const auto* parts = content.if_array()) {
@@ -447,7 +448,7 @@ void for_each_text(const json::value& content, F&& f)
 }
 
 struct chat_request {
-  std::string_view model;  // empty when the request has none; points into the parsed document
+  std::string_view model; // empty when the request has none; points into the parsed document
   bool stream = false;
   bool include_usage = false;
   std::uint64_t prompt_words = 0;
@@ -455,8 +456,7 @@ struct chat_request {
 
 // Reads a parsed chat request into `chat` and writes the reply text into `reply`.
 // Returns an error message for a request that cannot be answered, else an empty view.
-std::string_view read_chat(const json::value& document, chat_request& chat, std::string& reply)
-{
+std::string_view read_chat(const json::value& document, chat_request& chat, std::string& reply) {
   const auto* root = document.if_object();
   if (!root) return "request body must be a JSON object";
   if (const auto* model = root->if_contains("model"); model && model->is_string()) {
@@ -492,7 +492,8 @@ std::string_view read_chat(const json::value& document, chat_request& chat, std:
   }
   if (reply.size() == keep) {
     std::size_t cut = keep - 1;
-    while (cut > reply_prefix.size() && (static_cast<unsigned char>(reply[cut]) & 0xc0) == 0x80) --cut;
+    while (cut > reply_prefix.size() && (static_cast<unsigned char>(reply[cut]) & 0xc0) == 0x80)
+      --cut;
     reply.resize(cut);
   }
   return {};
@@ -504,8 +505,7 @@ struct embedding_input {
   std::uint64_t tokens;
 };
 
-std::uint64_t fnv1a(std::string_view text, std::uint64_t hash = 0xcbf29ce484222325ull)
-{
+std::uint64_t fnv1a(std::string_view text, std::uint64_t hash = 0xcbf29ce484222325ull) {
   for (char c : text) {
     hash ^= static_cast<unsigned char>(c);
     hash *= 0x100000001b3ull;
@@ -513,16 +513,14 @@ std::uint64_t fnv1a(std::string_view text, std::uint64_t hash = 0xcbf29ce4842223
   return hash;
 }
 
-std::uint64_t mix64(std::uint64_t x)
-{
+std::uint64_t mix64(std::uint64_t x) {
   x += 0x9e3779b97f4a7c15ull;
   x = (x ^ (x >> 30)) * 0xbf58476d1ce4e5b9ull;
   x = (x ^ (x >> 27)) * 0x94d049bb133111ebull;
   return x ^ (x >> 31);
 }
 
-std::optional<embedding_input> read_token_array(const json::array& tokens)
-{
+std::optional<embedding_input> read_token_array(const json::array& tokens) {
   embedding_input input{0x746f6b656e73ull, tokens.size()};
   for (const auto& token : tokens) {
     if (token.is_int64()) {
@@ -536,15 +534,13 @@ std::optional<embedding_input> read_token_array(const json::array& tokens)
   return input;
 }
 
-std::optional<embedding_input> read_embedding_input(const json::value& value)
-{
+std::optional<embedding_input> read_embedding_input(const json::value& value) {
   if (const auto* text = value.if_string()) return embedding_input{fnv1a(to_view(*text)), count_words(to_view(*text))};
   if (const auto* tokens = value.if_array()) return read_token_array(*tokens);
   return std::nullopt;
 }
 
-void append_embedding(std::string& out, std::size_t index, std::uint64_t seed)
-{
+void append_embedding(std::string& out, std::size_t index, std::uint64_t seed) {
   out += R"({"object":"embedding","index":)";
   append_uint(out, index);
   out += R"(,"embedding":[)";
@@ -559,8 +555,7 @@ void append_embedding(std::string& out, std::size_t index, std::uint64_t seed)
 }
 
 // Writes the embeddings response for a parsed request into `out`, or returns an error message.
-std::string_view write_embeddings(const json::value& document, std::string_view& model, std::string& out)
-{
+std::string_view write_embeddings(const json::value& document, std::string_view& model, std::string& out) {
   const auto* root = document.if_object();
   if (!root) return "request body must be a JSON object";
   if (const auto* name = root->if_contains("model"); name && name->is_string()) model = to_view(name->get_string());
@@ -599,44 +594,45 @@ std::string_view write_embeddings(const json::value& document, std::string_view&
 
 // --- connections ------------------------------------------------------------------------------------
 
-std::string_view reason_phrase(unsigned status)
-{
+std::string_view reason_phrase(unsigned status) {
   switch (status) {
-    case 200: return "OK";
-    case 400: return "Bad Request";
-    case 404: return "Not Found";
-    case 413: return "Payload Too Large";
-    case 429: return "Too Many Requests";
-    default: return "Internal Server Error";
+  case 200:
+    return "OK";
+  case 400:
+    return "Bad Request";
+  case 404:
+    return "Not Found";
+  case 413:
+    return "Payload Too Large";
+  case 429:
+    return "Too Many Requests";
+  default:
+    return "Internal Server Error";
   }
 }
 
 // Per-connection state, reused by every request on the connection.
-template <class Stream>
-struct connection {
+template <class Stream> struct connection {
   template <class... Args>
   connection(server_state& state, Args&&... args)
-      : stream(std::forward<Args>(args)...), state(state), timer(stream.get_executor())
-  {
-  }
+      : stream(std::forward<Args>(args)...), state(state), timer(stream.get_executor()) {}
 
   Stream stream;
   server_state& state;
   asio::steady_timer timer;
   beast::flat_buffer input;
-  bool keep_alive = false;  // of the request being answered
-  bool http10 = false;      // the request was HTTP/1.0: no chunked encoding, explicit keep-alive
-  std::string head;         // status line and headers, or a chunk-size line
-  std::string body;         // response body or one SSE event
-  std::string reply;        // chat reply text
-  std::string chunk_prefix; // common start of every streamed chunk object
-  std::array<unsigned char, 16 * 1024> json_arena;  // backs the parsed request document
+  bool keep_alive = false;                         // of the request being answered
+  bool http10 = false;                             // the request was HTTP/1.0: no chunked encoding, explicit keep-alive
+  std::string head;                                // status line and headers, or a chunk-size line
+  std::string body;                                // response body or one SSE event
+  std::string reply;                               // chat reply text
+  std::string chunk_prefix;                        // common start of every streamed chunk object
+  std::array<unsigned char, 16 * 1024> json_arena; // backs the parsed request document
 };
 
 template <class Stream>
 void append_head(connection<Stream>& c, unsigned status, std::string_view content_type,
-                 std::optional<std::size_t> content_length, std::string_view extra_headers = {})
-{
+                 std::optional<std::size_t> content_length, std::string_view extra_headers = {}) {
   c.head += "HTTP/1.1 ";
   append_uint(c.head, status);
   c.head += ' ';
@@ -659,8 +655,7 @@ void append_head(connection<Stream>& c, unsigned status, std::string_view conten
 
 // Writes c.head followed by `data`; returns whether the write succeeded.
 template <class Stream>
-asio::awaitable<bool> write_out(connection<Stream>& c, std::string_view data, std::string_view tail = {})
-{
+asio::awaitable<bool> write_out(connection<Stream>& c, std::string_view data, std::string_view tail = {}) {
   std::array<asio::const_buffer, 3> buffers{asio::buffer(c.head), asio::buffer(data.data(), data.size()),
                                             asio::buffer(tail.data(), tail.size())};
   auto [ec, written] = co_await asio::async_write(c.stream, buffers, use_tuple);
@@ -670,33 +665,27 @@ asio::awaitable<bool> write_out(connection<Stream>& c, std::string_view data, st
 
 // Sends a complete response; returns whether the connection can take another request.
 template <class Stream>
-asio::awaitable<bool> send(connection<Stream>& c, unsigned status, std::string_view content_type,
-                           std::string_view body, std::string_view extra_headers = {})
-{
+asio::awaitable<bool> send(connection<Stream>& c, unsigned status, std::string_view content_type, std::string_view body,
+                           std::string_view extra_headers = {}) {
   c.head.clear();
   append_head(c, status, content_type, body.size(), extra_headers);
   co_return co_await write_out(c, body) && c.keep_alive;
 }
 
 template <class Stream>
-asio::awaitable<bool> send_error(connection<Stream>& c, unsigned status, std::string_view message)
-{
+asio::awaitable<bool> send_error(connection<Stream>& c, unsigned status, std::string_view message) {
   c.body.clear();
   append_error_body(c.body, message);
   co_return co_await send(c, status, json_type, c.body);
 }
 
-template <class Stream>
-asio::awaitable<void> pause(connection<Stream>& c, unsigned ms)
-{
+template <class Stream> asio::awaitable<void> pause(connection<Stream>& c, unsigned ms) {
   c.timer.expires_after(std::chrono::milliseconds(ms));
   co_await c.timer.async_wait(use_tuple);
 }
 
 // Aborts the connection with a TCP RST instead of an orderly FIN.
-template <class Stream>
-void reset_connection(connection<Stream>& c)
-{
+template <class Stream> void reset_connection(connection<Stream>& c) {
   beast::error_code ignored;
   auto& socket = c.stream.lowest_layer();
   socket.set_option(asio::socket_base::linger(true, 0), ignored);
@@ -704,9 +693,7 @@ void reset_connection(connection<Stream>& c)
 }
 
 // Reads and discards until the peer closes the connection.
-template <class Stream>
-asio::awaitable<void> wait_for_close(connection<Stream>& c)
-{
+template <class Stream> asio::awaitable<void> wait_for_close(connection<Stream>& c) {
   std::array<char, 512> scratch;
   for (;;) {
     auto [ec, n] = co_await c.stream.async_read_some(asio::buffer(scratch), use_tuple);
@@ -714,8 +701,7 @@ asio::awaitable<void> wait_for_close(connection<Stream>& c)
   }
 }
 
-std::optional<fault> resolve_fault(const request& req, std::string_view model, fault fallback)
-{
+std::optional<fault> resolve_fault(const request& req, std::string_view model, fault fallback) {
   if (auto header = req.find("x-mock-mode"); header != req.end()) return parse_fault(to_view(header->value()));
   if (model.starts_with("mock-")) {
     if (auto from_model = parse_fault(model.substr(5))) return from_model;
@@ -725,49 +711,53 @@ std::optional<fault> resolve_fault(const request& req, std::string_view model, f
 
 // Runs the part of a fault that comes before any answer. Returns the connection verdict when the
 // fault settles the request, or nullopt when the normal answer should follow.
-template <class Stream>
-asio::awaitable<std::optional<bool>> run_fault(connection<Stream>& c, fault f, bool streaming)
-{
+template <class Stream> asio::awaitable<std::optional<bool>> run_fault(connection<Stream>& c, fault f, bool streaming) {
   switch (f.kind) {
-    case fault_kind::fail_500: co_return co_await send(c, 500, json_type, fail_500_body);
-    case fault_kind::fail_429: co_return co_await send(c, 429, json_type, fail_429_body, "retry-after: 1\r\n");
-    case fault_kind::hang: co_await wait_for_close(c); co_return false;
-    case fault_kind::reset:
-      if (streaming) break;
-      reset_connection(c);
-      co_return false;
-    case fault_kind::delay: co_await pause(c, f.ms); break;
-    case fault_kind::ok:
-    case fault_kind::slow:
-    case fault_kind::no_usage: break;
+  case fault_kind::fail_500:
+    co_return co_await send(c, 500, json_type, fail_500_body);
+  case fault_kind::fail_429:
+    co_return co_await send(c, 429, json_type, fail_429_body, "retry-after: 1\r\n");
+  case fault_kind::hang:
+    co_await wait_for_close(c);
+    co_return false;
+  case fault_kind::reset:
+    if (streaming) break;
+    reset_connection(c);
+    co_return false;
+  case fault_kind::delay:
+    co_await pause(c, f.ms);
+    break;
+  case fault_kind::ok:
+  case fault_kind::slow:
+  case fault_kind::no_usage:
+    break;
   }
   co_return std::nullopt;
 }
 
-std::optional<std::string_view> authorization_of(const request& req)
-{
+std::optional<std::string_view> authorization_of(const request& req) {
   if (auto header = req.find(http::field::authorization); header != req.end()) return to_view(header->value());
   return std::nullopt;
 }
 
 // End of the next streamed piece of `text` starting at `begin`: leading whitespace plus one word, or
 // everything left when this is the last allowed piece or only whitespace would remain.
-std::size_t piece_end(std::string_view text, std::size_t begin, bool last_piece)
-{
+std::size_t piece_end(std::string_view text, std::size_t begin, bool last_piece) {
   if (last_piece) return text.size();
   std::size_t i = begin;
-  while (i < text.size() && is_space(text[i])) ++i;
-  while (i < text.size() && !is_space(text[i])) ++i;
+  while (i < text.size() && is_space(text[i]))
+    ++i;
+  while (i < text.size() && !is_space(text[i]))
+    ++i;
   std::size_t rest = i;
-  while (rest < text.size() && is_space(text[rest])) ++rest;
+  while (rest < text.size() && is_space(text[rest]))
+    ++rest;
   return rest == text.size() ? rest : i;
 }
 
 // Sends c.body as one SSE event (as one chunk unless HTTP/1.0), after c.head if it holds the response
 // head; `last` also ends the chunked body.
-template <class Stream>
-asio::awaitable<bool> send_event(connection<Stream>& c, bool last)
-{
+template <class Stream> asio::awaitable<bool> send_event(connection<Stream>& c, bool last) {
   if (c.http10) co_return co_await write_out(c, c.body);
   std::array<char, 16> size_line;
   auto result = std::to_chars(size_line.data(), size_line.data() + size_line.size(), c.body.size(), 16);
@@ -778,11 +768,10 @@ asio::awaitable<bool> send_event(connection<Stream>& c, bool last)
 
 template <class Stream>
 asio::awaitable<bool> stream_chat(connection<Stream>& c, const chat_request& chat, std::string_view model,
-                                  std::uint64_t id, std::time_t created, fault f)
-{
+                                  std::uint64_t id, std::time_t created, fault f) {
   const unsigned delay_ms = f.kind == fault_kind::slow ? f.ms : c.state.opts.chunk_delay_ms;
   const std::string_view usage_null = chat.include_usage ? R"(,"usage":null)" : "";
-  if (c.http10) c.keep_alive = false;  // HTTP/1.0 has no chunked encoding: the close ends the stream
+  if (c.http10) c.keep_alive = false; // HTTP/1.0 has no chunked encoding: the close ends the stream
 
   c.chunk_prefix.assign(R"(data: {"id":"chatcmpl-mock-)");
   append_uint(c.chunk_prefix, id);
@@ -849,8 +838,7 @@ asio::awaitable<bool> stream_chat(connection<Stream>& c, const chat_request& cha
 }
 
 template <class Stream>
-asio::awaitable<bool> handle_chat(connection<Stream>& c, const request& req, std::string_view path)
-{
+asio::awaitable<bool> handle_chat(connection<Stream>& c, const request& req, std::string_view path) {
   json::monotonic_resource arena(c.json_arena.data(), c.json_arena.size());
   boost::system::error_code parse_error;
   json::value document = json::parse(json::string_view(req.body().data(), req.body().size()), parse_error, &arena);
@@ -893,8 +881,7 @@ asio::awaitable<bool> handle_chat(connection<Stream>& c, const request& req, std
 }
 
 template <class Stream>
-asio::awaitable<bool> handle_embeddings(connection<Stream>& c, const request& req, std::string_view path)
-{
+asio::awaitable<bool> handle_embeddings(connection<Stream>& c, const request& req, std::string_view path) {
   json::monotonic_resource arena(c.json_arena.data(), c.json_arena.size());
   boost::system::error_code parse_error;
   json::value document = json::parse(json::string_view(req.body().data(), req.body().size()), parse_error, &arena);
@@ -910,9 +897,7 @@ asio::awaitable<bool> handle_embeddings(connection<Stream>& c, const request& re
 }
 
 // Answers one request; returns whether the connection can take another.
-template <class Stream>
-asio::awaitable<bool> handle_request(connection<Stream>& c, const request& req)
-{
+template <class Stream> asio::awaitable<bool> handle_request(connection<Stream>& c, const request& req) {
   const std::string_view target = to_view(req.target());
   const std::string_view path = target.substr(0, target.find('?'));
   if (req.method() == http::verb::post) {
@@ -934,15 +919,12 @@ asio::awaitable<bool> handle_request(connection<Stream>& c, const request& req)
   co_return co_await send(c, 404, json_type, not_found_body);
 }
 
-bool is_protocol_error(const beast::error_code& ec)
-{
+bool is_protocol_error(const beast::error_code& ec) {
   return ec.category() == beast::error_code(http::error::bad_target).category() && ec != http::error::end_of_stream &&
          ec != http::error::partial_message;
 }
 
-template <class Stream>
-asio::awaitable<void> serve(connection<Stream>& c)
-{
+template <class Stream> asio::awaitable<void> serve(connection<Stream>& c) {
   static constexpr std::string_view continue_line = "HTTP/1.1 100 Continue\r\n\r\n";
   for (;;) {
     http::request_parser<http::string_body> parser;
@@ -972,22 +954,19 @@ asio::awaitable<void> serve(connection<Stream>& c)
   c.stream.lowest_layer().shutdown(tcp::socket::shutdown_send, ignored);
 }
 
-asio::awaitable<void> serve_plain(tcp::socket socket, server_state& state)
-{
+asio::awaitable<void> serve_plain(tcp::socket socket, server_state& state) {
   connection<tcp::socket> c(state, std::move(socket));
   co_await serve(c);
 }
 
-asio::awaitable<void> serve_tls(tcp::socket socket, server_state& state, ssl::context& tls)
-{
+asio::awaitable<void> serve_tls(tcp::socket socket, server_state& state, ssl::context& tls) {
   connection<ssl::stream<tcp::socket>> c(state, std::move(socket), tls);
   auto [ec] = co_await c.stream.async_handshake(ssl::stream_base::server, use_tuple);
   if (!ec) co_await serve(c);
 }
 
 asio::awaitable<void> accept_loop(asio::io_context& ioc, tcp::acceptor& acceptor, server_state& state,
-                                  ssl::context* tls)
-{
+                                  ssl::context* tls) {
   asio::steady_timer backoff(ioc);
   for (;;) {
     // With several threads each connection gets a strand; with one, the io_context executor is enough.
@@ -995,7 +974,7 @@ asio::awaitable<void> accept_loop(asio::io_context& ioc, tcp::acceptor& acceptor
                                                             : asio::any_io_executor(ioc.get_executor());
     auto [ec, socket] = co_await acceptor.async_accept(executor, use_tuple);
     if (ec == asio::error::operation_aborted) co_return;
-    if (ec) {  // e.g. out of file descriptors: back off instead of spinning
+    if (ec) { // e.g. out of file descriptors: back off instead of spinning
       backoff.expires_after(std::chrono::milliseconds(50));
       co_await backoff.async_wait(use_tuple);
       continue;
@@ -1010,10 +989,9 @@ asio::awaitable<void> accept_loop(asio::io_context& ioc, tcp::acceptor& acceptor
   }
 }
 
-}  // namespace
+} // namespace
 
-int main(int argc, char** argv)
-{
+int main(int argc, char** argv) {
   std::optional<options> parsed = parse_options(argc, argv);
   if (!parsed) return 2;
   const options& opts = *parsed;
@@ -1048,9 +1026,11 @@ int main(int argc, char** argv)
     asio::co_spawn(ioc, accept_loop(ioc, acceptor, state, tls ? &*tls : nullptr), asio::detached);
 
     std::vector<std::thread> workers;
-    for (unsigned i = 1; i < opts.threads; ++i) workers.emplace_back([&ioc] { ioc.run(); });
+    for (unsigned i = 1; i < opts.threads; ++i)
+      workers.emplace_back([&ioc] { ioc.run(); });
     ioc.run();
-    for (auto& worker : workers) worker.join();
+    for (auto& worker : workers)
+      worker.join();
   } catch (const std::exception& e) {
     std::fprintf(stderr, "lowart-mock: %s\n", e.what());
     return 1;
