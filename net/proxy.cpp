@@ -4,6 +4,7 @@
 #include "core/json_text.hpp"
 #include "core/log.hpp"
 #include "net/sse.hpp"
+#include "net/translate.hpp"
 #include "net/worker.hpp"
 
 #include <boost/asio/steady_timer.hpp>
@@ -62,21 +63,74 @@ void append_chunk_size(std::string& out, std::size_t n) {
   out.append(buf + i, sizeof buf - static_cast<std::size_t>(i));
 }
 
-struct token_usage {
+/// Counts the text of a request body in the client's protocol the way tiktoken counts
+/// chat prompts: each message costs its content plus 3 tokens of framing (4 with a name),
+/// and 3 more prime the answer. For Anthropic bodies the system prompt counts as one
+/// message and tool blocks count by their JSON text (Anthropic's own tokenizer is not
+/// public, so this is an estimate there).
+std::int64_t count_prompt(const bpe_tokenizer& tok, proxy_kind kind, std::string_view body) {
+  auto n = [&](std::string_view text) { return static_cast<std::int64_t>(tok.count(text)); };
   std::int64_t prompt = 0;
-  std::int64_t completion = 0;
-  std::int64_t cached = 0;
-  bool present = false;
-};
+  simdjson::dom::element doc;
+  if (parse_reused(body, doc) != simdjson::SUCCESS) return 0;
+  if (kind == proxy_kind::embeddings) {
+    std::string_view text;
+    simdjson::dom::array inputs;
+    if (doc["input"].get_string().get(text) == simdjson::SUCCESS)
+      prompt = n(text);
+    else if (doc["input"].get_array().get(inputs) == simdjson::SUCCESS)
+      for (auto in : inputs)
+        if (in.get_string().get(text) == simdjson::SUCCESS) prompt += n(text);
+    return prompt;
+  }
+  // Text of a content value: a string, or an array of parts/blocks.
+  auto content = [&](simdjson::dom::element c) {
+    std::string_view text;
+    if (c.get_string().get(text) == simdjson::SUCCESS) return n(text);
+    std::int64_t sum = 0;
+    simdjson::dom::array parts;
+    if (c.get_array().get(parts) != simdjson::SUCCESS) return sum;
+    for (auto part : parts) {
+      simdjson::dom::element inner;
+      if (part["text"].get_string().get(text) == simdjson::SUCCESS)
+        sum += n(text);
+      else if (part["input"].get(inner) == simdjson::SUCCESS)
+        sum += n(simdjson::minify(inner));
+      else if (part["content"].get(inner) == simdjson::SUCCESS) {
+        // A tool_result block: its content is a string or text blocks.
+        simdjson::dom::array blocks;
+        if (inner.get_string().get(text) == simdjson::SUCCESS)
+          sum += n(text);
+        else if (inner.get_array().get(blocks) == simdjson::SUCCESS)
+          for (auto b : blocks)
+            if (b["text"].get_string().get(text) == simdjson::SUCCESS) sum += n(text);
+      }
+    }
+    return sum;
+  };
+  simdjson::dom::element system;
+  if (kind == proxy_kind::messages && doc["system"].get(system) == simdjson::SUCCESS) prompt += 3 + content(system);
+  simdjson::dom::array messages;
+  if (doc["messages"].get_array().get(messages) != simdjson::SUCCESS) return prompt;
+  for (auto m : messages) {
+    prompt += 3;
+    std::string_view text;
+    if (m["role"].get_string().get(text) == simdjson::SUCCESS) prompt += n(text);
+    if (m["name"].get_string().get(text) == simdjson::SUCCESS) prompt += 1 + n(text);
+    simdjson::dom::element c;
+    if (m["content"].get(c) == simdjson::SUCCESS) prompt += content(c);
+    simdjson::dom::array calls;
+    if (m["tool_calls"].get_array().get(calls) == simdjson::SUCCESS)
+      for (auto call : calls) {
+        if (call["function"]["name"].get_string().get(text) == simdjson::SUCCESS) prompt += n(text);
+        if (call["function"]["arguments"].get_string().get(text) == simdjson::SUCCESS) prompt += n(text);
+      }
+  }
+  return prompt + 3;
+}
 
-/// Reads an OpenAI `usage` object.
-void read_usage(simdjson::dom::element usage, token_usage& out) {
-  if (!usage.is_object()) return;
-  std::int64_t v = 0;
-  if (usage["prompt_tokens"].get_int64().get(v) == simdjson::SUCCESS) out.prompt = v;
-  if (usage["completion_tokens"].get_int64().get(v) == simdjson::SUCCESS) out.completion = v;
-  if (usage.at_pointer("/prompt_tokens_details/cached_tokens").get_int64().get(v) == simdjson::SUCCESS) out.cached = v;
-  out.present = true;
+protocol protocol_of(const deployment& dep) {
+  return dep.settings->kind == "anthropic" ? protocol::anthropic : protocol::openai;
 }
 
 using deployment_ptr = std::shared_ptr<const deployment>;
@@ -129,7 +183,8 @@ enum class failure_class { connect_error, timeout, status_5xx, status_429, mid_s
 class proxy_call : public std::enable_shared_from_this<proxy_call> {
 public:
   proxy_call(session_ptr client, request_context&& ctx, proxy_kind kind, std::string&& body)
-      : client_(std::move(client)), ctx_(std::move(ctx)), kind_(kind), body_(std::move(body)),
+      : client_(std::move(client)), ctx_(std::move(ctx)), kind_(kind),
+        client_proto_(kind == proxy_kind::messages ? protocol::anthropic : protocol::openai), body_(std::move(body)),
         retry_timer_(client_->worker().ioc) {}
 
   void start();
@@ -151,6 +206,8 @@ private:
   void on_stream_read(beast::error_code ec);
   void on_event(const sse_event& ev);
   bool has_content(const sse_event& ev);
+  void on_anthropic_event(const sse_event& ev);
+  void close_translation();
   void flush_to_client(bool done);
   void stream_broke(std::string_view message);
   void finish_stream();
@@ -185,6 +242,11 @@ private:
   session_ptr client_;
   request_context ctx_;
   proxy_kind kind_;
+  protocol client_proto_;                ///< what the client speaks
+  protocol up_proto_ = protocol::openai; ///< what the current attempt's upstream speaks
+  protocol last_upstream_proto_ = protocol::openai;
+  std::unique_ptr<stream_translator> xlate_; ///< set when the two differ on a stream
+  bool usage_final_ = false;                 ///< the upstream's closing usage arrived (not just message_start's)
   std::string body_; ///< the client's body (usage option already injected); model set per attempt
   std::shared_ptr<const route_table> routes_; ///< keeps route_ and the deployments alive
   const model_route* route_ = nullptr;        ///< the requested model
@@ -273,7 +335,7 @@ bool proxy_call::parse_request() {
   }
   ctx_.model = std::string(model);
   bool client_usage = false;
-  if (kind_ == proxy_kind::chat) {
+  if (kind_ != proxy_kind::embeddings) {
     bool flag = false;
     if (obj["stream"].get_bool().get(flag) == simdjson::SUCCESS) stream_ = flag;
     if (obj.at_pointer("/stream_options/include_usage").get_bool().get(flag) == simdjson::SUCCESS) client_usage = flag;
@@ -294,6 +356,17 @@ bool proxy_call::parse_request() {
     return false;
   }
   route_ = &it->second;
+
+  add_candidates(*route_);
+  for (const auto& name : route_->fallbacks)
+    if (auto f = routes_->models.find(name); f != routes_->models.end()) add_candidates(f->second);
+  if (candidates_.empty()) {
+    client_->respond_error(ctx_, error_kind::bad_request,
+                           "model `" + ctx_.model + "` has no deployment that serves " +
+                               (kind_ == proxy_kind::embeddings ? "embeddings" : "chat"),
+                           "unsupported_model", {}, "model");
+    return false;
+  }
 
   // Limits and budgets of the key, its team and the model: all or nothing, before any
   // upstream is asked. The estimate is the prompt (about 4 bytes a token) plus max_tokens.
@@ -334,10 +407,6 @@ bool proxy_call::parse_request() {
       return false;
     }
   }
-  add_candidates(*route_);
-  for (const auto& name : route_->fallbacks)
-    if (auto f = routes_->models.find(name); f != routes_->models.end()) add_candidates(f->second);
-
   if (stream_ && !client_usage) {
     // Ask upstreams for their usage chunk so streams are metered exactly, and keep that
     // chunk from a client that did not ask for it. (Per provider: see build_upstream_request.)
@@ -354,7 +423,10 @@ void proxy_call::add_candidates(const model_route& route) {
     while (j < all.size() && all[j]->priority == all[i]->priority) {
       bool seen =
           std::any_of(candidates_.begin(), candidates_.end(), [&](const auto& c) { return c->id == all[j]->id; });
-      if (!seen) group.push_back(all[j]);
+      // Embeddings need an OpenAI-compatible upstream; chat works with both protocols.
+      const auto& kind = all[j]->settings->kind;
+      bool serves = kind == "openai" || (kind == "anthropic" && kind_ != proxy_kind::embeddings);
+      if (!seen && serves) group.push_back(all[j]);
       ++j;
     }
     order_group(group, route.balancing);
@@ -386,6 +458,11 @@ void proxy_call::begin_attempt() {
   ctx_.deployment = dep_->id;
   retried_stale_ = false;
   upstream_status_ = 0;
+  // Nothing of an earlier attempt reached the client: its usage and text do not count.
+  usage_ = {};
+  usage_final_ = false;
+  delivered_.clear();
+  completion_counted_ = 0;
   parser_.reset();
   full_.reset();
   build_upstream_request();
@@ -396,9 +473,26 @@ void proxy_call::begin_attempt() {
 }
 
 void proxy_call::build_upstream_request() {
-  std::string body = body_;
+  up_proto_ = protocol_of(*dep_);
+  bool anthropic = up_proto_ == protocol::anthropic;
+  std::string body;
+  if (up_proto_ == client_proto_)
+    body = body_;
+  else if (anthropic)
+    body = openai_request_to_anthropic(body_);
+  else
+    body = anthropic_request_to_openai(body_, stream_ && dep_->settings->include_usage);
+  xlate_.reset();
+  if (stream_ && up_proto_ != client_proto_) {
+    stream_translator::options opt;
+    opt.client_wants_usage = client_usage_;
+    opt.fallback_id = (client_proto_ == protocol::anthropic ? "msg_" : "chatcmpl-") + ctx_.request_id;
+    if (client_proto_ == protocol::anthropic)
+      if (auto tok = client_->worker().state.tokenizer) opt.prompt_tokens = count_prompt(*tok, kind_, body_);
+    xlate_ = make_stream_translator(up_proto_, client_proto_, std::move(opt));
+  }
   if (dep_->upstream_model != ctx_.model) json::set_member(body, "model", json::quoted(dep_->upstream_model));
-  if (strip_usage_chunk_ && dep_->settings->include_usage) {
+  if (!anthropic && client_proto_ == protocol::openai && strip_usage_chunk_ && dep_->settings->include_usage) {
     if (auto where = json::find_member(body, "stream_options"); where && body[where->begin] == '{') {
       std::string options = body.substr(where->begin, where->end - where->begin);
       json::set_member(options, "include_usage", "true");
@@ -414,14 +508,25 @@ void proxy_call::build_upstream_request() {
   r.reserve(320 + body.size());
   r += "POST ";
   r += target.base_path;
-  r += kind_ == proxy_kind::chat ? "/chat/completions" : "/embeddings";
+  r += anthropic ? "/messages" : kind_ == proxy_kind::embeddings ? "/embeddings" : "/chat/completions";
   r += " HTTP/1.1\r\nHost: ";
   r += target.host_header;
   r += "\r\nContent-Type: application/json\r\nAccept: ";
   r += stream_ ? "text/event-stream" : "application/json";
   r += "\r\nUser-Agent: lowart/0.1\r\nX-Request-Id: ";
   r += ctx_.request_id;
-  if (!settings.api_key.empty()) {
+  if (anthropic) {
+    if (!settings.api_key.empty()) {
+      r += "\r\nx-api-key: ";
+      r += settings.api_key;
+    }
+    r += "\r\nanthropic-version: ";
+    r += ctx_.anthropic_version.empty() ? std::string_view("2023-06-01") : std::string_view(ctx_.anthropic_version);
+    if (!ctx_.anthropic_beta.empty()) {
+      r += "\r\nanthropic-beta: ";
+      r += ctx_.anthropic_beta;
+    }
+  } else if (!settings.api_key.empty()) {
     r += "\r\nAuthorization: Bearer ";
     r += settings.api_key;
   }
@@ -562,6 +667,7 @@ void proxy_call::on_full_body(beast::error_code ec) {
       retry_after_ms = std::atoi(std::string(it->value()).c_str()) * 1000;
     auto label = std::to_string(status);
     last_upstream_ = std::move(res);
+    last_upstream_proto_ = up_proto_;
     attempt_failed(status == 429 ? failure_class::status_429 : failure_class::status_5xx, error_kind::bad_gateway,
                    "upstream answered " + label, label, "upstream_error", retry_after_ms);
     return;
@@ -569,16 +675,30 @@ void proxy_call::on_full_body(beast::error_code ec) {
   auto& body = res.body();
   delivered_ = body; // counted only if the upstream reports no usage
   delivered_is_body_ = true;
-  if (status == 200 && body.find("\"usage\"") != std::string::npos) {
+  std::string type(res[http::field::content_type]);
+  if (type.empty()) type = "application/json";
+  if (up_proto_ != client_proto_) {
+    if (status >= 400)
+      body = translate_error(body, status, client_proto_);
+    else if (up_proto_ == protocol::anthropic)
+      body = anthropic_response_to_openai(body, usage_);
+    else
+      body = openai_response_to_anthropic(body, usage_);
+    type = "application/json";
+  } else if (status == 200 && body.find("\"usage\"") != std::string::npos) {
     body.reserve(body.size() + simdjson::SIMDJSON_PADDING);
     simdjson::dom::element doc;
     if (thread_parser().parse(body.data(), body.size(), false).get(doc) == simdjson::SUCCESS) {
       simdjson::dom::element usage;
-      if (doc["usage"].get(usage) == simdjson::SUCCESS) read_usage(usage, usage_);
+      if (doc["usage"].get(usage) == simdjson::SUCCESS) {
+        if (up_proto_ == protocol::anthropic)
+          read_anthropic_usage(usage, usage_);
+        else
+          read_openai_usage(usage, usage_);
+      }
     }
   }
-  std::string type(res[http::field::content_type]);
-  if (type.empty()) type = "application/json";
+  usage_final_ = usage_.present;
   settle_attempt(std::to_string(status), false, false);
   finish_request(status);
   client_->respond(ctx_, status, type, body, gateway_headers());
@@ -610,6 +730,7 @@ void proxy_call::on_stream_read(beast::error_code ec) {
     return;
   }
   bool done = parser_->is_done();
+  if (done && xlate_) close_translation(); // an upstream that ended without its end marker
   // The preamble (role-only chunks) is held back until real content arrives, so that a
   // failure before content can still fall back to another deployment.
   if ((pending_.empty() || !content_seen_) && !done) {
@@ -636,7 +757,57 @@ bool proxy_call::has_content(const sse_event& ev) {
   return false;
 }
 
+void proxy_call::close_translation() {
+  usage_ = xlate_->usage();
+  if (!usage_final_) {
+    // The upstream's usage did not arrive (or only message_start's): count what it sent.
+    if (usage_.present)
+      usage_.completion = completion_counted_ + count_completion();
+    else
+      count_usage();
+    usage_final_ = true;
+  }
+  xlate_->close(usage_, pending_);
+}
+
+void proxy_call::on_anthropic_event(const sse_event& ev) {
+  // Relayed as is; read for usage (message_start, then the cumulative message_delta)
+  // and for the end of the held-back preamble.
+  const auto& name = ev.event;
+  if (!content_seen_)
+    content_seen_ = name != "message_start" && name != "ping" &&
+                    !(name == "content_block_start" && contains(ev.data, "\"type\":\"text\""));
+  if (ev.has_data && (name == "message_start" || name == "message_delta")) {
+    simdjson::dom::element doc, usage;
+    if (parse_reused(ev.data, doc) == simdjson::SUCCESS &&
+        (name == "message_start" ? doc["message"]["usage"] : doc["usage"]).get(usage) == simdjson::SUCCESS) {
+      read_anthropic_usage(usage, usage_);
+      if (name == "message_delta") usage_final_ = true;
+    }
+  }
+  append_sse_event(pending_, ev);
+}
+
 void proxy_call::on_event(const sse_event& ev) {
+  if (ev.has_data && ev.data != "[DONE]") {
+    // Kept for counting should the upstream report no usage (bounded, see delivered_).
+    delivered_ += ev.data;
+    delivered_ += '\x1e';
+    if (delivered_.size() > 1024 * 1024) {
+      completion_counted_ += count_completion();
+      delivered_.clear();
+    }
+  }
+  if (xlate_) {
+    if (!ev.has_data) return;
+    bool end = xlate_->feed(ev.event, ev.data, pending_);
+    content_seen_ = content_seen_ || xlate_->content_seen();
+    if (up_proto_ == protocol::anthropic ? ev.event == "message_delta" : xlate_->usage().present)
+      usage_final_ = xlate_->usage().present;
+    if (end) close_translation();
+    return;
+  }
+  if (up_proto_ == protocol::anthropic) return on_anthropic_event(ev);
   if (!content_seen_) content_seen_ = has_content(ev);
   if (ev.has_data && ev.data == "[DONE]" && client_usage_ && !usage_.present) {
     // The client asked for usage and the upstream sent none: lowart's own count goes
@@ -658,19 +829,14 @@ void proxy_call::on_event(const sse_event& ev) {
     usage_event.has_data = true;
     append_sse_event(pending_, usage_event);
   }
-  if (ev.has_data && ev.data != "[DONE]") {
-    delivered_ += ev.data;
-    delivered_ += '\x1e';
-    if (delivered_.size() > 1024 * 1024) {
-      completion_counted_ += count_completion();
-      delivered_.clear();
-    }
-  }
   if (ev.has_data && contains(ev.data, "\"usage\":{")) {
     simdjson::dom::element doc;
     if (parse_reused(ev.data, doc) == simdjson::SUCCESS) {
       simdjson::dom::element usage;
-      if (doc["usage"].get(usage) == simdjson::SUCCESS) read_usage(usage, usage_);
+      if (doc["usage"].get(usage) == simdjson::SUCCESS) {
+        read_openai_usage(usage, usage_);
+        usage_final_ = true;
+      }
       simdjson::dom::array choices;
       if (strip_usage_chunk_ && doc["choices"].get_array().get(choices) == simdjson::SUCCESS && choices.size() == 0)
         return; // the usage chunk we asked for on the client's behalf
@@ -714,9 +880,7 @@ void proxy_call::stream_broke(std::string_view message) {
     return;
   }
   // Bytes already reached the client: end the stream with an error event it can see.
-  pending_ += "data: ";
-  pending_ += error_body(api_format::openai, error_kind::bad_gateway, message, "upstream_error");
-  pending_ += "\n\n";
+  append_stream_error(pending_, client_proto_, error_kind::bad_gateway, message, "upstream_error");
   std::string out;
   append_chunk_size(out, pending_.size());
   out += pending_;
@@ -821,6 +985,10 @@ void proxy_call::give_up() {
     }
     std::string type(res[http::field::content_type]);
     int status = res.result_int();
+    if (last_upstream_proto_ != client_proto_) {
+      res.body() = translate_error(res.body(), status, client_proto_);
+      type = "application/json";
+    }
     finish_request(status);
     client_->respond(ctx_, status, type.empty() ? "application/json" : type, res.body(), headers);
     return;
@@ -883,44 +1051,9 @@ void proxy_call::settle_attempt(std::string_view label, bool failed, bool breake
 }
 
 void proxy_call::count_usage() {
-  // tiktoken's counting for chat: each message costs its content plus 3 tokens of
-  // framing (4 with a name), and 3 more prime the answer.
   auto tok = client_->worker().state.tokenizer;
   if (!tok || usage_.present) return;
-  std::int64_t prompt = 0;
-  simdjson::dom::element doc;
-  if (kind_ == proxy_kind::chat && parse_reused(body_, doc) == simdjson::SUCCESS) {
-    simdjson::dom::array messages;
-    if (doc["messages"].get_array().get(messages) == simdjson::SUCCESS) {
-      for (auto m : messages) {
-        prompt += 3;
-        std::string_view text;
-        if (m["role"].get_string().get(text) == simdjson::SUCCESS)
-          prompt += static_cast<std::int64_t>(tok->count(text));
-        if (m["name"].get_string().get(text) == simdjson::SUCCESS)
-          prompt += 1 + static_cast<std::int64_t>(tok->count(text));
-        if (m["content"].get_string().get(text) == simdjson::SUCCESS) {
-          prompt += static_cast<std::int64_t>(tok->count(text));
-        } else {
-          simdjson::dom::array parts;
-          if (m["content"].get_array().get(parts) == simdjson::SUCCESS)
-            for (auto part : parts)
-              if (part["text"].get_string().get(text) == simdjson::SUCCESS)
-                prompt += static_cast<std::int64_t>(tok->count(text));
-        }
-      }
-      prompt += 3;
-    }
-  } else if (kind_ == proxy_kind::embeddings && parse_reused(body_, doc) == simdjson::SUCCESS) {
-    std::string_view text;
-    simdjson::dom::array inputs;
-    if (doc["input"].get_string().get(text) == simdjson::SUCCESS)
-      prompt = static_cast<std::int64_t>(tok->count(text));
-    else if (doc["input"].get_array().get(inputs) == simdjson::SUCCESS)
-      for (auto in : inputs)
-        if (in.get_string().get(text) == simdjson::SUCCESS) prompt += static_cast<std::int64_t>(tok->count(text));
-  }
-  usage_.prompt = prompt;
+  usage_.prompt = count_prompt(*tok, kind_, body_);
   usage_.completion = completion_counted_ + count_completion();
   usage_.cached = 0;
   usage_.present = true;
@@ -931,17 +1064,38 @@ std::int64_t proxy_call::count_completion() {
   auto tok = client_->worker().state.tokenizer;
   if (!tok) return 0;
   std::int64_t completion = 0;
+  auto n = [&](std::string_view text) { completion += static_cast<std::int64_t>(tok->count(text)); };
   auto count_document = [&](std::string_view text) {
     simdjson::dom::element doc;
-    simdjson::dom::array choices;
-    if (text.empty() || parse_reused(text, doc) != simdjson::SUCCESS ||
-        doc["choices"].get_array().get(choices) != simdjson::SUCCESS)
+    if (text.empty() || parse_reused(text, doc) != simdjson::SUCCESS) return;
+    std::string_view s;
+    if (up_proto_ == protocol::anthropic) {
+      // A content_block_delta (text or tool input piece), or a whole message's blocks.
+      if (doc["delta"]["text"].get_string().get(s) == simdjson::SUCCESS ||
+          doc["delta"]["partial_json"].get_string().get(s) == simdjson::SUCCESS)
+        n(s);
+      simdjson::dom::array blocks;
+      if (doc["content"].get_array().get(blocks) == simdjson::SUCCESS)
+        for (auto b : blocks) {
+          simdjson::dom::element input;
+          if (b["text"].get_string().get(s) == simdjson::SUCCESS)
+            n(s);
+          else if (b["input"].get(input) == simdjson::SUCCESS)
+            n(simdjson::minify(input));
+        }
       return;
+    }
+    simdjson::dom::array choices;
+    if (doc["choices"].get_array().get(choices) != simdjson::SUCCESS) return;
     for (auto c : choices) {
-      std::string_view content;
-      if (c["delta"]["content"].get_string().get(content) == simdjson::SUCCESS ||
-          c["message"]["content"].get_string().get(content) == simdjson::SUCCESS)
-        completion += static_cast<std::int64_t>(tok->count(content));
+      auto message = c["delta"].error() == simdjson::SUCCESS ? c["delta"] : c["message"];
+      if (message["content"].get_string().get(s) == simdjson::SUCCESS) n(s);
+      simdjson::dom::array calls;
+      if (message["tool_calls"].get_array().get(calls) == simdjson::SUCCESS)
+        for (auto call : calls) {
+          if (call["function"]["name"].get_string().get(s) == simdjson::SUCCESS) n(s);
+          if (call["function"]["arguments"].get_string().get(s) == simdjson::SUCCESS) n(s);
+        }
     }
   };
   if (delivered_is_body_) {
@@ -960,6 +1114,9 @@ std::int64_t proxy_call::count_completion() {
 void proxy_call::finish_request(int status) {
   if (finished_) return;
   finished_ = true;
+  if (xlate_ && !usage_.present) usage_ = xlate_->usage();
+  if (stream_ && usage_.present && !usage_final_)
+    usage_.completion = completion_counted_ + count_completion(); // interrupted: bill what was delivered
   if (!usage_.present && dep_ && (status < 400 || head_sent_))
     count_usage(); // the upstream reported nothing: bill what lowart counts
   // Price by the model the client asked for; bill the prompt estimate when the upstream
@@ -1006,6 +1163,14 @@ void proxy_call::finish_request(int status) {
 }
 
 } // namespace
+
+std::string count_tokens_body(const bpe_tokenizer* tok, std::string_view body) {
+  simdjson::dom::element doc;
+  if (body.empty() || parse_reused(body, doc) != simdjson::SUCCESS || !doc.is_object()) return {};
+  json::object_writer w;
+  w.num("input_tokens", tok ? count_prompt(*tok, proxy_kind::messages, body) : static_cast<long long>(body.size() / 4));
+  return w.done();
+}
 
 void start_proxy(session_ptr client, request_context&& ctx, proxy_kind kind, std::string&& body) {
   std::make_shared<proxy_call>(std::move(client), std::move(ctx), kind, std::move(body))->start();

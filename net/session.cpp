@@ -255,8 +255,14 @@ void session::handle(http::request<http::string_body>&& req) {
     ctx.route = "embeddings";
   else if (under_v1("/models"))
     ctx.route = "models";
+  else if (under_v1("/messages"))
+    ctx.route = "messages";
+  else if (under_v1("/messages/count_tokens"))
+    ctx.route = "count_tokens";
   else
     ctx.route = "other";
+  // Anthropic's endpoints answer in Anthropic's envelope, from the first refusal on.
+  if (ctx.route == "messages" || ctx.route == "count_tokens") ctx.format = api_format::anthropic;
   if (state.draining.load(std::memory_order_relaxed)) {
     ctx.keep_alive = false;
     respond_error(ctx, error_kind::unavailable, "the gateway is shutting down");
@@ -350,21 +356,44 @@ void session::handle(http::request<http::string_body>&& req) {
       respond_error(ctx, error_kind::method_not_allowed, "use GET for /v1/models");
       return;
     }
+    // One list both SDKs read: OpenAI's fields (object, created, owned_by) and
+    // Anthropic's (type, display_name, created_at, has_more, first_id, last_id).
     auto routes = state.routes.load();
     std::string body = R"({"object":"list","data":[)";
-    bool first = true;
+    std::string first_id, last_id;
     if (routes) {
       for (const auto& name : routes->names) {
         if (!ctx.who->master && !ctx.who->key->allows_model(name)) continue;
-        if (!first) body += ',';
-        first = false;
+        if (first_id.empty())
+          first_id = name;
+        else
+          body += ',';
+        last_id = name;
         body += R"({"id":)";
         json::append_quoted(body, name);
-        body += R"(,"object":"model","created":0,"owned_by":"lowart"})";
+        body += R"(,"object":"model","created":0,"owned_by":"lowart","type":"model","display_name":)";
+        json::append_quoted(body, name);
+        body += R"(,"created_at":"1970-01-01T00:00:00Z"})";
       }
     }
-    body += "]}";
+    body += R"(],"has_more":false,"first_id":)";
+    body += first_id.empty() ? std::string("null") : json::quoted(first_id);
+    body += R"(,"last_id":)";
+    body += last_id.empty() ? std::string("null") : json::quoted(last_id);
+    body += "}";
     respond(ctx, 200, "application/json", body);
+    return;
+  }
+  if (ctx.route == "count_tokens") {
+    if (method != http::verb::post) {
+      respond_error(ctx, error_kind::method_not_allowed, "use POST for " + std::string(path));
+      return;
+    }
+    auto body = count_tokens_body(state.tokenizer.get(), req.body());
+    if (body.empty())
+      respond_error(ctx, error_kind::bad_request, "the request body must be a JSON object");
+    else
+      respond(ctx, 200, "application/json", body);
     return;
   }
   std::optional<proxy_kind> kind;
@@ -372,7 +401,11 @@ void session::handle(http::request<http::string_body>&& req) {
     kind = proxy_kind::chat;
   else if (ctx.route == "embeddings")
     kind = proxy_kind::embeddings;
+  else if (ctx.route == "messages")
+    kind = proxy_kind::messages;
   if (kind) {
+    if (auto it = req.find("anthropic-version"); it != req.end()) ctx.anthropic_version = std::string(it->value());
+    if (auto it = req.find("anthropic-beta"); it != req.end()) ctx.anthropic_beta = std::string(it->value());
     if (method != http::verb::post) {
       respond_error(ctx, error_kind::method_not_allowed, "use POST for " + std::string(path));
       return;

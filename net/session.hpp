@@ -50,8 +50,10 @@ struct request_context {
   std::string method;
   std::string path;
   std::optional<principal> who;
-  std::string model;      ///< for the access log, when known
-  std::string deployment; ///< for the access log, when known
+  std::string model;             ///< for the access log, when known
+  std::string deployment;        ///< for the access log, when known
+  std::string anthropic_version; ///< the client's anthropic-version header, forwarded upstream
+  std::string anthropic_beta;    ///< the client's anthropic-beta header, forwarded upstream
 };
 
 class session : public std::enable_shared_from_this<session> {

@@ -3,7 +3,8 @@
 # (override with LOWART_BIN / LOWART_MOCK_BIN). Extra arguments go to `node --test`.
 set -euo pipefail
 cd "$(dirname "$0")"
-if [ ! -d node_modules ]; then
+# (Re)install when the lock file changed since the last install.
+if [ ! -d node_modules ] || [ package-lock.json -nt node_modules/.package-lock.json ]; then
   npm ci --no-audit --no-fund
 fi
 set +e

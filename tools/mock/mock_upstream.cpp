@@ -1,4 +1,5 @@
-// lowart-mock: an OpenAI-compatible mock upstream for lowart's tests, demo route and benchmarks.
+// lowart-mock: an OpenAI- and Anthropic-compatible mock upstream for lowart's tests, demo route and
+// benchmarks.
 //
 // One binary, one io_context, Boost.Beast for request parsing and hand-framed HTTP/1.1 responses
 // written from per-connection buffers that are reused across keep-alive requests, so the hot path
@@ -12,45 +13,118 @@
 //   --tls-cert FILE --tls-key FILE
 //                           serve HTTPS with this PEM certificate chain and private key
 //   --mode MODE             fault mode for requests that do not choose one (default ok)
-//   --stream-chunks N       at most N content chunks per streamed answer (default 18)
+//   --stream-chunks N       at most N text pieces per streamed answer (default 18)
 //   --chunk-delay-ms N      pause between SSE events (default 0)
 // Prints "lowart-mock listening on HOST:PORT" once ready; SIGINT/SIGTERM exit cleanly.
 //
 // Endpoints (matched on the path suffix, so any prefix works; the query string is ignored):
-//   POST .../chat/completions  reply "mock reply: " + the last message's content (string content or
-//                              its concatenated text parts, truncated to 200 bytes at a UTF-8
-//                              boundary); JSON, or SSE when "stream" is true (chunked encoding:
-//                              role chunk, one word per chunk with its leading whitespace — the last
-//                              chunk takes the rest — a finish chunk, a usage chunk when
-//                              stream_options.include_usage is true, then [DONE]). Usage counts
-//                              whitespace-separated words: prompt = all message contents,
-//                              completion = the reply.
+//   POST .../chat/completions  OpenAI chat, below.
+//   POST .../messages          Anthropic Messages, below.
+//   POST .../messages/count_tokens
+//                              {"input_tokens":N}, N = the input words of a Messages request (below),
+//                              cacheable or not; validated like .../messages but max_tokens is not
+//                              required; the prompt cache is neither read nor written.
 //   POST .../embeddings        one embedding of 8 deterministic floats per input (a string, an array
 //                              of strings, a token array or an array of token arrays).
 //   GET  .../models            one model, "mock-model".
 //   GET  .../healthz           200 "ok".
-//   GET  .../mock/stats        {"requests","by_model","last_authorization","last_body","last_path"}
-//                              over the chat and embeddings requests seen so far; the last_* fields
-//                              describe the latest of them (last_authorization is null when that
-//                              request had no Authorization header).
-//   POST .../mock/reset        clears those statistics.
+//   GET  .../mock/stats        {"requests","by_model","last_authorization","last_body","last_path",
+//                              "last_x_api_key","last_anthropic_version"} over the chat, messages,
+//                              count_tokens and embeddings requests seen so far; the last_* fields
+//                              describe the latest of them (a header field is null when that request
+//                              had no such header).
+//   POST .../mock/reset        clears those statistics and the prompt cache (below).
 //   anything else              404 with an OpenAI error envelope.
-// Bad JSON or a malformed request gets a 400 envelope (before any fault mode applies). HTTP/1.0
-// clients get close-delimited streams, as they cannot take chunked encoding.
+// Bad JSON or a malformed request gets a 400 invalid_request_error in the endpoint's envelope
+// (before any fault mode applies). HTTP/1.0 clients get close-delimited streams, as they cannot take
+// chunked encoding. Words are whitespace-separated (ASCII whitespace); every token count is a word
+// count. "The echo of X" is the text of X (a string, or its text parts/blocks concatenated) cut to 200
+// bytes at a UTF-8 boundary. n is one counter shared by all chat and messages answers (from 1, not
+// reset by /mock/reset); an answer's call or tool_use id carries the same n as the answer's id.
 //
-// Fault modes apply to chat and embeddings requests. A request's mode comes from its x-mock-mode
-// header (an unknown value is a 400), else from its model when that is "mock-<mode>", else --mode:
+// OpenAI chat. Answers JSON, or SSE when "stream" is true (chunked; every event "data: <json>\n\n",
+// each chunk {"id":"chatcmpl-mock-<n>","object":"chat.completion.chunk","created","model","choices":
+// [...]} plus "usage":null when stream_options.include_usage is true).
+//   Text answer: "mock reply: " + the echo of the last message's content; when the last message has
+//     role "tool": "mock reply: tool said " + the echo of its content. Stream: role chunk (delta
+//     {"role":"assistant","content":""}), one chunk per word with its leading whitespace (the
+//     --stream-chunks-th takes the rest), finish chunk (finish_reason "stop"), usage chunk when
+//     include_usage (choices []), then "data: [DONE]". Usage: prompt = words of all message contents
+//     (string or text parts) and of assistant tool_calls[].function.arguments; completion = reply.
+//   Tool call, when "tools" is a non-empty array, the last message's role is not "tool" and
+//     tool_choice is not "none": it calls tool_choice.function.name when tool_choice names one, else
+//     tools[0].function.name (every tool needs a string function.name, else 400). Arguments A =
+//     {"text":<echo of the last role "user" message's content>} as compact JSON. JSON: message
+//     {"role":"assistant","content":null,"tool_calls":[{"id":"call_mock_<n>","type":"function",
+//     "function":{"name","arguments":A}}],"refusal":null}, finish_reason "tool_calls". Stream: role
+//     chunk with "content":null; {"tool_calls":[{"index":0,"id":"call_mock_<n>","type":"function",
+//     "function":{"name","arguments":""}}]}; A in pieces of at most 8 bytes (never splitting a UTF-8
+//     character, not limited by --stream-chunks), each {"tool_calls":[{"index":0,"function":
+//     {"arguments":piece}}]}; finish chunk with "tool_calls"; usage chunk; [DONE]. Completion = words
+//     of A.
+//
+// Anthropic Messages. Requires max_tokens (an integer) and messages (a non-empty array of
+// {"role":"user"|"assistant","content":string|blocks}); blocks are text {"text"}, image, tool_use
+// {"id","name","input":object} or tool_result {"tool_use_id","content":absent|string|text and
+// image blocks}; system is a string or text blocks; tools[i] need a string "name"; model is optional
+// (answers say "mock-model" without one). Errors: {"type":"error","error":{"type","message"}},
+// e.g. 400 invalid_request_error "max_tokens: Field required". Answers JSON
+// {"id":"msg_mock_<n>","type":"message","role":"assistant","model","content":[...],"stop_reason",
+// "stop_sequence":null,"usage":{"input_tokens":I,"output_tokens":O,"cache_creation_input_tokens":CC,
+// "cache_read_input_tokens":CR}}, or SSE when "stream" is true (chunked; every event
+// "event: <type>\ndata: <json with that type>\n\n").
+//   Input words: system text, message text blocks and string contents, tool_result text, and tool_use
+//     input serialized compactly (tools are not counted). Prompt cache: a system or message text
+//     block (not one inside a tool_result) with a non-null cache_control is cacheable; the first time
+//     an answered request carries a given text (process-wide, until /mock/reset) its words count in
+//     CC, every later time in CR. I = input words outside cacheable blocks. Requests that a fault
+//     fails before answering do not touch the cache.
+//   Text answer: "mock reply: " + the echo of the last role "user" message's content; when that
+//     message holds a tool_result block: "mock reply: tool said " + the echo of the first one's
+//     content. content [{"type":"text","text":reply}], stop_reason "end_turn", O = words of reply.
+//     Stream: message_start {"message":{...,"content":[],"stop_reason":null,"stop_sequence":null,
+//     "usage":{"input_tokens":I,"cache_creation_input_tokens":CC,"cache_read_input_tokens":CR,
+//     "output_tokens":1}}}; ping; content_block_start {"index":0,"content_block":{"type":"text",
+//     "text":""}}; content_block_delta {"index":0,"delta":{"type":"text_delta","text":piece}} per
+//     word as in the chat stream; content_block_stop {"index":0}; message_delta {"delta":
+//     {"stop_reason":"end_turn","stop_sequence":null},"usage":{"output_tokens":O}}; message_stop.
+//   Tool call, when "tools" is non-empty, the last user message holds no tool_result and tool_choice
+//     is not {"type":"none"}: it calls tool_choice.name when tool_choice is {"type":"tool","name"},
+//     else tools[0].name. A as for OpenAI. content [{"type":"text","text":"calling <name>"},
+//     {"type":"tool_use","id":"toolu_mock_<n>","name","input":A}], stop_reason "tool_use", O = words
+//     of "calling <name>" + words of A. Stream: message_start; ping; content_block_start 0 (text "");
+//     content_block_delta 0 text_delta "calling <name>"; content_block_stop 0; content_block_start
+//     {"index":1,"content_block":{"type":"tool_use","id":"toolu_mock_<n>","name","input":{}}};
+//     content_block_delta {"index":1,"delta":{"type":"input_json_delta","partial_json":piece}} with
+//     A cut as for OpenAI; content_block_stop 1; message_delta with "tool_use"; message_stop.
+//
+// Fault modes apply to every request the statistics count. A request's mode comes from its
+// x-mock-mode header (an unknown value is a 400), else from its model when that is "mock-<mode>",
+// else --mode. Error bodies use the endpoint's envelope (OpenAI type / Anthropic error.type):
 //   ok          answer normally
-//   fail-500    500, error type server_error
-//   fail-429    429 with retry-after: 1, error type rate_limit_error
+//   fail-500    500, server_error / api_error
+//   fail-429    429 with retry-after: 1, rate_limit_error / rate_limit_error
+//   fail-529    529, server_error / overloaded_error (529 is Anthropic's "overloaded")
 //   delay-<ms>  wait <ms> before sending anything, then answer normally
 //   hang        never answer; keep the socket until the client closes it
 //   reset       abort the connection with a TCP RST: right after reading a non-streaming request,
-//               after the role chunk and two content chunks of a streaming one
+//               else once a stream has sent its second content piece (see below)
+//   mid-error   non-streaming: as fail-500. Streaming: once the stream has sent its second content
+//               piece, one error event, then the stream ends cleanly (terminating chunk; keep-alive
+//               kept) with no [DONE] / message_stop. OpenAI: "data: {"error":{"message":"mock
+//               mid-stream failure","type":"server_error","param":null,"code":null}}\n\n";
+//               Anthropic: "event: error\ndata: {"type":"error","error":{"type":"overloaded_error",
+//               "message":"mock mid-stream failure"}}\n\n".
 //   slow-<ms>   stream with <ms> between events (overrides --chunk-delay-ms)
-//   no-usage    answer normally but report no usage (no usage object, no usage chunk even
-//               when stream_options.include_usage asks for one), like some upstreams
-// Every chat and embeddings request counts in the statistics as soon as it has been read.
+//   no-usage    answer normally but report no usage: OpenAI leaves out the usage object and the usage
+//               chunk (even when include_usage asks for it), Anthropic every "usage" object
+// Content pieces are text deltas and tool-call arguments pieces, counted together; "second" means
+// the last one when the answer has fewer. So the break comes: OpenAI text after the role chunk and
+// two content chunks; OpenAI tool call after the role chunk, the call chunk and two arguments chunks;
+// Anthropic text after message_start, ping, content_block_start and two text_deltas; Anthropic tool
+// call after the "calling <name>" text_delta, content_block_stop 0, content_block_start 1 and one
+// input_json_delta. Every chat, messages, count_tokens and embeddings request counts in the statistics
+// as soon as it has been read.
 
 #include <boost/asio/as_tuple.hpp>
 #include <boost/asio/co_spawn.hpp>
@@ -88,6 +162,7 @@
 #include <string_view>
 #include <thread>
 #include <tuple>
+#include <unordered_set>
 #include <vector>
 
 namespace {
@@ -108,7 +183,9 @@ constexpr std::size_t max_body_bytes = 64 * 1024 * 1024;
 constexpr std::size_t max_echo_bytes = 200;
 constexpr unsigned max_delay_ms = 3'600'000;
 constexpr int embedding_dimensions = 8;
+constexpr std::size_t max_argument_piece_bytes = 8;
 constexpr std::string_view reply_prefix = "mock reply: ";
+constexpr std::string_view tool_reply_prefix = "mock reply: tool said ";
 constexpr std::string_view default_model = "mock-model";
 
 constexpr std::string_view json_type = "application/json";
@@ -119,20 +196,34 @@ constexpr std::string_view fail_500_body =
     R"({"error":{"message":"mock failure","type":"server_error","param":null,"code":null}})";
 constexpr std::string_view fail_429_body =
     R"({"error":{"message":"mock rate limit","type":"rate_limit_error","param":null,"code":null}})";
+constexpr std::string_view fail_529_body =
+    R"({"error":{"message":"mock overloaded","type":"server_error","param":null,"code":null}})";
+constexpr std::string_view anthropic_fail_500_body =
+    R"({"type":"error","error":{"type":"api_error","message":"mock failure"}})";
+constexpr std::string_view anthropic_fail_429_body =
+    R"({"type":"error","error":{"type":"rate_limit_error","message":"mock rate limit"}})";
+constexpr std::string_view anthropic_fail_529_body =
+    R"({"type":"error","error":{"type":"overloaded_error","message":"mock overloaded"}})";
+constexpr std::string_view mid_error_event =
+    "data: "
+    "{\"error\":{\"message\":\"mock mid-stream failure\",\"type\":\"server_error\",\"param\":null,\"code\":null}}\n\n";
+constexpr std::string_view anthropic_mid_error_event =
+    "event: error\ndata: "
+    "{\"type\":\"error\",\"error\":{\"type\":\"overloaded_error\",\"message\":\"mock mid-stream failure\"}}\n\n";
 constexpr std::string_view usage_text = R"(usage: lowart-mock [options]
   --listen HOST:PORT        listen address (default 127.0.0.1:18090)
   --threads N               io threads (default 1)
   --tls-cert FILE           PEM certificate chain: serve HTTPS (needs --tls-key)
   --tls-key FILE            PEM private key
-  --mode MODE               default fault mode: ok, fail-500, fail-429, delay-<ms>, hang, reset,
-                            slow-<ms> (default ok)
+  --mode MODE               default fault mode: ok, fail-500, fail-429, fail-529, delay-<ms>, hang,
+                            reset, slow-<ms>, no-usage, mid-error (default ok)
   --stream-chunks N         most content chunks per streamed answer (default 18)
   --chunk-delay-ms N        delay between streamed events (default 0)
 )";
 
 // --- fault modes ----------------------------------------------------------------------------------
 
-enum class fault_kind { ok, fail_500, fail_429, delay, hang, reset, slow, no_usage };
+enum class fault_kind { ok, fail_500, fail_429, fail_529, delay, hang, reset, slow, no_usage, mid_error };
 
 struct fault {
   fault_kind kind = fault_kind::ok;
@@ -152,9 +243,11 @@ std::optional<fault> parse_fault(std::string_view text) {
   if (text == "ok") return fault{};
   if (text == "fail-500") return fault{fault_kind::fail_500};
   if (text == "fail-429") return fault{fault_kind::fail_429};
+  if (text == "fail-529") return fault{fault_kind::fail_529};
   if (text == "hang") return fault{fault_kind::hang};
   if (text == "reset") return fault{fault_kind::reset};
   if (text == "no-usage") return fault{fault_kind::no_usage};
+  if (text == "mid-error") return fault{fault_kind::mid_error};
   for (auto [prefix, kind] : {std::pair{std::string_view{"delay-"}, fault_kind::delay},
                               std::pair{std::string_view{"slow-"}, fault_kind::slow}}) {
     if (text.starts_with(prefix)) {
@@ -290,6 +383,14 @@ std::uint64_t count_words(std::string_view text) {
   return words;
 }
 
+std::uint64_t fnv1a(std::string_view text, std::uint64_t hash = 0xcbf29ce484222325ull) {
+  for (char c : text) {
+    hash ^= static_cast<unsigned char>(c);
+    hash *= 0x100000001b3ull;
+  }
+  return hash;
+}
+
 void append_uint(std::string& out, std::uint64_t value) {
   std::array<char, 24> digits;
   auto result = std::to_chars(digits.data(), digits.data() + digits.size(), value);
@@ -337,18 +438,34 @@ void append_json_string(std::string& out, std::string_view text) {
   out += '"';
 }
 
-void append_error_body(std::string& out, std::string_view message) {
+// The wire protocol of an endpoint: it decides the error envelope and the stream events.
+enum class protocol { openai, anthropic };
+
+void append_error_body(std::string& out, std::string_view message, protocol wire) {
+  if (wire == protocol::anthropic) {
+    out += R"({"type":"error","error":{"type":"invalid_request_error","message":)";
+    append_json_string(out, message);
+    out += "}}";
+    return;
+  }
   out += R"({"error":{"message":)";
   append_json_string(out, message);
   out += R"(,"type":"invalid_request_error","param":null,"code":null}})";
+}
+
+// A request header's value, or nullopt when the request has no such header.
+std::optional<std::string_view> header_value(const request& req, std::string_view name) {
+  if (auto header = req.find(beast::string_view(name.data(), name.size())); header != req.end()) {
+    return to_view(header->value());
+  }
+  return std::nullopt;
 }
 
 // --- statistics -------------------------------------------------------------------------------------
 
 class request_stats {
 public:
-  void record(std::string_view path, std::optional<std::string_view> authorization, std::string_view body,
-              std::string_view model) {
+  void record(std::string_view path, const request& req, std::string_view model) {
     std::lock_guard lock(mutex_);
     ++requests_;
     if (!model.empty()) {
@@ -358,12 +475,10 @@ public:
         by_model_.emplace(model, 1);
       }
     }
-    if (authorization) {
-      assign(last_authorization_, *authorization);
-    } else {
-      last_authorization_.reset();
-    }
-    assign(last_body_, body);
+    assign_optional(last_authorization_, header_value(req, "authorization"));
+    assign_optional(last_x_api_key_, header_value(req, "x-api-key"));
+    assign_optional(last_anthropic_version_, header_value(req, "anthropic-version"));
+    assign(last_body_, req.body());
     assign(last_path_, path);
   }
 
@@ -374,6 +489,8 @@ public:
     last_authorization_.reset();
     last_body_.reset();
     last_path_.reset();
+    last_x_api_key_.reset();
+    last_anthropic_version_.reset();
   }
 
   void append_json(std::string& out) const {
@@ -395,6 +512,10 @@ public:
     append_optional(out, last_body_);
     out += R"(,"last_path":)";
     append_optional(out, last_path_);
+    out += R"(,"last_x_api_key":)";
+    append_optional(out, last_x_api_key_);
+    out += R"(,"last_anthropic_version":)";
+    append_optional(out, last_anthropic_version_);
     out += '}';
   }
 
@@ -405,6 +526,14 @@ private:
       slot->assign(value);
     } else {
       slot.emplace(value);
+    }
+  }
+
+  static void assign_optional(std::optional<std::string>& slot, std::optional<std::string_view> value) {
+    if (value) {
+      assign(slot, *value);
+    } else {
+      slot.reset();
     }
   }
 
@@ -422,6 +551,28 @@ private:
   std::optional<std::string> last_authorization_;
   std::optional<std::string> last_body_;
   std::optional<std::string> last_path_;
+  std::optional<std::string> last_x_api_key_;
+  std::optional<std::string> last_anthropic_version_;
+};
+
+// Anthropic prompt caching, simplified so tests can predict it: a cacheable text is written to the
+// cache the first time it is seen and read from it every later time, whatever the request around it.
+class prompt_cache {
+public:
+  // Whether `text` was seen before; remembers it either way.
+  bool seen_before(std::string_view text) {
+    std::lock_guard lock(mutex_);
+    return !hashes_.insert(fnv1a(text)).second;
+  }
+
+  void clear() {
+    std::lock_guard lock(mutex_);
+    hashes_.clear();
+  }
+
+private:
+  std::mutex mutex_;
+  std::unordered_set<std::uint64_t> hashes_;
 };
 
 struct server_state {
@@ -429,6 +580,7 @@ struct server_state {
 
   const options& opts;
   request_stats stats;
+  prompt_cache cache;
   std::atomic<std::uint64_t> next_id{1};
 };
 
@@ -447,15 +599,95 @@ template <class F> void for_each_text(const json::value& content, F&& f) {
   }
 }
 
+// Sets `out` to `prefix` followed by the text of `content` (see for_each_text), that text cut to
+// max_echo_bytes without splitting a UTF-8 sequence. A null `content` adds nothing.
+void assign_echo(std::string& out, std::string_view prefix, const json::value* content) {
+  // Keep one byte past the limit so the cut below can see whether it splits a UTF-8 sequence.
+  const std::size_t keep = prefix.size() + max_echo_bytes + 1;
+  out.assign(prefix);
+  if (content) {
+    for_each_text(*content, [&](std::string_view text) {
+      if (out.size() < keep) out.append(text.substr(0, keep - out.size()));
+    });
+  }
+  if (out.size() == keep) {
+    std::size_t cut = keep - 1;
+    while (cut > prefix.size() && (static_cast<unsigned char>(out[cut]) & 0xc0) == 0x80)
+      --cut;
+    out.resize(cut);
+  }
+}
+
+// The arguments of a mock tool call, as compact JSON: {"text": <the echo of `content`>}.
+void assign_tool_arguments(std::string& out, const json::value* content) {
+  std::string text;
+  assign_echo(text, {}, content);
+  out.assign(R"({"text":)");
+  append_json_string(out, text);
+  out += '}';
+}
+
+const json::string* string_member(const json::object* object, std::string_view key) {
+  const auto* value = object ? object->if_contains(key) : nullptr;
+  return value ? value->if_string() : nullptr;
+}
+
+bool has_string_member(const json::object& object, std::string_view key, std::string_view expected) {
+  const auto* value = string_member(&object, key);
+  return value && to_view(*value) == expected;
+}
+
 struct chat_request {
   std::string_view model; // empty when the request has none; points into the parsed document
   bool stream = false;
   bool include_usage = false;
+  bool tool_call = false;     // answer with a call of tool_name instead of text
+  std::string_view tool_name; // points into the parsed document
   std::uint64_t prompt_words = 0;
 };
 
-// Reads a parsed chat request into `chat` and writes the reply text into `reply`.
-// Returns an error message for a request that cannot be answered, else an empty view.
+// tools[i].function.name or tool_choice.function.name, when it is a string.
+const json::string* openai_function_name(const json::value& value) {
+  const auto* function = value.is_object() ? value.get_object().if_contains("function") : nullptr;
+  return string_member(function ? function->if_object() : nullptr, "name");
+}
+
+// Decides whether an OpenAI request gets a tool call, and of which tool: the one tool_choice names,
+// else the first. Returns an error message for malformed tools, else an empty view.
+std::string_view read_openai_tools(const json::object& root, bool after_tool_result, chat_request& chat) {
+  const auto* tools = root.if_contains("tools");
+  if (!tools || tools->is_null()) return {};
+  if (!tools->is_array()) return "'tools' must be an array";
+  for (const auto& tool : tools->get_array()) {
+    if (!openai_function_name(tool)) return "each tool must have a string function.name";
+  }
+  if (tools->get_array().empty() || after_tool_result) return {};
+  chat.tool_call = true;
+  chat.tool_name = to_view(*openai_function_name(tools->get_array().front()));
+  if (const auto* choice = root.if_contains("tool_choice")) {
+    if (const auto* text = choice->if_string(); text && *text == "none") chat.tool_call = false;
+    if (const auto* named = openai_function_name(*choice)) chat.tool_name = to_view(*named);
+  }
+  return {};
+}
+
+// Prompt words of an assistant message's tool calls: their arguments strings.
+std::uint64_t tool_call_words(const json::object& message) {
+  const auto* calls = message.if_contains("tool_calls");
+  if (!calls || !calls->is_array()) return 0;
+  std::uint64_t words = 0;
+  for (const auto& call : calls->get_array()) {
+    const auto* function = call.is_object() ? call.get_object().if_contains("function") : nullptr;
+    if (const auto* arguments = string_member(function ? function->if_object() : nullptr, "arguments")) {
+      words += count_words(to_view(*arguments));
+    }
+  }
+  return words;
+}
+
+// Reads a parsed chat request into `chat` and writes the reply text into `reply` (for a tool call,
+// the call's arguments). Returns an error message for a request that cannot be answered, else an
+// empty view.
 std::string_view read_chat(const json::value& document, chat_request& chat, std::string& reply) {
   const auto* root = document.if_object();
   if (!root) return "request body must be a JSON object";
@@ -473,28 +705,194 @@ std::string_view read_chat(const json::value& document, chat_request& chat, std:
   if (!messages || !messages->is_array()) return "'messages' must be an array";
 
   const json::value* last_content = nullptr;
+  const json::value* last_user_content = nullptr;
+  bool last_is_tool = false;
   for (const auto& message : messages->get_array()) {
     const auto* object = message.if_object();
     if (!object) return "each message must be an object";
     last_content = object->if_contains("content");
+    last_is_tool = has_string_member(*object, "role", "tool");
+    if (has_string_member(*object, "role", "user")) last_user_content = last_content;
     if (last_content) {
       for_each_text(*last_content, [&](std::string_view text) { chat.prompt_words += count_words(text); });
     }
+    chat.prompt_words += tool_call_words(*object);
   }
 
-  // Keep one byte past the limit so the cut below can see whether it splits a UTF-8 sequence.
-  const std::size_t keep = reply_prefix.size() + max_echo_bytes + 1;
-  reply.assign(reply_prefix);
-  if (last_content) {
-    for_each_text(*last_content, [&](std::string_view text) {
-      if (reply.size() < keep) reply.append(text.substr(0, keep - reply.size()));
-    });
+  if (auto invalid = read_openai_tools(*root, last_is_tool, chat); !invalid.empty()) return invalid;
+  if (chat.tool_call) {
+    assign_tool_arguments(reply, last_user_content);
+  } else {
+    assign_echo(reply, last_is_tool ? tool_reply_prefix : reply_prefix, last_content);
   }
-  if (reply.size() == keep) {
-    std::size_t cut = keep - 1;
-    while (cut > reply_prefix.size() && (static_cast<unsigned char>(reply[cut]) & 0xc0) == 0x80)
-      --cut;
-    reply.resize(cut);
+  return {};
+}
+
+// An Anthropic Messages request, as far as the mock answers it. Views point into the parsed document.
+struct messages_request {
+  std::string_view model;
+  bool stream = false;
+  bool tool_call = false; // answer with a call of tool_name instead of text
+  std::string_view tool_name;
+  std::uint64_t input_words = 0;           // system and message text, cacheable or not
+  std::vector<std::string_view> cacheable; // texts of blocks that carry cache_control, in request order
+};
+
+// The text of a {"type":"text","text":...} block, or null when `block` is not one.
+const json::string* text_block(const json::value& block) {
+  const auto* object = block.if_object();
+  if (!object || !has_string_member(*object, "type", "text")) return nullptr;
+  return string_member(object, "text");
+}
+
+// Counts a text block of the system prompt or of a message into the input.
+void count_text_block(const json::value& block, messages_request& m) {
+  const std::string_view text = to_view(*text_block(block));
+  m.input_words += count_words(text);
+  const auto* cache_control = block.get_object().if_contains("cache_control");
+  if (cache_control && !cache_control->is_null()) m.cacheable.push_back(text);
+}
+
+std::string_view read_system(const json::value& system, messages_request& m) {
+  if (const auto* text = system.if_string()) {
+    m.input_words += count_words(to_view(*text));
+    return {};
+  }
+  if (!system.is_array()) return "system: Input should be a valid string or list of text blocks";
+  for (const auto& block : system.get_array()) {
+    if (!text_block(block)) return "system: Input should be a valid string or list of text blocks";
+    count_text_block(block, m);
+  }
+  return {};
+}
+
+// A tool_result's content: absent, a string, or an array of text and image blocks.
+std::string_view read_tool_result_content(const json::value* content, messages_request& m) {
+  if (!content || content->is_string()) {
+    if (content) m.input_words += count_words(to_view(content->get_string()));
+    return {};
+  }
+  if (!content->is_array()) return "messages: tool_result content must be a string or a list of blocks";
+  for (const auto& block : content->get_array()) {
+    if (const auto* text = text_block(block)) {
+      m.input_words += count_words(to_view(*text));
+    } else if (!block.is_object() || !has_string_member(block.get_object(), "type", "image")) {
+      return "messages: tool_result content blocks must be text or image blocks";
+    }
+  }
+  return {};
+}
+
+// Validates one content block of a message and counts its text into the input.
+std::string_view read_content_block(const json::value& block, messages_request& m) {
+  const auto* object = block.if_object();
+  const auto* type = string_member(object, "type");
+  if (!type) return "messages: each content block must be an object with a string 'type'";
+  if (*type == "text") {
+    if (!text_block(block)) return "messages: a text block needs a string 'text'";
+    count_text_block(block, m);
+  } else if (*type == "tool_use") {
+    const auto* input = object->if_contains("input");
+    if (!string_member(object, "id") || !string_member(object, "name") || !input || !input->is_object()) {
+      return "messages: a tool_use block needs a string 'id' and 'name' and an object 'input'";
+    }
+    m.input_words += count_words(json::serialize(*input));
+  } else if (*type == "tool_result") {
+    if (!string_member(object, "tool_use_id")) return "messages: a tool_result block needs a string 'tool_use_id'";
+    return read_tool_result_content(object->if_contains("content"), m);
+  } else if (*type != "image") {
+    return "messages: content block type must be text, image, tool_use or tool_result";
+  }
+  return {};
+}
+
+// Validates one message and counts its text; remembers it in `last_user` when it is the user's.
+std::string_view read_message(const json::value& message, messages_request& m, const json::object*& last_user) {
+  const auto* object = message.if_object();
+  const auto* role = string_member(object, "role");
+  if (!role || (*role != "user" && *role != "assistant")) {
+    return "messages: each message must be an object with role 'user' or 'assistant'";
+  }
+  const auto* content = object->if_contains("content");
+  if (content && content->is_string()) {
+    m.input_words += count_words(to_view(content->get_string()));
+  } else if (content && content->is_array()) {
+    for (const auto& block : content->get_array()) {
+      if (auto invalid = read_content_block(block, m); !invalid.empty()) return invalid;
+    }
+  } else {
+    return "messages: content must be a string or a list of content blocks";
+  }
+  if (*role == "user") last_user = object;
+  return {};
+}
+
+// The first tool_result block of a message's content, or null.
+const json::object* first_tool_result(const json::value* content) {
+  if (!content || !content->is_array()) return nullptr;
+  for (const auto& block : content->get_array()) {
+    if (block.is_object() && has_string_member(block.get_object(), "type", "tool_result")) return &block.get_object();
+  }
+  return nullptr;
+}
+
+// Decides whether an Anthropic request gets a tool call, and of which tool: the one tool_choice
+// names, else the first. Returns an error message for malformed tools, else an empty view.
+std::string_view read_anthropic_tools(const json::object& root, bool after_tool_result, messages_request& m) {
+  const auto* tools = root.if_contains("tools");
+  if (!tools || tools->is_null()) return {};
+  if (!tools->is_array()) return "tools: Input should be a valid list";
+  for (const auto& tool : tools->get_array()) {
+    if (!string_member(tool.if_object(), "name")) return "tools: each tool must be an object with a string 'name'";
+  }
+  if (tools->get_array().empty() || after_tool_result) return {};
+  m.tool_call = true;
+  m.tool_name = to_view(*string_member(tools->get_array().front().if_object(), "name"));
+  if (const auto* choice = root.if_contains("tool_choice"); choice && choice->is_object()) {
+    const auto& object = choice->get_object();
+    if (has_string_member(object, "type", "none")) m.tool_call = false;
+    if (const auto* named = string_member(&object, "name"); named && has_string_member(object, "type", "tool")) {
+      m.tool_name = to_view(*named);
+    }
+  }
+  return {};
+}
+
+// Reads a parsed Messages request (or a count_tokens one, which needs no max_tokens) into `m` and
+// writes the reply text into `reply` (for a tool call, the call's arguments as JSON). Returns an
+// error message for a request that cannot be answered, else an empty view.
+std::string_view read_messages_request(const json::value& document, bool needs_max_tokens, messages_request& m,
+                                       std::string& reply) {
+  const auto* root = document.if_object();
+  if (!root) return "request body must be a JSON object";
+  if (const auto* model = string_member(root, "model")) m.model = to_view(*model);
+  if (const auto* stream = root->if_contains("stream"); stream && stream->is_bool()) m.stream = stream->get_bool();
+  if (needs_max_tokens) {
+    const auto* max_tokens = root->if_contains("max_tokens");
+    if (!max_tokens) return "max_tokens: Field required";
+    if (!max_tokens->is_int64() && !max_tokens->is_uint64()) return "max_tokens: Input should be a valid integer";
+  }
+  const auto* messages = root->if_contains("messages");
+  if (!messages) return "messages: Field required";
+  if (!messages->is_array()) return "messages: Input should be a valid list";
+  if (messages->get_array().empty()) return "messages: at least one message is required";
+  if (const auto* system = root->if_contains("system")) {
+    if (auto invalid = read_system(*system, m); !invalid.empty()) return invalid;
+  }
+  const json::object* last_user = nullptr;
+  for (const auto& message : messages->get_array()) {
+    if (auto invalid = read_message(message, m, last_user); !invalid.empty()) return invalid;
+  }
+
+  const json::value* content = last_user ? last_user->if_contains("content") : nullptr;
+  const json::object* tool_result = first_tool_result(content);
+  if (auto invalid = read_anthropic_tools(*root, tool_result != nullptr, m); !invalid.empty()) return invalid;
+  if (tool_result) {
+    assign_echo(reply, tool_reply_prefix, tool_result->if_contains("content"));
+  } else if (m.tool_call) {
+    assign_tool_arguments(reply, content);
+  } else {
+    assign_echo(reply, reply_prefix, content);
   }
   return {};
 }
@@ -504,14 +902,6 @@ struct embedding_input {
   std::uint64_t seed;
   std::uint64_t tokens;
 };
-
-std::uint64_t fnv1a(std::string_view text, std::uint64_t hash = 0xcbf29ce484222325ull) {
-  for (char c : text) {
-    hash ^= static_cast<unsigned char>(c);
-    hash *= 0x100000001b3ull;
-  }
-  return hash;
-}
 
 std::uint64_t mix64(std::uint64_t x) {
   x += 0x9e3779b97f4a7c15ull;
@@ -606,6 +996,8 @@ std::string_view reason_phrase(unsigned status) {
     return "Payload Too Large";
   case 429:
     return "Too Many Requests";
+  case 529:
+    return "Overloaded";
   default:
     return "Internal Server Error";
   }
@@ -625,7 +1017,7 @@ template <class Stream> struct connection {
   bool http10 = false;                             // the request was HTTP/1.0: no chunked encoding, explicit keep-alive
   std::string head;                                // status line and headers, or a chunk-size line
   std::string body;                                // response body or one SSE event
-  std::string reply;                               // chat reply text
+  std::string reply;                               // reply text, or a tool call's arguments (JSON)
   std::string chunk_prefix;                        // common start of every streamed chunk object
   std::array<unsigned char, 16 * 1024> json_arena; // backs the parsed request document
 };
@@ -673,9 +1065,10 @@ asio::awaitable<bool> send(connection<Stream>& c, unsigned status, std::string_v
 }
 
 template <class Stream>
-asio::awaitable<bool> send_error(connection<Stream>& c, unsigned status, std::string_view message) {
+asio::awaitable<bool> send_error(connection<Stream>& c, unsigned status, std::string_view message,
+                                 protocol wire = protocol::openai) {
   c.body.clear();
-  append_error_body(c.body, message);
+  append_error_body(c.body, message, wire);
   co_return co_await send(c, status, json_type, c.body);
 }
 
@@ -711,12 +1104,21 @@ std::optional<fault> resolve_fault(const request& req, std::string_view model, f
 
 // Runs the part of a fault that comes before any answer. Returns the connection verdict when the
 // fault settles the request, or nullopt when the normal answer should follow.
-template <class Stream> asio::awaitable<std::optional<bool>> run_fault(connection<Stream>& c, fault f, bool streaming) {
+template <class Stream>
+asio::awaitable<std::optional<bool>> run_fault(connection<Stream>& c, fault f, bool streaming,
+                                               protocol wire = protocol::openai) {
+  const bool anthropic = wire == protocol::anthropic;
   switch (f.kind) {
+  case fault_kind::mid_error:
+    if (streaming) break;
+    [[fallthrough]]; // without a stream to break, it is a plain failure
   case fault_kind::fail_500:
-    co_return co_await send(c, 500, json_type, fail_500_body);
+    co_return co_await send(c, 500, json_type, anthropic ? anthropic_fail_500_body : fail_500_body);
   case fault_kind::fail_429:
-    co_return co_await send(c, 429, json_type, fail_429_body, "retry-after: 1\r\n");
+    co_return co_await send(c, 429, json_type, anthropic ? anthropic_fail_429_body : fail_429_body,
+                            "retry-after: 1\r\n");
+  case fault_kind::fail_529:
+    co_return co_await send(c, 529, json_type, anthropic ? anthropic_fail_529_body : fail_529_body);
   case fault_kind::hang:
     co_await wait_for_close(c);
     co_return false;
@@ -733,11 +1135,6 @@ template <class Stream> asio::awaitable<std::optional<bool>> run_fault(connectio
     break;
   }
   co_return std::nullopt;
-}
-
-std::optional<std::string_view> authorization_of(const request& req) {
-  if (auto header = req.find(http::field::authorization); header != req.end()) return to_view(header->value());
-  return std::nullopt;
 }
 
 // End of the next streamed piece of `text` starting at `begin`: leading whitespace plus one word, or
@@ -766,12 +1163,115 @@ template <class Stream> asio::awaitable<bool> send_event(connection<Stream>& c, 
   co_return co_await write_out(c, c.body, last ? "\r\n0\r\n\r\n" : "\r\n");
 }
 
+// End of the next tool-call arguments piece of `text` starting at `begin`: at most
+// max_argument_piece_bytes, cut back so that no UTF-8 sequence is split across two events.
+std::size_t argument_piece_end(std::string_view text, std::size_t begin) {
+  std::size_t end = begin + max_argument_piece_bytes;
+  if (end >= text.size()) return text.size();
+  while (end > begin + 1 && (static_cast<unsigned char>(text[end]) & 0xc0) == 0x80)
+    --end;
+  return end;
+}
+
+// Timing and mid-stream faults of one streamed answer.
+struct stream_pacing {
+  unsigned delay_ms; // before every event but the first
+  fault f;
+  protocol wire;
+  unsigned pieces = 0; // content pieces sent so far: text pieces and tool-call arguments pieces
+
+  // Counts a sent content piece; true when a mid-stream fault strikes now: after the second piece,
+  // or after the last one when the answer has fewer.
+  bool strikes_after_piece(bool last_piece) {
+    ++pieces;
+    return (f.kind == fault_kind::reset || f.kind == fault_kind::mid_error) && (pieces == 2 || last_piece);
+  }
+};
+
+template <class Stream> stream_pacing pacing_for(const connection<Stream>& c, fault f, protocol wire) {
+  return {f.kind == fault_kind::slow ? f.ms : c.state.opts.chunk_delay_ms, f, wire};
+}
+
+// Puts the head of a 200 event stream in c.head; it goes out with the first event.
+template <class Stream> void start_event_stream(connection<Stream>& c) {
+  if (c.http10) c.keep_alive = false; // HTTP/1.0 has no chunked encoding: the close ends the stream
+  c.head.clear();
+  append_head(c, 200, "text/event-stream", std::nullopt,
+              c.http10 ? "cache-control: no-cache\r\n" : "cache-control: no-cache\r\ntransfer-encoding: chunked\r\n");
+}
+
+// Sends c.body as the next event of a stream, the pacing delay after the previous one.
+template <class Stream>
+asio::awaitable<bool> send_paced(connection<Stream>& c, const stream_pacing& pacing, bool last = false) {
+  if (pacing.delay_ms > 0) co_await pause(c, pacing.delay_ms);
+  co_return co_await send_event(c, last);
+}
+
+// Carries out the mid-stream fault that stream_pacing::strikes_after_piece announced; returns the
+// connection verdict. mid-error ends the stream cleanly, so the connection may stay open.
+template <class Stream> asio::awaitable<bool> strike(connection<Stream>& c, const stream_pacing& pacing) {
+  if (pacing.f.kind == fault_kind::reset) {
+    reset_connection(c);
+    co_return false;
+  }
+  c.body.assign(pacing.wire == protocol::anthropic ? anthropic_mid_error_event : mid_error_event);
+  co_return co_await send_paced(c, pacing, true) && c.keep_alive;
+}
+
+enum class split { words, argument_bytes };
+
+// Streams `text` one piece per event, `format(piece)` filling c.body: words as piece_end cuts them
+// (at most --stream-chunks pieces), or arguments pieces as argument_piece_end cuts them. Returns the
+// connection verdict when the stream ended early, nullopt when it goes on.
+template <class Stream, class Format>
+asio::awaitable<std::optional<bool>> stream_pieces(connection<Stream>& c, std::string_view text, split how,
+                                                   stream_pacing& pacing, Format format) {
+  unsigned index = 0;
+  for (std::size_t begin = 0; begin < text.size(); ++index) {
+    const std::size_t end = how == split::words ? piece_end(text, begin, index + 1 == c.state.opts.stream_chunks)
+                                                : argument_piece_end(text, begin);
+    format(text.substr(begin, end - begin));
+    if (!co_await send_paced(c, pacing)) co_return false;
+    begin = end;
+    if (pacing.strikes_after_piece(begin == text.size())) co_return co_await strike(c, pacing);
+  }
+  co_return std::nullopt;
+}
+
+// --- OpenAI chat completions ------------------------------------------------------------------------
+
+// Closes a chat chunk: the choices array after `choice_end`, then the object.
+void end_chunk(std::string& out, std::string_view choice_end, std::string_view usage_null) {
+  out += choice_end;
+  out += usage_null;
+  out += "}\n\n";
+}
+
+// The tool-call part of a chat stream: the chunk naming the call, then the arguments in pieces.
+template <class Stream>
+asio::awaitable<std::optional<bool>> stream_chat_tool_call(connection<Stream>& c, const chat_request& chat,
+                                                           std::uint64_t id, std::string_view usage_null,
+                                                           stream_pacing& pacing) {
+  c.body.assign(c.chunk_prefix);
+  c.body += R"({"index":0,"delta":{"tool_calls":[{"index":0,"id":"call_mock_)";
+  append_uint(c.body, id);
+  c.body += R"(","type":"function","function":{"name":)";
+  append_json_string(c.body, chat.tool_name);
+  end_chunk(c.body, R"(,"arguments":""}}]},"finish_reason":null}])", usage_null);
+  if (!co_await send_paced(c, pacing)) co_return false;
+  co_return co_await stream_pieces(c, c.reply, split::argument_bytes, pacing, [&](std::string_view piece) {
+    c.body.assign(c.chunk_prefix);
+    c.body += R"({"index":0,"delta":{"tool_calls":[{"index":0,"function":{"arguments":)";
+    append_json_string(c.body, piece);
+    end_chunk(c.body, R"(}}]},"finish_reason":null}])", usage_null);
+  });
+}
+
 template <class Stream>
 asio::awaitable<bool> stream_chat(connection<Stream>& c, const chat_request& chat, std::string_view model,
                                   std::uint64_t id, std::time_t created, fault f) {
-  const unsigned delay_ms = f.kind == fault_kind::slow ? f.ms : c.state.opts.chunk_delay_ms;
+  stream_pacing pacing = pacing_for(c, f, protocol::openai);
   const std::string_view usage_null = chat.include_usage ? R"(,"usage":null)" : "";
-  if (c.http10) c.keep_alive = false; // HTTP/1.0 has no chunked encoding: the close ends the stream
 
   c.chunk_prefix.assign(R"(data: {"id":"chatcmpl-mock-)");
   append_uint(c.chunk_prefix, id);
@@ -781,47 +1281,38 @@ asio::awaitable<bool> stream_chat(connection<Stream>& c, const chat_request& cha
   append_json_string(c.chunk_prefix, model);
   c.chunk_prefix += R"(,"choices":[)";
 
-  auto begin_event = [&] { c.body.assign(c.chunk_prefix); };
-  auto end_event = [&](std::string_view choice_end) {
-    c.body += choice_end;
-    c.body += usage_null;
-    c.body += "}\n\n";
-  };
-
-  c.head.clear();
-  append_head(c, 200, "text/event-stream", std::nullopt,
-              c.http10 ? "cache-control: no-cache\r\n" : "cache-control: no-cache\r\ntransfer-encoding: chunked\r\n");
-  begin_event();
-  end_event(R"({"index":0,"delta":{"role":"assistant","content":""},"finish_reason":null}])");
+  start_event_stream(c);
+  c.body.assign(c.chunk_prefix);
+  // OpenAI sends a null content with the role when the answer is a tool call.
+  end_chunk(c.body,
+            chat.tool_call ? R"({"index":0,"delta":{"role":"assistant","content":null},"finish_reason":null}])"
+                           : R"({"index":0,"delta":{"role":"assistant","content":""},"finish_reason":null}])",
+            usage_null);
   if (!co_await send_event(c, false)) co_return false;
 
-  const std::string_view text = c.reply;
-  unsigned pieces = 0;
-  for (std::size_t begin = 0; begin < text.size();) {
-    std::size_t end = piece_end(text, begin, pieces + 1 == c.state.opts.stream_chunks);
-    if (delay_ms > 0) co_await pause(c, delay_ms);
-    begin_event();
-    c.body += R"({"index":0,"delta":{"content":)";
-    append_json_string(c.body, text.substr(begin, end - begin));
-    end_event(R"(},"finish_reason":null}])");
-    if (!co_await send_event(c, false)) co_return false;
-    begin = end;
-    ++pieces;
-    if (f.kind == fault_kind::reset && (pieces == 2 || begin == text.size())) {
-      reset_connection(c);
-      co_return false;
-    }
+  std::optional<bool> ended;
+  if (chat.tool_call) {
+    ended = co_await stream_chat_tool_call(c, chat, id, usage_null, pacing);
+  } else {
+    ended = co_await stream_pieces(c, c.reply, split::words, pacing, [&](std::string_view piece) {
+      c.body.assign(c.chunk_prefix);
+      c.body += R"({"index":0,"delta":{"content":)";
+      append_json_string(c.body, piece);
+      end_chunk(c.body, R"(},"finish_reason":null}])", usage_null);
+    });
   }
+  if (ended) co_return *ended;
 
-  if (delay_ms > 0) co_await pause(c, delay_ms);
-  begin_event();
-  end_event(R"({"index":0,"delta":{},"finish_reason":"stop"}])");
-  if (!co_await send_event(c, false)) co_return false;
+  c.body.assign(c.chunk_prefix);
+  end_chunk(c.body,
+            chat.tool_call ? R"({"index":0,"delta":{},"finish_reason":"tool_calls"}])"
+                           : R"({"index":0,"delta":{},"finish_reason":"stop"}])",
+            usage_null);
+  if (!co_await send_paced(c, pacing)) co_return false;
 
   if (chat.include_usage && f.kind != fault_kind::no_usage) {
-    const std::uint64_t completion_words = count_words(text);
-    if (delay_ms > 0) co_await pause(c, delay_ms);
-    begin_event();
+    const std::uint64_t completion_words = count_words(c.reply);
+    c.body.assign(c.chunk_prefix);
     c.body += R"(],"usage":{"prompt_tokens":)";
     append_uint(c.body, chat.prompt_words);
     c.body += R"(,"completion_tokens":)";
@@ -829,12 +1320,28 @@ asio::awaitable<bool> stream_chat(connection<Stream>& c, const chat_request& cha
     c.body += R"(,"total_tokens":)";
     append_uint(c.body, chat.prompt_words + completion_words);
     c.body += "}}\n\n";
-    if (!co_await send_event(c, false)) co_return false;
+    if (!co_await send_paced(c, pacing)) co_return false;
   }
 
-  if (delay_ms > 0) co_await pause(c, delay_ms);
   c.body.assign("data: [DONE]\n\n");
-  co_return co_await send_event(c, true) && c.keep_alive;
+  co_return co_await send_paced(c, pacing, true) && c.keep_alive;
+}
+
+// The assistant message of a non-streamed chat answer: the reply text, or the tool call.
+void append_chat_message(std::string& out, const chat_request& chat, std::uint64_t id, std::string_view reply) {
+  if (!chat.tool_call) {
+    out += R"({"role":"assistant","content":)";
+    append_json_string(out, reply);
+    out += R"(,"refusal":null})";
+    return;
+  }
+  out += R"({"role":"assistant","content":null,"tool_calls":[{"id":"call_mock_)";
+  append_uint(out, id);
+  out += R"(","type":"function","function":{"name":)";
+  append_json_string(out, chat.tool_name);
+  out += R"(,"arguments":)";
+  append_json_string(out, reply);
+  out += R"(}}],"refusal":null})";
 }
 
 template <class Stream>
@@ -844,7 +1351,7 @@ asio::awaitable<bool> handle_chat(connection<Stream>& c, const request& req, std
   json::value document = json::parse(json::string_view(req.body().data(), req.body().size()), parse_error, &arena);
   chat_request chat;
   std::string_view invalid = parse_error ? "request body is not valid JSON" : read_chat(document, chat, c.reply);
-  c.state.stats.record(path, authorization_of(req), req.body(), chat.model);
+  c.state.stats.record(path, req, chat.model);
   if (!invalid.empty()) co_return co_await send_error(c, 400, invalid);
 
   auto f = resolve_fault(req, chat.model, c.state.opts.default_fault);
@@ -864,9 +1371,10 @@ asio::awaitable<bool> handle_chat(connection<Stream>& c, const request& req, std
   append_uint(out, static_cast<std::uint64_t>(created));
   out += R"(,"model":)";
   append_json_string(out, model);
-  out += R"(,"choices":[{"index":0,"message":{"role":"assistant","content":)";
-  append_json_string(out, c.reply);
-  out += R"(,"refusal":null},"logprobs":null,"finish_reason":"stop"}])";
+  out += R"(,"choices":[{"index":0,"message":)";
+  append_chat_message(out, chat, id, c.reply);
+  out += chat.tool_call ? R"(,"logprobs":null,"finish_reason":"tool_calls"}])"
+                        : R"(,"logprobs":null,"finish_reason":"stop"}])";
   if (f->kind != fault_kind::no_usage) {
     out += R"(,"usage":{"prompt_tokens":)";
     append_uint(out, chat.prompt_words);
@@ -880,6 +1388,256 @@ asio::awaitable<bool> handle_chat(connection<Stream>& c, const request& req, std
   co_return co_await send(c, 200, json_type, out);
 }
 
+// --- Anthropic messages -----------------------------------------------------------------------------
+
+// Input token counts of a Messages request once the prompt cache has been consulted.
+struct message_usage {
+  std::uint64_t input = 0; // words outside cacheable blocks
+  std::uint64_t cache_creation = 0;
+  std::uint64_t cache_read = 0;
+};
+
+// Splits the request's input between the cache and the rest, writing new cacheable texts to the cache.
+message_usage settle_cache(prompt_cache& cache, const messages_request& m) {
+  message_usage usage{m.input_words};
+  for (std::string_view text : m.cacheable) {
+    const std::uint64_t words = count_words(text);
+    (cache.seen_before(text) ? usage.cache_read : usage.cache_creation) += words;
+    usage.input -= words;
+  }
+  return usage;
+}
+
+// "calling <name>": the text block that precedes a tool_use block.
+std::string tool_lead_in(std::string_view name) {
+  std::string text = "calling ";
+  text += name;
+  return text;
+}
+
+// Output words: the reply, or the lead-in text plus the tool call's arguments.
+std::uint64_t output_words(const messages_request& m, std::string_view reply) {
+  return m.tool_call ? count_words(tool_lead_in(m.tool_name)) + count_words(reply) : count_words(reply);
+}
+
+// The start of a message object, up to the value of "content".
+void append_message_head(std::string& out, std::uint64_t id, std::string_view model) {
+  out += R"({"id":"msg_mock_)";
+  append_uint(out, id);
+  out += R"(","type":"message","role":"assistant","model":)";
+  append_json_string(out, model);
+  out += R"(,"content":)";
+}
+
+// Starts an Anthropic SSE event in `out`, up to and including the data object's "type" member; the
+// caller appends the other members and then "}\n\n".
+void begin_anthropic_event(std::string& out, std::string_view type) {
+  out.assign("event: ");
+  out += type;
+  out += "\ndata: {\"type\":\"";
+  out += type;
+  out += '"';
+}
+
+void append_block_start(std::string& out, unsigned index) {
+  begin_anthropic_event(out, "content_block_start");
+  out += R"(,"index":)";
+  append_uint(out, index);
+  out += R"(,"content_block":)";
+}
+
+void append_block_delta(std::string& out, unsigned index, std::string_view delta_type, std::string_view field,
+                        std::string_view piece) {
+  begin_anthropic_event(out, "content_block_delta");
+  out += R"(,"index":)";
+  append_uint(out, index);
+  out += R"(,"delta":{"type":")";
+  out += delta_type;
+  out += R"(",")";
+  out += field;
+  out += R"(":)";
+  append_json_string(out, piece);
+  out += "}}\n\n";
+}
+
+void append_block_stop(std::string& out, unsigned index) {
+  begin_anthropic_event(out, "content_block_stop");
+  out += R"(,"index":)";
+  append_uint(out, index);
+  out += "}\n\n";
+}
+
+// The tool-call part of a Messages stream, after the text block has started: the lead-in text, then
+// the tool_use block with its input in pieces.
+template <class Stream>
+asio::awaitable<std::optional<bool>> stream_tool_use(connection<Stream>& c, const messages_request& m, std::uint64_t id,
+                                                     stream_pacing& pacing) {
+  append_block_delta(c.body, 0, "text_delta", "text", tool_lead_in(m.tool_name));
+  if (!co_await send_paced(c, pacing)) co_return false;
+  if (pacing.strikes_after_piece(false)) co_return co_await strike(c, pacing);
+  append_block_stop(c.body, 0);
+  if (!co_await send_paced(c, pacing)) co_return false;
+
+  append_block_start(c.body, 1);
+  c.body += R"({"type":"tool_use","id":"toolu_mock_)";
+  append_uint(c.body, id);
+  c.body += R"(","name":)";
+  append_json_string(c.body, m.tool_name);
+  c.body += R"(,"input":{}}})";
+  c.body += "\n\n";
+  if (!co_await send_paced(c, pacing)) co_return false;
+  if (auto ended = co_await stream_pieces(c, c.reply, split::argument_bytes, pacing, [&](std::string_view piece) {
+        append_block_delta(c.body, 1, "input_json_delta", "partial_json", piece);
+      })) {
+    co_return ended;
+  }
+  append_block_stop(c.body, 1);
+  if (!co_await send_paced(c, pacing)) co_return false;
+  co_return std::nullopt;
+}
+
+template <class Stream>
+asio::awaitable<bool> stream_message(connection<Stream>& c, const messages_request& m, std::string_view model,
+                                     std::uint64_t id, const message_usage& usage, fault f) {
+  stream_pacing pacing = pacing_for(c, f, protocol::anthropic);
+  const bool with_usage = f.kind != fault_kind::no_usage;
+
+  start_event_stream(c);
+  begin_anthropic_event(c.body, "message_start");
+  c.body += R"(,"message":)";
+  append_message_head(c.body, id, model);
+  c.body += R"([],"stop_reason":null,"stop_sequence":null)";
+  if (with_usage) {
+    c.body += R"(,"usage":{"input_tokens":)";
+    append_uint(c.body, usage.input);
+    c.body += R"(,"cache_creation_input_tokens":)";
+    append_uint(c.body, usage.cache_creation);
+    c.body += R"(,"cache_read_input_tokens":)";
+    append_uint(c.body, usage.cache_read);
+    c.body += R"(,"output_tokens":1})";
+  }
+  c.body += "}}\n\n";
+  if (!co_await send_event(c, false)) co_return false;
+
+  c.body.assign("event: ping\ndata: {\"type\":\"ping\"}\n\n");
+  if (!co_await send_paced(c, pacing)) co_return false;
+  append_block_start(c.body, 0);
+  c.body += "{\"type\":\"text\",\"text\":\"\"}}\n\n";
+  if (!co_await send_paced(c, pacing)) co_return false;
+
+  std::optional<bool> ended;
+  if (m.tool_call) {
+    ended = co_await stream_tool_use(c, m, id, pacing);
+  } else {
+    ended = co_await stream_pieces(c, c.reply, split::words, pacing, [&](std::string_view piece) {
+      append_block_delta(c.body, 0, "text_delta", "text", piece);
+    });
+    if (!ended) {
+      append_block_stop(c.body, 0);
+      if (!co_await send_paced(c, pacing)) co_return false;
+    }
+  }
+  if (ended) co_return *ended;
+
+  begin_anthropic_event(c.body, "message_delta");
+  c.body += m.tool_call ? R"(,"delta":{"stop_reason":"tool_use","stop_sequence":null})"
+                        : R"(,"delta":{"stop_reason":"end_turn","stop_sequence":null})";
+  if (with_usage) {
+    c.body += R"(,"usage":{"output_tokens":)";
+    append_uint(c.body, output_words(m, c.reply));
+    c.body += '}';
+  }
+  c.body += "}\n\n";
+  if (!co_await send_paced(c, pacing)) co_return false;
+
+  begin_anthropic_event(c.body, "message_stop");
+  c.body += "}\n\n";
+  co_return co_await send_paced(c, pacing, true) && c.keep_alive;
+}
+
+// The content array of a non-streamed Messages answer.
+void append_message_content(std::string& out, const messages_request& m, std::uint64_t id, std::string_view reply) {
+  out += R"([{"type":"text","text":)";
+  if (!m.tool_call) {
+    append_json_string(out, reply);
+    out += "}]";
+    return;
+  }
+  append_json_string(out, tool_lead_in(m.tool_name));
+  out += R"(},{"type":"tool_use","id":"toolu_mock_)";
+  append_uint(out, id);
+  out += R"(","name":)";
+  append_json_string(out, m.tool_name);
+  out += R"(,"input":)";
+  out += reply; // already JSON
+  out += "}]";
+}
+
+template <class Stream>
+asio::awaitable<bool> handle_messages(connection<Stream>& c, const request& req, std::string_view path) {
+  json::monotonic_resource arena(c.json_arena.data(), c.json_arena.size());
+  boost::system::error_code parse_error;
+  json::value document = json::parse(json::string_view(req.body().data(), req.body().size()), parse_error, &arena);
+  messages_request m;
+  std::string_view invalid =
+      parse_error ? "request body is not valid JSON" : read_messages_request(document, true, m, c.reply);
+  c.state.stats.record(path, req, m.model);
+  if (!invalid.empty()) co_return co_await send_error(c, 400, invalid, protocol::anthropic);
+
+  auto f = resolve_fault(req, m.model, c.state.opts.default_fault);
+  if (!f) co_return co_await send_error(c, 400, "unknown x-mock-mode", protocol::anthropic);
+  if (auto verdict = co_await run_fault(c, *f, m.stream, protocol::anthropic)) co_return *verdict;
+
+  // Only answered requests touch the cache, so a failed attempt does not turn its retry into a read.
+  const message_usage usage = settle_cache(c.state.cache, m);
+  const std::string_view model = m.model.empty() ? default_model : m.model;
+  const std::uint64_t id = c.state.next_id.fetch_add(1, std::memory_order_relaxed);
+  if (m.stream) co_return co_await stream_message(c, m, model, id, usage, *f);
+
+  std::string& out = c.body;
+  out.clear();
+  append_message_head(out, id, model);
+  append_message_content(out, m, id, c.reply);
+  out += m.tool_call ? R"(,"stop_reason":"tool_use","stop_sequence":null)"
+                     : R"(,"stop_reason":"end_turn","stop_sequence":null)";
+  if (f->kind != fault_kind::no_usage) {
+    out += R"(,"usage":{"input_tokens":)";
+    append_uint(out, usage.input);
+    out += R"(,"output_tokens":)";
+    append_uint(out, output_words(m, c.reply));
+    out += R"(,"cache_creation_input_tokens":)";
+    append_uint(out, usage.cache_creation);
+    out += R"(,"cache_read_input_tokens":)";
+    append_uint(out, usage.cache_read);
+    out += '}';
+  }
+  out += '}';
+  co_return co_await send(c, 200, json_type, out);
+}
+
+template <class Stream>
+asio::awaitable<bool> handle_count_tokens(connection<Stream>& c, const request& req, std::string_view path) {
+  json::monotonic_resource arena(c.json_arena.data(), c.json_arena.size());
+  boost::system::error_code parse_error;
+  json::value document = json::parse(json::string_view(req.body().data(), req.body().size()), parse_error, &arena);
+  messages_request m;
+  std::string_view invalid =
+      parse_error ? "request body is not valid JSON" : read_messages_request(document, false, m, c.reply);
+  c.state.stats.record(path, req, m.model);
+  if (!invalid.empty()) co_return co_await send_error(c, 400, invalid, protocol::anthropic);
+
+  auto f = resolve_fault(req, m.model, c.state.opts.default_fault);
+  if (!f) co_return co_await send_error(c, 400, "unknown x-mock-mode", protocol::anthropic);
+  if (auto verdict = co_await run_fault(c, *f, false, protocol::anthropic)) co_return *verdict;
+
+  c.body.assign(R"({"input_tokens":)");
+  append_uint(c.body, m.input_words);
+  c.body += '}';
+  co_return co_await send(c, 200, json_type, c.body);
+}
+
+// --- embeddings and dispatch -------------------------------------------------------------------------
+
 template <class Stream>
 asio::awaitable<bool> handle_embeddings(connection<Stream>& c, const request& req, std::string_view path) {
   json::monotonic_resource arena(c.json_arena.data(), c.json_arena.size());
@@ -887,7 +1645,7 @@ asio::awaitable<bool> handle_embeddings(connection<Stream>& c, const request& re
   json::value document = json::parse(json::string_view(req.body().data(), req.body().size()), parse_error, &arena);
   std::string_view model;
   std::string_view invalid = parse_error ? "request body is not valid JSON" : write_embeddings(document, model, c.body);
-  c.state.stats.record(path, authorization_of(req), req.body(), model);
+  c.state.stats.record(path, req, model);
   if (!invalid.empty()) co_return co_await send_error(c, 400, invalid);
 
   auto f = resolve_fault(req, model, c.state.opts.default_fault);
@@ -902,9 +1660,12 @@ template <class Stream> asio::awaitable<bool> handle_request(connection<Stream>&
   const std::string_view path = target.substr(0, target.find('?'));
   if (req.method() == http::verb::post) {
     if (path.ends_with("/chat/completions")) co_return co_await handle_chat(c, req, path);
+    if (path.ends_with("/messages")) co_return co_await handle_messages(c, req, path);
+    if (path.ends_with("/messages/count_tokens")) co_return co_await handle_count_tokens(c, req, path);
     if (path.ends_with("/embeddings")) co_return co_await handle_embeddings(c, req, path);
     if (path.ends_with("/mock/reset")) {
       c.state.stats.reset();
+      c.state.cache.clear();
       co_return co_await send(c, 200, json_type, R"({"reset":true})");
     }
   } else if (req.method() == http::verb::get) {
