@@ -124,19 +124,43 @@ void bm_limit_check(benchmark::State& state) {
 }
 BENCHMARK(bm_limit_check);
 
-void bm_tokenize_1kb(benchmark::State& state) {
-  // Counting o200k_base tokens of 1 KiB of mixed text (the goal: above 50 MB/s).
+std::shared_ptr<const bpe_tokenizer> load_o200k(benchmark::State& state) {
   const char* env = std::getenv("LOWART_TOKENIZER_DIR");
   std::string dir =
       env ? env
           : (std::filesystem::canonical("/proc/self/exe").parent_path().parent_path() / ".deps/tokenizers").string();
-  std::shared_ptr<const bpe_tokenizer> tok;
   try {
-    tok = bpe_tokenizer::load(dir, "o200k_base");
+    return bpe_tokenizer::load(dir, "o200k_base");
   } catch (const std::exception& e) {
     state.SkipWithError(e.what());
-    return;
+    return nullptr;
   }
+}
+
+/// Counts tokens of successive 1 KiB windows of `corpus` (cut at whole UTF-8 characters).
+void count_windows(benchmark::State& state, const bpe_tokenizer& tok, const std::string& corpus) {
+  std::vector<std::string> windows;
+  for (std::size_t at = 0; at + 1024 <= corpus.size(); at += 1024) {
+    std::string w = corpus.substr(at, 1024);
+    while (!w.empty() && (static_cast<unsigned char>(w.back()) & 0xC0) == 0x80)
+      w.pop_back();
+    while (!w.empty() && (static_cast<unsigned char>(w.front()) & 0xC0) == 0x80)
+      w.erase(0, 1);
+    windows.push_back(std::move(w));
+  }
+  std::size_t bytes = 0, i = 0;
+  for (auto _ : state) {
+    const auto& text = windows[i++ % windows.size()];
+    benchmark::DoNotOptimize(tok.count(text));
+    bytes += text.size();
+  }
+  state.SetBytesProcessed(static_cast<std::int64_t>(bytes));
+}
+
+void bm_tokenize_1kb(benchmark::State& state) {
+  // Counting o200k_base tokens of 1 KiB of mixed text (the goal: above 50 MB/s).
+  auto tok = load_o200k(state);
+  if (!tok) return;
   // 1 KiB windows of a 64 KiB pseudo-random text over a 2,000-word vocabulary in four
   // scripts, so that successive iterations see different text (no window repeats).
   std::vector<std::string> vocabulary;
@@ -155,24 +179,32 @@ void bm_tokenize_1kb(benchmark::State& state) {
     corpus += vocabulary[rnd() % vocabulary.size()];
     corpus += (rnd() % 9 == 0) ? ". " : " ";
   }
-  std::vector<std::string> windows;
-  for (std::size_t at = 0; at + 1024 <= corpus.size(); at += 1024) {
-    std::string w = corpus.substr(at, 1024);
-    while (!w.empty() && (static_cast<unsigned char>(w.back()) & 0xC0) == 0x80)
-      w.pop_back(); // whole UTF-8 only
-    while (!w.empty() && (static_cast<unsigned char>(w.front()) & 0xC0) == 0x80)
-      w.erase(0, 1);
-    windows.push_back(std::move(w));
-  }
-  std::size_t bytes = 0, i = 0;
-  for (auto _ : state) {
-    const auto& text = windows[i++ % windows.size()];
-    benchmark::DoNotOptimize(tok->count(text));
-    bytes += text.size();
-  }
-  state.SetBytesProcessed(static_cast<std::int64_t>(bytes));
+  count_windows(state, *tok, corpus);
 }
 BENCHMARK(bm_tokenize_1kb);
+
+void bm_tokenize_unique_1kb(benchmark::State& state) {
+  // The worst case for the piece cache: 1 KiB windows of text whose words almost never
+  // repeat (random letters, CJK, Cyrillic, digits and code punctuation).
+  auto tok = load_o200k(state);
+  if (!tok) return;
+  const char* pieces[] = {"a",  "e",  "i",  "o",  "u",  "k", "r", "s", "t", "n", "th", "qu", "zz", "x",  "m",
+                          "数", "据", "流", "网", "关", "д", "а", "н", "ы", "е", "7",  "42", "(",  "){", "->"};
+  std::uint64_t seed = 7;
+  auto rnd = [&] {
+    seed = seed * 6364136223846793005ull + 1442695040888963407ull;
+    return seed >> 33;
+  };
+  std::string corpus;
+  while (corpus.size() < 256 * 1024) {
+    auto len = 2 + rnd() % 6;
+    for (std::uint64_t k = 0; k < len; ++k)
+      corpus += pieces[rnd() % 30];
+    corpus += rnd() % 7 == 0 ? "\n" : " ";
+  }
+  count_windows(state, *tok, corpus);
+}
+BENCHMARK(bm_tokenize_unique_1kb);
 
 void bm_metrics_per_request(benchmark::State& state) {
   // What session::record and proxy settle spend on Prometheus per request.

@@ -5,36 +5,145 @@
 #define PCRE2_CODE_UNIT_WIDTH 8
 #include <pcre2.h>
 
+#include <array>
+#include <atomic>
+#include <cstring>
 #include <fstream>
 #include <limits>
 #include <sstream>
 #include <stdexcept>
-#include <unordered_map>
 
 namespace lowart {
 
 namespace {
 
-/// FNV-1a: token byte strings are short (mostly under 10 bytes), where it beats the
-/// library's murmur-style hash that dominated the profile.
-struct view_hash {
-  using is_transparent = void;
-  std::size_t operator()(std::string_view s) const noexcept {
-    std::uint64_t h = 1469598103934665603ull;
-    for (unsigned char c : s) {
-      h ^= c;
-      h *= 1099511628211ull;
-    }
-    return static_cast<std::size_t>(h ^ (h >> 29));
+constexpr std::uint32_t no_rank = std::numeric_limits<std::uint32_t>::max();
+
+/// Up to 8 bytes packed into one word without a byte loop or a memcpy call: two
+/// overlapping 4-byte loads (4..8 bytes) or three single bytes (1..3). For a given length
+/// the packing is one-to-one, and lengths are always compared separately.
+inline std::uint64_t pack_short(const char* p, std::size_t n) {
+  if (n >= 4) {
+    std::uint32_t lo, hi;
+    std::memcpy(&lo, p, 4);
+    std::memcpy(&hi, p + n - 4, 4);
+    return (static_cast<std::uint64_t>(hi) << 32) | lo;
   }
+  if (n == 0) return 0;
+  auto b = [&](std::size_t i) { return static_cast<std::uint64_t>(static_cast<unsigned char>(p[i])); };
+  return b(0) | (b(n / 2) << 8) | (b(n - 1) << 16);
+}
+
+/// A multiply-mix over 8-byte words: token byte strings are short, and per-byte hashing
+/// (FNV, the library's murmur) dominated the profile.
+inline std::uint64_t hash_bytes(std::string_view s) {
+  std::uint64_t h;
+  if (s.size() <= 8) {
+    h = pack_short(s.data(), s.size()) ^ (s.size() << 56);
+  } else {
+    h = s.size();
+    std::size_t i = 0;
+    for (; i + 8 <= s.size(); i += 8) {
+      std::uint64_t w;
+      std::memcpy(&w, s.data() + i, 8);
+      h = (h ^ w) * 0xBF58476D1CE4E5B9ull;
+      h ^= h >> 31;
+    }
+    h ^= pack_short(s.data() + s.size() - 8, 8); // the last 8 bytes (overlapping)
+  }
+  // murmur3's finalizer: every input bit reaches the low bits the table indexes by.
+  h ^= h >> 33;
+  h *= 0xFF51AFD7ED558CCDull;
+  h ^= h >> 33;
+  h *= 0xC4CEB9FE1A85EC53ull;
+  return h ^ (h >> 33);
+}
+
+/// The rank table: open addressing with linear probing over 16-byte slots. Strings of up
+/// to 8 bytes (most byte pairs the merge loop asks about) live in the slot itself, so a
+/// lookup is usually one cache line; longer ones point into one byte arena.
+class rank_table {
+public:
+  void build(std::vector<std::pair<std::string, std::uint32_t>>& entries) {
+    std::size_t cap = 16;
+    while (cap < entries.size() * 2) // load under 1/2: most merge lookups miss, and misses probe longest
+      cap <<= 1;
+    slots_.assign(cap, slot{});
+    mask_ = cap - 1;
+    for (auto& [bytes, rank] : entries) {
+      slot s;
+      s.len = static_cast<std::uint32_t>(bytes.size());
+      s.rank = rank;
+      if (bytes.size() <= 8) {
+        s.word = pack_short(bytes.data(), bytes.size());
+      } else {
+        s.word = arena_.size();
+        arena_ += bytes;
+      }
+      for (auto i = hash_bytes(bytes) & mask_;; i = (i + 1) & mask_)
+        if (slots_[i].rank == no_rank) {
+          slots_[i] = s;
+          break;
+        }
+    }
+    size_ = entries.size();
+  }
+
+  std::uint32_t find(std::string_view bytes) const {
+    const bool inline_key = bytes.size() <= 8;
+    const std::uint64_t word = inline_key ? pack_short(bytes.data(), bytes.size()) : 0;
+    for (auto i = hash_bytes(bytes) & mask_;; i = (i + 1) & mask_) {
+      const slot& s = slots_[i];
+      if (s.rank == no_rank) return no_rank;
+      if (s.len != bytes.size()) continue;
+      if (inline_key ? s.word == word : std::memcmp(arena_.data() + s.word, bytes.data(), bytes.size()) == 0)
+        return s.rank;
+    }
+  }
+
+  std::size_t size() const { return size_; }
+
+private:
+  struct slot {
+    std::uint64_t word = 0; ///< the bytes (up to 8), or their offset in arena_
+    std::uint32_t len = 0;
+    std::uint32_t rank = no_rank; ///< no_rank: empty
+  };
+  std::vector<slot> slots_;
+  std::string arena_;
+  std::size_t mask_ = 0;
+  std::size_t size_ = 0;
 };
 
-constexpr std::uint32_t no_rank = std::numeric_limits<std::uint32_t>::max();
+/// Recently merged pieces and their token ids, per thread: text repeats its words, and a
+/// word's merge (dozens of rank lookups) is the tokenizer's main cost. Direct-mapped by
+/// hash; pieces over 24 bytes or 6 tokens are not kept.
+struct piece_cache {
+  static constexpr std::size_t entries = 2048;
+  static constexpr std::size_t max_bytes = 24;
+  static constexpr std::size_t max_ids = 6;
+  struct entry {
+    std::uint64_t owner = 0; ///< the id of the tokenizer the ids belong to (0: empty)
+    std::uint8_t len = 0;
+    std::uint8_t n = 0;
+    char bytes[max_bytes];
+    std::uint32_t ids[max_ids];
+  };
+  std::array<entry, entries> slots;
+};
+
+piece_cache& thread_piece_cache() {
+  thread_local auto cache = std::make_unique<piece_cache>();
+  return *cache;
+}
 
 } // namespace
 
+std::atomic<std::uint64_t> next_tokenizer_id{1};
+
 struct bpe_tokenizer::impl {
-  std::unordered_map<std::string, std::uint32_t, view_hash, std::equal_to<>> ranks;
+  rank_table ranks;
+  std::uint64_t id = next_tokenizer_id.fetch_add(1); ///< tags this tokenizer's cache entries
   pcre2_code* pattern = nullptr;
   bool jit = false;
 
@@ -42,10 +151,7 @@ struct bpe_tokenizer::impl {
     if (pattern) pcre2_code_free(pattern);
   }
 
-  std::uint32_t rank(std::string_view bytes) const {
-    auto it = ranks.find(bytes);
-    return it == ranks.end() ? no_rank : it->second;
-  }
+  std::uint32_t rank(std::string_view bytes) const { return ranks.find(bytes); }
 };
 
 std::shared_ptr<const bpe_tokenizer> bpe_tokenizer::load(const std::string& dir, const std::string& name) {
@@ -57,13 +163,16 @@ std::shared_ptr<const bpe_tokenizer> bpe_tokenizer::load(const std::string& dir,
   if (!in) throw std::runtime_error("tokenizer ranks not found: " + ranks_path + " (scripts/setup.sh extracts them)");
   std::string token;
   std::uint64_t rank = 0;
-  t->impl_->ranks.reserve(210'000);
+  std::vector<std::pair<std::string, std::uint32_t>> entries;
+  entries.reserve(210'000);
   while (in >> token >> rank) {
     auto bytes = crypto::base64_decode(token);
-    if (!bytes || rank >= no_rank) throw std::runtime_error("malformed rank line in " + ranks_path + ": " + token);
-    t->impl_->ranks.emplace(std::move(*bytes), static_cast<std::uint32_t>(rank));
+    if (!bytes || bytes->empty() || rank >= no_rank)
+      throw std::runtime_error("malformed rank line in " + ranks_path + ": " + token);
+    entries.emplace_back(std::move(*bytes), static_cast<std::uint32_t>(rank));
   }
-  if (t->impl_->ranks.size() < 256) throw std::runtime_error("too few ranks in " + ranks_path);
+  if (entries.size() < 256) throw std::runtime_error("too few ranks in " + ranks_path);
+  t->impl_->ranks.build(entries);
   auto pattern_path = dir + "/" + name + ".pattern";
   std::ifstream pin(pattern_path);
   if (!pin) throw std::runtime_error("tokenizer pattern not found: " + pattern_path);
@@ -96,6 +205,14 @@ template <class Sink> void bpe_tokenizer::run(std::string_view text, Sink&& sink
       pcre2_match_data_create(4, nullptr), &pcre2_match_data_free};
   thread_local std::vector<std::size_t> bounds;     // piece split points during merging
   thread_local std::vector<std::uint32_t> ranks_of; // rank of the pair starting at each split
+  auto& cache = thread_piece_cache();
+  auto cached = [&](std::string_view piece) -> const piece_cache::entry* {
+    if (piece.size() > piece_cache::max_bytes) return nullptr;
+    const auto& e = cache.slots[hash_bytes(piece) & (piece_cache::entries - 1)];
+    if (e.owner != d.id || e.len != piece.size() || std::memcmp(e.bytes, piece.data(), piece.size()) != 0)
+      return nullptr;
+    return &e;
+  };
   auto subject = reinterpret_cast<PCRE2_SPTR>(text.data());
   PCRE2_SIZE at = 0;
   while (at < text.size()) {
@@ -115,6 +232,9 @@ template <class Sink> void bpe_tokenizer::run(std::string_view text, Sink&& sink
     auto piece = text.substr(start, end - start);
     if (auto r = d.rank(piece); r != no_rank) {
       sink(r);
+    } else if (auto* hit = cached(piece)) {
+      for (std::uint8_t k = 0; k < hit->n; ++k)
+        sink(hit->ids[k]);
     } else {
       // Byte-pair merge (tiktoken's algorithm): parts[i] is a split point with the rank
       // of the pair starting there; merge the lowest-ranked pair, then re-rank only its
@@ -143,9 +263,19 @@ template <class Sink> void bpe_tokenizer::run(std::string_view text, Sink&& sink
         ranks_of[best_i] = pair_rank(best_i);
         if (best_i > 0) ranks_of[best_i - 1] = pair_rank(best_i - 1);
       }
+      const bool keep = piece.size() <= piece_cache::max_bytes && bounds.size() - 1 <= piece_cache::max_ids;
+      auto& slot = cache.slots[hash_bytes(piece) & (piece_cache::entries - 1)];
+      if (keep) {
+        slot.owner = d.id;
+        slot.len = static_cast<std::uint8_t>(piece.size());
+        slot.n = 0;
+        std::memcpy(slot.bytes, piece.data(), piece.size());
+      }
       for (std::size_t i = 0; i + 1 < bounds.size(); ++i) {
         auto r = d.rank(piece.substr(bounds[i], bounds[i + 1] - bounds[i]));
-        sink(r == no_rank ? 0u : r);
+        if (r == no_rank) r = 0;
+        if (keep) slot.ids[slot.n++] = r;
+        sink(r);
       }
     }
     at = end;
