@@ -39,6 +39,8 @@ struct admin_result {
   bool keys_changed = false;    ///< republish the key snapshot
   bool catalog_changed = false; ///< republish providers/models and rebuild routes
   bool prices_changed = false;  ///< republish the price table
+  bool mcp_changed = false;     ///< republish the MCP table and sync the MCP servers
+  std::string mcp_decided{};    ///< JSON of an approval an admin just approved or denied
 };
 
 class admin_service {

@@ -21,4 +21,14 @@ using reload_atom = caf::atom_constant<caf::atom("reload")>;
 ///   /v1/me (admin_service.hpp).
 using admin_atom = caf::atom_constant<caf::atom("admin")>;
 
+/// (mcp_atom, method, path, query, body, key id, role, team id, user id)
+///   -> (int32 status, std::string body, std::string content type): /v1/mcp/... and /mcp.
+using mcp_atom = caf::atom_constant<caf::atom("mcp")>;
+/// The MCP table changed (servers, policies, grants): sync the server actors.
+using mcp_sync_atom = caf::atom_constant<caf::atom("mcpsync")>;
+/// (mcp_exec_atom, std::string approval JSON): an admin approved or denied a call.
+using mcp_exec_atom = caf::atom_constant<caf::atom("mcpexec")>;
+/// (mcp_store_atom, op, a, b, c) -> (int32 status, std::string JSON): mcp_store::op.
+using mcp_store_atom = caf::atom_constant<caf::atom("mcpstore")>;
+
 } // namespace lowart::actors

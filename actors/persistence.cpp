@@ -1,6 +1,7 @@
 #include "actors/persistence.hpp"
 
 #include "actors/admin_service.hpp"
+#include "actors/mcp_store.hpp"
 #include "actors/messages.hpp"
 #include "actors/state.hpp"
 #include "core/json_text.hpp"
@@ -27,6 +28,7 @@ struct persistence_state {
   bool lower_priority = false; ///< only for the detached (own-thread) instance
   std::unique_ptr<storage::database> db;
   std::unique_ptr<admin_service> admin;
+  std::unique_ptr<mcp_store> mcp;
   metrics::counter records_ok = metrics::usage_records("ok");
   metrics::counter records_lost = metrics::usage_records("error");
   std::size_t dropped_seen = 0; ///< usage_queue::dropped() at the last flush
@@ -56,6 +58,8 @@ struct persistence_state {
     admin->publish_catalog();
     admin->publish_prices();
     admin->seed_budgets();
+    mcp = std::make_unique<mcp_store>(*db, *gw);
+    mcp->publish();
     log::info("database open", {{"path", gw->config.storage.sqlite_path},
                                 {"schema_version", db->schema_version()},
                                 {"journal_mode", db->journal_mode()}});
@@ -139,6 +143,18 @@ caf::behavior persistence(persistence_actor* self, gateway_state* gw, bool own_t
         if (self->state.db) self->state.flush_usage();
         self->delayed_send(self, std::chrono::milliseconds(gw->config.storage.usage_flush_ms), tick_atom::value);
       },
+      [=](mcp_store_atom, const std::string& op, const std::string& a, const std::string& b,
+          const std::string& c) -> caf::result<std::int32_t, std::string> {
+        auto& st = self->state;
+        if (!st.mcp) return {std::int32_t{503}, std::string("{}")};
+        try {
+          auto [status, body] = st.mcp->op(op, a, b, c);
+          return {static_cast<std::int32_t>(status), std::move(body)};
+        } catch (const std::exception& e) {
+          log::error("MCP storage operation failed", {{"op", op}, {"error", e.what()}});
+          return {std::int32_t{500}, std::string("{}")};
+        }
+      },
       [=](flush_atom) -> std::int64_t {
         // An explicit flush (shutdown, tests): answers the number of rows written.
         return self->state.db ? self->state.flush_usage() : 0;
@@ -152,7 +168,12 @@ caf::behavior persistence(persistence_actor* self, gateway_state* gw, bool own_t
                   std::string("application/json")};
         admin_request req{method, path, query, body, {key_id, role, team_id, user_id}};
         try {
-          auto res = st.admin->handle(req);
+          auto res = mcp_store::owns(path) ? st.mcp->handle(req) : st.admin->handle(req);
+          if (res.mcp_changed) {
+            st.mcp->publish();
+            if (st.notify) self->send(st.notify, mcp_sync_atom::value);
+          }
+          if (!res.mcp_decided.empty() && st.notify) self->send(st.notify, mcp_exec_atom::value, res.mcp_decided);
           if (res.keys_changed) st.admin->publish_keys();
           if (res.prices_changed) st.admin->publish_prices();
           if (res.catalog_changed) {

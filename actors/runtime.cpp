@@ -1,11 +1,17 @@
 #include "actors/runtime.hpp"
 
+#include "actors/mcp_process.hpp"
 #include "actors/messages.hpp"
 #include "actors/state.hpp"
 #include "actors/supervisor.hpp"
 #include "core/log.hpp"
 
+#include <boost/asio/executor_work_guard.hpp>
+#include <boost/asio/io_context.hpp>
+#include <boost/asio/post.hpp>
 #include <caf/all.hpp>
+
+#include <thread>
 
 namespace lowart::actors {
 
@@ -19,7 +25,13 @@ struct runtime::impl {
   }
 
   gateway_state& state;
+  // MCP child processes: their pipes, timers and reaping run on this one thread.
+  boost::asio::io_context mcp_io;
+  std::optional<boost::asio::executor_work_guard<boost::asio::io_context::executor_type>> mcp_work;
+  std::thread mcp_thread;
   caf::actor_system_config cfg;
+
+  void ask(caf::atom_value which, admin_call call, reply_fn done, std::chrono::milliseconds timeout);
   std::unique_ptr<caf::actor_system> system;
   caf::actor root;
 };
@@ -31,6 +43,9 @@ runtime::~runtime() {
 }
 
 std::string runtime::start() {
+  impl_->mcp_work.emplace(impl_->mcp_io.get_executor());
+  impl_->mcp_thread = std::thread([this] { impl_->mcp_io.run(); });
+  impl_->state.mcp_io = &impl_->mcp_io;
   impl_->system = std::make_unique<caf::actor_system>(impl_->cfg);
   impl_->root = spawn_supervisor(*impl_->system, impl_->state);
   caf::scoped_actor self{*impl_->system};
@@ -43,24 +58,37 @@ std::string runtime::start() {
 }
 
 void runtime::admin(admin_call call, reply_fn done) {
-  if (!impl_->system || !impl_->root) {
+  impl_->ask(admin_atom::value, std::move(call), std::move(done), std::chrono::seconds(10));
+}
+
+void runtime::mcp(admin_call call, reply_fn done) {
+  const auto& m = impl_->state.config.mcp;
+  impl_->ask(mcp_atom::value, std::move(call), std::move(done),
+             std::chrono::milliseconds(m.call_timeout_ms + m.max_wait_ms + 5000));
+}
+
+void runtime::impl::ask(caf::atom_value which, admin_call call, reply_fn done, std::chrono::milliseconds timeout) {
+  if (!system || !root) {
     done(503, R"({"error":{"message":"gateway is not running","type":"unavailable"}})", "application/json");
     return;
   }
-  impl_->system->spawn(
-      [root = impl_->root, call = std::move(call), done = std::move(done)](caf::event_based_actor* self) {
-        self->request(root, std::chrono::seconds(10), admin_atom::value, call.method, call.path, call.query, call.body,
-                      call.key_id, call.role, call.team_id, call.user_id)
-            .then([done](std::int32_t status, std::string body,
-                         std::string type) { done(status, std::move(body), std::move(type)); },
-                  [done](caf::error& err) {
-                    bool timeout = err == caf::sec::request_timeout;
-                    done(timeout ? 504 : 503,
-                         std::string(R"({"error":{"message":")") +
-                             (timeout ? "the owning actor did not answer in time" : "the owning actor is unavailable") +
-                             R"(","type":"unavailable"}})",
-                         "application/json");
-                  });
+  system->spawn(
+      [root = root, which, timeout, call = std::move(call), done = std::move(done)](caf::event_based_actor* self) {
+        auto req = which == mcp_atom::value
+                       ? self->request(root, timeout, mcp_atom::value, call.method, call.path, call.query, call.body,
+                                       call.key_id, call.role, call.team_id, call.user_id)
+                       : self->request(root, timeout, admin_atom::value, call.method, call.path, call.query, call.body,
+                                       call.key_id, call.role, call.team_id, call.user_id);
+        req.then([done](std::int32_t status, std::string body,
+                        std::string type) { done(status, std::move(body), std::move(type)); },
+                 [done](caf::error& err) {
+                   bool timeout = err == caf::sec::request_timeout;
+                   done(timeout ? 504 : 503,
+                        std::string(R"({"error":{"message":")") +
+                            (timeout ? "the owning actor did not answer in time" : "the owning actor is unavailable") +
+                            R"(","type":"unavailable"}})",
+                        "application/json");
+                 });
       });
 }
 
@@ -82,6 +110,14 @@ void runtime::stop() {
   }
   impl_->system->await_all_actors_done();
   impl_->system.reset();
+  // The MCP actors asked their children to stop; give them (and the SIGKILL timers) a
+  // bounded time to be reaped, then end the io thread.
+  for (int i = 0; i < 60 && actors::mcp_process::live_count() > 0; ++i)
+    std::this_thread::sleep_for(std::chrono::milliseconds(50));
+  impl_->mcp_work.reset();
+  impl_->mcp_io.stop();
+  if (impl_->mcp_thread.joinable()) impl_->mcp_thread.join();
+  impl_->state.mcp_io = nullptr;
 }
 
 } // namespace lowart::actors

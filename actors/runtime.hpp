@@ -42,6 +42,10 @@ public:
   /// runs exactly once, with 504 after 10 s or 503 when the owner is gone.
   void admin(admin_call call, reply_fn done);
 
+  /// Asks the MCP manager (/v1/mcp/..., /mcp); like admin(), with a bound of
+  /// mcp.call_timeout_ms + mcp.max_wait_ms + 5 s (a call may wait for an approval).
+  void mcp(admin_call call, reply_fn done);
+
   /// Writes the queued usage records now and waits (main thread only).
   void flush_usage();
 

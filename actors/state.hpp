@@ -17,11 +17,16 @@
 #include <atomic>
 #include <cstdint>
 #include <functional>
+#include <map>
 #include <memory>
 #include <mutex>
 #include <string>
 #include <unordered_map>
 #include <vector>
+
+namespace boost::asio {
+class io_context;
+}
 
 namespace lowart {
 
@@ -334,6 +339,83 @@ private:
   std::size_t dropped_ = 0;
 };
 
+// --- MCP ---------------------------------------------------------------------------------------
+
+/// A registered stdio MCP server as stored (env already opened).
+struct mcp_server_spec {
+  std::string name;
+  std::string command;
+  std::vector<std::string> args;
+  std::vector<std::pair<std::string, std::string>> env;
+  std::string cwd;
+  bool operator==(const mcp_server_spec&) const = default;
+};
+
+struct mcp_policy {
+  std::string tool;   ///< "server__tool"
+  std::string policy; ///< auto | confirm | deny
+  std::string team_id;
+  std::string key_id;
+};
+
+/// A session-scoped approval: this key's calls of this tool in this session run.
+struct mcp_grant {
+  std::string tool;
+  std::string key_id;
+  std::string session_id;
+  std::int64_t expires_at = 0; ///< unix seconds
+};
+
+/// Servers, policies and grants as stored (persistence publishes it after each change).
+struct mcp_table {
+  std::vector<mcp_server_spec> servers;
+  std::vector<mcp_policy> policies;
+  std::vector<mcp_grant> grants;
+
+  /// The policy of `tool` for a caller: a key's own policy wins over its team's, which
+  /// wins over the tool's global one; `fallback` when none is set.
+  std::string policy_for(std::string_view tool, std::string_view key_id, std::string_view team_id,
+                         const std::string& fallback) const {
+    const mcp_policy* best = nullptr;
+    int best_rank = -1;
+    for (const auto& p : policies) {
+      if (p.tool != tool) continue;
+      int rank = -1;
+      if (!p.key_id.empty())
+        rank = p.key_id == key_id ? 2 : -1;
+      else if (!p.team_id.empty())
+        rank = p.team_id == team_id ? 1 : -1;
+      else
+        rank = 0;
+      if (rank > best_rank) {
+        best_rank = rank;
+        best = &p;
+      }
+    }
+    return best ? best->policy : fallback;
+  }
+  bool granted(std::string_view tool, std::string_view key_id, std::string_view session_id, std::int64_t now_s) const {
+    if (session_id.empty()) return false;
+    for (const auto& g : grants)
+      if (g.tool == tool && g.key_id == key_id && g.session_id == session_id && g.expires_at > now_s) return true;
+    return false;
+  }
+};
+
+/// What the MCP actors report about their servers (GET /admin/mcp, tool listings).
+struct mcp_server_live {
+  std::string state = "starting"; ///< starting | ready | restarting | failed
+  int pid = 0;
+  int restarts = 0;
+  std::string last_error;
+  std::string protocol_version;
+  /// The server's tools as it listed them: (tool name, the tool object as JSON).
+  std::vector<std::pair<std::string, std::string>> tools;
+};
+struct mcp_live_table {
+  std::map<std::string, mcp_server_live> servers;
+};
+
 /// Everything both worlds share. Created by main before either starts.
 struct gateway_state {
   explicit gateway_state(config::gateway_config c, std::string path = {})
@@ -341,6 +423,8 @@ struct gateway_state {
     routing.publish(std::make_shared<const config::gateway_config>(config));
     catalog.publish(std::make_shared<const config::gateway_config>());
     prices.publish(std::make_shared<const price_table>());
+    mcp.publish(std::make_shared<const mcp_table>());
+    mcp_live.publish(std::make_shared<const mcp_live_table>());
   }
   /// The configuration the process started with. `server` and `storage` settings
   /// apply for the whole run (listeners and the database are not re-opened).
@@ -360,6 +444,10 @@ struct gateway_state {
   usage_queue usage;
   snapshot<price_table> prices;
   volume_tracker volumes;
+  snapshot<mcp_table> mcp;           ///< published by persistence
+  snapshot<mcp_live_table> mcp_live; ///< published by the MCP manager actor
+  /// The one thread's io_context that MCP child processes use (owned by the runtime).
+  boost::asio::io_context* mcp_io = nullptr;
   /// Counts tokens when an upstream reports no usage (null when the ranks are missing).
   std::shared_ptr<const bpe_tokenizer> tokenizer;
   rate_limiter limiter;

@@ -1,6 +1,7 @@
 #include "actors/supervisor.hpp"
 
 #include "actors/config_actor.hpp"
+#include "actors/mcp.hpp"
 #include "actors/messages.hpp"
 #include "actors/persistence.hpp"
 #include "actors/router.hpp"
@@ -25,6 +26,7 @@ struct supervisor_state {
   child persistence;
   child router;
   child config;
+  child mcp;
 };
 
 using supervisor_actor = caf::stateful_actor<supervisor_state>;
@@ -61,6 +63,15 @@ void start_config(supervisor_actor* self) {
   self->link_to(c.handle);
 }
 
+void start_mcp(supervisor_actor* self) {
+  auto& c = self->state.mcp;
+  if (!self->state.gw->mcp_io) return; // tests without an MCP io thread
+  c.handle =
+      spawn_mcp_manager(self->system(), *self->state.gw, *self->state.gw->mcp_io, caf::actor_cast<caf::actor>(self));
+  self->monitor(c.handle);
+  self->link_to(c.handle);
+}
+
 caf::behavior supervisor(supervisor_actor* self, gateway_state* gw) {
   self->state.gw = gw;
   // The router and config actor start once the database is open (init below), so the
@@ -71,15 +82,18 @@ caf::behavior supervisor(supervisor_actor* self, gateway_state* gw) {
   self->set_exit_handler([=](caf::exit_msg& msg) {
     auto& st = self->state;
     if (msg.source == st.persistence.handle.address() || msg.source == st.router.handle.address() ||
-        msg.source == st.config.handle.address())
+        msg.source == st.config.handle.address() || msg.source == st.mcp.handle.address())
       return;
     self->quit(msg.reason);
   });
   self->set_down_handler([=](caf::down_msg& msg) {
     auto& st = self->state;
-    for (auto* c : {&st.persistence, &st.router, &st.config}) {
+    for (auto* c : {&st.persistence, &st.router, &st.config, &st.mcp}) {
       if (msg.source != c->handle.address()) continue;
-      auto which = c == &st.persistence ? "persistence" : c == &st.router ? "router" : "config";
+      auto which = c == &st.persistence ? "persistence"
+                   : c == &st.router    ? "router"
+                   : c == &st.config    ? "config"
+                                        : "mcp";
       log::error("actor down; restarting",
                  {{"actor", which}, {"reason", caf::to_string(msg.reason)}, {"backoff_ms", c->backoff.count()}});
       self->delayed_send(self, c->backoff, restart_atom::value, std::string(which));
@@ -94,6 +108,8 @@ caf::behavior supervisor(supervisor_actor* self, gateway_state* gw) {
           start_router(self);
         else if (which == "config")
           start_config(self);
+        else if (which == "mcp")
+          start_mcp(self);
       },
       [=](reload_atom a) -> caf::result<bool> {
         if (!self->state.router.handle) return true; // no routes yet: the router's first table reads everything
@@ -111,6 +127,7 @@ caf::behavior supervisor(supervisor_actor* self, gateway_state* gw) {
                   if (error.empty() && !self->state.router.handle) {
                     start_router(self);
                     start_config(self);
+                    start_mcp(self);
                   }
                   rp.deliver(error);
                 },
@@ -120,6 +137,28 @@ caf::behavior supervisor(supervisor_actor* self, gateway_state* gw) {
         return rp;
       },
       [=](flush_atom a) { return self->delegate(self->state.persistence.handle, a); },
+      // MCP: storage operations go to persistence, notices and requests to the manager.
+      [=](mcp_store_atom a, const std::string& op, const std::string& x, const std::string& y, const std::string& z) {
+        return self->delegate(self->state.persistence.handle, a, op, x, y, z);
+      },
+      [=](mcp_sync_atom a) {
+        if (self->state.mcp.handle) self->send(self->state.mcp.handle, a);
+      },
+      [=](mcp_exec_atom a, const std::string& approval) {
+        if (self->state.mcp.handle) self->send(self->state.mcp.handle, a, approval);
+      },
+      [=](mcp_atom a, const std::string& method, const std::string& path, const std::string& query,
+          const std::string& body, const std::string& key_id, const std::string& role, const std::string& team_id,
+          const std::string& user_id) -> caf::delegated<caf::message> {
+        if (!self->state.mcp.handle) {
+          auto rp = self->make_response_promise();
+          rp.deliver(std::int32_t{503},
+                     std::string(R"({"error":{"message":"MCP is not running","type":"unavailable"}})"),
+                     std::string("application/json"));
+          return {};
+        }
+        return self->delegate(self->state.mcp.handle, a, method, path, query, body, key_id, role, team_id, user_id);
+      },
       [=](admin_atom a, const std::string& method, const std::string& path, const std::string& query,
           const std::string& body, const std::string& key_id, const std::string& role, const std::string& team_id,
           const std::string& user_id) {

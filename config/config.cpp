@@ -171,6 +171,15 @@ load_result from_table(const toml::table& root) {
       cfg.models.push_back(std::move(m));
     }
   }
+  if (auto* m = root["mcp"].as_table()) {
+    r.get(*m, "mcp", "allowed_commands", cfg.mcp.allowed_commands);
+    r.get(*m, "mcp", "default_policy", cfg.mcp.default_policy);
+    r.get(*m, "mcp", "init_timeout_ms", cfg.mcp.init_timeout_ms);
+    r.get(*m, "mcp", "call_timeout_ms", cfg.mcp.call_timeout_ms);
+    r.get(*m, "mcp", "max_wait_ms", cfg.mcp.max_wait_ms);
+    r.get(*m, "mcp", "session_grant_s", cfg.mcp.session_grant_s);
+    r.get(*m, "mcp", "restart_max_backoff_ms", cfg.mcp.restart_max_backoff_ms);
+  }
   if (auto* b = root["breaker"].as_table()) {
     r.get(*b, "breaker", "window_s", cfg.breaker.window_s);
     r.get(*b, "breaker", "failure_rate", cfg.breaker.failure_rate);
@@ -291,6 +300,12 @@ std::string validate(gateway_config& cfg) {
   for (std::size_t i = 0; i < cfg.models.size(); ++i)
     for (const auto& f : cfg.models[i].fallbacks)
       if (!model_names.count(f)) return "models[" + std::to_string(i) + "].fallbacks names unknown model '" + f + "'";
+  const auto& m = cfg.mcp;
+  if (m.default_policy != "auto" && m.default_policy != "confirm" && m.default_policy != "deny")
+    return "mcp.default_policy must be auto, confirm or deny";
+  if (m.init_timeout_ms < 100 || m.call_timeout_ms < 100 || m.max_wait_ms < 0 || m.session_grant_s < 1 ||
+      m.restart_max_backoff_ms < 500)
+    return "mcp timeouts are out of range (init/call at least 100 ms, backoff at least 500 ms)";
   const auto& b = cfg.breaker;
   if (b.window_s < 1 || b.window_s > 60) return "breaker.window_s must be 1 to 60";
   if (b.failure_rate <= 0 || b.failure_rate > 1) return "breaker.failure_rate must be in (0, 1]";

@@ -93,8 +93,21 @@ struct breaker_config {
   std::vector<std::string> failure_on = {"connect_error", "timeout", "5xx", "429", "mid_stream"};
 };
 
+/// MCP tool servers (stdio children) and their governance.
+struct mcp_config {
+  /// Commands a registered stdio server may run (the executable as given, or its base name).
+  std::vector<std::string> allowed_commands = {"node", "python3", "npx", "uvx"};
+  std::string default_policy = "auto"; ///< for tools without a policy: auto | confirm | deny
+  int init_timeout_ms = 10'000;        ///< initialize handshake
+  int call_timeout_ms = 60'000;        ///< one tools/call (then notifications/cancelled)
+  int max_wait_ms = 60'000;            ///< longest a caller may wait for an approval (wait_ms)
+  int session_grant_s = 3600;          ///< how long a session-scoped approval lasts
+  int restart_max_backoff_ms = 30'000; ///< a crashed server restarts after 0.5 s, doubling up to this
+};
+
 struct gateway_config {
   server_config server;
+  mcp_config mcp;
   storage_config storage;
   std::vector<provider_config> providers;
   std::vector<model_config> models;

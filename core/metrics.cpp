@@ -81,6 +81,22 @@ struct families {
           .Name("gateway_fallbacks_total")
           .Help("Switches to another deployment or fallback model, by requested model")
           .Register(registry);
+  prometheus::Family<prometheus::Counter>& mcp_calls =
+      BuildCounter()
+          .Name("gateway_mcp_tool_calls_total")
+          .Help("MCP tool calls, by tool (server__tool) and outcome (ok, tool_error, error, timeout, denied, pending)")
+          .Register(registry);
+  prometheus::Family<prometheus::Histogram>& mcp_call_duration =
+      BuildHistogram()
+          .Name("gateway_mcp_tool_call_duration_seconds")
+          .Help("Duration of MCP tools/call exchanges, by tool")
+          .Register(registry);
+  prometheus::Family<prometheus::Gauge>& mcp_server_up = BuildGauge()
+                                                             .Name("gateway_mcp_server_up")
+                                                             .Help("1 when the MCP server is initialized and ready")
+                                                             .Register(registry);
+  prometheus::Family<prometheus::Counter>& mcp_restarts =
+      BuildCounter().Name("gateway_mcp_server_restarts_total").Help("MCP server process restarts").Register(registry);
   prometheus::Family<prometheus::Gauge>& breaker_state =
       BuildGauge()
           .Name("gateway_breaker_state")
@@ -177,6 +193,22 @@ counter cost(std::string_view model) {
 
 counter fallbacks(std::string_view model) {
   return counter{&all().fallbacks.Add({{"model", std::string(model)}})};
+}
+
+counter mcp_calls(std::string_view tool, std::string_view outcome) {
+  return counter{&all().mcp_calls.Add({{"tool", std::string(tool)}, {"outcome", std::string(outcome)}})};
+}
+
+histogram mcp_call_duration(std::string_view tool) {
+  return histogram{&all().mcp_call_duration.Add({{"tool", std::string(tool)}}, latency_buckets())};
+}
+
+gauge mcp_server_up(std::string_view server) {
+  return gauge{&all().mcp_server_up.Add({{"server", std::string(server)}})};
+}
+
+counter mcp_restarts(std::string_view server) {
+  return counter{&all().mcp_restarts.Add({{"server", std::string(server)}})};
 }
 
 gauge breaker_state(std::string_view deployment) {

@@ -70,6 +70,13 @@ counter usage_records(std::string_view result);
 gauge connections_open();
 /// gateway_fallbacks_total{model}: switches to another deployment or fallback model.
 counter fallbacks(std::string_view model);
+/// gateway_mcp_tool_calls_total{tool,outcome} and gateway_mcp_tool_call_duration_seconds{tool}
+/// (not the hot path: looked up per call).
+counter mcp_calls(std::string_view tool, std::string_view outcome);
+histogram mcp_call_duration(std::string_view tool);
+/// gateway_mcp_server_up{server} (1 ready, 0 otherwise), gateway_mcp_server_restarts_total{server}.
+gauge mcp_server_up(std::string_view server);
+counter mcp_restarts(std::string_view server);
 /// gateway_breaker_state{deployment}: 0 closed, 1 open, 2 half-open.
 gauge breaker_state(std::string_view deployment);
 /// gateway_ratelimited_total{reason}: requests refused by a limit (rpm, tpm, parallel, budget_*).

@@ -259,6 +259,9 @@ void session::handle(http::request<http::string_body>&& req) {
     ctx.route = "messages";
   else if (under_v1("/messages/count_tokens"))
     ctx.route = "count_tokens";
+  else if (path == "/mcp" || path == "/v1/mcp/tools" || path == "/v1/mcp/tools/call" ||
+           path.rfind("/v1/mcp/calls/", 0) == 0)
+    ctx.route = "mcp";
   else
     ctx.route = "other";
   // Anthropic's endpoints answer in Anthropic's envelope, from the first refusal on.
@@ -327,26 +330,13 @@ void session::handle(http::request<http::string_body>&& req) {
     } else {
       ctx.route = "me";
     }
-    actors::admin_call call;
-    call.method = ctx.method;
-    call.path = ctx.path;
-    if (auto q = req.target().find('?'); q != std::string_view::npos)
-      call.query = std::string(req.target().substr(q + 1));
-    call.body = std::move(req.body());
-    call.key_id = std::string(ctx.who->key_id());
-    call.role = std::string(role);
-    if (!ctx.who->master) {
-      call.team_id = ctx.who->key->team_id;
-      call.user_id = ctx.who->key->user_id;
-    }
-    auto shared = std::make_shared<request_context>(std::move(ctx));
-    worker_.runtime.admin(
-        std::move(call), [self = shared_from_this(), shared](int status, std::string body, std::string type) {
-          // Runs on a CAF thread: hop back onto this session's thread.
-          asio::post(self->executor(), [self, shared, status, body = std::move(body), type = std::move(type)] {
-            self->respond(*shared, status, type, body);
-          });
-        });
+    forward_to_actors(ctx, req, false);
+    return;
+  }
+
+  if (ctx.route == "mcp") {
+    // Tools: the MCP manager actor decides (policy, approvals) and runs the call.
+    forward_to_actors(ctx, req, true);
     return;
   }
 
@@ -414,6 +404,32 @@ void session::handle(http::request<http::string_body>&& req) {
     return;
   }
   respond_error(ctx, error_kind::not_found, "unknown endpoint " + ctx.method + " " + std::string(path), "unknown_url");
+}
+
+void session::forward_to_actors(request_context& ctx, http::request<http::string_body>& req, bool mcp) {
+  actors::admin_call call;
+  call.method = ctx.method;
+  call.path = ctx.path;
+  if (auto q = req.target().find('?'); q != std::string_view::npos)
+    call.query = std::string(req.target().substr(q + 1));
+  call.body = std::move(req.body());
+  call.key_id = std::string(ctx.who->key_id());
+  call.role = ctx.who->master ? std::string("admin") : ctx.who->key->role;
+  if (!ctx.who->master) {
+    call.team_id = ctx.who->key->team_id;
+    call.user_id = ctx.who->key->user_id;
+  }
+  auto shared = std::make_shared<request_context>(std::move(ctx));
+  auto done = [self = shared_from_this(), shared](int status, std::string body, std::string type) {
+    // Runs on a CAF thread: hop back onto this session's thread.
+    asio::post(self->executor(), [self, shared, status, body = std::move(body), type = std::move(type)] {
+      self->respond(*shared, status, type, body);
+    });
+  };
+  if (mcp)
+    worker_.runtime.mcp(std::move(call), std::move(done));
+  else
+    worker_.runtime.admin(std::move(call), std::move(done));
 }
 
 std::string session::render_breakers() {

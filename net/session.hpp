@@ -99,6 +99,8 @@ private:
   void after_response(bool keep_alive);
   void record(const request_context& ctx, int status);
   std::string render_breakers();
+  /// Hands an admin, /v1/me or MCP request to the actors and answers when they do.
+  void forward_to_actors(request_context& ctx, http::request<http::string_body>& req, bool mcp);
   void graceful_close();
 
   template <class F> decltype(auto) visit(F&& f) { return std::visit(std::forward<F>(f), stream_); }

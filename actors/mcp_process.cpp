@@ -1,0 +1,254 @@
+#include "actors/mcp_process.hpp"
+
+#define BOOST_PROCESS_USE_STD_FS 1
+#include <boost/optional.hpp> // Boost.Process 1.81 names boost::optional even with std::filesystem
+
+#include <type_traits>
+// ... and uses these unqualified inside its own namespace.
+namespace boost::process::v2 {
+using std::is_constructible;
+using std::remove_pointer;
+} // namespace boost::process::v2
+#include <boost/asio/io_context.hpp>
+#include <boost/asio/readable_pipe.hpp>
+#include <boost/asio/steady_timer.hpp>
+#include <boost/asio/writable_pipe.hpp>
+#include <boost/asio/write.hpp>
+#include <boost/process/v2/environment.hpp>
+#include <boost/process/v2/process.hpp>
+#include <boost/process/v2/start_dir.hpp>
+#include <boost/process/v2/stdio.hpp>
+
+#include <atomic>
+#include <csignal>
+#include <deque>
+#include <fcntl.h>
+#include <linux/close_range.h>
+#include <sys/syscall.h>
+#include <sys/types.h>
+#include <unistd.h>
+
+extern char** environ;
+
+namespace lowart::actors {
+
+namespace {
+
+namespace asio = boost::asio;
+
+std::atomic<int> live_children{0};
+namespace bp = boost::process::v2;
+
+/// Runs in the child between fork and exec: a process group of its own, so that the
+/// whole tree (npx -> node, a shell -> python) can be signalled at once.
+struct own_process_group {
+  template <class Launcher> bp::error_code on_exec_setup(Launcher&, const std::filesystem::path&, const char* const*) {
+    if (::setpgid(0, 0) != 0) return bp::error_code(errno, bp::system_category());
+    // lowart blocks SIGTERM/SIGINT in every thread (main waits for them with sigwait) and
+    // ignores SIGPIPE; a child must not inherit either, or it could not be stopped.
+    sigset_t none;
+    sigemptyset(&none);
+    ::sigprocmask(SIG_SETMASK, &none, nullptr);
+    ::signal(SIGPIPE, SIG_DFL);
+    // Nothing of lowart's (listening sockets, the database, upstream connections) may
+    // leak into the child: every descriptor above stderr closes at exec.
+    if (::syscall(SYS_close_range, 3u, ~0u, CLOSE_RANGE_CLOEXEC) != 0)
+      for (int fd = 3; fd < 65536; ++fd)
+        ::fcntl(fd, F_SETFD, FD_CLOEXEC);
+    return {};
+  }
+};
+
+/// The child's environment, handed to the launcher (Boost.Process's own
+/// process_environment needs its compiled part, which the headers-only package lacks).
+struct child_environment {
+  std::vector<std::string> entries;
+  std::vector<const char*> pointers;
+  template <class Launcher>
+  bp::error_code on_setup(Launcher& launcher, const std::filesystem::path&, const char* const*) {
+    pointers.clear();
+    for (const auto& e : entries)
+      pointers.push_back(e.c_str());
+    pointers.push_back(nullptr);
+    launcher.env = pointers.data();
+    return {};
+  }
+};
+
+/// Reads a pipe line by line; lines longer than `max_line` are cut (and flagged).
+class line_reader {
+public:
+  explicit line_reader(asio::io_context& ioc) : pipe(ioc) {}
+  asio::readable_pipe pipe;
+
+  template <class OnLine, class OnEnd> void start(OnLine on_line, OnEnd on_end) {
+    pipe.async_read_some(asio::buffer(chunk_), [this, on_line, on_end](bp::error_code ec, std::size_t n) {
+      if (ec) {
+        if (!partial_.empty()) on_line(std::move(partial_));
+        partial_.clear();
+        on_end();
+        return;
+      }
+      std::string_view data(chunk_.data(), n);
+      while (!data.empty()) {
+        auto nl = data.find('\n');
+        if (nl == std::string_view::npos) {
+          partial_.append(data);
+          if (partial_.size() > max_line) partial_.resize(max_line); // a runaway line is cut, not buffered
+          break;
+        }
+        partial_.append(data.substr(0, nl));
+        if (!partial_.empty() && partial_.back() == '\r') partial_.pop_back();
+        on_line(std::move(partial_));
+        partial_.clear();
+        data.remove_prefix(nl + 1);
+      }
+      start(on_line, on_end);
+    });
+  }
+
+  static constexpr std::size_t max_line = 16 * 1024 * 1024;
+
+private:
+  std::array<char, 8192> chunk_{};
+  std::string partial_;
+};
+
+class process_impl final : public mcp_process, public std::enable_shared_from_this<process_impl> {
+public:
+  process_impl(asio::io_context& ioc, callbacks cb)
+      : ioc_(ioc), cb_(std::move(cb)), in_(ioc), out_(ioc), err_(ioc), kill_timer_(ioc) {}
+
+  bool launch(const spec& s, std::string& error) {
+    bp::error_code ec;
+    std::filesystem::path exe = s.command;
+    if (s.command.find('/') == std::string::npos) {
+      exe = bp::environment::find_executable(s.command);
+      if (exe.empty()) {
+        error = "command not found in PATH: " + s.command;
+        return false;
+      }
+    }
+    // lowart's environment plus the server's own variables (which win).
+    child_environment env;
+    for (char** e = environ; e && *e; ++e) {
+      std::string_view kv(*e);
+      auto name = kv.substr(0, kv.find('='));
+      bool overridden = false;
+      for (const auto& [k, v] : s.env)
+        overridden = overridden || k == name;
+      if (!overridden) env.entries.emplace_back(kv);
+    }
+    for (const auto& [k, v] : s.env)
+      env.entries.push_back(k + "=" + v);
+    std::filesystem::path cwd = s.cwd.empty() ? std::filesystem::current_path() : std::filesystem::path(s.cwd);
+    // Three pipes: the child's ends are handed to it, ours are in_, out_.pipe, err_.pipe.
+    asio::readable_pipe child_stdin(ioc_);
+    asio::writable_pipe child_stdout(ioc_), child_stderr(ioc_);
+    asio::connect_pipe(child_stdin, in_, ec);
+    if (!ec) asio::connect_pipe(out_.pipe, child_stdout, ec);
+    if (!ec) asio::connect_pipe(err_.pipe, child_stderr, ec);
+    if (ec) {
+      error = "cannot create pipes: " + ec.message();
+      return false;
+    }
+    try {
+      proc_.emplace(ioc_.get_executor(), exe, s.args, bp::process_stdio{child_stdin, child_stdout, child_stderr},
+                    bp::process_start_dir{cwd}, env, own_process_group{});
+    } catch (const std::exception& e) {
+      error = std::string("cannot start ") + s.command + ": " + e.what();
+      return false;
+    }
+    // The child holds its ends now; ours close, so that EOF reaches the right side.
+    child_stdin.close(ec);
+    child_stdout.close(ec);
+    child_stderr.close(ec);
+    pid_ = proc_->id();
+    live_children.fetch_add(1);
+    return true;
+  }
+
+  void begin() {
+    auto self = shared_from_this();
+    out_.start([self](std::string line) { self->cb_.on_stdout(std::move(line)); }, [self] { self->stdout_closed(); });
+    err_.start([self](std::string line) { self->cb_.on_stderr(std::move(line)); }, [] {});
+    proc_->async_wait([self](bp::error_code, int code) { self->reaped(code); });
+  }
+
+  void write(std::string line) override {
+    if (exited_) return;
+    line += '\n';
+    queue_.push_back(std::move(line));
+    if (queue_.size() == 1) write_next();
+  }
+
+  void stop(int grace_ms) override {
+    if (exited_ || stopping_) return;
+    stopping_ = true;
+    boost::system::error_code ec;
+    in_.close(ec); // a well-behaved server exits on EOF
+    ::kill(-pid_, SIGTERM);
+    kill_timer_.expires_after(std::chrono::milliseconds(grace_ms));
+    kill_timer_.async_wait([self = shared_from_this()](bp::error_code ec) {
+      if (!ec && !self->exited_) ::kill(-self->pid_, SIGKILL);
+    });
+  }
+
+  int pid() const override { return pid_; }
+
+private:
+  void write_next() {
+    asio::async_write(in_, asio::buffer(queue_.front()), [self = shared_from_this()](bp::error_code ec, std::size_t) {
+      if (ec) {
+        self->queue_.clear(); // the child closed its stdin: it is going away
+        return;
+      }
+      self->queue_.pop_front();
+      if (!self->queue_.empty()) self->write_next();
+    });
+  }
+
+  void stdout_closed() {
+    // A child that closes stdout is done for us: make sure it goes (reaped() follows).
+    if (!exited_ && !stopping_) stop(1000);
+  }
+
+  void reaped(int code) {
+    exited_ = true;
+    live_children.fetch_sub(1);
+    kill_timer_.cancel();
+    // Whatever the leader left behind in its group goes with it: no orphans.
+    ::kill(-pid_, SIGKILL);
+    boost::system::error_code ec;
+    in_.close(ec);
+    if (cb_.on_exit) cb_.on_exit(code);
+  }
+
+  asio::io_context& ioc_;
+  callbacks cb_;
+  asio::writable_pipe in_;
+  line_reader out_;
+  line_reader err_;
+  asio::steady_timer kill_timer_;
+  std::optional<bp::process> proc_;
+  std::deque<std::string> queue_;
+  int pid_ = 0;
+  bool exited_ = false;
+  bool stopping_ = false;
+};
+
+} // namespace
+
+int mcp_process::live_count() {
+  return live_children.load();
+}
+
+std::shared_ptr<mcp_process> mcp_process::start(asio::io_context& ioc, const spec& s, callbacks cb,
+                                                std::string& error) {
+  auto p = std::make_shared<process_impl>(ioc, std::move(cb));
+  if (!p->launch(s, error)) return nullptr;
+  p->begin();
+  return p;
+}
+
+} // namespace lowart::actors
