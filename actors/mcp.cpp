@@ -74,6 +74,7 @@ struct pending_request {
   promise rp;
   std::string tool; ///< server__tool, for calls
   std::chrono::steady_clock::time_point start;
+  std::string request_id; ///< the HTTP request it serves (for cancellation)
 };
 
 struct server_state {
@@ -132,14 +133,16 @@ void stop_child(server_actor* self) {
 }
 
 std::int64_t send_request(server_actor* self, std::string_view method, std::string_view params,
-                          pending_request::kind what, int timeout_ms, promise rp = {}, std::string tool = {}) {
+                          pending_request::kind what, int timeout_ms, promise rp = {}, std::string tool = {},
+                          std::string request_id = {}) {
   auto& st = self->state;
   auto id = st.next_id++;
   json::object_writer w;
   w.str("jsonrpc", "2.0").num("id", id).str("method", method);
   if (!params.empty()) w.raw("params", params);
   write_line(self, w.done());
-  st.pending[id] = pending_request{what, std::move(rp), std::move(tool), std::chrono::steady_clock::now()};
+  st.pending[id] =
+      pending_request{what, std::move(rp), std::move(tool), std::chrono::steady_clock::now(), std::move(request_id)};
   self->delayed_send(self, std::chrono::milliseconds(timeout_ms), timeout_atom::value, id);
   return id;
 }
@@ -384,8 +387,27 @@ caf::behavior mcp_server(server_actor* self, gateway_state* gw, asio::io_context
                                std::string(p.what == pending_request::kind::init ? "initialize" : "tools/list") +
                                " in time");
       },
+      [=](mcp_cancel_atom, const std::string& request_id) {
+        // The caller went away: tell the server to stop, and free the call.
+        auto& st = self->state;
+        for (auto it = st.pending.begin(); it != st.pending.end(); ++it) {
+          if (it->second.what != pending_request::kind::call || it->second.request_id != request_id) continue;
+          json::object_writer params;
+          params.num("requestId", it->first).str("reason", "the client disconnected");
+          json::object_writer note;
+          note.str("jsonrpc", "2.0").str("method", "notifications/cancelled").raw("params", params.done());
+          write_line(self, note.done());
+          metrics::mcp_calls(it->second.tool, "cancelled").inc();
+          log::info("MCP call cancelled: its client went away",
+                    {{"server", st.spec.name}, {"tool", it->second.tool}, {"request_id", request_id}});
+          it->second.rp.deliver(std::int32_t{499}, error_json("the client went away", "cancelled"),
+                                std::string(json_type));
+          st.pending.erase(it);
+          return;
+        }
+      },
       [=](call_atom, const std::string& tool, const std::string& qualified, const std::string& arguments,
-          std::int32_t timeout_ms) -> reply {
+          std::int32_t timeout_ms, const std::string& request_id) -> reply {
         auto& st = self->state;
         if (st.mode != "ready") {
           metrics::mcp_calls(qualified, "error").inc();
@@ -397,7 +419,8 @@ caf::behavior mcp_server(server_actor* self, gateway_state* gw, asio::io_context
         auto rp = self->make_response_promise<std::int32_t, std::string, std::string>();
         json::object_writer params;
         params.str("name", tool).raw("arguments", arguments.empty() ? "{}" : arguments);
-        send_request(self, "tools/call", params.done(), pending_request::kind::call, timeout_ms, rp, qualified);
+        send_request(self, "tools/call", params.done(), pending_request::kind::call, timeout_ms, rp, qualified,
+                     request_id);
         return rp;
       },
   };
@@ -486,11 +509,13 @@ struct caller {
   std::string key_id;
   std::string role;
   std::string team_id;
+  std::string request_id;
   bool admin() const { return key_id == "master" || role == "admin" || role == "operator"; }
 };
 
 /// Runs a tool on its server actor.
-void run_tool(manager_actor* self, const std::string& qualified, const std::string& arguments, done_fn done) {
+void run_tool(manager_actor* self, const std::string& qualified, const std::string& arguments, done_fn done,
+              const std::string& request_id = {}) {
   auto& st = self->state;
   std::string server, tool;
   split_tool(qualified, server, tool);
@@ -501,7 +526,7 @@ void run_tool(manager_actor* self, const std::string& qualified, const std::stri
   }
   auto timeout_ms = st.gw->config.mcp.call_timeout_ms;
   self->request(it->second.handle, std::chrono::milliseconds(timeout_ms + 2000), call_atom::value, tool, qualified,
-                arguments, static_cast<std::int32_t>(timeout_ms))
+                arguments, static_cast<std::int32_t>(timeout_ms), request_id)
       .then([done](std::int32_t status, std::string body, std::string) { done(status, std::move(body)); },
             [done](caf::error& err) {
               done(std::int32_t{502}, error_json("the MCP server actor failed: " + caf::to_string(err), "mcp_error"));
@@ -569,7 +594,7 @@ void call_under_policy(manager_actor* self, const caller& who, const std::string
     return;
   }
   audit(self, who.key_id, "mcp.call", qualified, policy == "confirm" ? R"({"via":"session_grant"})" : "{}");
-  run_tool(self, qualified, arguments, std::move(done));
+  run_tool(self, qualified, arguments, std::move(done), who.request_id);
 }
 
 /// Runs (or refuses) a call an admin decided, answers whoever still waits for it, and
@@ -817,10 +842,15 @@ caf::behavior mcp_manager(manager_actor* self, gateway_state* gw, asio::io_conte
           w(std::int32_t{202}, pending_body);
         self->state.waiters.erase(it);
       },
+      [=](mcp_cancel_atom a, const std::string& request_id) {
+        for (auto& [name, r] : self->state.servers)
+          self->send(r.handle, a, request_id);
+      },
       [=](mcp_atom, const std::string& method, const std::string& path, const std::string&, const std::string& body,
-          const std::string& key_id, const std::string& role, const std::string& team_id, const std::string&) -> reply {
+          const std::string& key_id, const std::string& role, const std::string& team_id, const std::string&,
+          const std::string& request_id) -> reply {
         auto rp = self->make_response_promise<std::int32_t, std::string, std::string>();
-        serve_request(self, caller{key_id, role, team_id}, method, path, body, rp);
+        serve_request(self, caller{key_id, role, team_id, request_id}, method, path, body, rp);
         return rp;
       },
   };

@@ -21,9 +21,11 @@ using reload_atom = caf::atom_constant<caf::atom("reload")>;
 ///   /v1/me (admin_service.hpp).
 using admin_atom = caf::atom_constant<caf::atom("admin")>;
 
-/// (mcp_atom, method, path, query, body, key id, role, team id, user id)
+/// (mcp_atom, method, path, query, body, key id, role, team id, user id, request id)
 ///   -> (int32 status, std::string body, std::string content type): /v1/mcp/... and /mcp.
 using mcp_atom = caf::atom_constant<caf::atom("mcp")>;
+/// (mcp_cancel_atom, request id): the HTTP client of an MCP call went away.
+using mcp_cancel_atom = caf::atom_constant<caf::atom("mcpcancel")>;
 /// The MCP table changed (servers, policies, grants): sync the server actors.
 using mcp_sync_atom = caf::atom_constant<caf::atom("mcpsync")>;
 /// (mcp_exec_atom, std::string approval JSON): an admin approved or denied a call.

@@ -67,6 +67,10 @@ void runtime::mcp(admin_call call, reply_fn done) {
              std::chrono::milliseconds(m.call_timeout_ms + m.max_wait_ms + 5000));
 }
 
+void runtime::mcp_cancel(const std::string& request_id) {
+  if (impl_->system && impl_->root) caf::anon_send(impl_->root, mcp_cancel_atom::value, request_id);
+}
+
 void runtime::impl::ask(caf::atom_value which, admin_call call, reply_fn done, std::chrono::milliseconds timeout) {
   if (!system || !root) {
     done(503, R"({"error":{"message":"gateway is not running","type":"unavailable"}})", "application/json");
@@ -76,7 +80,7 @@ void runtime::impl::ask(caf::atom_value which, admin_call call, reply_fn done, s
       [root = root, which, timeout, call = std::move(call), done = std::move(done)](caf::event_based_actor* self) {
         auto req = which == mcp_atom::value
                        ? self->request(root, timeout, mcp_atom::value, call.method, call.path, call.query, call.body,
-                                       call.key_id, call.role, call.team_id, call.user_id)
+                                       call.key_id, call.role, call.team_id, call.user_id, call.request_id)
                        : self->request(root, timeout, admin_atom::value, call.method, call.path, call.query, call.body,
                                        call.key_id, call.role, call.team_id, call.user_id);
         req.then([done](std::int32_t status, std::string body,

@@ -22,6 +22,7 @@ struct admin_call {
   std::string role;
   std::string team_id;
   std::string user_id;
+  std::string request_id; ///< MCP: names the call, should its client go away
 };
 
 class runtime {
@@ -45,6 +46,8 @@ public:
   /// Asks the MCP manager (/v1/mcp/..., /mcp); like admin(), with a bound of
   /// mcp.call_timeout_ms + mcp.max_wait_ms + 5 s (a call may wait for an approval).
   void mcp(admin_call call, reply_fn done);
+  /// The client of MCP request `request_id` went away: cancel its tool call, if any.
+  void mcp_cancel(const std::string& request_id);
 
   /// Writes the queued usage records now and waits (main thread only).
   void flush_usage();

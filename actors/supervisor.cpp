@@ -149,7 +149,7 @@ caf::behavior supervisor(supervisor_actor* self, gateway_state* gw) {
       },
       [=](mcp_atom a, const std::string& method, const std::string& path, const std::string& query,
           const std::string& body, const std::string& key_id, const std::string& role, const std::string& team_id,
-          const std::string& user_id) -> caf::delegated<caf::message> {
+          const std::string& user_id, const std::string& request_id) -> caf::delegated<caf::message> {
         if (!self->state.mcp.handle) {
           auto rp = self->make_response_promise();
           rp.deliver(std::int32_t{503},
@@ -157,7 +157,11 @@ caf::behavior supervisor(supervisor_actor* self, gateway_state* gw) {
                      std::string("application/json"));
           return {};
         }
-        return self->delegate(self->state.mcp.handle, a, method, path, query, body, key_id, role, team_id, user_id);
+        return self->delegate(self->state.mcp.handle, a, method, path, query, body, key_id, role, team_id, user_id,
+                              request_id);
+      },
+      [=](mcp_cancel_atom a, const std::string& request_id) {
+        if (self->state.mcp.handle) self->send(self->state.mcp.handle, a, request_id);
       },
       [=](admin_atom a, const std::string& method, const std::string& path, const std::string& query,
           const std::string& body, const std::string& key_id, const std::string& role, const std::string& team_id,

@@ -426,10 +426,37 @@ void session::forward_to_actors(request_context& ctx, http::request<http::string
       self->respond(*shared, status, type, body);
     });
   };
-  if (mcp)
-    worker_.runtime.mcp(std::move(call), std::move(done));
-  else
+  if (!mcp) {
     worker_.runtime.admin(std::move(call), std::move(done));
+    return;
+  }
+  call.request_id = shared->request_id;
+  worker_.runtime.mcp(std::move(call), std::move(done));
+  // A tool call can take long: if the client hangs up meanwhile, the call is cancelled.
+  watch_client([rt = &worker_.runtime, id = shared->request_id] { rt->mcp_cancel(id); });
+}
+
+void session::watch_client(std::function<void()> on_gone) {
+  watching_ = true;
+  visit([&](auto& s) {
+    s.expires_never(); // the answer's own deadline bounds the wait
+    s.async_read_some(asio::buffer(&watch_byte_, 1),
+                      [self = shared_from_this(), on_gone = std::move(on_gone)](beast::error_code ec, std::size_t n) {
+                        self->watching_ = false;
+                        if (!ec && n == 1) {
+                          auto room = self->buffer_.prepare(1);
+                          *static_cast<char*>(room.data()) = self->watch_byte_;
+                          self->buffer_.commit(1);
+                        }
+                        bool gone = ec && ec != asio::error::operation_aborted;
+                        if (self->resume_after_watch_) {
+                          self->resume_after_watch_ = false;
+                          self->after_response(self->resume_keep_alive_ && !gone);
+                          return;
+                        }
+                        if (gone && !self->closed_) on_gone();
+                      });
+  });
 }
 
 std::string session::render_breakers() {
@@ -536,6 +563,16 @@ void session::end_streamed(request_context& ctx, int status, bool keep_alive) {
 }
 
 void session::after_response(bool keep_alive) {
+  if (watching_) {
+    // One read at a time: end the watch first; its handler comes back here.
+    resume_after_watch_ = true;
+    resume_keep_alive_ = keep_alive;
+    visit([](auto& s) {
+      beast::error_code ec;
+      s.socket().cancel(ec);
+    });
+    return;
+  }
   if (!keep_alive || worker_.state.draining.load(std::memory_order_relaxed)) {
     graceful_close();
     return;
@@ -574,6 +611,16 @@ void session::close_if_idle() {
 
 void session::graceful_close() {
   if (closed_) return;
+  if (watching_) {
+    // The watch read must end before the drain reads start; its handler closes.
+    resume_after_watch_ = true;
+    resume_keep_alive_ = false;
+    visit([](auto& s) {
+      beast::error_code ec;
+      s.socket().cancel(ec);
+    });
+    return;
+  }
   closed_ = true;
   // Half-close, then let the peer's remaining bytes drain briefly so that a response
   // we just wrote is not destroyed by a reset caused by unread input.

@@ -101,6 +101,10 @@ private:
   std::string render_breakers();
   /// Hands an admin, /v1/me or MCP request to the actors and answers when they do.
   void forward_to_actors(request_context& ctx, http::request<http::string_body>& req, bool mcp);
+  /// While an answer is out with the actors: a one-byte read that notices the client
+  /// hanging up (then `on_gone` runs). A byte that does arrive (a pipelined request) is
+  /// kept for the next parse. after_response() ends the watch before reading on.
+  void watch_client(std::function<void()> on_gone);
   void graceful_close();
 
   template <class F> decltype(auto) visit(F&& f) { return std::visit(std::forward<F>(f), stream_); }
@@ -110,7 +114,11 @@ private:
   beast::flat_buffer buffer_;
   std::optional<http::request_parser<http::string_body>> parser_;
   std::string out_;
-  bool idle_ = false; ///< waiting for the next request
+  bool idle_ = false;               ///< waiting for the next request
+  bool watching_ = false;           ///< watch_client's read is outstanding
+  bool resume_after_watch_ = false; ///< after_response waits for that read to end
+  bool resume_keep_alive_ = false;
+  char watch_byte_ = 0;
   bool closed_ = false;
 };
 

@@ -251,6 +251,28 @@ test('the official MCP SDK client lists and calls tools through /mcp under the s
   }
 });
 
+test('a client that hangs up mid-call gets its tool call cancelled upstream', async () => {
+  const before = metricValue(parseMetrics((await api(gw, 'GET', '/metrics')).text), 'gateway_mcp_tool_calls_total',
+    { tool: 'ev__trigger-long-running-operation', outcome: 'cancelled' });
+  const abort = new AbortController();
+  const started = Date.now();
+  const pending = fetch(`${gw.url}/v1/mcp/tools/call`, {
+    method: 'POST', signal: abort.signal,
+    headers: { authorization: `Bearer ${user}`, 'content-type': 'application/json' },
+    body: JSON.stringify({ name: 'ev__trigger-long-running-operation', arguments: { duration: 8, steps: 4 } }),
+  }).catch((e) => e);
+  await sleep(500);
+  abort.abort();
+  await pending;
+  await gw.waitForLog((l) => l.msg === 'MCP call cancelled: its client went away', 5000);
+  const after = metricValue(parseMetrics((await api(gw, 'GET', '/metrics')).text), 'gateway_mcp_tool_calls_total',
+    { tool: 'ev__trigger-long-running-operation', outcome: 'cancelled' });
+  assert.equal(after, before + 1);
+  assert.ok(Date.now() - started < 5000, 'cancelled long before the 8 s operation would end');
+  // The server keeps serving, and pipelined keep-alive requests still work after a watch.
+  assert.equal((await call(user, 'ev__echo', { message: 'still here' })).status, 200);
+});
+
 test('registered servers survive a restart; unregister and shutdown leave no process behind', async () => {
   const before = await servers();
   const oldPids = [before.ev.pid, before.fs.pid];
