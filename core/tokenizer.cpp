@@ -59,6 +59,38 @@ inline std::uint64_t hash_bytes(std::string_view s) {
   return h ^ (h >> 33);
 }
 
+/// End of the longest valid UTF-8 stretch of `text` starting at `from` (no overlongs,
+/// surrogates or code points above U+10FFFF).
+std::size_t valid_utf8_prefix(std::string_view text, std::size_t from) {
+  auto u = [&](std::size_t i) { return static_cast<unsigned char>(text[i]); };
+  std::size_t i = from, n = text.size();
+  while (i < n) {
+    // ASCII runs, 8 bytes at a time.
+    while (i + 8 <= n) {
+      std::uint64_t w;
+      std::memcpy(&w, text.data() + i, 8);
+      if (w & 0x8080808080808080ull) break;
+      i += 8;
+    }
+    if (i >= n) break;
+    unsigned c = u(i);
+    if (c < 0x80) {
+      ++i;
+      continue;
+    }
+    std::size_t len = c >= 0xF0 ? 4 : c >= 0xE0 ? 3 : c >= 0xC2 ? 2 : 0;
+    if (len == 0 || c > 0xF4 || i + len > n) return i;
+    for (std::size_t k = 1; k < len; ++k)
+      if ((u(i + k) & 0xC0) != 0x80) return i;
+    if (c == 0xE0 && u(i + 1) < 0xA0) return i; // overlong
+    if (c == 0xED && u(i + 1) > 0x9F) return i; // surrogate
+    if (c == 0xF0 && u(i + 1) < 0x90) return i; // overlong
+    if (c == 0xF4 && u(i + 1) > 0x8F) return i; // above U+10FFFF
+    i += len;
+  }
+  return n;
+}
+
 /// The rank table: open addressing with linear probing over 16-byte slots. Strings of up
 /// to 8 bytes (most byte pairs the merge loop asks about) live in the slot itself, so a
 /// lookup is usually one cache line; longer ones point into one byte arena.
@@ -215,16 +247,26 @@ template <class Sink> void bpe_tokenizer::run(std::string_view text, Sink&& sink
   };
   auto subject = reinterpret_cast<PCRE2_SPTR>(text.data());
   PCRE2_SIZE at = 0;
+  auto byte_token = [&](char c) {
+    auto r = d.rank(std::string_view(&c, 1));
+    sink(r == no_rank ? 0u : r);
+  };
+  // JIT matching does not check UTF-8 (reading past a bad sequence is undefined), so
+  // the regex only ever sees a valid stretch; a bad byte goes out as a byte token.
+  std::size_t valid_end = valid_utf8_prefix(text, 0);
   while (at < text.size()) {
-    int rc = d.jit ? pcre2_jit_match(d.pattern, subject, text.size(), at, 0, match.get(), nullptr)
-                   : pcre2_match(d.pattern, subject, text.size(), at, 0, match.get(), nullptr);
+    if (at >= valid_end) {
+      byte_token(text[at++]);
+      valid_end = valid_utf8_prefix(text, at);
+      continue;
+    }
+    int rc = d.jit ? pcre2_jit_match(d.pattern, subject, valid_end, at, 0, match.get(), nullptr)
+                   : pcre2_match(d.pattern, subject, valid_end, at, 0, match.get(), nullptr);
     if (rc < 0) {
-      // No match, or invalid UTF-8 from here on: the rest goes out byte by byte.
-      for (char c : text.substr(at)) {
-        auto r = d.rank(std::string_view(&c, 1));
-        sink(r == no_rank ? 0u : r);
-      }
-      return;
+      // No match: the rest of the stretch goes out byte by byte.
+      while (at < valid_end)
+        byte_token(text[at++]);
+      continue;
     }
     auto* ov = pcre2_get_ovector_pointer(match.get());
     auto start = ov[0];
