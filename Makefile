@@ -1,5 +1,5 @@
 # The README's two commands are `make run` and `make test`; everything else is a helper.
-.PHONY: run test build unit bench bench-peers tsan clean
+.PHONY: run test build unit bench bench-peers tsan fuzz clean
 
 run:            ## build and run the gateway with the demo route
 	scripts/run.sh
@@ -24,6 +24,9 @@ tsan:           ## ThreadSanitizer: unit tests, then the e2e suite against a TSa
 	  echo "ThreadSanitizer reports in build-tsan/reports:"; grep -h WARNING build-tsan/reports/tsan.*; exit 1; \
 	else echo "ThreadSanitizer: no reports"; fi
 
+fuzz:           ## every libFuzzer target for FUZZ_SECONDS (default 60) each
+	scripts/setup.sh && scripts/fuzz.sh
+
 bench:          ## wrk against the mock directly and through lowart
 	scripts/setup.sh --bench && scripts/build.sh default && bench/run.sh
 
@@ -31,4 +34,4 @@ bench-peers:    ## ../shared/bench/peer_bench.sh with lowart as the extra target
 	scripts/setup.sh --bench && scripts/build.sh default && bench/peers.sh
 
 clean:
-	rm -rf build build-asan build-tsan
+	rm -rf build build-asan build-tsan build-fuzz

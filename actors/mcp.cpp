@@ -1,5 +1,6 @@
 #include "actors/mcp.hpp"
 
+#include "actors/jsonrpc.hpp"
 #include "actors/mcp_process.hpp"
 #include "actors/messages.hpp"
 #include "actors/state.hpp"
@@ -280,42 +281,41 @@ void on_response(server_actor* self, std::int64_t id, simdjson::dom::element msg
 
 void on_line(server_actor* self, const std::string& line) {
   auto& st = self->state;
-  simdjson::dom::element msg;
   if (line.empty()) return;
-  if (st.parser.parse(line).get(msg) != simdjson::SUCCESS || !msg.is_object()) {
-    log::warn("MCP server wrote a line that is not JSON", {{"server", st.spec.name}, {"line", line.substr(0, 200)}});
+  auto msg = read_jsonrpc(st.parser, line);
+  switch (msg.what) {
+  case jsonrpc_message::kind::invalid:
+    log::warn("MCP server wrote a line that is not JSON-RPC",
+              {{"server", st.spec.name}, {"line", line.substr(0, 200)}});
     return;
-  }
-  std::string_view method;
-  bool has_method = msg["method"].get_string().get(method) == simdjson::SUCCESS;
-  simdjson::dom::element id;
-  bool has_id = msg["id"].get(id) == simdjson::SUCCESS && !id.is_null();
-  if (!has_method) {
-    std::int64_t n = 0;
-    if (has_id && id.get_int64().get(n) == simdjson::SUCCESS) on_response(self, n, msg);
+  case jsonrpc_message::kind::response:
+    if (msg.numeric_id) on_response(self, msg.id, msg.doc);
     return;
-  }
-  if (has_id) {
+  case jsonrpc_message::kind::request: {
     // A request from the server: answer what a gateway can, refuse the rest.
     json::object_writer w;
-    w.str("jsonrpc", "2.0").raw("id", simdjson::minify(id));
-    if (method == "ping")
+    w.str("jsonrpc", "2.0").raw("id", msg.raw_id);
+    if (msg.method == "ping")
       w.raw("result", "{}");
-    else if (method == "roots/list")
+    else if (msg.method == "roots/list")
       w.raw("result", R"({"roots":[]})");
     else
       w.raw("error", R"({"code":-32601,"message":"not supported by lowart"})");
     write_line(self, w.done());
     return;
   }
-  if (method == "notifications/tools/list_changed" && st.mode == "ready") {
-    st.listing.clear();
-    list_tools(self, {});
-  } else if (method == "notifications/message") {
-    simdjson::dom::element params;
-    log::info("MCP server message",
-              {{"server", st.spec.name},
-               {"params", msg["params"].get(params) == simdjson::SUCCESS ? simdjson::minify(params) : std::string()}});
+  case jsonrpc_message::kind::notification:
+    if (msg.method == "notifications/tools/list_changed" && st.mode == "ready") {
+      st.listing.clear();
+      list_tools(self, {});
+    } else if (msg.method == "notifications/message") {
+      simdjson::dom::element params;
+      log::info(
+          "MCP server message",
+          {{"server", st.spec.name},
+           {"params", msg.doc["params"].get(params) == simdjson::SUCCESS ? simdjson::minify(params) : std::string()}});
+    }
+    return;
   }
 }
 

@@ -1,5 +1,7 @@
 #include "actors/mcp_process.hpp"
 
+#include "actors/jsonrpc.hpp"
+
 #define BOOST_PROCESS_USE_STD_FS 1
 #include <boost/optional.hpp> // Boost.Process 1.81 names boost::optional even with std::filesystem
 
@@ -75,7 +77,7 @@ struct child_environment {
   }
 };
 
-/// Reads a pipe line by line; lines longer than `max_line` are cut (and flagged).
+/// Reads a pipe line by line (jsonrpc.hpp's splitter does the framing).
 class line_reader {
 public:
   explicit line_reader(asio::io_context& ioc) : pipe(ioc) {}
@@ -84,34 +86,18 @@ public:
   template <class OnLine, class OnEnd> void start(OnLine on_line, OnEnd on_end) {
     pipe.async_read_some(asio::buffer(chunk_), [this, on_line, on_end](bp::error_code ec, std::size_t n) {
       if (ec) {
-        if (!partial_.empty()) on_line(std::move(partial_));
-        partial_.clear();
+        if (auto rest = lines_.take_rest(); !rest.empty()) on_line(std::move(rest));
         on_end();
         return;
       }
-      std::string_view data(chunk_.data(), n);
-      while (!data.empty()) {
-        auto nl = data.find('\n');
-        if (nl == std::string_view::npos) {
-          partial_.append(data);
-          if (partial_.size() > max_line) partial_.resize(max_line); // a runaway line is cut, not buffered
-          break;
-        }
-        partial_.append(data.substr(0, nl));
-        if (!partial_.empty() && partial_.back() == '\r') partial_.pop_back();
-        on_line(std::move(partial_));
-        partial_.clear();
-        data.remove_prefix(nl + 1);
-      }
+      lines_.feed(std::string_view(chunk_.data(), n), on_line);
       start(on_line, on_end);
     });
   }
 
-  static constexpr std::size_t max_line = 16 * 1024 * 1024;
-
 private:
   std::array<char, 8192> chunk_{};
-  std::string partial_;
+  line_splitter lines_;
 };
 
 class process_impl final : public mcp_process, public std::enable_shared_from_this<process_impl> {

@@ -9,7 +9,7 @@ packages=(
   build-essential cmake ninja-build ccache pkg-config git
   libcaf-dev libboost1.81-dev libsimdjson-dev libsqlite3-dev libssl-dev
   prometheus-cpp-dev libtomlplusplus-dev libcli11-dev liblua5.4-dev libpcre2-dev
-  libgtest-dev libgmock-dev libbenchmark-dev
+  libgtest-dev libgmock-dev libbenchmark-dev clang libclang-rt-14-dev
   prometheus sqlite3 curl openssl ca-certificates procps
 )
 if [[ "${1:-}" == "--bench" ]]; then

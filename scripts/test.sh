@@ -4,6 +4,7 @@
 #   2. the same unit tests under AddressSanitizer + UndefinedBehaviorSanitizer
 #   3. end-to-end tests: the real build/lowart and build/lowart-mock on loopback,
 #      driven by the official `openai` npm client, curl and promtool
+#   4. each libFuzzer target for FUZZ_SECONDS (10) on its seeds and regression inputs
 # Ends with one line "total: N passed, M failed". Exit code 0 only if all passed.
 set -uo pipefail
 cd "$(dirname "$0")/.."
@@ -53,6 +54,16 @@ e2e_pass=$(grep -E '^# pass [0-9]+' "$log/e2e.txt" | tail -1 | awk '{print $3}')
 e2e_fail=$(grep -E '^# fail [0-9]+' "$log/e2e.txt" | tail -1 | awk '{print $3}')
 if [[ -n "$e2e_pass" ]]; then
   passed=$((passed + e2e_pass)); failed=$((failed + ${e2e_fail:-0}))
+else
+  failed=$((failed + 1))
+fi
+
+echo "== fuzz (each target briefly; make fuzz runs longer)"
+FUZZ_SECONDS=${FUZZ_SECONDS:-10} scripts/fuzz.sh 2>&1 | tee "$log/fuzz.txt"
+[[ ${PIPESTATUS[0]} -eq 0 ]] || status=1
+fuzz_line=$(grep -E '^fuzz: [0-9]+ passed' "$log/fuzz.txt" | tail -1)
+if [[ -n "$fuzz_line" ]]; then
+  passed=$((passed + $(awk '{print $2}' <<<"$fuzz_line"))); failed=$((failed + $(awk '{print $4}' <<<"$fuzz_line")))
 else
   failed=$((failed + 1))
 fi
