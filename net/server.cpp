@@ -8,9 +8,11 @@
 
 #include <boost/asio/local/stream_protocol.hpp>
 #include <boost/asio/post.hpp>
+#include <boost/asio/steady_timer.hpp>
 
 #include <filesystem>
 #include <future>
+#include <optional>
 #include <thread>
 
 namespace lowart::net {
@@ -40,14 +42,40 @@ struct server::impl {
     return open_sessions.load(std::memory_order_relaxed) >= state.config.server.max_connections;
   }
 
+  /// A flood must not become a log flood: one line per second at most, with a count.
+  std::chrono::steady_clock::time_point last_refusal_log{};
+  std::int64_t refused_since_log = 0;
+  void note_refusal() {
+    ++refused_since_log;
+    auto now = std::chrono::steady_clock::now();
+    if (now - last_refusal_log < std::chrono::seconds(1)) return;
+    log::warn("connection limit reached; closing new connections",
+              {{"max_connections", state.config.server.max_connections}, {"refused", refused_since_log}});
+    refused_since_log = 0;
+    last_refusal_log = now;
+  }
+
+  /// Out of file descriptors (EMFILE/ENFILE): accepting again at once would spin, so
+  /// wait a little for connections to close.
+  std::optional<asio::steady_timer> accept_pause;
+  template <class Again> bool pause_if_exhausted(const beast::error_code& ec, Again again) {
+    if (ec != asio::error::no_descriptors && ec != boost::system::errc::too_many_files_open_in_system) return false;
+    note_refusal();
+    accept_pause.emplace(workers.front()->ioc, std::chrono::milliseconds(50)); // the acceptors' context
+    accept_pause->async_wait([again](beast::error_code e) {
+      if (!e) again();
+    });
+    return true;
+  }
+
   void accept_tcp() {
     auto& w = pick();
     tcp->async_accept(w.ioc.get_executor(), [this, &w](beast::error_code ec, session::tcp_stream::socket_type socket) {
       if (ec == asio::error::operation_aborted || !tcp || !tcp->is_open()) return;
+      if (pause_if_exhausted(ec, [this] { accept_tcp(); })) return;
       if (!ec) {
         if (over_limit()) {
-          log::warn("connection limit reached; closing new connection",
-                    {{"max_connections", state.config.server.max_connections}});
+          note_refusal();
         } else {
           asio::post(w.ioc, [&w, socket = std::move(socket)]() mutable {
             std::make_shared<session>(w, session::tcp_stream(std::move(socket)))->start();
@@ -64,6 +92,8 @@ struct server::impl {
     auto& w = pick();
     uds->async_accept(w.ioc.get_executor(), [this, &w](beast::error_code ec, session::uds_stream::socket_type socket) {
       if (ec == asio::error::operation_aborted || !uds || !uds->is_open()) return;
+      if (pause_if_exhausted(ec, [this] { accept_uds(); })) return;
+      if (!ec && over_limit()) note_refusal();
       if (!ec && !over_limit()) {
         asio::post(w.ioc, [&w, socket = std::move(socket)]() mutable {
           std::make_shared<session>(w, session::uds_stream(std::move(socket)))->start();

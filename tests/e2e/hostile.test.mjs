@@ -1,10 +1,12 @@
-// Clients that trickle: a request head sent a byte at a time is cut off after
-// server.header_timeout_ms, and other clients are served meanwhile.
+// Hostile clients on loopback: a head trickled a byte at a time, a body that never
+// ends, oversized headers, thousands of idle connections and more connections than
+// server.max_connections. Each is cut off by a timeout or a limit, its resources are
+// freed (gateway_connections_open comes back down), and other clients keep being served.
 
 import { after, before, test } from 'node:test';
 import assert from 'node:assert/strict';
 import net from 'node:net';
-import { api, cleanupAll, renderConfig, startGateway, startMock } from './harness.mjs';
+import { api, cleanupAll, metricValue, parseMetrics, renderConfig, sleep, startGateway, startMock, waitFor } from './harness.mjs';
 
 let gw;
 
@@ -12,7 +14,7 @@ before(async () => {
   const mock = await startMock();
   gw = await startGateway({
     config: renderConfig({
-      server: { header_timeout_ms: 800 },
+      server: { header_timeout_ms: 800, idle_timeout_ms: 1500, max_connections: 1500, max_header_bytes: 8192 },
       providers: [{ name: 'mock', base_url: `${mock.url}/v1` }],
       models: [{ name: 'gpt-demo', deployments: [{ provider: 'mock', model: 'mock-model' }] }],
     }),
@@ -39,4 +41,81 @@ test('a head trickled a byte at a time is cut off after header_timeout_ms; other
   const ms = Date.now() - t0;
   assert.ok(ms >= 700 && ms < 3000, `cut off after ${ms} ms (header_timeout_ms 800)`);
   assert.ok(i < head.length, 'the head was still incomplete when the gateway closed');
+});
+
+const chat = () => api(gw, 'POST', '/v1/chat/completions', { body: { model: 'gpt-demo', messages: [{ role: 'user', content: 'hi' }] } });
+
+function open() {
+  return new Promise((resolve, reject) => {
+    const s = net.connect(gw.port, '127.0.0.1');
+    s.once('connect', () => resolve(s));
+    s.once('error', reject);
+  });
+}
+
+const closedWithin = (socket, ms) => Promise.race([
+  new Promise((resolve) => (socket.destroyed ? resolve() : socket.once('close', resolve))),
+  new Promise((_, reject) => setTimeout(() => reject(new Error(`not closed within ${ms} ms`)), ms)),
+]);
+
+async function openConnections() {
+  const m = parseMetrics((await api(gw, 'GET', '/metrics')).text);
+  return metricValue(m, 'gateway_connections_open');
+}
+
+test('a body that never ends is cut off after header_timeout_ms', async () => {
+  for (const head of [
+    'POST /v1/chat/completions HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\nContent-Length: 100000\r\n\r\n{"model":',
+    'POST /v1/chat/completions HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n5\r\n{"mod\r\n',
+  ]) {
+    const s = await open();
+    s.on('error', () => {});
+    s.resume();
+    s.write(head);
+    const t0 = Date.now();
+    assert.equal((await chat()).status, 200, 'others are served meanwhile');
+    await closedWithin(s, 5000);
+    assert.ok(Date.now() - t0 < 3000);
+  }
+});
+
+test('oversized headers get 431 and the connection is closed', async () => {
+  const s = await open();
+  let text = '';
+  s.on('data', (d) => { text += d; });
+  s.on('error', () => {});
+  s.write(`GET /healthz HTTP/1.1\r\nHost: x\r\nX-Big: ${'b'.repeat(20000)}\r\n\r\n`);
+  await closedWithin(s, 5000);
+  assert.match(text, /^HTTP\/1\.1 431/);
+  assert.equal((await chat()).status, 200);
+});
+
+test('thousands of idle connections are closed after idle_timeout_ms; others are served meanwhile', async () => {
+  const idle = [];
+  for (let i = 0; i < 1000; i++) idle.push(await open());
+  for (const s of idle) { s.on('error', () => {}); s.resume(); }
+  const t0 = Date.now();
+  assert.equal((await chat()).status, 200);
+  assert.ok(Date.now() - t0 < 1000, 'a normal request is not slowed down by 1000 idle connections');
+  assert.ok(await openConnections() >= 1000);
+  await Promise.all(idle.map((s) => closedWithin(s, 6000)));
+  await waitFor(async () => (await openConnections()) <= 2, { timeoutMs: 3000, what: 'connections freed' });
+});
+
+test('connections over server.max_connections are closed at once; the gateway recovers', async () => {
+  const held = [];
+  for (let i = 0; i < 1600; i++) {
+    const s = await open();
+    s.on('error', () => {});
+    s.resume();
+    held.push(s);
+  }
+  await sleep(300);
+  const refused = held.filter((s) => s.destroyed || s.readableEnded).length;
+  assert.ok(refused >= 90, `only ${refused} of the 100 over the limit were closed`);
+  for (const s of held) s.destroy();
+  await waitFor(async () => {
+    try { return (await chat()).status === 200; } catch { return false; }
+  }, { timeoutMs: 5000, what: 'service after the flood' });
+  await waitFor(async () => (await openConnections()) <= 2, { timeoutMs: 3000, what: 'connections freed' });
 });
