@@ -1,5 +1,5 @@
 # The README's two commands are `make run` and `make test`; everything else is a helper.
-.PHONY: run test build unit bench bench-peers tsan fuzz clean
+.PHONY: run test build unit bench bench-peers bench-streams soak tsan fuzz clean
 
 run:            ## build and run the gateway with the demo route
 	scripts/run.sh
@@ -29,6 +29,12 @@ fuzz:           ## every libFuzzer target for FUZZ_SECONDS (default 60) each
 
 bench:          ## wrk against the mock directly and through lowart
 	scripts/setup.sh --bench && scripts/build.sh default && bench/run.sh
+
+bench-streams:  ## STREAMS (9,500) concurrent slow-drip streams: RSS and CPU per stream
+	scripts/setup.sh && scripts/build.sh default && bench/streams.sh
+
+soak:           ## SOAK_SECONDS (180) of mixed traffic with faults: RSS, descriptors, children
+	scripts/setup.sh && scripts/build.sh default && bench/soak.sh
 
 bench-peers:    ## ../shared/bench/peer_bench.sh with lowart as the extra target
 	scripts/setup.sh --bench && scripts/build.sh default && bench/peers.sh

@@ -16,7 +16,8 @@ before(async () => {
     config: renderConfig({
       server: { header_timeout_ms: 800, idle_timeout_ms: 1500, max_connections: 1500, max_header_bytes: 8192 },
       providers: [{ name: 'mock', base_url: `${mock.url}/v1` }],
-      models: [{ name: 'gpt-demo', deployments: [{ provider: 'mock', model: 'mock-model' }] }],
+      models: [{ name: 'gpt-demo', deployments: [{ provider: 'mock', model: 'mock-model' }] },
+        { name: 'flood', deployments: [{ provider: 'mock', model: 'mock-flood-200000' }] }],
     }),
   });
 });
@@ -117,5 +118,23 @@ test('connections over server.max_connections are closed at once; the gateway re
   await waitFor(async () => {
     try { return (await chat()).status === 200; } catch { return false; }
   }, { timeoutMs: 5000, what: 'service after the flood' });
+  await waitFor(async () => (await openConnections()) <= 2, { timeoutMs: 3000, what: 'connections freed' });
+});
+
+test('a client that stops reading a stream is cut off after idle_timeout_ms; the upstream is let go', async () => {
+  const s = await open();
+  s.on('error', () => {});
+  const body = JSON.stringify({ model: 'flood', stream: true, messages: [{ role: 'user', content: 'x' }] });
+  let received = 0;
+  s.on('data', (d) => { received += d.length; if (received > 64 * 1024) s.pause(); });
+  s.write(`POST /v1/chat/completions HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer ${gw.masterKey}\r\n` +
+    `Content-Type: application/json\r\nContent-Length: ${Buffer.byteLength(body)}\r\n\r\n${body}`);
+  // 200 MB would follow; the client reads 64 KB and stops. lowart's write then waits,
+  // times out after idle_timeout_ms (1.5 s), and ends both connections.
+  const line = await gw.waitForLog((l) => l.msg === 'request' && l.model === 'flood', 10000);
+  assert.equal(line.status, 499, JSON.stringify(line));
+  assert.ok(received < 50 * 1024 * 1024, `the client got ${received} bytes`);
+  assert.equal((await chat()).status, 200, 'others are served');
+  s.destroy();
   await waitFor(async () => (await openConnections()) <= 2, { timeoutMs: 3000, what: 'connections freed' });
 });

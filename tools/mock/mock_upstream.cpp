@@ -116,6 +116,8 @@
 //               Anthropic: "event: error\ndata: {"type":"error","error":{"type":"overloaded_error",
 //               "message":"mock mid-stream failure"}}\n\n".
 //   slow-<ms>   stream with <ms> between events (overrides --chunk-delay-ms)
+//   flood-<n>   (chat streams) n content chunks of 1,000 bytes each as fast as the client reads, then
+//               [DONE]: for tests of a client that stops reading a stream
 //   no-usage    answer normally but report no usage: OpenAI leaves out the usage object and the usage
 //               chunk (even when include_usage asks for it), Anthropic every "usage" object
 // Content pieces are text deltas and tool-call arguments pieces, counted together; "second" means
@@ -223,7 +225,7 @@ constexpr std::string_view usage_text = R"(usage: lowart-mock [options]
 
 // --- fault modes ----------------------------------------------------------------------------------
 
-enum class fault_kind { ok, fail_500, fail_429, fail_529, delay, hang, reset, slow, no_usage, mid_error };
+enum class fault_kind { ok, fail_500, fail_429, fail_529, delay, hang, reset, slow, no_usage, mid_error, flood };
 
 struct fault {
   fault_kind kind = fault_kind::ok;
@@ -249,7 +251,8 @@ std::optional<fault> parse_fault(std::string_view text) {
   if (text == "no-usage") return fault{fault_kind::no_usage};
   if (text == "mid-error") return fault{fault_kind::mid_error};
   for (auto [prefix, kind] : {std::pair{std::string_view{"delay-"}, fault_kind::delay},
-                              std::pair{std::string_view{"slow-"}, fault_kind::slow}}) {
+                              std::pair{std::string_view{"slow-"}, fault_kind::slow},
+                              std::pair{std::string_view{"flood-"}, fault_kind::flood}}) {
     if (text.starts_with(prefix)) {
       if (auto ms = parse_unsigned(text.substr(prefix.size()), 0, max_delay_ms)) return fault{kind, *ms};
       return std::nullopt;
@@ -1132,6 +1135,7 @@ asio::awaitable<std::optional<bool>> run_fault(connection<Stream>& c, fault f, b
   case fault_kind::ok:
   case fault_kind::slow:
   case fault_kind::no_usage:
+  case fault_kind::flood:
     break;
   }
   co_return std::nullopt;
@@ -1267,6 +1271,23 @@ asio::awaitable<std::optional<bool>> stream_chat_tool_call(connection<Stream>& c
   });
 }
 
+// flood-N: N content chunks of 1,000 bytes each, written as fast as the peer reads them
+// (for tests of a client that stops reading), then [DONE].
+template <class Stream> asio::awaitable<bool> stream_flood(connection<Stream>& c, std::string_view model, unsigned count) {
+  start_event_stream(c);
+  const std::string filler(1000, 'x');
+  for (unsigned i = 0; i < count; ++i) {
+    c.body.assign(R"(data: {"id":"chatcmpl-flood","object":"chat.completion.chunk","created":0,"model":)");
+    append_json_string(c.body, model);
+    c.body += R"(,"choices":[{"index":0,"delta":{"content":")";
+    c.body += filler;
+    c.body += "\"},\"finish_reason\":null}]}\n\n";
+    if (!co_await send_event(c, false)) co_return false;
+  }
+  c.body.assign("data: [DONE]\n\n");
+  co_return co_await send_event(c, true) && c.keep_alive;
+}
+
 template <class Stream>
 asio::awaitable<bool> stream_chat(connection<Stream>& c, const chat_request& chat, std::string_view model,
                                   std::uint64_t id, std::time_t created, fault f) {
@@ -1361,6 +1382,7 @@ asio::awaitable<bool> handle_chat(connection<Stream>& c, const request& req, std
   const std::string_view model = chat.model.empty() ? default_model : chat.model;
   const std::uint64_t id = c.state.next_id.fetch_add(1, std::memory_order_relaxed);
   const std::time_t created = std::time(nullptr);
+  if (chat.stream && f->kind == fault_kind::flood) co_return co_await stream_flood(c, model, f->ms);
   if (chat.stream) co_return co_await stream_chat(c, chat, model, id, created, *f);
 
   const std::uint64_t completion_words = count_words(c.reply);
