@@ -9,6 +9,7 @@
 #include "core/request_id.hpp"
 #include "core/secrets.hpp"
 #include "net/proxy.hpp"
+#include "net/routing.hpp"
 #include "net/worker.hpp"
 
 #include <boost/asio/post.hpp>
@@ -73,19 +74,12 @@ void append_number(std::string& out, std::size_t n) {
   out.append(buf, end);
 }
 
-std::string_view strip_query(std::string_view target) {
-  return target.substr(0, target.find('?'));
-}
-
-/// The credential a client presents: `Authorization: Bearer X` or `x-api-key: X`.
+/// The credential a client presents (routing.hpp).
 std::string_view presented_key(const http::request<http::string_body>& req) {
-  if (auto it = req.find(http::field::authorization); it != req.end()) {
-    std::string_view v = it->value();
-    if (v.size() > 7 && (v.substr(0, 7) == "Bearer " || v.substr(0, 7) == "bearer ")) return v.substr(7);
-    return {};
-  }
-  if (auto it = req.find("x-api-key"); it != req.end()) return it->value();
-  return {};
+  auto auth = req.find(http::field::authorization);
+  auto x_api_key = req.find("x-api-key");
+  return net::presented_key(auth != req.end(), auth != req.end() ? std::string_view(auth->value()) : std::string_view{},
+                            x_api_key != req.end() ? std::string_view(x_api_key->value()) : std::string_view{});
 }
 
 } // namespace
@@ -240,32 +234,11 @@ void session::handle(http::request<http::string_body>&& req) {
     return;
   }
 
-  bool admin = path.rfind("/admin/", 0) == 0 || path == "/admin";
-  ctx.format = admin ? api_format::admin : api_format::openai;
-  auto under_v1 = [&](std::string_view suffix) {
-    return path == suffix ||
-           (path.size() == suffix.size() + 3 && path.rfind("/v1", 0) == 0 && path.substr(3) == suffix);
-  };
   // The metrics label is known from the path alone, so refusals count under their route.
-  if (admin)
-    ctx.route = "admin";
-  else if (under_v1("/chat/completions"))
-    ctx.route = "chat";
-  else if (under_v1("/embeddings"))
-    ctx.route = "embeddings";
-  else if (under_v1("/models"))
-    ctx.route = "models";
-  else if (under_v1("/messages"))
-    ctx.route = "messages";
-  else if (under_v1("/messages/count_tokens"))
-    ctx.route = "count_tokens";
-  else if (path == "/mcp" || path == "/v1/mcp/tools" || path == "/v1/mcp/tools/call" ||
-           path.rfind("/v1/mcp/calls/", 0) == 0)
-    ctx.route = "mcp";
-  else
-    ctx.route = "other";
-  // Anthropic's endpoints answer in Anthropic's envelope, from the first refusal on.
-  if (ctx.route == "messages" || ctx.route == "count_tokens") ctx.format = api_format::anthropic;
+  auto info = route_of(path);
+  bool admin = info.route == "admin";
+  ctx.route = info.route;
+  ctx.format = info.format;
   if (state.draining.load(std::memory_order_relaxed)) {
     ctx.keep_alive = false;
     respond_error(ctx, error_kind::unavailable, "the gateway is shutting down");

@@ -404,3 +404,31 @@ TEST(translate_stream, garbage_events_are_ignored_not_fatal) {
   }
   SUCCEED();
 }
+
+// --- routing (net/routing.hpp) -------------------------------------------------------------
+
+#include "net/routing.hpp"
+
+TEST(routing, paths_map_to_routes_and_envelopes) {
+  using lowart::net::route_of;
+  EXPECT_EQ(route_of("/v1/chat/completions").route, "chat");
+  EXPECT_EQ(route_of("/chat/completions").route, "chat");
+  EXPECT_EQ(route_of("/v2/chat/completions").route, "other");
+  EXPECT_EQ(route_of("/v1/messages").route, "messages");
+  EXPECT_EQ(route_of("/v1/messages").format, api_format::anthropic);
+  EXPECT_EQ(route_of("/v1/messages/count_tokens").route, "count_tokens");
+  EXPECT_EQ(route_of("/admin/keys").format, api_format::admin);
+  EXPECT_EQ(route_of("/adminx").route, "other");
+  EXPECT_EQ(route_of("/v1/mcp/calls/").route, "other");
+  EXPECT_EQ(route_of("/v1/mcp/calls/apr_1").route, "mcp");
+  EXPECT_EQ(lowart::net::strip_query("/v1/models?x=1"), "/v1/models");
+}
+
+TEST(routing, the_presented_key_is_a_bearer_token_or_x_api_key) {
+  using lowart::net::presented_key;
+  EXPECT_EQ(presented_key(true, "Bearer sk-1", ""), "sk-1");
+  EXPECT_EQ(presented_key(true, "bearer sk-1", "x"), "sk-1");
+  EXPECT_EQ(presented_key(true, "Basic abc", "x"), "") << "a non-bearer Authorization presents no key";
+  EXPECT_EQ(presented_key(true, "Bearer ", ""), "");
+  EXPECT_EQ(presented_key(false, "", "sk-ant"), "sk-ant");
+}
