@@ -26,6 +26,7 @@ using std::remove_pointer;
 #include <deque>
 #include <fcntl.h>
 #include <linux/close_range.h>
+#include <sys/prctl.h>
 #include <sys/syscall.h>
 #include <sys/types.h>
 #include <unistd.h>
@@ -52,6 +53,10 @@ struct own_process_group {
     sigemptyset(&none);
     ::sigprocmask(SIG_SETMASK, &none, nullptr);
     ::signal(SIGPIPE, SIG_DFL);
+    // Should lowart itself be killed (SIGKILL, a crash), the child goes too: no orphan.
+    // (The signal follows the forking thread, the MCP io thread, which lives as long as
+    // lowart runs.)
+    ::prctl(PR_SET_PDEATHSIG, SIGKILL);
     // Nothing of lowart's (listening sockets, the database, upstream connections) may
     // leak into the child: every descriptor above stderr closes at exec.
     if (::syscall(SYS_close_range, 3u, ~0u, CLOSE_RANGE_CLOEXEC) != 0)

@@ -1,12 +1,18 @@
 // Crash durability: lowart is killed with SIGKILL in the middle of a load, then
 // restarted on the same database. The database opens cleanly (integrity_check ok),
-// nothing committed is lost (keys, teams, MCP policies), and usage loss is bounded by
+// nothing committed is lost (keys, teams, MCP servers, policies and a pending approval,
+// which is then approved and runs), and usage loss is bounded by
 // the write-behind interval: every request that finished more than a few flush
 // intervals before the kill has its usage record.
 
 import { after, before, test } from 'node:test';
 import assert from 'node:assert/strict';
-import { api, cleanupAll, createKey, renderConfig, run, sleep, startGateway, startMock, sqliteQuery, tempDir } from './harness.mjs';
+import path from 'node:path';
+import { fileURLToPath } from 'node:url';
+import { api, cleanupAll, createKey, renderConfig, run, sleep, startGateway, startMock, sqliteQuery, tempDir, waitFor } from './harness.mjs';
+
+const EVERYTHING = path.join(path.dirname(fileURLToPath(import.meta.url)),
+  'node_modules/@modelcontextprotocol/server-everything/dist/index.js');
 
 let mock;
 let dir;
@@ -19,7 +25,7 @@ before(async () => {
 
 after(cleanupAll);
 
-const config = () => renderConfig({
+const config = () => '[mcp]\nallowed_commands = ["node"]\n' + renderConfig({
   storage: { usage_flush_ms: FLUSH_MS },
   providers: [{ name: 'mock', base_url: `${mock.url}/v1` }],
   models: [{ name: 'gpt-demo', deployments: [{ provider: 'mock', model: 'mock-model' }] }],
@@ -33,6 +39,13 @@ test('kill -9 under load: clean reopen, committed state kept, usage loss bounded
   for (let i = 0; i < 5; i++) keys.push(await createKey(gw, { name: `durable-${i}`, team: 'durable-team' }));
   const policy = await api(gw, 'POST', '/admin/mcp/policies', { body: { tool: 'srv__danger', policy: 'deny' } });
   assert.equal(policy.status, 201, policy.text);
+  // A pending approval: a confirm-policy call to a registered MCP server.
+  assert.equal((await api(gw, 'POST', '/admin/mcp/register', { body: { name: 'ev', command: 'node', args: [EVERYTHING, 'stdio'] } })).status, 201);
+  assert.equal((await api(gw, 'POST', '/admin/mcp/policies', { body: { tool: 'ev__echo', policy: 'confirm' } })).status, 201);
+  const serverReady = async () => (await api(gw, 'GET', '/admin/mcp')).json.data.find((x) => x.name === 'ev')?.state === 'ready';
+  await waitFor(serverReady, { timeoutMs: 20000, what: 'the MCP server' });
+  const pending = await api(gw, 'POST', '/v1/mcp/tools/call', { key: keys[0].key, body: { name: 'ev__echo', arguments: { message: 'survives' } } });
+  assert.equal(pending.status, 202, pending.text);
 
   // Load: 8 workers sending requests back to back; each finished request is noted with
   // its request id and the time it finished.
@@ -74,6 +87,12 @@ test('kill -9 under load: clean reopen, committed state kept, usage loss bounded
   }
   assert.ok((await api(gw, 'GET', '/admin/teams')).json.data.some((t) => t.name === 'durable-team'));
   assert.ok((await api(gw, 'GET', '/admin/mcp/policies')).json.data.some((p) => p.tool === 'srv__danger'));
+  const approvals = (await api(gw, 'GET', '/admin/approvals?status=pending')).json.data;
+  assert.ok(approvals.some((a) => a.approval_id === pending.json.approval_id), 'the pending approval survived');
+  await waitFor(serverReady, { timeoutMs: 20000, what: 'the MCP server after the restart' });
+  assert.equal((await api(gw, 'POST', `/admin/approvals/${pending.json.approval_id}/approve`, { body: {} })).status, 200);
+  await waitFor(async () => (await api(gw, 'GET', `/v1/mcp/calls/${pending.json.approval_id}`, { key: keys[0].key })).json.status === 'completed',
+    { timeoutMs: 10000, what: 'the approved call to run after the restart' });
 
   // Usage: every request that finished well before the kill (10 flush intervals, to
   // leave room for a flush in progress) has its record; at most the tail is missing.
