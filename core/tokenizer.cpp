@@ -5,10 +5,12 @@
 #define PCRE2_CODE_UNIT_WIDTH 8
 #include <pcre2.h>
 
+#include <algorithm>
 #include <array>
 #include <atomic>
 #include <cstring>
 #include <fstream>
+#include <functional>
 #include <limits>
 #include <sstream>
 #include <stdexcept>
@@ -186,6 +188,74 @@ struct bpe_tokenizer::impl {
   std::uint32_t rank(std::string_view bytes) const { return ranks.find(bytes); }
 };
 
+namespace {
+
+/// Byte-pair merge of a long piece in O(n log n): a linked list of parts and a heap of
+/// (rank, position) pairs with lazy invalidation. Merges in exactly tiktoken's order (the
+/// lowest rank first, the leftmost of equal ranks first). Leaves the final split points
+/// in `bounds`.
+template <class Ranks>
+void merge_long_impl(const Ranks& rank, std::string_view piece, std::vector<std::size_t>& bounds) {
+  const std::size_t n = piece.size();
+  std::vector<std::size_t> next(n + 1), prev(n + 1);
+  std::vector<std::uint32_t> version(n + 1, 0);
+  std::vector<bool> alive(n + 1, true);
+  for (std::size_t i = 0; i <= n; ++i) {
+    next[i] = i + 1;
+    prev[i] = i == 0 ? 0 : i - 1;
+  }
+  struct entry {
+    std::uint32_t rank;
+    std::size_t pos;
+    std::uint32_t version;
+    bool operator>(const entry& o) const { return rank != o.rank ? rank > o.rank : pos > o.pos; }
+  };
+  std::vector<entry> heap;
+  auto pair_rank = [&](std::size_t i) -> std::uint32_t {
+    if (i >= n) return no_rank;
+    auto j = next[i];
+    if (j >= n) return no_rank;
+    auto k = next[j];
+    return rank(piece.substr(i, k - i));
+  };
+  auto push = [&](std::size_t i) {
+    auto r = pair_rank(i);
+    if (r == no_rank) return;
+    heap.push_back({r, i, version[i]});
+    std::push_heap(heap.begin(), heap.end(), std::greater<>{});
+  };
+  for (std::size_t i = 0; i < n; ++i)
+    push(i);
+  while (!heap.empty()) {
+    std::pop_heap(heap.begin(), heap.end(), std::greater<>{});
+    auto e = heap.back();
+    heap.pop_back();
+    if (!alive[e.pos] || e.version != version[e.pos]) continue; // stale
+    // Merge the part at e.pos with the one after it.
+    auto j = next[e.pos];
+    alive[j] = false;
+    next[e.pos] = next[j];
+    if (next[j] <= n) prev[next[j]] = e.pos;
+    ++version[e.pos];
+    push(e.pos);
+    if (e.pos > 0) {
+      auto p = prev[e.pos];
+      ++version[p];
+      push(p);
+    }
+  }
+  for (std::size_t i = 0; i <= n; i = next[i]) {
+    bounds.push_back(i);
+    if (i == n) break;
+  }
+}
+
+} // namespace
+
+void bpe_tokenizer::merge_long(const impl& d, std::string_view piece, std::vector<std::size_t>& bounds) {
+  merge_long_impl([&](std::string_view bytes) { return d.rank(bytes); }, piece, bounds);
+}
+
 std::shared_ptr<const bpe_tokenizer> bpe_tokenizer::load(const std::string& dir, const std::string& name) {
   auto t = std::shared_ptr<bpe_tokenizer>(new bpe_tokenizer);
   t->name_ = name;
@@ -287,11 +357,17 @@ template <class Sink> void bpe_tokenizer::run(std::string_view text, Sink&& sink
       };
       bounds.clear();
       ranks_of.clear();
-      for (std::size_t i = 0; i <= piece.size(); ++i)
-        bounds.push_back(i);
-      for (std::size_t i = 0; i < bounds.size(); ++i)
-        ranks_of.push_back(pair_rank(i));
-      while (bounds.size() > 2) {
+      if (piece.size() > 64) {
+        // A long piece (a 10,000-letter "word" from a hostile client): the scan below is
+        // quadratic, so merge with a heap instead — same order, lowest rank then leftmost.
+        merge_long(d, piece, bounds);
+      } else {
+        for (std::size_t i = 0; i <= piece.size(); ++i)
+          bounds.push_back(i);
+        for (std::size_t i = 0; i < bounds.size(); ++i)
+          ranks_of.push_back(pair_rank(i));
+      }
+      while (bounds.size() > 2 && piece.size() <= 64) {
         std::uint32_t best = no_rank;
         std::size_t best_i = 0;
         for (std::size_t i = 0; i + 2 < bounds.size(); ++i)

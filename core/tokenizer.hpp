@@ -35,8 +35,9 @@ public:
 private:
   bpe_tokenizer() = default;
   template <class Sink> void run(std::string_view text, Sink&& sink) const;
-
   struct impl;
+  static void merge_long(const impl& d, std::string_view piece, std::vector<std::size_t>& bounds);
+
   std::unique_ptr<impl> impl_;
   std::string name_;
 };

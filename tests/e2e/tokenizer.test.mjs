@@ -61,3 +61,26 @@ test('token counts agree on a long mixed document', () => {
   assert.equal(r.status, 0, r.stderr.toString());
   assert.equal(Number(r.stdout.toString().trim()), enc.encode(doc).length);
 });
+
+test('very long words (a hostile prompt) tokenize exactly and in linear-ish time', () => {
+  // Pieces over 64 bytes take the heap-based merge; it must agree with tiktoken's order.
+  let seed = 7;
+  const rnd = () => { seed = (seed * 1103515245 + 12345) % 2147483648; return seed; };
+  const letters = 'abcdefghijklmnopqrstuvwxyzäöüßéèñ';
+  const words = [
+    'x'.repeat(5000),
+    'ab'.repeat(3000),
+    Array.from({ length: 4000 }, () => letters[rnd() % letters.length]).join(''),
+    'Supercalifragilisticexpialidocious'.repeat(40),
+    '東京'.repeat(700),
+  ];
+  for (const encoding of ['o200k_base', 'cl100k_base']) {
+    const enc = getEncoding(encoding);
+    for (const w of words) {
+      const t0 = Date.now();
+      const got = lowartIds(encoding, w);
+      assert.ok(Date.now() - t0 < 5000, `${w.length}-char word took ${Date.now() - t0} ms`);
+      assert.deepEqual(got, enc.encode(w), `${encoding}: ${w.slice(0, 20)}... (${w.length} chars)`);
+    }
+  }
+});
