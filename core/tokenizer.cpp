@@ -301,7 +301,7 @@ std::size_t bpe_tokenizer::vocabulary() const {
   return impl_->ranks.size();
 }
 
-template <class Sink> void bpe_tokenizer::run(std::string_view text, Sink&& sink) const {
+template <class Sink> void bpe_tokenizer::run(std::string_view text, Sink&& sink, bool exact) const {
   const auto& d = *impl_;
   thread_local std::unique_ptr<pcre2_match_data, decltype(&pcre2_match_data_free)> match{
       pcre2_match_data_create(4, nullptr), &pcre2_match_data_free};
@@ -342,7 +342,12 @@ template <class Sink> void bpe_tokenizer::run(std::string_view text, Sink&& sink
     auto start = ov[0];
     auto end = ov[1] > start ? ov[1] : start + 1; // an empty match still advances
     auto piece = text.substr(start, end - start);
-    if (auto r = d.rank(piece); r != no_rank) {
+    if (!exact && piece.size() > max_exact_piece) {
+      // Counting only: a "word" this long exists only in hostile input, and merging it
+      // exactly would hold an I/O thread for a second per megabyte. Estimate instead.
+      for (std::size_t k = 0; k < (piece.size() + 3) / 4; ++k)
+        sink(0u);
+    } else if (auto r = d.rank(piece); r != no_rank) {
       sink(r);
     } else if (auto* hit = cached(piece)) {
       for (std::uint8_t k = 0; k < hit->n; ++k)
@@ -403,13 +408,15 @@ template <class Sink> void bpe_tokenizer::run(std::string_view text, Sink&& sink
 std::vector<std::uint32_t> bpe_tokenizer::encode(std::string_view text) const {
   std::vector<std::uint32_t> out;
   out.reserve(text.size() / 3 + 1);
-  run(text, [&](std::uint32_t id) { out.push_back(id); });
+  run(
+      text, [&](std::uint32_t id) { out.push_back(id); }, true);
   return out;
 }
 
 std::size_t bpe_tokenizer::count(std::string_view text) const {
   std::size_t n = 0;
-  run(text, [&](std::uint32_t) { ++n; });
+  run(
+      text, [&](std::uint32_t) { ++n; }, false);
   return n;
 }
 

@@ -26,15 +26,19 @@ public:
 
   /// Token ids of `text` (ordinary text: special tokens are not recognised).
   std::vector<std::uint32_t> encode(std::string_view text) const;
-  /// Number of tokens of `text`, without building the id list.
+  /// Number of tokens of `text`, without building the id list. Exact (equal to
+  /// encode().size()) except for pre-tokenizer pieces over `max_exact_piece` bytes —
+  /// single "words" that only hostile input has — which count as one token per 4 bytes
+  /// so that counting stays linear.
   std::size_t count(std::string_view text) const;
+  static constexpr std::size_t max_exact_piece = 16 * 1024;
 
   const std::string& name() const { return name_; }
   std::size_t vocabulary() const;
 
 private:
   bpe_tokenizer() = default;
-  template <class Sink> void run(std::string_view text, Sink&& sink) const;
+  template <class Sink> void run(std::string_view text, Sink&& sink, bool exact) const;
   struct impl;
   static void merge_long(const impl& d, std::string_view piece, std::vector<std::size_t>& bounds);
 

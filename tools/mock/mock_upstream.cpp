@@ -1273,9 +1273,12 @@ asio::awaitable<std::optional<bool>> stream_chat_tool_call(connection<Stream>& c
 
 // flood-N: N content chunks of 1,000 bytes each, written as fast as the peer reads them
 // (for tests of a client that stops reading), then [DONE].
-template <class Stream> asio::awaitable<bool> stream_flood(connection<Stream>& c, std::string_view model, unsigned count) {
+template <class Stream>
+asio::awaitable<bool> stream_flood(connection<Stream>& c, std::string_view model, unsigned count) {
   start_event_stream(c);
-  const std::string filler(1000, 'x');
+  std::string filler; // words, as text has them (one 1,000-letter word would test the tokenizer instead)
+  while (filler.size() < 1000)
+    filler += "flood ";
   for (unsigned i = 0; i < count; ++i) {
     c.body.assign(R"(data: {"id":"chatcmpl-flood","object":"chat.completion.chunk","created":0,"model":)");
     append_json_string(c.body, model);
