@@ -28,11 +28,11 @@ bool valid_name(std::string_view name) {
   return true;
 }
 
-std::string approval_json(database& db, const std::string& id) {
-  auto st = db.prepare("SELECT id, tool, arguments, key_id, team_id, session_id, status, scope, decided_by, result, "
-                       "error, created_at, decided_at FROM mcp_approvals WHERE id = ?");
-  st.bind(1, id);
-  if (!st.step()) return {};
+constexpr const char* approval_columns = "SELECT id, tool, arguments, key_id, team_id, session_id, status, scope, "
+                                         "decided_by, result, error, created_at, decided_at FROM mcp_approvals";
+
+/// The current row of a statement over approval_columns, as JSON.
+std::string approval_row(storage::statement& st) {
   json::object_writer w;
   w.str("approval_id", st.text(0))
       .str("tool", st.text(1))
@@ -48,6 +48,13 @@ std::string approval_json(database& db, const std::string& id) {
       .num("created_at", st.integer(11))
       .raw("decided_at", st.is_null(12) ? "null" : std::to_string(st.integer(12)));
   return w.done();
+}
+
+/// One approval as JSON, "" when there is none (or, with `key_id`, none of that key's).
+std::string approval_json(database& db, const std::string& id, const std::string& key_id = {}) {
+  auto st = db.prepare(std::string(approval_columns) + " WHERE id = ? AND (? = '' OR key_id = ?)");
+  st.bind(1, id).bind(2, key_id).bind(3, key_id);
+  return st.step() ? approval_row(st) : std::string();
 }
 
 } // namespace
@@ -266,13 +273,10 @@ struct mcp_store::impl {
       std::string status = q.count("status") ? q["status"] : "";
       std::vector<std::string> items;
       auto st =
-          db.prepare("SELECT id FROM mcp_approvals WHERE ? = '' OR status = ? ORDER BY created_at DESC LIMIT 200");
+          db.prepare(std::string(approval_columns) + " WHERE ? = '' OR status = ? ORDER BY created_at DESC LIMIT 200");
       st.bind(1, status).bind(2, status);
-      std::vector<std::string> ids;
       while (st.step())
-        ids.push_back(st.text(0));
-      for (const auto& id : ids)
-        items.push_back(approval_json(db, id));
+        items.push_back(approval_row(st));
       return {200, list_json(items)};
     }
     if (parts.size() == 3 && req.method == "GET") {
@@ -405,14 +409,9 @@ std::pair<int, std::string> mcp_store::op(const std::string& name, const std::st
     return {200, "{}"};
   }
   if (name == "approval_get") {
-    auto j = approval_json(d.db, a);
+    // A caller (b: its key id; "" for an admin) sees only the approvals of its own calls.
+    auto j = approval_json(d.db, a, b);
     if (j.empty()) return {404, {}};
-    if (!b.empty()) {
-      // A caller sees only the approvals of its own calls.
-      auto st = d.db.prepare("SELECT key_id FROM mcp_approvals WHERE id = ?");
-      st.bind(1, a);
-      if (!st.step() || st.text(0) != b) return {404, {}};
-    }
     return {200, j};
   }
   if (name == "audit") {

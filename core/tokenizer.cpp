@@ -308,12 +308,14 @@ template <class Sink> void bpe_tokenizer::run(std::string_view text, Sink&& sink
   thread_local std::vector<std::size_t> bounds;     // piece split points during merging
   thread_local std::vector<std::uint32_t> ranks_of; // rank of the pair starting at each split
   auto& cache = thread_piece_cache();
-  auto cached = [&](std::string_view piece) -> const piece_cache::entry* {
-    if (piece.size() > piece_cache::max_bytes) return nullptr;
-    const auto& e = cache.slots[hash_bytes(piece) & (piece_cache::entries - 1)];
-    if (e.owner != d.id || e.len != piece.size() || std::memcmp(e.bytes, piece.data(), piece.size()) != 0)
-      return nullptr;
-    return &e;
+  // The piece cache slot of a piece (null when too long to keep), looked up once for
+  // both the hit test and, on a miss, the store after merging.
+  auto slot_of = [&](std::string_view piece) -> piece_cache::entry* {
+    return piece.size() <= piece_cache::max_bytes ? &cache.slots[hash_bytes(piece) & (piece_cache::entries - 1)]
+                                                  : nullptr;
+  };
+  auto holds = [&](const piece_cache::entry* e, std::string_view piece) {
+    return e && e->owner == d.id && e->len == piece.size() && std::memcmp(e->bytes, piece.data(), piece.size()) == 0;
   };
   auto subject = reinterpret_cast<PCRE2_SPTR>(text.data());
   PCRE2_SIZE at = 0;
@@ -349,9 +351,9 @@ template <class Sink> void bpe_tokenizer::run(std::string_view text, Sink&& sink
         sink(0u);
     } else if (auto r = d.rank(piece); r != no_rank) {
       sink(r);
-    } else if (auto* hit = cached(piece)) {
-      for (std::uint8_t k = 0; k < hit->n; ++k)
-        sink(hit->ids[k]);
+    } else if (auto* slot = slot_of(piece); holds(slot, piece)) {
+      for (std::uint8_t k = 0; k < slot->n; ++k)
+        sink(slot->ids[k]);
     } else {
       // Byte-pair merge (tiktoken's algorithm): parts[i] is a split point with the rank
       // of the pair starting there; merge the lowest-ranked pair, then re-rank only its
@@ -371,33 +373,32 @@ template <class Sink> void bpe_tokenizer::run(std::string_view text, Sink&& sink
           bounds.push_back(i);
         for (std::size_t i = 0; i < bounds.size(); ++i)
           ranks_of.push_back(pair_rank(i));
+        while (bounds.size() > 2) {
+          std::uint32_t best = no_rank;
+          std::size_t best_i = 0;
+          for (std::size_t i = 0; i + 2 < bounds.size(); ++i)
+            if (ranks_of[i] < best) {
+              best = ranks_of[i];
+              best_i = i;
+            }
+          if (best == no_rank) break;
+          bounds.erase(bounds.begin() + static_cast<long>(best_i) + 1);
+          ranks_of.erase(ranks_of.begin() + static_cast<long>(best_i) + 1);
+          ranks_of[best_i] = pair_rank(best_i);
+          if (best_i > 0) ranks_of[best_i - 1] = pair_rank(best_i - 1);
+        }
       }
-      while (bounds.size() > 2 && piece.size() <= 64) {
-        std::uint32_t best = no_rank;
-        std::size_t best_i = 0;
-        for (std::size_t i = 0; i + 2 < bounds.size(); ++i)
-          if (ranks_of[i] < best) {
-            best = ranks_of[i];
-            best_i = i;
-          }
-        if (best == no_rank) break;
-        bounds.erase(bounds.begin() + static_cast<long>(best_i) + 1);
-        ranks_of.erase(ranks_of.begin() + static_cast<long>(best_i) + 1);
-        ranks_of[best_i] = pair_rank(best_i);
-        if (best_i > 0) ranks_of[best_i - 1] = pair_rank(best_i - 1);
-      }
-      const bool keep = piece.size() <= piece_cache::max_bytes && bounds.size() - 1 <= piece_cache::max_ids;
-      auto& slot = cache.slots[hash_bytes(piece) & (piece_cache::entries - 1)];
+      const bool keep = slot && bounds.size() - 1 <= piece_cache::max_ids;
       if (keep) {
-        slot.owner = d.id;
-        slot.len = static_cast<std::uint8_t>(piece.size());
-        slot.n = 0;
-        std::memcpy(slot.bytes, piece.data(), piece.size());
+        slot->owner = d.id;
+        slot->len = static_cast<std::uint8_t>(piece.size());
+        slot->n = 0;
+        std::memcpy(slot->bytes, piece.data(), piece.size());
       }
       for (std::size_t i = 0; i + 1 < bounds.size(); ++i) {
         auto r = d.rank(piece.substr(bounds[i], bounds[i + 1] - bounds[i]));
         if (r == no_rank) r = 0;
-        if (keep) slot.ids[slot.n++] = r;
+        if (keep) slot->ids[slot->n++] = r;
         sink(r);
       }
     }

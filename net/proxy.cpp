@@ -68,11 +68,9 @@ void append_chunk_size(std::string& out, std::size_t n) {
 /// and 3 more prime the answer. For Anthropic bodies the system prompt counts as one
 /// message and tool blocks count by their JSON text (Anthropic's own tokenizer is not
 /// public, so this is an estimate there).
-std::int64_t count_prompt(const bpe_tokenizer& tok, proxy_kind kind, std::string_view body) {
+std::int64_t count_prompt(const bpe_tokenizer& tok, proxy_kind kind, simdjson::dom::element doc) {
   auto n = [&](std::string_view text) { return static_cast<std::int64_t>(tok.count(text)); };
   std::int64_t prompt = 0;
-  simdjson::dom::element doc;
-  if (parse_reused(body, doc) != simdjson::SUCCESS) return 0;
   if (kind == proxy_kind::embeddings) {
     std::string_view text;
     simdjson::dom::array inputs;
@@ -127,6 +125,11 @@ std::int64_t count_prompt(const bpe_tokenizer& tok, proxy_kind kind, std::string
       }
   }
   return prompt + 3;
+}
+
+std::int64_t count_prompt(const bpe_tokenizer& tok, proxy_kind kind, std::string_view body) {
+  simdjson::dom::element doc;
+  return parse_reused(body, doc) == simdjson::SUCCESS ? count_prompt(tok, kind, doc) : 0;
 }
 
 protocol protocol_of(const deployment& dep) {
@@ -220,6 +223,14 @@ private:
   std::string gateway_headers() const;
   std::string ratelimit_headers() const;
   void count_usage();
+  /// lowart's own count of the client's prompt, computed at most once per request.
+  std::int64_t prompt_count() {
+    if (!prompt_count_) {
+      auto tok = client_->worker().state.tokenizer;
+      prompt_count_ = tok ? count_prompt(*tok, kind_, body_) : 0;
+    }
+    return *prompt_count_;
+  }
   std::int64_t count_completion();
   std::chrono::milliseconds remaining() const;
   /// A timeout of `ms`, shortened to the request's deadline (and noted when it was).
@@ -247,6 +258,9 @@ private:
   protocol last_upstream_proto_ = protocol::openai;
   std::unique_ptr<stream_translator> xlate_; ///< set when the two differ on a stream
   bool usage_final_ = false;                 ///< the upstream's closing usage arrived (not just message_start's)
+  std::optional<std::int64_t> prompt_count_; ///< see prompt_count()
+  std::optional<std::string> translated_;    ///< the body in the other protocol, once made
+  bool translated_usage_ = false;            ///< ... with stream_options.include_usage
   std::string body_; ///< the client's body (usage option already injected); model set per attempt
   std::shared_ptr<const route_table> routes_; ///< keeps route_ and the deployments alive
   const model_route* route_ = nullptr;        ///< the requested model
@@ -476,19 +490,24 @@ void proxy_call::build_upstream_request() {
   up_proto_ = protocol_of(*dep_);
   bool anthropic = up_proto_ == protocol::anthropic;
   std::string body;
-  if (up_proto_ == client_proto_)
+  if (up_proto_ == client_proto_) {
     body = body_;
-  else if (anthropic)
-    body = openai_request_to_anthropic(body_);
-  else
-    body = anthropic_request_to_openai(body_, stream_ && dep_->settings->include_usage);
+  } else {
+    // Translated once per request (retries and fallbacks reuse it); only the stream
+    // usage option depends on the deployment.
+    bool usage = stream_ && dep_->settings->include_usage;
+    if (!translated_ || translated_usage_ != usage) {
+      translated_ = anthropic ? openai_request_to_anthropic(body_) : anthropic_request_to_openai(body_, usage);
+      translated_usage_ = usage;
+    }
+    body = *translated_;
+  }
   xlate_.reset();
   if (stream_ && up_proto_ != client_proto_) {
     stream_translator::options opt;
     opt.client_wants_usage = client_usage_;
     opt.fallback_id = (client_proto_ == protocol::anthropic ? "msg_" : "chatcmpl-") + ctx_.request_id;
-    if (client_proto_ == protocol::anthropic)
-      if (auto tok = client_->worker().state.tokenizer) opt.prompt_tokens = count_prompt(*tok, kind_, body_);
+    if (client_proto_ == protocol::anthropic) opt.prompt_tokens = prompt_count();
     xlate_ = make_stream_translator(up_proto_, client_proto_, std::move(opt));
   }
   if (dep_->upstream_model != ctx_.model) json::set_member(body, "model", json::quoted(dep_->upstream_model));
@@ -1053,7 +1072,7 @@ void proxy_call::settle_attempt(std::string_view label, bool failed, bool breake
 void proxy_call::count_usage() {
   auto tok = client_->worker().state.tokenizer;
   if (!tok || usage_.present) return;
-  usage_.prompt = count_prompt(*tok, kind_, body_);
+  usage_.prompt = prompt_count();
   usage_.completion = completion_counted_ + count_completion();
   usage_.cached = 0;
   usage_.present = true;
@@ -1168,7 +1187,7 @@ std::string count_tokens_body(const bpe_tokenizer* tok, std::string_view body) {
   simdjson::dom::element doc;
   if (body.empty() || parse_reused(body, doc) != simdjson::SUCCESS || !doc.is_object()) return {};
   json::object_writer w;
-  w.num("input_tokens", tok ? count_prompt(*tok, proxy_kind::messages, body) : static_cast<long long>(body.size() / 4));
+  w.num("input_tokens", tok ? count_prompt(*tok, proxy_kind::messages, doc) : static_cast<long long>(body.size() / 4));
   return w.done();
 }
 
