@@ -8,10 +8,8 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 secs=${SOAK_SECONDS:-180}
 mock_port=18390 gw_port=3390
-work=$(mktemp -d /tmp/lowart-soak.XXXXXX)
-pids=()
-cleanup() { for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done; wait 2>/dev/null; rm -rf "$work"; }
-trap cleanup EXIT
+source bench/lib.sh
+bench_init soak
 cat > "$work/soak.toml" <<TOML
 [server]
 listen = "127.0.0.1:$gw_port"
@@ -39,22 +37,15 @@ name = "breaks"
 provider = "mock"
 model = "mock-reset"
 TOML
-build/lowart-mock --listen 127.0.0.1:$mock_port >"$work/mock.log" 2>&1 &
-pids+=($!)
-key=sk-soak-$RANDOM$RANDOM
-LOWART_MASTER_KEY=$key LOWART_LOG=warn build/lowart serve --config "$work/soak.toml" >"$work/lowart.log" 2>&1 &
-gw=$!
-pids+=($gw)
-for _ in $(seq 100); do curl -sf "http://127.0.0.1:$gw_port/readyz" >/dev/null && break; sleep 0.1; done
+bench_mock $mock_port
+bench_lowart "$work/soak.toml"
 ev=tests/e2e/node_modules/@modelcontextprotocol/server-everything/dist/index.js
 curl -sf "http://127.0.0.1:$gw_port/admin/mcp/register" -H "authorization: Bearer $key" \
   -d "{\"name\":\"ev\",\"command\":\"node\",\"args\":[\"$PWD/$ev\",\"stdio\"]}" >/dev/null
 sleep 2
 echo "== soak for ${secs}s"
 result=$(node bench/soak_client.mjs $gw_port "$key" "$secs" "$gw")
-echo "$result"
-mkdir -p bench/results
-echo "$(date -u +%FT%TZ) soak $result" >> bench/results/soak.txt
+bench_record soak "$result"
 node -e '
 const r = JSON.parse(process.argv[1]);
 const bad = [];

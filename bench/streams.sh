@@ -9,10 +9,8 @@ cd "$(dirname "$0")/.."
 n=${STREAMS:-9500}
 drip=${DRIP_MS:-500}
 mock_port=18290 gw_port=3290
-work=$(mktemp -d /tmp/lowart-streams.XXXXXX)
-pids=()
-cleanup() { for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done; wait 2>/dev/null; rm -rf "$work"; }
-trap cleanup EXIT
+source bench/lib.sh
+bench_init streams
 limit=$(ulimit -n)
 if (( 2 * n + 200 > limit )); then
   echo "streams: ulimit -n is $limit; $n streams need about $((2 * n + 200)) descriptors in lowart" >&2
@@ -37,15 +35,8 @@ name = "drip"
 provider = "mock"
 model = "mock-slow-$drip"
 TOML
-build/lowart-mock --listen 127.0.0.1:$mock_port >"$work/mock.log" 2>&1 &
-pids+=($!)
-key=sk-streams-$RANDOM$RANDOM
-LOWART_MASTER_KEY=$key LOWART_LOG=warn build/lowart serve --config "$work/streams.toml" >"$work/lowart.log" 2>&1 &
-gw=$!
-pids+=($gw)
-for _ in $(seq 100); do curl -sf "http://127.0.0.1:$gw_port/readyz" >/dev/null && break; sleep 0.1; done
+bench_mock $mock_port
+bench_lowart "$work/streams.toml"
 echo "== $n concurrent streams, one event every ${drip} ms"
 result=$(node bench/streams_client.mjs $gw_port "$key" "$n" "$gw")
-echo "$result"
-mkdir -p bench/results
-echo "$(date -u +%FT%TZ) streams $result" >> "bench/results/streams.txt"
+bench_record streams "$result"

@@ -1,0 +1,30 @@
+# Shared by the benchmark scripts (source it from the repository root):
+#   bench_init NAME         scratch directory $work, removed with every started process on exit
+#   bench_mock PORT         starts build/lowart-mock on 127.0.0.1:PORT
+#   bench_lowart CONFIG     starts build/lowart with a fresh master key ($key; pid in $gw)
+#                           and waits until /readyz answers (PORT from $gw_port)
+#   bench_record NAME JSON  prints JSON and appends it, timestamped, to bench/results/NAME.txt
+pids=()
+bench_init() {
+  work=$(mktemp -d "/tmp/lowart-$1.XXXXXX")
+  trap 'for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done; wait 2>/dev/null; rm -rf "$work"' EXIT
+}
+bench_mock() {
+  build/lowart-mock --listen "127.0.0.1:$1" >"$work/mock.log" 2>&1 &
+  pids+=($!)
+}
+bench_lowart() {
+  key=sk-bench-$RANDOM$RANDOM
+  LOWART_MASTER_KEY=$key LOWART_LOG=warn build/lowart serve --config "$1" >"$work/lowart.log" 2>&1 &
+  gw=$!
+  pids+=($gw)
+  for _ in $(seq 100); do curl -sf "http://127.0.0.1:$gw_port/readyz" >/dev/null && return 0; sleep 0.1; done
+  echo "lowart did not become ready:" >&2
+  cat "$work/lowart.log" >&2
+  return 1
+}
+bench_record() {
+  echo "$2"
+  mkdir -p bench/results
+  echo "$(date -u +%FT%TZ) $1 $2" >> "bench/results/$1.txt"
+}
