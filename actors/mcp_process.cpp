@@ -169,6 +169,13 @@ public:
   void write(std::string line) override {
     if (exited_) return;
     line += '\n';
+    if (queued_bytes_ + line.size() > max_queued_bytes) {
+      // The child stopped reading its stdin: a stuck server. End it (it is restarted,
+      // its calls fail) rather than buffer without bound.
+      stop(1000);
+      return;
+    }
+    queued_bytes_ += line.size();
     queue_.push_back(std::move(line));
     if (queue_.size() == 1) write_next();
   }
@@ -192,8 +199,10 @@ private:
     asio::async_write(in_, asio::buffer(queue_.front()), [self = shared_from_this()](bp::error_code ec, std::size_t) {
       if (ec) {
         self->queue_.clear(); // the child closed its stdin: it is going away
+        self->queued_bytes_ = 0;
         return;
       }
+      self->queued_bytes_ -= self->queue_.front().size();
       self->queue_.pop_front();
       if (!self->queue_.empty()) self->write_next();
     });
@@ -223,6 +232,8 @@ private:
   asio::steady_timer kill_timer_;
   std::optional<bp::process> proc_;
   std::deque<std::string> queue_;
+  std::size_t queued_bytes_ = 0;
+  static constexpr std::size_t max_queued_bytes = 64 * 1024 * 1024;
   int pid_ = 0;
   bool exited_ = false;
   bool stopping_ = false;
