@@ -128,6 +128,8 @@
 // input_json_delta. Every chat, messages, count_tokens and embeddings request counts in the statistics
 // as soon as it has been read.
 
+#include "core/json_text.hpp"
+
 #include <boost/asio/as_tuple.hpp>
 #include <boost/asio/co_spawn.hpp>
 #include <boost/asio/detached.hpp>
@@ -400,59 +402,18 @@ void append_uint(std::string& out, std::uint64_t value) {
   out.append(digits.data(), result.ptr);
 }
 
-void append_json_string(std::string& out, std::string_view text) {
-  static constexpr char hex[] = "0123456789abcdef";
-  out += '"';
-  std::size_t run = 0; // start of the pending run of bytes that need no escaping
-  for (std::size_t i = 0; i < text.size(); ++i) {
-    auto c = static_cast<unsigned char>(text[i]);
-    if (c >= 0x20 && c != '"' && c != '\\') continue;
-    out.append(text.data() + run, i - run);
-    run = i + 1;
-    switch (c) {
-    case '"':
-      out += "\\\"";
-      break;
-    case '\\':
-      out += "\\\\";
-      break;
-    case '\n':
-      out += "\\n";
-      break;
-    case '\r':
-      out += "\\r";
-      break;
-    case '\t':
-      out += "\\t";
-      break;
-    case '\b':
-      out += "\\b";
-      break;
-    case '\f':
-      out += "\\f";
-      break;
-    default:
-      out += "\\u00";
-      out += hex[c >> 4];
-      out += hex[c & 0xf];
-    }
-  }
-  out.append(text.data() + run, text.size() - run);
-  out += '"';
-}
-
 // The wire protocol of an endpoint: it decides the error envelope and the stream events.
 enum class protocol { openai, anthropic };
 
 void append_error_body(std::string& out, std::string_view message, protocol wire) {
   if (wire == protocol::anthropic) {
     out += R"({"type":"error","error":{"type":"invalid_request_error","message":)";
-    append_json_string(out, message);
+    lowart::json::append_quoted(out, message);
     out += "}}";
     return;
   }
   out += R"({"error":{"message":)";
-  append_json_string(out, message);
+  lowart::json::append_quoted(out, message);
   out += R"(,"type":"invalid_request_error","param":null,"code":null}})";
 }
 
@@ -505,7 +466,7 @@ public:
     for (const auto& [model, count] : by_model_) {
       if (!first) out += ',';
       first = false;
-      append_json_string(out, model);
+      lowart::json::append_quoted(out, model);
       out += ':';
       append_uint(out, count);
     }
@@ -542,7 +503,7 @@ private:
 
   static void append_optional(std::string& out, const std::optional<std::string>& value) {
     if (value) {
-      append_json_string(out, *value);
+      lowart::json::append_quoted(out, *value);
     } else {
       out += "null";
     }
@@ -626,7 +587,7 @@ void assign_tool_arguments(std::string& out, const json::value* content) {
   std::string text;
   assign_echo(text, {}, content);
   out.assign(R"({"text":)");
-  append_json_string(out, text);
+  lowart::json::append_quoted(out, text);
   out += '}';
 }
 
@@ -976,7 +937,7 @@ std::string_view write_embeddings(const json::value& document, std::string_view&
     }
   }
   out += R"(],"model":)";
-  append_json_string(out, model.empty() ? default_model : model);
+  lowart::json::append_quoted(out, model.empty() ? default_model : model);
   out += R"(,"usage":{"prompt_tokens":)";
   append_uint(out, tokens);
   out += R"(,"total_tokens":)";
@@ -1260,13 +1221,13 @@ asio::awaitable<std::optional<bool>> stream_chat_tool_call(connection<Stream>& c
   c.body += R"({"index":0,"delta":{"tool_calls":[{"index":0,"id":"call_mock_)";
   append_uint(c.body, id);
   c.body += R"(","type":"function","function":{"name":)";
-  append_json_string(c.body, chat.tool_name);
+  lowart::json::append_quoted(c.body, chat.tool_name);
   end_chunk(c.body, R"(,"arguments":""}}]},"finish_reason":null}])", usage_null);
   if (!co_await send_paced(c, pacing)) co_return false;
   co_return co_await stream_pieces(c, c.reply, split::argument_bytes, pacing, [&](std::string_view piece) {
     c.body.assign(c.chunk_prefix);
     c.body += R"({"index":0,"delta":{"tool_calls":[{"index":0,"function":{"arguments":)";
-    append_json_string(c.body, piece);
+    lowart::json::append_quoted(c.body, piece);
     end_chunk(c.body, R"(}}]},"finish_reason":null}])", usage_null);
   });
 }
@@ -1281,7 +1242,7 @@ asio::awaitable<bool> stream_flood(connection<Stream>& c, std::string_view model
     filler += "flood ";
   for (unsigned i = 0; i < count; ++i) {
     c.body.assign(R"(data: {"id":"chatcmpl-flood","object":"chat.completion.chunk","created":0,"model":)");
-    append_json_string(c.body, model);
+    lowart::json::append_quoted(c.body, model);
     c.body += R"(,"choices":[{"index":0,"delta":{"content":")";
     c.body += filler;
     c.body += "\"},\"finish_reason\":null}]}\n\n";
@@ -1302,7 +1263,7 @@ asio::awaitable<bool> stream_chat(connection<Stream>& c, const chat_request& cha
   c.chunk_prefix += R"(","object":"chat.completion.chunk","created":)";
   append_uint(c.chunk_prefix, static_cast<std::uint64_t>(created));
   c.chunk_prefix += R"(,"model":)";
-  append_json_string(c.chunk_prefix, model);
+  lowart::json::append_quoted(c.chunk_prefix, model);
   c.chunk_prefix += R"(,"choices":[)";
 
   start_event_stream(c);
@@ -1321,7 +1282,7 @@ asio::awaitable<bool> stream_chat(connection<Stream>& c, const chat_request& cha
     ended = co_await stream_pieces(c, c.reply, split::words, pacing, [&](std::string_view piece) {
       c.body.assign(c.chunk_prefix);
       c.body += R"({"index":0,"delta":{"content":)";
-      append_json_string(c.body, piece);
+      lowart::json::append_quoted(c.body, piece);
       end_chunk(c.body, R"(},"finish_reason":null}])", usage_null);
     });
   }
@@ -1355,16 +1316,16 @@ asio::awaitable<bool> stream_chat(connection<Stream>& c, const chat_request& cha
 void append_chat_message(std::string& out, const chat_request& chat, std::uint64_t id, std::string_view reply) {
   if (!chat.tool_call) {
     out += R"({"role":"assistant","content":)";
-    append_json_string(out, reply);
+    lowart::json::append_quoted(out, reply);
     out += R"(,"refusal":null})";
     return;
   }
   out += R"({"role":"assistant","content":null,"tool_calls":[{"id":"call_mock_)";
   append_uint(out, id);
   out += R"(","type":"function","function":{"name":)";
-  append_json_string(out, chat.tool_name);
+  lowart::json::append_quoted(out, chat.tool_name);
   out += R"(,"arguments":)";
-  append_json_string(out, reply);
+  lowart::json::append_quoted(out, reply);
   out += R"(}}],"refusal":null})";
 }
 
@@ -1395,7 +1356,7 @@ asio::awaitable<bool> handle_chat(connection<Stream>& c, const request& req, std
   out += R"(","object":"chat.completion","created":)";
   append_uint(out, static_cast<std::uint64_t>(created));
   out += R"(,"model":)";
-  append_json_string(out, model);
+  lowart::json::append_quoted(out, model);
   out += R"(,"choices":[{"index":0,"message":)";
   append_chat_message(out, chat, id, c.reply);
   out += chat.tool_call ? R"(,"logprobs":null,"finish_reason":"tool_calls"}])"
@@ -1450,7 +1411,7 @@ void append_message_head(std::string& out, std::uint64_t id, std::string_view mo
   out += R"({"id":"msg_mock_)";
   append_uint(out, id);
   out += R"(","type":"message","role":"assistant","model":)";
-  append_json_string(out, model);
+  lowart::json::append_quoted(out, model);
   out += R"(,"content":)";
 }
 
@@ -1481,7 +1442,7 @@ void append_block_delta(std::string& out, unsigned index, std::string_view delta
   out += R"(",")";
   out += field;
   out += R"(":)";
-  append_json_string(out, piece);
+  lowart::json::append_quoted(out, piece);
   out += "}}\n\n";
 }
 
@@ -1507,7 +1468,7 @@ asio::awaitable<std::optional<bool>> stream_tool_use(connection<Stream>& c, cons
   c.body += R"({"type":"tool_use","id":"toolu_mock_)";
   append_uint(c.body, id);
   c.body += R"(","name":)";
-  append_json_string(c.body, m.tool_name);
+  lowart::json::append_quoted(c.body, m.tool_name);
   c.body += R"(,"input":{}}})";
   c.body += "\n\n";
   if (!co_await send_paced(c, pacing)) co_return false;
@@ -1584,15 +1545,15 @@ asio::awaitable<bool> stream_message(connection<Stream>& c, const messages_reque
 void append_message_content(std::string& out, const messages_request& m, std::uint64_t id, std::string_view reply) {
   out += R"([{"type":"text","text":)";
   if (!m.tool_call) {
-    append_json_string(out, reply);
+    lowart::json::append_quoted(out, reply);
     out += "}]";
     return;
   }
-  append_json_string(out, tool_lead_in(m.tool_name));
+  lowart::json::append_quoted(out, tool_lead_in(m.tool_name));
   out += R"(},{"type":"tool_use","id":"toolu_mock_)";
   append_uint(out, id);
   out += R"(","name":)";
-  append_json_string(out, m.tool_name);
+  lowart::json::append_quoted(out, m.tool_name);
   out += R"(,"input":)";
   out += reply; // already JSON
   out += "}]";
