@@ -146,6 +146,9 @@ std::shared_ptr<route_table> build_table(router_state& st) {
     route.lim.rpm = m.rpm;
     route.lim.tpm = m.tpm;
     route.lim.max_parallel = m.max_parallel;
+    route.script = m.script;
+    route.workflow = m.workflow;
+    if (!m.script.empty()) table->any_script = true;
     route.prompt_tokens = metrics::tokens(m.name, "prompt");
     route.completion_tokens = metrics::tokens(m.name, "completion");
     route.cached_tokens = metrics::tokens(m.name, "cached");
@@ -156,6 +159,7 @@ std::shared_ptr<route_table> build_table(router_state& st) {
         continue;
       }
       auto settings = found->second;
+      if (!settings->script.empty()) table->any_script = true;
       auto id = d.provider + "/" + d.model;
       auto& slot = st.deployments[id];
       if (!slot) {

@@ -12,6 +12,7 @@
 #include "core/crypto.hpp"
 #include "core/metrics.hpp"
 #include "core/tokenizer.hpp"
+#include "scripting/script_table.hpp"
 
 #include <array>
 #include <atomic>
@@ -267,6 +268,8 @@ struct model_route {
   metrics::counter prompt_tokens;
   metrics::counter completion_tokens;
   metrics::counter cached_tokens;
+  std::string script;   ///< Lua hooks of this model ("" = none)
+  std::string workflow; ///< comfyui: the workflow template file
 };
 
 struct route_table {
@@ -275,6 +278,8 @@ struct route_table {
   /// Which failure classes count for breakers (config [breaker] failure_on).
   bool fail_on_connect = true, fail_on_timeout = true, fail_on_5xx = true, fail_on_429 = true,
        fail_on_mid_stream = true;
+  /// Some model or provider names a script: requests carry their headers to the hooks.
+  bool any_script = false;
   /// Every deployment once, for /admin/breakers.
   std::vector<std::shared_ptr<const deployment>> all_deployments;
 };
@@ -425,6 +430,7 @@ struct gateway_state {
     prices.publish(std::make_shared<const price_table>());
     mcp.publish(std::make_shared<const mcp_table>());
     mcp_live.publish(std::make_shared<const mcp_live_table>());
+    scripts.publish(std::make_shared<const scripting::script_table>());
   }
   /// The configuration the process started with. `server` and `storage` settings
   /// apply for the whole run (listeners and the database are not re-opened).
@@ -444,8 +450,9 @@ struct gateway_state {
   usage_queue usage;
   snapshot<price_table> prices;
   volume_tracker volumes;
-  snapshot<mcp_table> mcp;           ///< published by persistence
-  snapshot<mcp_live_table> mcp_live; ///< published by the MCP manager actor
+  snapshot<mcp_table> mcp;                   ///< published by persistence
+  snapshot<mcp_live_table> mcp_live;         ///< published by the MCP manager actor
+  snapshot<scripting::script_table> scripts; ///< published by the scripts actor
   /// The one thread's io_context that MCP child processes use (owned by the runtime).
   boost::asio::io_context* mcp_io = nullptr;
   /// Counts tokens when an upstream reports no usage (null when the ranks are missing).

@@ -5,6 +5,7 @@
 #include "actors/messages.hpp"
 #include "actors/persistence.hpp"
 #include "actors/router.hpp"
+#include "actors/scripts.hpp"
 #include "actors/state.hpp"
 #include "core/log.hpp"
 
@@ -27,6 +28,7 @@ struct supervisor_state {
   child router;
   child config;
   child mcp;
+  child scripts;
 };
 
 using supervisor_actor = caf::stateful_actor<supervisor_state>;
@@ -72,6 +74,13 @@ void start_mcp(supervisor_actor* self) {
   self->link_to(c.handle);
 }
 
+void start_scripts(supervisor_actor* self) {
+  auto& c = self->state.scripts;
+  c.handle = spawn_scripts(self->system(), *self->state.gw);
+  self->monitor(c.handle);
+  self->link_to(c.handle);
+}
+
 caf::behavior supervisor(supervisor_actor* self, gateway_state* gw) {
   self->state.gw = gw;
   // The router and config actor start once the database is open (init below), so the
@@ -82,17 +91,19 @@ caf::behavior supervisor(supervisor_actor* self, gateway_state* gw) {
   self->set_exit_handler([=](caf::exit_msg& msg) {
     auto& st = self->state;
     if (msg.source == st.persistence.handle.address() || msg.source == st.router.handle.address() ||
-        msg.source == st.config.handle.address() || msg.source == st.mcp.handle.address())
+        msg.source == st.config.handle.address() || msg.source == st.mcp.handle.address() ||
+        msg.source == st.scripts.handle.address())
       return;
     self->quit(msg.reason);
   });
   self->set_down_handler([=](caf::down_msg& msg) {
     auto& st = self->state;
-    for (auto* c : {&st.persistence, &st.router, &st.config, &st.mcp}) {
+    for (auto* c : {&st.persistence, &st.router, &st.config, &st.mcp, &st.scripts}) {
       if (msg.source != c->handle.address()) continue;
       auto which = c == &st.persistence ? "persistence"
                    : c == &st.router    ? "router"
                    : c == &st.config    ? "config"
+                   : c == &st.scripts   ? "scripts"
                                         : "mcp";
       log::error("actor down; restarting",
                  {{"actor", which}, {"reason", caf::to_string(msg.reason)}, {"backoff_ms", c->backoff.count()}});
@@ -110,6 +121,8 @@ caf::behavior supervisor(supervisor_actor* self, gateway_state* gw) {
           start_config(self);
         else if (which == "mcp")
           start_mcp(self);
+        else if (which == "scripts")
+          start_scripts(self);
       },
       [=](reload_atom a) -> caf::result<bool> {
         if (!self->state.router.handle) return true; // no routes yet: the router's first table reads everything
@@ -125,6 +138,7 @@ caf::behavior supervisor(supervisor_actor* self, gateway_state* gw) {
             .then(
                 [=](const std::string& error) mutable {
                   if (error.empty() && !self->state.router.handle) {
+                    start_scripts(self);
                     start_router(self);
                     start_config(self);
                     start_mcp(self);
@@ -166,8 +180,9 @@ caf::behavior supervisor(supervisor_actor* self, gateway_state* gw) {
       [=](admin_atom a, const std::string& method, const std::string& path, const std::string& query,
           const std::string& body, const std::string& key_id, const std::string& role, const std::string& team_id,
           const std::string& user_id) {
-        return self->delegate(self->state.persistence.handle, a, method, path, query, body, key_id, role, team_id,
-                              user_id);
+        bool scripts = path == "/admin/scripts" || path.rfind("/admin/scripts/", 0) == 0;
+        return self->delegate(scripts ? self->state.scripts.handle : self->state.persistence.handle, a, method, path,
+                              query, body, key_id, role, team_id, user_id);
       },
   };
 }

@@ -127,6 +127,7 @@ load_result from_table(const toml::table& root) {
       r.get(*t, where, "idle_timeout_ms", p.idle_timeout_ms);
       r.get(*t, where, "total_timeout_ms", p.total_timeout_ms);
       r.get(*t, where, "max_idle_connections", p.max_idle_connections);
+      r.get(*t, where, "script", p.script);
       cfg.providers.push_back(std::move(p));
     }
   }
@@ -152,6 +153,8 @@ load_result from_table(const toml::table& root) {
       r.get(*t, where, "rpm", m.rpm);
       r.get(*t, where, "tpm", m.tpm);
       r.get(*t, where, "max_parallel", m.max_parallel);
+      r.get(*t, where, "script", m.script);
+      r.get(*t, where, "workflow", m.workflow);
       if (auto* deps = (*t)["deployments"].as_array()) {
         for (std::size_t j = 0; j < deps->size(); ++j) {
           auto dwhere = where + ".deployments[" + std::to_string(j) + "]";
@@ -179,6 +182,25 @@ load_result from_table(const toml::table& root) {
     r.get(*m, "mcp", "max_wait_ms", cfg.mcp.max_wait_ms);
     r.get(*m, "mcp", "session_grant_s", cfg.mcp.session_grant_s);
     r.get(*m, "mcp", "restart_max_backoff_ms", cfg.mcp.restart_max_backoff_ms);
+  }
+  if (auto* s = root["scripts"].as_table()) {
+    r.get(*s, "scripts", "dir", cfg.scripts.dir);
+    r.get(*s, "scripts", "instructions", cfg.scripts.instructions);
+    r.get(*s, "scripts", "memory_bytes", cfg.scripts.memory_bytes);
+    r.get(*s, "scripts", "poll_ms", cfg.scripts.poll_ms);
+  }
+  if (auto* j = root["jobs"].as_table()) {
+    r.get(*j, "jobs", "dir", cfg.jobs.dir);
+    r.get(*j, "jobs", "poll_ms", cfg.jobs.poll_ms);
+    r.get(*j, "jobs", "submit_attempts", cfg.jobs.submit_attempts);
+    r.get(*j, "jobs", "retry_backoff_ms", cfg.jobs.retry_backoff_ms);
+    r.get(*j, "jobs", "unreachable_ms", cfg.jobs.unreachable_ms);
+    r.get(*j, "jobs", "request_timeout_ms", cfg.jobs.request_timeout_ms);
+    r.get(*j, "jobs", "ttl_s", cfg.jobs.ttl_s);
+    r.get(*j, "jobs", "sweep_s", cfg.jobs.sweep_s);
+    r.get(*j, "jobs", "webhook_attempts", cfg.jobs.webhook_attempts);
+    r.get(*j, "jobs", "webhook_secret", cfg.jobs.webhook_secret);
+    r.get(*j, "jobs", "sync_timeout_ms", cfg.jobs.sync_timeout_ms);
   }
   if (auto* b = root["breaker"].as_table()) {
     r.get(*b, "breaker", "window_s", cfg.breaker.window_s);
@@ -248,6 +270,9 @@ std::string apply_environment(gateway_config& cfg) {
   if (auto v = env("LOWART_DB")) cfg.storage.sqlite_path = v;
   if (auto v = env("LOWART_MASTER_KEY")) cfg.server.master_key = v;
   if (auto v = env("LOWART_LOG")) cfg.server.log_level = v;
+  if (auto v = env("LOWART_WEBHOOK_SECRET")) cfg.jobs.webhook_secret = v;
+  if (auto v = env("LOWART_SCRIPTS_DIR")) cfg.scripts.dir = v;
+  if (auto v = env("LOWART_JOBS_DIR")) cfg.jobs.dir = v;
   if (auto v = env("LOWART_IO_THREADS"); v && !parse_positive(v, cfg.server.io_threads))
     return "LOWART_IO_THREADS must be a positive integer";
   if (auto v = env("LOWART_ACTOR_THREADS"); v && !parse_positive(v, cfg.server.actor_threads))
@@ -306,6 +331,22 @@ std::string validate(gateway_config& cfg) {
   if (m.init_timeout_ms < 100 || m.call_timeout_ms < 100 || m.max_wait_ms < 0 || m.session_grant_s < 1 ||
       m.restart_max_backoff_ms < 500)
     return "mcp timeouts are out of range (init/call at least 100 ms, backoff at least 500 ms)";
+  const auto& sc = cfg.scripts;
+  if (sc.instructions < 1000 || sc.memory_bytes < 256 * 1024 || sc.poll_ms < 50)
+    return "scripts: instructions must be at least 1000, memory_bytes at least 262144, poll_ms at least 50";
+  auto plain_name = [](const std::string& n) {
+    return n.empty() || (n.find('/') == std::string::npos && n.find("..") == std::string::npos);
+  };
+  for (const auto& p : cfg.providers)
+    if (!plain_name(p.script)) return "provider '" + p.name + "': script must be a file name in [scripts] dir";
+  for (const auto& md : cfg.models)
+    if (!plain_name(md.script) || !plain_name(md.workflow))
+      return "model '" + md.name + "': script and workflow must be file names in [scripts] dir";
+  const auto& j = cfg.jobs;
+  if (j.poll_ms < 10 || j.submit_attempts < 1 || j.request_timeout_ms < 100 || j.ttl_s < 1 || j.sweep_s < 1 ||
+      j.webhook_attempts < 1 || j.unreachable_ms < 100 || j.sync_timeout_ms < 100)
+    return "jobs: poll_ms (>= 10), submit_attempts, webhook_attempts, ttl_s, sweep_s (>= 1) and the timeouts "
+           "(>= 100 ms) are out of range";
   const auto& b = cfg.breaker;
   if (b.window_s < 1 || b.window_s > 60) return "breaker.window_s must be 1 to 60";
   if (b.failure_rate <= 0 || b.failure_rate > 1) return "breaker.failure_rate must be in (0, 1]";

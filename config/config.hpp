@@ -49,6 +49,7 @@ struct provider_config {
   int idle_timeout_ms = 120'000;       ///< between two reads of a streamed body
   int total_timeout_ms = 600'000;      ///< whole upstream exchange
   int max_idle_connections = 256;      ///< per I/O thread
+  std::string script;                  ///< Lua hooks run on this provider's requests ([scripts] dir)
 
   bool operator==(const provider_config&) const = default;
 };
@@ -80,6 +81,8 @@ struct model_config {
   std::int64_t rpm = 0;
   std::int64_t tpm = 0;
   std::int64_t max_parallel = 0;
+  std::string script;   ///< Lua hooks run on this model's requests (a file in [scripts] dir)
+  std::string workflow; ///< comfyui models: the workflow template (a JSON file in [scripts] dir)
 };
 
 /// Circuit breaker of every deployment (one breaker actor each).
@@ -105,6 +108,29 @@ struct mcp_config {
   int restart_max_backoff_ms = 30'000; ///< a crashed server restarts after 0.5 s, doubling up to this
 };
 
+/// Operator scripts (Lua hooks), watched for changes.
+struct scripts_config {
+  std::string dir = "scripts";                ///< where `script = "x.lua"` is looked up
+  std::int64_t instructions = 1'000'000;      ///< budget of one hook call
+  std::size_t memory_bytes = 8 * 1024 * 1024; ///< per Lua state (one per thread and script)
+  int poll_ms = 500;                          ///< how often the directory is checked for changes
+};
+
+/// Background jobs (ComfyUI).
+struct jobs_config {
+  std::string dir = "lowart-data/jobs"; ///< output files, one directory per job
+  int poll_ms = 1000;                   ///< how often a running job asks its backend
+  int submit_attempts = 4;              ///< tries to hand a job to a backend before it fails
+  int retry_backoff_ms = 500;           ///< first wait between tries, doubling
+  int unreachable_ms = 30'000;          ///< a backend silent this long fails its running jobs
+  int request_timeout_ms = 10'000;      ///< one HTTP exchange with a backend or webhook
+  int ttl_s = 86'400;                   ///< finished jobs and their files are deleted after this
+  int sweep_s = 60;                     ///< how often expired jobs are looked for
+  int webhook_attempts = 5;             ///< deliveries of a completion webhook before giving up
+  std::string webhook_secret;           ///< LOWART_WEBHOOK_SECRET: HMAC-SHA256 key of webhook signatures
+  int sync_timeout_ms = 300'000;        ///< /v1/images/generations without async waits this long
+};
+
 struct gateway_config {
   server_config server;
   mcp_config mcp;
@@ -112,6 +138,8 @@ struct gateway_config {
   std::vector<provider_config> providers;
   std::vector<model_config> models;
   breaker_config breaker;
+  scripts_config scripts;
+  jobs_config jobs;
 };
 
 /// Reads a TOML file (or none, when `path` is empty) and applies the environment.

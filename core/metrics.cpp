@@ -97,6 +97,28 @@ struct families {
                                                              .Register(registry);
   prometheus::Family<prometheus::Counter>& mcp_restarts =
       BuildCounter().Name("gateway_mcp_server_restarts_total").Help("MCP server process restarts").Register(registry);
+  prometheus::Family<prometheus::Counter>& script_calls =
+      BuildCounter()
+          .Name("gateway_script_calls_total")
+          .Help("Lua hook calls, by script, hook and outcome (ok, rejected, error)")
+          .Register(registry);
+  prometheus::Family<prometheus::Counter>& script_reloads =
+      BuildCounter()
+          .Name("gateway_script_reloads_total")
+          .Help("Script loads, by script and result (ok, refused)")
+          .Register(registry);
+  prometheus::Family<prometheus::Counter>& jobs =
+      BuildCounter()
+          .Name("gateway_jobs_total")
+          .Help("Background jobs that reached a final state, by model and status")
+          .Register(registry);
+  prometheus::Family<prometheus::Gauge>& jobs_live =
+      BuildGauge().Name("gateway_jobs_live").Help("Jobs queued or running, by model").Register(registry);
+  prometheus::Family<prometheus::Counter>& webhooks =
+      BuildCounter()
+          .Name("gateway_webhook_deliveries_total")
+          .Help("Job completion webhooks, by result (delivered, retry, failed)")
+          .Register(registry);
   prometheus::Family<prometheus::Gauge>& breaker_state =
       BuildGauge()
           .Name("gateway_breaker_state")
@@ -209,6 +231,27 @@ gauge mcp_server_up(std::string_view server) {
 
 counter mcp_restarts(std::string_view server) {
   return counter{&all().mcp_restarts.Add({{"server", std::string(server)}})};
+}
+
+counter script_calls(std::string_view script, std::string_view hook, std::string_view outcome) {
+  return counter{&all().script_calls.Add(
+      {{"script", std::string(script)}, {"hook", std::string(hook)}, {"outcome", std::string(outcome)}})};
+}
+
+counter script_reloads(std::string_view script, std::string_view result) {
+  return counter{&all().script_reloads.Add({{"script", std::string(script)}, {"result", std::string(result)}})};
+}
+
+counter jobs(std::string_view model, std::string_view status) {
+  return counter{&all().jobs.Add({{"model", std::string(model)}, {"status", std::string(status)}})};
+}
+
+gauge jobs_live(std::string_view model) {
+  return gauge{&all().jobs_live.Add({{"model", std::string(model)}})};
+}
+
+counter webhooks(std::string_view result) {
+  return counter{&all().webhooks.Add({{"result", std::string(result)}})};
 }
 
 gauge breaker_state(std::string_view deployment) {

@@ -78,6 +78,13 @@ histogram mcp_call_duration(std::string_view tool);
 gauge mcp_server_up(std::string_view server);
 counter mcp_restarts(std::string_view server);
 /// gateway_breaker_state{deployment}: 0 closed, 1 open, 2 half-open.
+/// gateway_script_calls_total{script,hook,outcome}, gateway_script_reloads_total{script,result}
+counter script_calls(std::string_view script, std::string_view hook, std::string_view outcome);
+counter script_reloads(std::string_view script, std::string_view result);
+/// gateway_jobs_total{model,status}, gateway_jobs_live{model}, gateway_webhook_deliveries_total{result}
+counter jobs(std::string_view model, std::string_view status);
+gauge jobs_live(std::string_view model);
+counter webhooks(std::string_view result);
 gauge breaker_state(std::string_view deployment);
 /// gateway_ratelimited_total{reason}: requests refused by a limit (rpm, tpm, parallel, budget_*).
 counter ratelimited(std::string_view reason);

@@ -83,4 +83,30 @@ std::string error_body(api_format format, error_kind kind, std::string_view mess
   return out;
 }
 
+error_kind kind_of_status(int status) {
+  switch (status) {
+  case 400:
+    return error_kind::bad_request;
+  case 401:
+    return error_kind::unauthorized;
+  case 403:
+    return error_kind::forbidden;
+  case 404:
+    return error_kind::not_found;
+  case 413:
+    return error_kind::payload_too_large;
+  case 429:
+    return error_kind::rate_limited;
+  case 502:
+    return error_kind::bad_gateway;
+  case 503:
+  case 529:
+    return error_kind::unavailable;
+  case 504:
+    return error_kind::gateway_timeout;
+  default:
+    return status >= 500 ? error_kind::internal : error_kind::bad_request;
+  }
+}
+
 } // namespace lowart::net

@@ -26,6 +26,8 @@ enum class error_kind {
 enum class api_format { openai, anthropic, admin };
 
 int status_of(error_kind kind);
+/// The kind closest to an HTTP status (unknown 4xx: bad_request, unknown 5xx: internal).
+error_kind kind_of_status(int status);
 
 /// `{"error":{"message","type","param","code"}}` (OpenAI), `{"type":"error","error":{"type",
 /// "message"}}` (Anthropic) or `{"error":{"message","type"}}` (admin).

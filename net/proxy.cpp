@@ -6,6 +6,7 @@
 #include "net/sse.hpp"
 #include "net/translate.hpp"
 #include "net/worker.hpp"
+#include "scripting/hooks.hpp"
 
 #include <boost/asio/steady_timer.hpp>
 #include <boost/asio/write.hpp>
@@ -48,6 +49,81 @@ simdjson::error_code parse_reused(std::string_view text, simdjson::dom::element&
 
 bool contains(std::string_view hay, std::string_view needle) {
   return ::memmem(hay.data(), hay.size(), needle.data(), needle.size()) != nullptr;
+}
+
+/// What a hook handed back: the parts of a request, response or chunk it may change.
+struct hook_answer {
+  bool dropped = false;                                     ///< it returned nil (a chunk hook: drop the event)
+  std::string body;                                         ///< "body" (or a chunk's "data") as JSON; "" when absent
+  std::string text;                                         ///< "text": a raw (non-JSON) body
+  std::vector<std::pair<std::string, std::string>> headers; ///< "headers" (unsafe ones skipped)
+  std::string path;                                         ///< "path" (provider on_request: the upstream path)
+  std::string event;                                        ///< "event" (chunk hooks: the SSE event name)
+  int status = 0;                                           ///< "status" (response hooks)
+};
+
+bool header_token(std::string_view s) {
+  if (s.empty() || s.size() > 128) return false;
+  for (char c : s)
+    if (!(std::isalnum(static_cast<unsigned char>(c)) || c == '-' || c == '_')) return false;
+  return true;
+}
+
+/// Reads a hook's JSON answer; false when it is neither null nor an object.
+bool read_hook_answer(std::string_view json, hook_answer& out) {
+  simdjson::dom::element doc;
+  if (parse_reused(json, doc) != simdjson::SUCCESS) return false;
+  if (doc.is_null()) {
+    out.dropped = true;
+    return true;
+  }
+  simdjson::dom::object obj;
+  if (doc.get_object().get(obj) != simdjson::SUCCESS) return false;
+  simdjson::dom::element v;
+  if (obj["body"].get(v) == simdjson::SUCCESS || obj["data"].get(v) == simdjson::SUCCESS)
+    out.body = simdjson::minify(v);
+  std::string_view sv;
+  if (obj["text"].get_string().get(sv) == simdjson::SUCCESS) out.text = std::string(sv);
+  if (obj["path"].get_string().get(sv) == simdjson::SUCCESS && !sv.empty() && sv.front() == '/' &&
+      sv.find_first_of("\r\n ") == std::string_view::npos)
+    out.path = std::string(sv);
+  if (obj["event"].get_string().get(sv) == simdjson::SUCCESS && sv.find_first_of("\r\n") == std::string_view::npos)
+    out.event = std::string(sv);
+  std::int64_t status = 0;
+  if (obj["status"].get_int64().get(status) == simdjson::SUCCESS && status >= 100 && status <= 599)
+    out.status = static_cast<int>(status);
+  simdjson::dom::object headers;
+  if (obj["headers"].get_object().get(headers) == simdjson::SUCCESS)
+    for (auto field : headers) {
+      std::string_view value;
+      if (field.value.get_string().get(value) != simdjson::SUCCESS) continue;
+      // Framing stays lowart's business: a hook cannot set these or split a header.
+      auto name = field.key;
+      if (!header_token(name) || value.find_first_of("\r\n") != std::string_view::npos) continue;
+      std::string lower(name);
+      for (auto& c : lower)
+        c = static_cast<char>(std::tolower(static_cast<unsigned char>(c)));
+      if (lower == "host" || lower == "content-length" || lower == "transfer-encoding" || lower == "connection")
+        continue;
+      out.headers.emplace_back(lower, value);
+    }
+  return true;
+}
+
+/// The headers a hook set as "name: value\r\n" lines: those it added or changed, not the
+/// client's own that it handed back untouched (`original`: the JSON object it was given).
+std::string changed_headers(const std::vector<std::pair<std::string, std::string>>& headers,
+                            std::string_view original) {
+  std::string out;
+  simdjson::dom::parser parser; // not the thread's: its document may still be in use
+  simdjson::dom::object before;
+  bool have_before = !original.empty() && parser.parse(original).get_object().get(before) == simdjson::SUCCESS;
+  for (const auto& [name, value] : headers) {
+    std::string_view old;
+    if (have_before && before[name].get_string().get(old) == simdjson::SUCCESS && old == value) continue;
+    out.append(name).append(": ").append(value).append("\r\n");
+  }
+  return out;
 }
 
 /// "1a2f\r\n": the chunk-size line of chunked transfer encoding.
@@ -194,10 +270,21 @@ public:
 
 private:
   bool parse_request();
+  bool read_body(simdjson::dom::object& obj);
+  bool check_request(simdjson::dom::object& obj);
   void add_candidates(const model_route& route);
   void next_candidate();
   void begin_attempt();
-  void build_upstream_request();
+  bool build_upstream_request();
+  /// The hook argument's common part: model, route, deployment, request id, key.
+  void describe_call(json::object_writer& w) const;
+  /// Runs `hook` of `script`; on a refusal or failure answers the client (true: go on).
+  bool run_hook(const std::string& script, std::string_view hook, const std::string& argument, hook_answer& out);
+  bool model_request_hook(simdjson::dom::object& obj);
+  bool response_hooks(int& status, std::string& body, std::string& type, bool provider_stage);
+  /// on_chunk of the provider and the model; false drops the event.
+  bool chunk_hooks(sse_event& ev);
+  void script_failed(std::string message, int status = 500);
   void acquire(bool fresh);
   void on_connection(connect_failure failure, std::string detail, upstream_ptr conn);
   void send_request();
@@ -262,8 +349,12 @@ private:
   std::optional<std::string> translated_;    ///< the body in the other protocol, once made
   bool translated_usage_ = false;            ///< ... with stream_options.include_usage
   std::string body_; ///< the client's body (usage option already injected); model set per attempt
-  std::shared_ptr<const route_table> routes_; ///< keeps route_ and the deployments alive
-  const model_route* route_ = nullptr;        ///< the requested model
+  std::shared_ptr<const scripting::script_table> scripts_; ///< set when a script applies
+  std::string hook_headers_;                               ///< added by the model's on_request, sent to every upstream
+  bool chunk_hooks_ = false;                               ///< the model or the deployment has on_chunk
+  std::string script_error_;                               ///< a chunk hook failed inside the SSE parser's callback
+  std::shared_ptr<const route_table> routes_;              ///< keeps route_ and the deployments alive
+  const model_route* route_ = nullptr;                     ///< the requested model
   std::vector<deployment_ptr> candidates_;
   std::size_t next_ = 0;
   deployment_ptr dep_; ///< the deployment of the current attempt
@@ -323,6 +414,14 @@ std::chrono::milliseconds proxy_call::remaining() const {
 }
 
 bool proxy_call::parse_request() {
+  simdjson::dom::object obj;
+  if (!read_body(obj)) return false;
+  routes_ = client_->worker().state.routes.load();
+  if (routes_ && routes_->any_script && !model_request_hook(obj)) return false;
+  return check_request(obj);
+}
+
+bool proxy_call::read_body(simdjson::dom::object& obj) {
   // simdjson reads up to SIMDJSON_PADDING bytes past the end: make room instead of copying.
   body_.reserve(body_.size() + simdjson::SIMDJSON_PADDING);
   simdjson::dom::element doc;
@@ -330,7 +429,6 @@ bool proxy_call::parse_request() {
     client_->respond_error(ctx_, error_kind::bad_request, "the request body is not valid JSON", "invalid_json");
     return false;
   }
-  simdjson::dom::object obj;
   if (doc.get_object().get(obj) != simdjson::SUCCESS) {
     client_->respond_error(ctx_, error_kind::bad_request, "the request body must be a JSON object", "invalid_json");
     return false;
@@ -348,15 +446,17 @@ bool proxy_call::parse_request() {
     return false;
   }
   ctx_.model = std::string(model);
-  bool client_usage = false;
+  stream_ = false;
+  client_usage_ = false;
   if (kind_ != proxy_kind::embeddings) {
     bool flag = false;
     if (obj["stream"].get_bool().get(flag) == simdjson::SUCCESS) stream_ = flag;
-    if (obj.at_pointer("/stream_options/include_usage").get_bool().get(flag) == simdjson::SUCCESS) client_usage = flag;
-    client_usage_ = client_usage;
+    if (obj.at_pointer("/stream_options/include_usage").get_bool().get(flag) == simdjson::SUCCESS) client_usage_ = flag;
   }
+  return true;
+}
 
-  routes_ = client_->worker().state.routes.load();
+bool proxy_call::check_request(simdjson::dom::object& obj) {
   auto it = routes_ ? routes_->models.find(ctx_.model) : decltype(routes_->models.end()){};
   if (!routes_ || it == routes_->models.end() || it->second.deployments.empty()) {
     client_->respond_error(ctx_, error_kind::not_found,
@@ -421,10 +521,139 @@ bool proxy_call::parse_request() {
       return false;
     }
   }
-  if (stream_ && !client_usage) {
+  if (stream_ && !client_usage_) {
     // Ask upstreams for their usage chunk so streams are metered exactly, and keep that
     // chunk from a client that did not ask for it. (Per provider: see build_upstream_request.)
     strip_usage_chunk_ = true;
+  }
+  return true;
+}
+
+void proxy_call::describe_call(json::object_writer& w) const {
+  w.str("model", ctx_.model)
+      .str("route", kind_ == proxy_kind::embeddings ? "embeddings"
+                    : kind_ == proxy_kind::messages ? "messages"
+                                                    : "chat")
+      .str("request_id", ctx_.request_id);
+  if (dep_) w.str("provider", dep_->provider).str("deployment", dep_->id).str("upstream_model", dep_->upstream_model);
+  json::object_writer key;
+  key.str("id", ctx_.who->key_id());
+  if (!ctx_.who->master) key.str("team_id", ctx_.who->key->team_id).str("user_id", ctx_.who->key->user_id);
+  w.raw("key", key.done());
+}
+
+bool proxy_call::run_hook(const std::string& script, std::string_view hook, const std::string& argument,
+                          hook_answer& out) {
+  auto r = scripting::run_hook(*scripts_, script, hook, argument, ctx_.request_id);
+  using outcome = scripting::hook_result::outcome;
+  if (r.kind == outcome::rejected) {
+    script_failed(std::move(r.message), r.status);
+    return false;
+  }
+  if (r.kind == outcome::failed) {
+    script_failed(std::move(r.message));
+    return false;
+  }
+  if (!read_hook_answer(r.json, out)) {
+    script_failed("script " + script + ": " + std::string(hook) + " must return a table (or nil, status, message)");
+    return false;
+  }
+  return true;
+}
+
+void proxy_call::script_failed(std::string message, int status) {
+  // Refused (the script's status) or broken (500): the client gets the API's own error.
+  conn_.reset();
+  if (attempt_open_) settle_attempt("script", false, false);
+  auto kind = kind_of_status(status);
+  finish_request(status);
+  if (head_sent_) {
+    append_stream_error(pending_, client_proto_, kind, message, "script_error");
+    std::string out;
+    append_chunk_size(out, pending_.size());
+    out += pending_;
+    out += "\r\n0\r\n\r\n";
+    pending_.clear();
+    client_->write_raw(std::move(out), [self = shared_from_this(), status](bool ok) {
+      self->client_->end_streamed(self->ctx_, status, ok);
+    });
+    return;
+  }
+  auto format = client_proto_ == protocol::anthropic ? api_format::anthropic : api_format::openai;
+  client_->respond(ctx_, status, "application/json",
+                   error_body(format, kind, message, status == 500 ? "script_error" : "rejected_by_script"));
+}
+
+bool proxy_call::model_request_hook(simdjson::dom::object& obj) {
+  auto route = routes_->models.find(ctx_.model);
+  if (route == routes_->models.end() || route->second.script.empty()) return true;
+  scripts_ = client_->worker().state.scripts.load();
+  const auto& script = route->second.script;
+  chunk_hooks_ = scripts_->with_hook(script, "on_chunk") != nullptr;
+  if (!scripts_->with_hook(script, "on_request")) return true;
+  json::object_writer w;
+  w.raw("body", body_).raw("headers", ctx_.headers_json.empty() ? std::string_view("{}") : ctx_.headers_json);
+  describe_call(w);
+  hook_answer answer;
+  if (!run_hook(script, "on_request", w.done(), answer)) return false;
+  if (!answer.body.empty()) body_ = std::move(answer.body);
+  hook_headers_ = changed_headers(answer.headers, ctx_.headers_json);
+  // The body may now name another model or ask for a stream: read it again.
+  return read_body(obj);
+}
+
+bool proxy_call::response_hooks(int& status, std::string& body, std::string& type, bool provider_stage) {
+  const auto& script = provider_stage ? dep_->settings->script : route_->script;
+  if (script.empty()) return true;
+  if (!scripts_) scripts_ = client_->worker().state.scripts.load();
+  if (!scripts_->with_hook(script, "on_response")) return true;
+  json::object_writer w;
+  w.num("status", status);
+  simdjson::dom::element doc;
+  if (type.rfind("application/json", 0) == 0 && parse_reused(body, doc) == simdjson::SUCCESS)
+    w.raw("body", body);
+  else
+    w.str("text", body);
+  json::object_writer headers;
+  headers.str("content-type", type);
+  w.raw("headers", headers.done()).str("stage", provider_stage ? "provider" : "model");
+  describe_call(w);
+  hook_answer answer;
+  if (!run_hook(script, "on_response", w.done(), answer)) return false;
+  if (answer.status) status = answer.status;
+  if (!answer.body.empty()) {
+    body = std::move(answer.body);
+    type = "application/json";
+  } else if (!answer.text.empty()) {
+    body = std::move(answer.text);
+  }
+  return true;
+}
+
+bool proxy_call::chunk_hooks(sse_event& ev) {
+  if (!ev.has_data || ev.data == "[DONE]") return true;
+  for (const std::string* script : {&dep_->settings->script, &route_->script}) {
+    if (script->empty() || !scripts_->with_hook(*script, "on_chunk")) continue;
+    simdjson::dom::element doc;
+    if (parse_reused(ev.data, doc) != simdjson::SUCCESS) return true; // not JSON: passed on as is
+    json::object_writer w;
+    if (ev.event.empty())
+      w.raw("event", "null");
+    else
+      w.str("event", ev.event);
+    w.raw("data", ev.data);
+    describe_call(w);
+    auto r = scripting::run_hook(*scripts_, *script, "on_chunk", w.done(), ctx_.request_id);
+    hook_answer answer;
+    if (r.kind != scripting::hook_result::outcome::ok || !read_hook_answer(r.json, answer)) {
+      script_error_ = r.kind == scripting::hook_result::outcome::ok
+                          ? "script " + *script + ": on_chunk must return a table or nil"
+                          : r.message;
+      return false;
+    }
+    if (answer.dropped) return false;
+    if (!answer.body.empty()) ev.data = std::move(answer.body);
+    if (!answer.event.empty()) ev.event = std::move(answer.event);
   }
   return true;
 }
@@ -479,14 +708,14 @@ void proxy_call::begin_attempt() {
   completion_counted_ = 0;
   parser_.reset();
   full_.reset();
-  build_upstream_request();
+  if (!build_upstream_request()) return; // a provider script refused or failed: answered
   dep_->stats->inflight.fetch_add(1, std::memory_order_relaxed);
   attempt_open_ = true;
   upstream_start_ = std::chrono::steady_clock::now();
   acquire(false);
 }
 
-void proxy_call::build_upstream_request() {
+bool proxy_call::build_upstream_request() {
   up_proto_ = protocol_of(*dep_);
   bool anthropic = up_proto_ == protocol::anthropic;
   std::string body;
@@ -522,12 +751,30 @@ void proxy_call::build_upstream_request() {
   }
   const auto& target = dep_->target;
   const auto& settings = *dep_->settings;
+  std::string_view path = anthropic                         ? "/messages"
+                          : kind_ == proxy_kind::embeddings ? "/embeddings"
+                                                            : "/chat/completions";
+  hook_answer provider_hook;
+  if (!settings.script.empty()) {
+    if (!scripts_) scripts_ = client_->worker().state.scripts.load();
+    chunk_hooks_ = chunk_hooks_ || scripts_->with_hook(settings.script, "on_chunk");
+    if (scripts_->with_hook(settings.script, "on_request")) {
+      // The provider's hook sees the body as this upstream will get it, and may change
+      // it, its headers and the path (adapting an upstream that speaks its own protocol).
+      json::object_writer w;
+      w.raw("body", body).raw("headers", "{}").str("path", path).str("stage", "provider");
+      describe_call(w);
+      if (!run_hook(settings.script, "on_request", w.done(), provider_hook)) return false;
+      if (!provider_hook.body.empty()) body = std::move(provider_hook.body);
+      if (!provider_hook.path.empty()) path = provider_hook.path;
+    }
+  }
   auto& r = upstream_request_;
   r.clear();
   r.reserve(320 + body.size());
   r += "POST ";
   r += target.base_path;
-  r += anthropic ? "/messages" : kind_ == proxy_kind::embeddings ? "/embeddings" : "/chat/completions";
+  r += path;
   r += " HTTP/1.1\r\nHost: ";
   r += target.host_header;
   r += "\r\nContent-Type: application/json\r\nAccept: ";
@@ -549,10 +796,14 @@ void proxy_call::build_upstream_request() {
     r += "\r\nAuthorization: Bearer ";
     r += settings.api_key;
   }
-  r += "\r\nContent-Length: ";
+  r += "\r\n";
+  r += hook_headers_;
+  r += changed_headers(provider_hook.headers, {});
+  r += "Content-Length: ";
   r += std::to_string(body.size());
   r += "\r\n\r\n";
   r += body;
+  return true;
 }
 
 void proxy_call::acquire(bool fresh) {
@@ -680,6 +931,15 @@ void proxy_call::on_full_body(beast::error_code ec) {
   if (res.keep_alive()) client_->worker().pool.release(std::move(conn_), dep_->settings->max_idle_connections);
   conn_.reset();
   auto status = upstream_status_;
+  if (!dep_->settings->script.empty()) {
+    // The provider's on_response sees the upstream's own answer (and may turn a
+    // protocol of its own into OpenAI's or Anthropic's).
+    std::string type(res[http::field::content_type]);
+    if (!response_hooks(status, res.body(), type, true)) return;
+    res.set(http::field::content_type, type);
+    res.result(static_cast<unsigned>(status));
+    upstream_status_ = status;
+  }
   if (status == 429 || status >= 500) {
     int retry_after_ms = 0;
     if (auto it = res.find(http::field::retry_after); it != res.end())
@@ -719,6 +979,7 @@ void proxy_call::on_full_body(beast::error_code ec) {
   }
   usage_final_ = usage_.present;
   settle_attempt(std::to_string(status), false, false);
+  if (!route_->script.empty() && !response_hooks(status, body, type, false)) return;
   finish_request(status);
   client_->respond(ctx_, status, type, body, gateway_headers());
 }
@@ -748,6 +1009,7 @@ void proxy_call::on_stream_read(beast::error_code ec) {
     stream_broke("upstream sent an SSE line over the size limit");
     return;
   }
+  if (!script_error_.empty()) return script_failed(std::move(script_error_));
   bool done = parser_->is_done();
   if (done && xlate_) close_translation(); // an upstream that ended without its end marker
   // The preamble (role-only chunks) is held back until real content arrives, so that a
@@ -807,7 +1069,14 @@ void proxy_call::on_anthropic_event(const sse_event& ev) {
   append_sse_event(pending_, ev);
 }
 
-void proxy_call::on_event(const sse_event& ev) {
+void proxy_call::on_event(const sse_event& upstream_event) {
+  if (!script_error_.empty()) return; // a hook failed earlier in this read: the rest is dropped
+  std::optional<sse_event> changed;
+  if (chunk_hooks_) {
+    changed.emplace(upstream_event);
+    if (!chunk_hooks(*changed)) return;
+  }
+  const sse_event& ev = changed ? *changed : upstream_event;
   if (ev.has_data && ev.data != "[DONE]") {
     // Kept for counting should the upstream report no usage (bounded, see delivered_).
     delivered_ += ev.data;

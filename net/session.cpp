@@ -373,6 +373,18 @@ void session::handle(http::request<http::string_body>&& req) {
       respond_error(ctx, error_kind::method_not_allowed, "use POST for " + std::string(path));
       return;
     }
+    if (auto routes = state.routes.load(); routes && routes->any_script) {
+      json::object_writer headers;
+      for (const auto& field : req) {
+        std::string name(field.name_string());
+        for (auto& c : name)
+          c = static_cast<char>(std::tolower(static_cast<unsigned char>(c)));
+        if (name == "authorization" || name == "x-api-key" || name == "cookie" || name == "proxy-authorization")
+          continue;
+        headers.str(name, field.value());
+      }
+      ctx.headers_json = headers.done();
+    }
     start_proxy(shared_from_this(), std::move(ctx), *kind, std::move(req.body()));
     return;
   }

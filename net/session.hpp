@@ -54,6 +54,9 @@ struct request_context {
   std::string deployment;        ///< for the access log, when known
   std::string anthropic_version; ///< the client's anthropic-version header, forwarded upstream
   std::string anthropic_beta;    ///< the client's anthropic-beta header, forwarded upstream
+  /// The client's headers as a JSON object for Lua hooks (credentials left out); filled
+  /// only while some model or provider has a script.
+  std::string headers_json;
 };
 
 class session : public std::enable_shared_from_this<session> {

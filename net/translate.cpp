@@ -221,32 +221,6 @@ void read_anthropic_usage_element(element usage, token_usage& out) {
   out.present = true;
 }
 
-error_kind kind_of_status(int status) {
-  switch (status) {
-  case 400:
-    return error_kind::bad_request;
-  case 401:
-    return error_kind::unauthorized;
-  case 403:
-    return error_kind::forbidden;
-  case 404:
-    return error_kind::not_found;
-  case 413:
-    return error_kind::payload_too_large;
-  case 429:
-    return error_kind::rate_limited;
-  case 502:
-    return error_kind::bad_gateway;
-  case 503:
-  case 529:
-    return error_kind::unavailable;
-  case 504:
-    return error_kind::gateway_timeout;
-  default:
-    return status >= 500 ? error_kind::internal : error_kind::bad_request;
-  }
-}
-
 /// An error's type as either protocol names it -> the neutral kind.
 error_kind kind_of_type(std::string_view type) {
   if (type == "rate_limit_error" || type == "rate_limit_exceeded") return error_kind::rate_limited;

@@ -327,7 +327,7 @@ call_result lua_sandbox::call(std::string_view function, std::string_view argume
     return r;
   }
   d.arm(d.lim.instructions);
-  int status = lua_pcall(L, 1, 1, 0);
+  int status = lua_pcall(L, 1, LUA_MULTRET, 0);
   lua_sethook(L, nullptr, 0, 0);
   if (status != LUA_OK) {
     r.error = d.mem.over_instructions ? "the script exceeded its instruction budget"
@@ -337,6 +337,21 @@ call_result lua_sandbox::call(std::string_view function, std::string_view argume
     lua_gc(L, LUA_GCCOLLECT);
     return r;
   }
+  int results = lua_gettop(L) - top;
+  if (results >= 2 && lua_isnil(L, top + 1)) {
+    // `return nil, status, message`: the script refuses.
+    r.ok = true;
+    r.rejected = true;
+    r.json = "null";
+    int is_number = 0;
+    auto code = lua_tointegerx(L, top + 2, &is_number);
+    r.reject_status = is_number && code >= 400 && code <= 599 ? static_cast<int>(code) : 400;
+    if (results >= 3 && lua_type(L, top + 3) == LUA_TSTRING) r.reject_message = lua_tostring(L, top + 3);
+    lua_settop(L, top);
+    return r;
+  }
+  if (results == 0) lua_pushnil(L);
+  lua_settop(L, top + 1);
   // Encode the result (protected too: a function or a cycle in it is an error).
   lua_pushcfunction(L, json_encode);
   lua_insert(L, -2);

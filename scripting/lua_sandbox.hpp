@@ -28,6 +28,11 @@ struct call_result {
   bool ok = false;
   std::string json;  ///< the function's return value as JSON ("null" when it returned nothing)
   std::string error; ///< why not ok: a Lua error, over budget, out of memory, not defined
+  /// The function returned `nil, status, message`: a deliberate refusal (ok stays true,
+  /// json is "null").
+  bool rejected = false;
+  int reject_status = 0;
+  std::string reject_message;
 };
 
 class lua_sandbox {
@@ -44,7 +49,8 @@ public:
   /// Whether the active script defines global function `function`.
   bool has(std::string_view function) const;
 
-  /// Calls global `function` with `argument_json` decoded to a Lua value.
+  /// Calls global `function` with `argument_json` decoded to a Lua value. Its first
+  /// return value comes back as JSON; `nil, status, message` comes back as a refusal.
   call_result call(std::string_view function, std::string_view argument_json);
 
   std::size_t memory_in_use() const;

@@ -114,3 +114,28 @@ TEST(lua_sandbox, json_round_trips_keep_empty_arrays_nulls_and_numbers) {
     EXPECT_EQ(r.json, doc);
   }
 }
+
+TEST(lua_sandbox, nil_status_message_is_a_refusal) {
+  lua_sandbox lua;
+  ASSERT_EQ(lua.compile("gate", R"(
+    function on_request(req)
+      if req.body.user == "blocked" then return nil, 403, "user is blocked" end
+      if req.body.user == "odd" then return nil, 99 end
+      return req
+    end)"),
+            "");
+  auto refused = lua.call("on_request", R"({"body":{"user":"blocked"}})");
+  ASSERT_TRUE(refused.ok) << refused.error;
+  EXPECT_TRUE(refused.rejected);
+  EXPECT_EQ(refused.reject_status, 403);
+  EXPECT_EQ(refused.reject_message, "user is blocked");
+  // A status outside 400..599 becomes 400; the message may be left out.
+  auto odd = lua.call("on_request", R"({"body":{"user":"odd"}})");
+  EXPECT_TRUE(odd.rejected);
+  EXPECT_EQ(odd.reject_status, 400);
+  EXPECT_EQ(odd.reject_message, "");
+  auto passed = lua.call("on_request", R"({"body":{"user":"ok"}})");
+  ASSERT_TRUE(passed.ok);
+  EXPECT_FALSE(passed.rejected);
+  EXPECT_NE(passed.json.find(R"("user":"ok")"), std::string::npos) << passed.json;
+}
