@@ -985,7 +985,7 @@ struct admin_service::impl {
 
   admin_result prices(const admin_request& req, const std::vector<std::string>& parts) {
     constexpr const char* cols =
-        "model, input_per_1m, output_per_1m, cached_input_per_1m, per_request, version, updated_at, tiers";
+        "model, input_per_1m, output_per_1m, cached_input_per_1m, per_request, version, updated_at, tiers, per_image";
     auto render = [](const storage::statement& st) {
       json::object_writer w;
       w.str("model", st.text(0))
@@ -995,7 +995,8 @@ struct admin_service::impl {
           .real("per_request", st.real(4))
           .num("version", st.integer(5))
           .num("updated_at", st.integer(6))
-          .raw("tiers", st.text(7));
+          .raw("tiers", st.text(7))
+          .real("per_image", st.real(8));
       return w.done();
     };
     if (parts.size() == 2 && req.method == "GET") {
@@ -1023,6 +1024,7 @@ struct admin_service::impl {
       auto out = r.number("output_per_1m");
       auto cached = r.number("cached_input_per_1m");
       auto per_request = r.number("per_request");
+      auto per_image = r.number("per_image");
       if (!r.ok()) return r.result();
       // tiers: [{above_tokens, input_per_1m, output_per_1m, cached_input_per_1m}], ascending.
       std::optional<std::string> tiers_json;
@@ -1071,6 +1073,7 @@ struct admin_service::impl {
         set("output_per_1m", out);
         set("cached_input_per_1m", cached);
         set("per_request", per_request);
+        set("per_image", per_image);
         if (tiers_json)
           db.prepare("UPDATE prices SET tiers = ? WHERE model = ?").bind(1, *tiers_json).bind(2, model).step();
         audit(req.who, had ? "price.update" : "price.create", model, one_price());
@@ -1306,9 +1309,10 @@ void admin_service::publish_prices() {
   auto& d = *impl_;
   auto table = std::make_shared<price_table>();
   auto st = d.db.prepare(
-      "SELECT model, input_per_1m, output_per_1m, cached_input_per_1m, per_request, version, tiers FROM prices");
+      "SELECT model, input_per_1m, output_per_1m, cached_input_per_1m, per_request, version, tiers, per_image"
+      " FROM prices");
   while (st.step()) {
-    price p{st.real(1), st.real(2), st.real(3), st.real(4), st.integer(5), {}};
+    price p{st.real(1), st.real(2), st.real(3), st.real(4), st.integer(5), {}, st.real(7)};
     auto tiers = st.text(6);
     simdjson::padded_string padded(tiers);
     simdjson::dom::element doc;

@@ -190,6 +190,19 @@ void rate_limiter::settle(ticket& t, std::int64_t real_tokens, double cost, std:
   }
 }
 
+void rate_limiter::charge(const std::vector<subject_ref>& subjects, std::int64_t tokens, double cost,
+                          std::int64_t now_ms) {
+  for (const auto& s : subjects) {
+    if (!s.lim || !(s.lim->budget_tokens || s.lim->budget_cost > 0)) continue;
+    auto& sh = shard_of(s.id);
+    std::lock_guard guard{sh.mutex};
+    auto& st = sh.subjects[std::string(s.id)];
+    roll_period(st, *s.lim, now_ms);
+    st.used_tokens += tokens;
+    st.used_cost += cost;
+  }
+}
+
 void rate_limiter::seed_budget(const std::string& subject_id, const std::string& period, std::int64_t tokens,
                                double cost, std::int64_t now_ms) {
   auto& sh = shard_of(subject_id);

@@ -90,6 +90,10 @@ public:
   /// Returns the concurrency slots and books the real tokens and cost.
   void settle(ticket& t, std::int64_t real_tokens, double cost, std::int64_t now_ms);
 
+  /// Books spend that no reservation was taken for (a background job's cost when it
+  /// finishes): the subjects' budgets count it, nothing else changes.
+  void charge(const std::vector<subject_ref>& subjects, std::int64_t tokens, double cost, std::int64_t now_ms);
+
   /// Seeds a subject's budget use for the current period (at start, from the database).
   void seed_budget(const std::string& subject_id, const std::string& period, std::int64_t tokens, double cost,
                    std::int64_t now_ms);

@@ -33,4 +33,10 @@ using mcp_exec_atom = caf::atom_constant<caf::atom("mcpexec")>;
 /// (mcp_store_atom, op, a, b, c) -> (int32 status, std::string JSON): mcp_store::op.
 using mcp_store_atom = caf::atom_constant<caf::atom("mcpstore")>;
 
+/// (jobs_atom, method, path, query, body, key id, role, team id, user id, request id)
+///   -> (int32 status, std::string body, std::string content type): /v1/jobs...
+using jobs_atom = caf::atom_constant<caf::atom("jobs")>;
+/// (jobs_store_atom, op, a, b) -> (int32 status, std::string JSON): jobs_store::op.
+using jobs_store_atom = caf::atom_constant<caf::atom("jobsstore")>;
+
 } // namespace lowart::actors

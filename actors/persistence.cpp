@@ -1,6 +1,7 @@
 #include "actors/persistence.hpp"
 
 #include "actors/admin_service.hpp"
+#include "actors/jobs_store.hpp"
 #include "actors/mcp_store.hpp"
 #include "actors/messages.hpp"
 #include "actors/state.hpp"
@@ -29,6 +30,7 @@ struct persistence_state {
   std::unique_ptr<storage::database> db;
   std::unique_ptr<admin_service> admin;
   std::unique_ptr<mcp_store> mcp;
+  std::unique_ptr<jobs_store> jobs;
   metrics::counter records_ok = metrics::usage_records("ok");
   metrics::counter records_lost = metrics::usage_records("error");
   std::size_t dropped_seen = 0; ///< usage_queue::dropped() at the last flush
@@ -60,6 +62,7 @@ struct persistence_state {
     admin->seed_budgets();
     mcp = std::make_unique<mcp_store>(*db, *gw);
     mcp->publish();
+    jobs = std::make_unique<jobs_store>(*db, *gw);
     log::info("database open", {{"path", gw->config.storage.sqlite_path},
                                 {"schema_version", db->schema_version()},
                                 {"journal_mode", db->journal_mode()}});
@@ -152,6 +155,18 @@ caf::behavior persistence(persistence_actor* self, gateway_state* gw, bool own_t
           return {static_cast<std::int32_t>(status), std::move(body)};
         } catch (const std::exception& e) {
           log::error("MCP storage operation failed", {{"op", op}, {"error", e.what()}});
+          return {std::int32_t{500}, std::string("{}")};
+        }
+      },
+      [=](jobs_store_atom, const std::string& op, const std::string& a,
+          const std::string& b) -> caf::result<std::int32_t, std::string> {
+        auto& st = self->state;
+        if (!st.jobs) return {std::int32_t{503}, std::string("{}")};
+        try {
+          auto [status, body] = st.jobs->op(op, a, b);
+          return {static_cast<std::int32_t>(status), std::move(body)};
+        } catch (const std::exception& e) {
+          log::error("jobs storage operation failed", {{"op", op}, {"error", e.what()}});
           return {std::int32_t{500}, std::string("{}")};
         }
       },

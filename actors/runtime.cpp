@@ -67,6 +67,11 @@ void runtime::mcp(admin_call call, reply_fn done) {
              std::chrono::milliseconds(m.call_timeout_ms + m.max_wait_ms + 5000));
 }
 
+void runtime::jobs(admin_call call, reply_fn done) {
+  impl_->ask(jobs_atom::value, std::move(call), std::move(done),
+             std::chrono::milliseconds(impl_->state.config.jobs.sync_timeout_ms + 10'000));
+}
+
 void runtime::mcp_cancel(const std::string& request_id) {
   if (impl_->system && impl_->root) caf::anon_send(impl_->root, mcp_cancel_atom::value, request_id);
 }
@@ -80,6 +85,9 @@ void runtime::impl::ask(caf::atom_value which, admin_call call, reply_fn done, s
       [root = root, which, timeout, call = std::move(call), done = std::move(done)](caf::event_based_actor* self) {
         auto req = which == mcp_atom::value
                        ? self->request(root, timeout, mcp_atom::value, call.method, call.path, call.query, call.body,
+                                       call.key_id, call.role, call.team_id, call.user_id, call.request_id)
+                   : which == jobs_atom::value
+                       ? self->request(root, timeout, jobs_atom::value, call.method, call.path, call.query, call.body,
                                        call.key_id, call.role, call.team_id, call.user_id, call.request_id)
                        : self->request(root, timeout, admin_atom::value, call.method, call.path, call.query, call.body,
                                        call.key_id, call.role, call.team_id, call.user_id);

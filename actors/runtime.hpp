@@ -46,6 +46,9 @@ public:
   /// Asks the MCP manager (/v1/mcp/..., /mcp); like admin(), with a bound of
   /// mcp.call_timeout_ms + mcp.max_wait_ms + 5 s (a call may wait for an approval).
   void mcp(admin_call call, reply_fn done);
+  /// Asks the jobs manager (/v1/jobs..., /v1/images/generations); bounded by
+  /// jobs.sync_timeout_ms + 10 s (an image request without async waits for its job).
+  void jobs(admin_call call, reply_fn done);
   /// The client of MCP request `request_id` went away: cancel its tool call, if any.
   void mcp_cancel(const std::string& request_id);
 

@@ -84,6 +84,7 @@ struct price {
   double per_request = 0;
   std::int64_t version = 0;
   std::vector<price_tier> tiers;
+  double per_image = 0; ///< background jobs: per image (or other output file) produced
 
   /// Cost of one request at a team's monthly `volume` so far; cached prompt tokens are
   /// billed at the cached price.

@@ -1,6 +1,7 @@
 #include "actors/supervisor.hpp"
 
 #include "actors/config_actor.hpp"
+#include "actors/jobs.hpp"
 #include "actors/mcp.hpp"
 #include "actors/messages.hpp"
 #include "actors/persistence.hpp"
@@ -29,6 +30,7 @@ struct supervisor_state {
   child config;
   child mcp;
   child scripts;
+  child jobs;
 };
 
 using supervisor_actor = caf::stateful_actor<supervisor_state>;
@@ -81,6 +83,14 @@ void start_scripts(supervisor_actor* self) {
   self->link_to(c.handle);
 }
 
+void start_jobs(supervisor_actor* self) {
+  auto& c = self->state.jobs;
+  if (!self->state.gw->mcp_io) return; // tests without the background io thread
+  c.handle = spawn_jobs(self->system(), *self->state.gw, *self->state.gw->mcp_io, caf::actor_cast<caf::actor>(self));
+  self->monitor(c.handle);
+  self->link_to(c.handle);
+}
+
 caf::behavior supervisor(supervisor_actor* self, gateway_state* gw) {
   self->state.gw = gw;
   // The router and config actor start once the database is open (init below), so the
@@ -92,18 +102,19 @@ caf::behavior supervisor(supervisor_actor* self, gateway_state* gw) {
     auto& st = self->state;
     if (msg.source == st.persistence.handle.address() || msg.source == st.router.handle.address() ||
         msg.source == st.config.handle.address() || msg.source == st.mcp.handle.address() ||
-        msg.source == st.scripts.handle.address())
+        msg.source == st.scripts.handle.address() || msg.source == st.jobs.handle.address())
       return;
     self->quit(msg.reason);
   });
   self->set_down_handler([=](caf::down_msg& msg) {
     auto& st = self->state;
-    for (auto* c : {&st.persistence, &st.router, &st.config, &st.mcp, &st.scripts}) {
+    for (auto* c : {&st.persistence, &st.router, &st.config, &st.mcp, &st.scripts, &st.jobs}) {
       if (msg.source != c->handle.address()) continue;
       auto which = c == &st.persistence ? "persistence"
                    : c == &st.router    ? "router"
                    : c == &st.config    ? "config"
                    : c == &st.scripts   ? "scripts"
+                   : c == &st.jobs      ? "jobs"
                                         : "mcp";
       log::error("actor down; restarting",
                  {{"actor", which}, {"reason", caf::to_string(msg.reason)}, {"backoff_ms", c->backoff.count()}});
@@ -123,6 +134,8 @@ caf::behavior supervisor(supervisor_actor* self, gateway_state* gw) {
           start_mcp(self);
         else if (which == "scripts")
           start_scripts(self);
+        else if (which == "jobs")
+          start_jobs(self);
       },
       [=](reload_atom a) -> caf::result<bool> {
         if (!self->state.router.handle) return true; // no routes yet: the router's first table reads everything
@@ -142,6 +155,7 @@ caf::behavior supervisor(supervisor_actor* self, gateway_state* gw) {
                     start_router(self);
                     start_config(self);
                     start_mcp(self);
+                    start_jobs(self);
                   }
                   rp.deliver(error);
                 },
@@ -154,6 +168,22 @@ caf::behavior supervisor(supervisor_actor* self, gateway_state* gw) {
       // MCP: storage operations go to persistence, notices and requests to the manager.
       [=](mcp_store_atom a, const std::string& op, const std::string& x, const std::string& y, const std::string& z) {
         return self->delegate(self->state.persistence.handle, a, op, x, y, z);
+      },
+      [=](jobs_store_atom a, const std::string& op, const std::string& x, const std::string& y) {
+        return self->delegate(self->state.persistence.handle, a, op, x, y);
+      },
+      [=](jobs_atom a, const std::string& method, const std::string& path, const std::string& query,
+          const std::string& body, const std::string& key_id, const std::string& role, const std::string& team_id,
+          const std::string& user_id, const std::string& request_id) -> caf::delegated<caf::message> {
+        if (!self->state.jobs.handle) {
+          auto rp = self->make_response_promise();
+          rp.deliver(std::int32_t{503},
+                     std::string(R"({"error":{"message":"jobs are not running","type":"unavailable"}})"),
+                     std::string("application/json"));
+          return {};
+        }
+        return self->delegate(self->state.jobs.handle, a, method, path, query, body, key_id, role, team_id, user_id,
+                              request_id);
       },
       [=](mcp_sync_atom a) {
         if (self->state.mcp.handle) self->send(self->state.mcp.handle, a);

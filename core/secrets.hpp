@@ -9,6 +9,8 @@ namespace lowart::secrets {
 
 /// Lower-case hex SHA-256 of `data`.
 std::string sha256_hex(std::string_view data);
+/// HMAC-SHA256 of `data` under `key`, as lower-case hex (webhook signatures).
+std::string hmac_sha256_hex(std::string_view key, std::string_view data);
 
 /// `n` random bytes from the OS CSPRNG, as lower-case hex (2n characters).
 std::string random_hex(std::size_t n);

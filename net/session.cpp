@@ -307,6 +307,12 @@ void session::handle(http::request<http::string_body>&& req) {
     return;
   }
 
+  if (ctx.route == "jobs") {
+    // Background jobs: the jobs manager actor answers (an image request without
+    // async waits there for its job).
+    forward_to_actors(ctx, req, false, true);
+    return;
+  }
   if (ctx.route == "mcp") {
     // Tools: the MCP manager actor decides (policy, approvals) and runs the call.
     forward_to_actors(ctx, req, true);
@@ -391,7 +397,7 @@ void session::handle(http::request<http::string_body>&& req) {
   respond_error(ctx, error_kind::not_found, "unknown endpoint " + ctx.method + " " + std::string(path), "unknown_url");
 }
 
-void session::forward_to_actors(request_context& ctx, http::request<http::string_body>& req, bool mcp) {
+void session::forward_to_actors(request_context& ctx, http::request<http::string_body>& req, bool mcp, bool jobs) {
   actors::admin_call call;
   call.method = ctx.method;
   call.path = ctx.path;
@@ -411,6 +417,11 @@ void session::forward_to_actors(request_context& ctx, http::request<http::string
       self->respond(*shared, status, type, body);
     });
   };
+  if (jobs) {
+    call.request_id = shared->request_id;
+    worker_.runtime.jobs(std::move(call), std::move(done));
+    return;
+  }
   if (!mcp) {
     worker_.runtime.admin(std::move(call), std::move(done));
     return;
