@@ -662,7 +662,24 @@ caf::behavior job(job_actor* self, gateway_state* gw, boost::asio::io_context* i
           const std::string& type) {
         auto& s = self->state;
         if (tag == "webhook") return on_webhook(self, status, error);
-        if (tag == "cancel") return;
+        if (tag == "cancel:queue") {
+          bool running = false, pending = false;
+          queue_length_of(body, s.rec.prompt_id, running, pending);
+          if (running || pending) {
+            json::object_writer w;
+            if (running)
+              w.str("prompt_id", s.rec.prompt_id);
+            else
+              w.raw("delete", json::string_array({s.rec.prompt_id}));
+            call(self, "POST", s.rec.backend + (running ? "/interrupt" : "/queue"), w.done(), "cancel:done");
+            return;
+          }
+          return finish(self);
+        }
+        if (tag == "cancel:done") {
+          if (status != 200) log::warn("backend did not take the cancel", {{"job", s.rec.id}, {"error", error}});
+          return finish(self);
+        }
         if (s.cancelled || s.rec.finished()) return;
         if (tag.rfind("probe:", 0) == 0) return on_probe(self, std::stoul(tag.substr(6)), status, body, error);
         if (tag == "submit") return on_submit(self, status, body, error);
@@ -685,21 +702,16 @@ caf::behavior job(job_actor* self, gateway_state* gw, boost::asio::io_context* i
           return {std::int32_t{409}, error_json(409, "job " + s.rec.id + " already " + s.rec.status, "job_finished"),
                   std::string("application/json")};
         s.cancelled = true;
-        if (s.rec.submitted || !s.rec.backend.empty()) {
-          // Off the backend's queue if it waits there; interrupted if it runs (by id,
-          // so another job on the same backend is left alone).
-          json::object_writer del;
-          del.raw("delete", json::string_array({s.rec.prompt_id}));
-          call(self, "POST", s.rec.backend + "/queue", del.done(), "cancel");
-          if (s.rec.status == "running") {
-            json::object_writer intr;
-            intr.str("prompt_id", s.rec.prompt_id);
-            call(self, "POST", s.rec.backend + "/interrupt", intr.done(), "cancel");
-          }
-        }
         s.rec.status = "cancelled";
         s.rec.error = "cancelled by the client";
-        finish(self);
+        save(self);
+        if (s.rec.backend.empty()) {
+          finish(self);
+        } else {
+          // Where is it now? Waiting: taken off the queue; running: interrupted by id
+          // (another job on the same backend is left alone). Then the job ends.
+          call(self, "GET", s.rec.backend + "/queue", {}, "cancel:queue");
+        }
         return {std::int32_t{200}, public_view(s.rec), std::string("application/json")};
       },
   };
