@@ -11,6 +11,7 @@
 #include "core/secrets.hpp"
 #include "net/errors.hpp"
 #include "net/http_client.hpp"
+#include "net/ws_client.hpp"
 #include "scripting/hooks.hpp"
 
 #include <boost/asio/io_context.hpp>
@@ -34,6 +35,7 @@ using cancel_atom = caf::atom_constant<caf::atom("jobcancel")>; ///< manager -> 
 using done_atom = caf::atom_constant<caf::atom("jobdone")>;     ///< job -> manager: (id, record JSON)
 using hook_atom = caf::atom_constant<caf::atom("jobhook")>;     ///< time to (re)try the webhook
 using sweep_atom = caf::atom_constant<caf::atom("jobsweep")>;   ///< manager: delete expired jobs
+using progress_atom = caf::atom_constant<caf::atom("jobprog")>; ///< (ComfyUI /ws message text)
 
 using reply3 = caf::result<std::int32_t, std::string, std::string>;
 
@@ -173,6 +175,15 @@ struct job_state {
   std::size_t fetched = 0;
   std::vector<std::string> files;
   int webhook_tries = 0;
+  /// ComfyUI's /ws for this job's progress events (the job's client id is its prompt id).
+  std::shared_ptr<net::ws_listener> progress_feed;
+  double saved_progress = -1;
+  std::int64_t saved_progress_ms = 0;
+
+  ~job_state() {
+    // Here, not in an attached functor: CAF 0.17 destroys the state before those run.
+    if (progress_feed) progress_feed->close();
+  }
 };
 
 using job_actor = caf::stateful_actor<job_state>;
@@ -255,10 +266,64 @@ void hand_over_failed(job_actor* self, const std::string& why) {
   self->delayed_send(self, wait, retry_atom::value);
 }
 
+/// Listens to the backend's /ws for this job's progress (polling stays the source of
+/// truth; the feed only fills in `progress` while the job runs).
+void watch_progress(job_actor* self) {
+  auto& st = self->state;
+  if (st.progress_feed) st.progress_feed->close();
+  st.progress_feed.reset();
+  net::http_target target;
+  if (!net::parse_url(st.rec.backend, target)) return;
+  if (!target.path.empty() && target.path.back() == '/') target.path.pop_back();
+  target.path += "/ws?clientId=" + st.rec.prompt_id;
+  auto handle = caf::actor_cast<caf::actor>(self);
+  st.progress_feed = net::ws_listen(
+      *st.io, target, std::chrono::milliseconds(st.gw->config.jobs.request_timeout_ms),
+      [handle](std::string text) { caf::anon_send(handle, progress_atom::value, std::move(text)); },
+      [id = st.rec.id](std::string why) {
+        log::debug("job progress feed ended", {{"job", id}, {"reason", why}});
+      });
+}
+
+void on_progress(job_actor* self, const std::string& text) {
+  auto& st = self->state;
+  if (st.cancelled || st.rec.finished()) return;
+  simdjson::dom::parser parser;
+  simdjson::dom::element doc;
+  std::string_view type, prompt;
+  if (parser.parse(text).get(doc) != simdjson::SUCCESS || doc["type"].get_string().get(type) != simdjson::SUCCESS)
+    return;
+  auto data = doc["data"];
+  if (data["prompt_id"].get_string().get(prompt) != simdjson::SUCCESS || prompt != st.rec.prompt_id) return;
+  bool changed = false;
+  if ((type == "execution_start" || type == "executing") && st.rec.status == "queued") {
+    st.rec.status = "running";
+    if (st.rec.progress < 0) st.rec.progress = 0;
+    changed = true;
+  }
+  if (type == "progress") {
+    double value = 0, max = 0;
+    if (data["value"].get_double().get(value) == simdjson::SUCCESS &&
+        data["max"].get_double().get(max) == simdjson::SUCCESS && max > 0) {
+      // 1 is kept for "outputs fetched".
+      st.rec.progress = std::min(0.99, value / max);
+      if (st.rec.status == "queued") st.rec.status = "running";
+      auto now = clock::unix_ms();
+      changed = st.rec.progress - st.saved_progress >= 0.05 || now - st.saved_progress_ms >= 1000;
+    }
+  }
+  if (changed) {
+    st.saved_progress = st.rec.progress;
+    st.saved_progress_ms = clock::unix_ms();
+    save(self);
+  }
+}
+
 void submit(job_actor* self) {
   auto& r = self->state.rec;
+  watch_progress(self);
   json::object_writer body;
-  body.raw("prompt", r.workflow).str("client_id", "lowart").str("prompt_id", r.prompt_id);
+  body.raw("prompt", r.workflow).str("client_id", r.prompt_id).str("prompt_id", r.prompt_id);
   call(self, "POST", r.backend + "/prompt", body.done(), "submit");
 }
 
@@ -614,6 +679,10 @@ void meter(job_actor* self) {
 void finish(job_actor* self) {
   auto& st = self->state;
   auto& r = st.rec;
+  if (st.progress_feed) {
+    st.progress_feed->close();
+    st.progress_feed.reset();
+  }
   r.finished_ms = clock::unix_ms();
   meter(self);
   if (!r.webhook.empty()) r.webhook_state = "pending";
@@ -645,6 +714,7 @@ void resume(job_actor* self) {
   if (r.backend.empty()) return choose_backend(self);
   // Handed over (or about to be, when the gateway stopped): the poll finds out which,
   // and hands it over again only if the backend does not know it.
+  watch_progress(self);
   poll_later(self);
 }
 
@@ -696,6 +766,7 @@ caf::behavior job(job_actor* self, gateway_state* gw, boost::asio::io_context* i
         if (!self->state.cancelled && !self->state.rec.finished()) choose_backend(self);
       },
       [=](hook_atom) { deliver_webhook(self); },
+      [=](progress_atom, const std::string& text) { on_progress(self, text); },
       [=](cancel_atom) -> reply3 {
         auto& s = self->state;
         if (s.rec.finished())

@@ -130,6 +130,21 @@ test('submit -> 202 -> poll -> succeeded, and the image bytes come from ComfyUI'
   assert.equal(missing.status, 404);
 });
 
+test('progress comes from the backend\'s /ws events while the job runs', async () => {
+  const r = await submit({ model: 'sdxl', input: { prompt: 'slow and steady', steps: 300 } }); // ~1.5 s
+  assert.equal(r.status, 202, r.text);
+  const seen = [];
+  await waitFor(async () => {
+    const j = (await getJob(r.json.id)).json;
+    if (j.status === 'running' && j.progress > 0 && j.progress < 1) seen.push(j.progress);
+    return j.status === 'succeeded';
+  }, { timeoutMs: 15000, intervalMs: 100, what: 'the job to finish' });
+  assert.ok(seen.length >= 3, `progress observed while running: ${seen}`);
+  assert.ok(seen[seen.length - 1] > seen[0], `progress grows: ${seen}`);
+  assert.equal((await getJob(r.json.id)).json.progress, 1);
+  assert.ok((await stats(a)).ws_connects + (await stats(b)).ws_connects >= 1);
+});
+
 test('the real openai client: images.generate waits for the job; async answers 202', async () => {
   const client = gw.client(gw.masterKey, { timeout: 20000 });
   const img = await client.images.generate({ model: 'sdxl', prompt: 'a red fox', response_format: 'b64_json' });
