@@ -1028,6 +1028,14 @@ caf::behavior manager(manager_actor* self, gateway_state* gw, boost::asio::io_co
     auto& s = self->state;
     for (auto it = s.live.begin(); it != s.live.end(); ++it)
       if (it->second.address() == msg.source) {
+        // A synchronous image request still waiting here gets an answer (the job's own
+        // done message, sent before it ended, normally answered it already).
+        auto range = s.waiters.equal_range(it->first);
+        for (auto w = range.first; w != range.second; ++w)
+          w->second.first.deliver(std::int32_t{502},
+                                  error_json(502, "the job " + it->first + " ended without a result", "job_failed"),
+                                  std::string("application/json"));
+        s.waiters.erase(range.first, range.second);
         metrics::jobs_live(s.model_of[it->first]).add(-1);
         s.model_of.erase(it->first);
         s.live.erase(it);

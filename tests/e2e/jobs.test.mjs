@@ -194,6 +194,14 @@ test('jobs are scoped to the key that made them', async () => {
   const mine = await api(gw, 'GET', '/v1/jobs', { key: k1 });
   assert.deepEqual(mine.json.data.map((j) => j.id), [job.id]);
   assert.equal((await api(gw, 'GET', '/v1/jobs', { key: k2 })).json.data.length, 0);
+  // Operators and viewers see every job under /admin/jobs; plain keys may not.
+  const viewer = (await createKey(gw, { name: 'jobs-viewer', role: 'viewer' })).key;
+  const all = await api(gw, 'GET', '/admin/jobs?limit=1000', { key: viewer });
+  assert.equal(all.status, 200, all.text);
+  assert.ok(all.json.data.some((j) => j.id === job.id));
+  assert.equal((await api(gw, 'GET', `/admin/jobs/${job.id}`, { key: viewer })).json.id, job.id);
+  assert.equal((await api(gw, 'DELETE', `/admin/jobs/${job.id}`, { key: viewer })).status, 403);
+  assert.equal((await api(gw, 'GET', '/admin/jobs', { key: k1 })).status, 403);
 });
 
 test('cancel: a queued job is taken off the backend queue, a running one is interrupted', async () => {
