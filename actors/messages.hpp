@@ -39,4 +39,11 @@ using jobs_atom = caf::atom_constant<caf::atom("jobs")>;
 /// (jobs_store_atom, op, a, b) -> (int32 status, std::string JSON): jobs_store::op.
 using jobs_store_atom = caf::atom_constant<caf::atom("jobsstore")>;
 
+/// (a2a_atom, method, path, query, body, key id, role, team id, user id, request id)
+///   -> (int32 status, std::string body, std::string content type): /a2a..., /v1/agents...,
+///   /admin/agents...; status 0 means "answered on the stream named by the request id".
+using a2a_atom = caf::atom_constant<caf::atom("a2a")>;
+/// (a2a_store_atom, op, a) -> (int32 status, std::string JSON): a2a_store::op.
+using a2a_store_atom = caf::atom_constant<caf::atom("a2astore")>;
+
 } // namespace lowart::actors

@@ -1,5 +1,6 @@
 #include "actors/persistence.hpp"
 
+#include "actors/a2a_store.hpp"
 #include "actors/admin_service.hpp"
 #include "actors/jobs_store.hpp"
 #include "actors/mcp_store.hpp"
@@ -31,6 +32,7 @@ struct persistence_state {
   std::unique_ptr<admin_service> admin;
   std::unique_ptr<mcp_store> mcp;
   std::unique_ptr<jobs_store> jobs;
+  std::unique_ptr<a2a_store> a2a;
   metrics::counter records_ok = metrics::usage_records("ok");
   metrics::counter records_lost = metrics::usage_records("error");
   std::size_t dropped_seen = 0; ///< usage_queue::dropped() at the last flush
@@ -63,6 +65,7 @@ struct persistence_state {
     mcp = std::make_unique<mcp_store>(*db, *gw);
     mcp->publish();
     jobs = std::make_unique<jobs_store>(*db, *gw);
+    a2a = std::make_unique<a2a_store>(*db);
     log::info("database open", {{"path", gw->config.storage.sqlite_path},
                                 {"schema_version", db->schema_version()},
                                 {"journal_mode", db->journal_mode()}});
@@ -167,6 +170,17 @@ caf::behavior persistence(persistence_actor* self, gateway_state* gw, bool own_t
           return {static_cast<std::int32_t>(status), std::move(body)};
         } catch (const std::exception& e) {
           log::error("jobs storage operation failed", {{"op", op}, {"error", e.what()}});
+          return {std::int32_t{500}, std::string("{}")};
+        }
+      },
+      [=](a2a_store_atom, const std::string& op, const std::string& a) -> caf::result<std::int32_t, std::string> {
+        auto& st = self->state;
+        if (!st.a2a) return {std::int32_t{503}, std::string("{}")};
+        try {
+          auto [status, body] = st.a2a->op(op, a);
+          return {static_cast<std::int32_t>(status), std::move(body)};
+        } catch (const std::exception& e) {
+          log::error("a2a storage operation failed", {{"op", op}, {"error", e.what()}});
           return {std::int32_t{500}, std::string("{}")};
         }
       },

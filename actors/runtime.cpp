@@ -72,6 +72,11 @@ void runtime::jobs(admin_call call, reply_fn done) {
              std::chrono::milliseconds(impl_->state.config.jobs.sync_timeout_ms + 10'000));
 }
 
+void runtime::a2a(admin_call call, reply_fn done) {
+  impl_->ask(a2a_atom::value, std::move(call), std::move(done),
+             std::chrono::milliseconds(impl_->state.config.a2a.max_wait_ms + 10'000));
+}
+
 void runtime::mcp_cancel(const std::string& request_id) {
   if (impl_->system && impl_->root) caf::anon_send(impl_->root, mcp_cancel_atom::value, request_id);
 }
@@ -85,6 +90,9 @@ void runtime::impl::ask(caf::atom_value which, admin_call call, reply_fn done, s
       [root = root, which, timeout, call = std::move(call), done = std::move(done)](caf::event_based_actor* self) {
         auto req = which == mcp_atom::value
                        ? self->request(root, timeout, mcp_atom::value, call.method, call.path, call.query, call.body,
+                                       call.key_id, call.role, call.team_id, call.user_id, call.request_id)
+                   : which == a2a_atom::value
+                       ? self->request(root, timeout, a2a_atom::value, call.method, call.path, call.query, call.body,
                                        call.key_id, call.role, call.team_id, call.user_id, call.request_id)
                    : which == jobs_atom::value
                        ? self->request(root, timeout, jobs_atom::value, call.method, call.path, call.query, call.body,

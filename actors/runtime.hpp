@@ -49,6 +49,10 @@ public:
   /// Asks the jobs manager (/v1/jobs..., /v1/images/generations); bounded by
   /// jobs.sync_timeout_ms + 10 s (an image request without async waits for its job).
   void jobs(admin_call call, reply_fn done);
+  /// Asks the agent bus (/a2a..., /v1/agents..., agent cards); bounded by
+  /// a2a.max_wait_ms + 10 s (a blocking message/send or a long poll waits there). A
+  /// status of 0 means the answer went out on the stream registered under the request id.
+  void a2a(admin_call call, reply_fn done);
   /// The client of MCP request `request_id` went away: cancel its tool call, if any.
   void mcp_cancel(const std::string& request_id);
 

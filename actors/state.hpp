@@ -422,6 +422,38 @@ struct mcp_live_table {
   std::map<std::string, mcp_server_live> servers;
 };
 
+/// Server-sent-event responses that actors write to (A2A message/stream, agent
+/// subscriptions): the HTTP side registers a sink under an id and names the id in its
+/// request; the actor emits chunks to it. A sink posts to its connection's thread.
+class stream_registry {
+public:
+  using sink = std::function<bool(std::string chunk, bool last)>; ///< false: the client is gone
+  void add(const std::string& id, sink s) {
+    std::lock_guard guard{mutex_};
+    sinks_[id] = std::move(s);
+  }
+  void remove(const std::string& id) {
+    std::lock_guard guard{mutex_};
+    sinks_.erase(id);
+  }
+  /// Sends one chunk (the last one ends the response); false when the stream is gone.
+  bool emit(const std::string& id, std::string chunk, bool last = false) {
+    sink s;
+    {
+      std::lock_guard guard{mutex_};
+      auto it = sinks_.find(id);
+      if (it == sinks_.end()) return false;
+      s = it->second;
+      if (last) sinks_.erase(it);
+    }
+    return s(std::move(chunk), last);
+  }
+
+private:
+  std::mutex mutex_;
+  std::unordered_map<std::string, sink> sinks_;
+};
+
 /// Everything both worlds share. Created by main before either starts.
 struct gateway_state {
   explicit gateway_state(config::gateway_config c, std::string path = {})
@@ -454,6 +486,7 @@ struct gateway_state {
   snapshot<mcp_table> mcp;                   ///< published by persistence
   snapshot<mcp_live_table> mcp_live;         ///< published by the MCP manager actor
   snapshot<scripting::script_table> scripts; ///< published by the scripts actor
+  stream_registry streams;                   ///< SSE responses written by actors (A2A)
   /// The one thread's io_context that MCP child processes use (owned by the runtime).
   boost::asio::io_context* mcp_io = nullptr;
   /// Counts tokens when an upstream reports no usage (null when the ranks are missing).

@@ -1,5 +1,6 @@
 #include "actors/supervisor.hpp"
 
+#include "actors/a2a.hpp"
 #include "actors/config_actor.hpp"
 #include "actors/jobs.hpp"
 #include "actors/mcp.hpp"
@@ -31,6 +32,7 @@ struct supervisor_state {
   child mcp;
   child scripts;
   child jobs;
+  child a2a;
 };
 
 using supervisor_actor = caf::stateful_actor<supervisor_state>;
@@ -91,6 +93,14 @@ void start_jobs(supervisor_actor* self) {
   self->link_to(c.handle);
 }
 
+void start_a2a(supervisor_actor* self) {
+  auto& c = self->state.a2a;
+  if (!self->state.gw->mcp_io) return; // tests without the background io thread
+  c.handle = spawn_a2a(self->system(), *self->state.gw, *self->state.gw->mcp_io, caf::actor_cast<caf::actor>(self));
+  self->monitor(c.handle);
+  self->link_to(c.handle);
+}
+
 caf::behavior supervisor(supervisor_actor* self, gateway_state* gw) {
   self->state.gw = gw;
   // The router and config actor start once the database is open (init below), so the
@@ -102,19 +112,21 @@ caf::behavior supervisor(supervisor_actor* self, gateway_state* gw) {
     auto& st = self->state;
     if (msg.source == st.persistence.handle.address() || msg.source == st.router.handle.address() ||
         msg.source == st.config.handle.address() || msg.source == st.mcp.handle.address() ||
-        msg.source == st.scripts.handle.address() || msg.source == st.jobs.handle.address())
+        msg.source == st.scripts.handle.address() || msg.source == st.jobs.handle.address() ||
+        msg.source == st.a2a.handle.address())
       return;
     self->quit(msg.reason);
   });
   self->set_down_handler([=](caf::down_msg& msg) {
     auto& st = self->state;
-    for (auto* c : {&st.persistence, &st.router, &st.config, &st.mcp, &st.scripts, &st.jobs}) {
+    for (auto* c : {&st.persistence, &st.router, &st.config, &st.mcp, &st.scripts, &st.jobs, &st.a2a}) {
       if (msg.source != c->handle.address()) continue;
       auto which = c == &st.persistence ? "persistence"
                    : c == &st.router    ? "router"
                    : c == &st.config    ? "config"
                    : c == &st.scripts   ? "scripts"
                    : c == &st.jobs      ? "jobs"
+                   : c == &st.a2a       ? "a2a"
                                         : "mcp";
       log::error("actor down; restarting",
                  {{"actor", which}, {"reason", caf::to_string(msg.reason)}, {"backoff_ms", c->backoff.count()}});
@@ -136,6 +148,8 @@ caf::behavior supervisor(supervisor_actor* self, gateway_state* gw) {
           start_scripts(self);
         else if (which == "jobs")
           start_jobs(self);
+        else if (which == "a2a")
+          start_a2a(self);
       },
       [=](reload_atom a) -> caf::result<bool> {
         if (!self->state.router.handle) return true; // no routes yet: the router's first table reads everything
@@ -156,6 +170,7 @@ caf::behavior supervisor(supervisor_actor* self, gateway_state* gw) {
                     start_config(self);
                     start_mcp(self);
                     start_jobs(self);
+                    start_a2a(self);
                   }
                   rp.deliver(error);
                 },
@@ -171,6 +186,22 @@ caf::behavior supervisor(supervisor_actor* self, gateway_state* gw) {
       },
       [=](jobs_store_atom a, const std::string& op, const std::string& x, const std::string& y) {
         return self->delegate(self->state.persistence.handle, a, op, x, y);
+      },
+      [=](a2a_store_atom a, const std::string& op, const std::string& x) {
+        return self->delegate(self->state.persistence.handle, a, op, x);
+      },
+      [=](a2a_atom a, const std::string& method, const std::string& path, const std::string& query,
+          const std::string& body, const std::string& key_id, const std::string& role, const std::string& team_id,
+          const std::string& user_id, const std::string& request_id) -> caf::delegated<caf::message> {
+        if (!self->state.a2a.handle) {
+          auto rp = self->make_response_promise();
+          rp.deliver(std::int32_t{503},
+                     std::string(R"({"error":{"message":"the agent bus is not running","type":"unavailable"}})"),
+                     std::string("application/json"));
+          return {};
+        }
+        return self->delegate(self->state.a2a.handle, a, method, path, query, body, key_id, role, team_id, user_id,
+                              request_id);
       },
       [=](jobs_atom a, const std::string& method, const std::string& path, const std::string& query,
           const std::string& body, const std::string& key_id, const std::string& role, const std::string& team_id,
@@ -214,6 +245,9 @@ caf::behavior supervisor(supervisor_actor* self, gateway_state* gw) {
           // Operators see every job: the jobs API with the scope of the master key.
           return self->delegate(self->state.jobs.handle, jobs_atom::value, method, "/v1" + path.substr(6), query, body,
                                 std::string("master"), role, team_id, user_id, std::string());
+        if ((path == "/admin/agents" || path.rfind("/admin/agents/", 0) == 0) && self->state.a2a.handle)
+          return self->delegate(self->state.a2a.handle, a2a_atom::value, method, path, query, body, key_id, role,
+                                team_id, user_id, std::string());
         bool scripts = path == "/admin/scripts" || path.rfind("/admin/scripts/", 0) == 0;
         return self->delegate(scripts ? self->state.scripts.handle : self->state.persistence.handle, a, method, path,
                               query, body, key_id, role, team_id, user_id);

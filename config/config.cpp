@@ -202,6 +202,15 @@ load_result from_table(const toml::table& root) {
     r.get(*j, "jobs", "webhook_secret", cfg.jobs.webhook_secret);
     r.get(*j, "jobs", "sync_timeout_ms", cfg.jobs.sync_timeout_ms);
   }
+  if (auto* a = root["a2a"].as_table()) {
+    r.get(*a, "a2a", "ack_timeout_ms", cfg.a2a.ack_timeout_ms);
+    r.get(*a, "a2a", "lease_ms", cfg.a2a.lease_ms);
+    r.get(*a, "a2a", "max_attempts", cfg.a2a.max_attempts);
+    r.get(*a, "a2a", "max_wait_ms", cfg.a2a.max_wait_ms);
+    r.get(*a, "a2a", "live_ms", cfg.a2a.live_ms);
+    r.get(*a, "a2a", "request_timeout_ms", cfg.a2a.request_timeout_ms);
+    r.get(*a, "a2a", "push_secret", cfg.a2a.push_secret);
+  }
   if (auto* b = root["breaker"].as_table()) {
     r.get(*b, "breaker", "window_s", cfg.breaker.window_s);
     r.get(*b, "breaker", "failure_rate", cfg.breaker.failure_rate);
@@ -272,6 +281,7 @@ std::string apply_environment(gateway_config& cfg) {
   if (auto v = env("LOWART_LOG")) cfg.server.log_level = v;
   if (auto v = env("LOWART_WEBHOOK_SECRET")) cfg.jobs.webhook_secret = v;
   if (auto v = env("LOWART_SCRIPTS_DIR")) cfg.scripts.dir = v;
+  if (auto v = env("LOWART_A2A_SECRET")) cfg.a2a.push_secret = v;
   if (auto v = env("LOWART_JOBS_DIR")) cfg.jobs.dir = v;
   if (auto v = env("LOWART_IO_THREADS"); v && !parse_positive(v, cfg.server.io_threads))
     return "LOWART_IO_THREADS must be a positive integer";
@@ -347,6 +357,10 @@ std::string validate(gateway_config& cfg) {
       j.webhook_attempts < 1 || j.unreachable_ms < 100 || j.sync_timeout_ms < 100)
     return "jobs: poll_ms (>= 10), submit_attempts, webhook_attempts, ttl_s, sweep_s (>= 1) and the timeouts "
            "(>= 100 ms) are out of range";
+  const auto& a2a = cfg.a2a;
+  if (a2a.ack_timeout_ms < 100 || a2a.lease_ms < 100 || a2a.max_attempts < 1 || a2a.max_wait_ms < 100 ||
+      a2a.live_ms < 100 || a2a.request_timeout_ms < 100)
+    return "a2a: timeouts must be at least 100 ms and max_attempts at least 1";
   const auto& b = cfg.breaker;
   if (b.window_s < 1 || b.window_s > 60) return "breaker.window_s must be 1 to 60";
   if (b.failure_rate <= 0 || b.failure_rate > 1) return "breaker.failure_rate must be in (0, 1]";

@@ -131,6 +131,17 @@ struct jobs_config {
   int sync_timeout_ms = 300'000;        ///< /v1/images/generations without async waits this long
 };
 
+/// The agent bus (A2A).
+struct a2a_config {
+  int ack_timeout_ms = 30'000;     ///< a delivered task not acknowledged by then is delivered again
+  int lease_ms = 60'000;           ///< an acknowledged task with no status report by then is delivered again
+  int max_attempts = 5;            ///< deliveries before a task goes to the dead letters
+  int max_wait_ms = 60'000;        ///< longest blocking message/send and long poll
+  int live_ms = 30'000;            ///< a pulling agent seen this recently is live (for skill dispatch)
+  int request_timeout_ms = 10'000; ///< one push delivery or remote agent call
+  std::string push_secret;         ///< LOWART_A2A_SECRET: HMAC-SHA256 key of push deliveries
+};
+
 struct gateway_config {
   server_config server;
   mcp_config mcp;
@@ -140,6 +151,7 @@ struct gateway_config {
   breaker_config breaker;
   scripts_config scripts;
   jobs_config jobs;
+  a2a_config a2a;
 };
 
 /// Reads a TOML file (or none, when `path` is empty) and applies the environment.

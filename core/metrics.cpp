@@ -119,6 +119,18 @@ struct families {
           .Name("gateway_webhook_deliveries_total")
           .Help("Job completion webhooks, by result (delivered, retry, failed)")
           .Register(registry);
+  prometheus::Family<prometheus::Counter>& a2a_tasks =
+      BuildCounter()
+          .Name("gateway_a2a_tasks_total")
+          .Help("Agent bus tasks by state reached (submitted, completed, failed, canceled, rejected, dead)")
+          .Register(registry);
+  prometheus::Family<prometheus::Counter>& a2a_redeliveries =
+      BuildCounter().Name("gateway_a2a_redeliveries_total").Help("Agent bus tasks delivered again").Register(registry);
+  prometheus::Family<prometheus::Histogram>& a2a_delivery =
+      BuildHistogram()
+          .Name("gateway_a2a_delivery_seconds")
+          .Help("Time from a task's submission to its acknowledgement by an agent")
+          .Register(registry);
   prometheus::Family<prometheus::Gauge>& breaker_state =
       BuildGauge()
           .Name("gateway_breaker_state")
@@ -252,6 +264,18 @@ gauge jobs_live(std::string_view model) {
 
 counter webhooks(std::string_view result) {
   return counter{&all().webhooks.Add({{"result", std::string(result)}})};
+}
+
+counter a2a_tasks(std::string_view state) {
+  return counter{&all().a2a_tasks.Add({{"state", std::string(state)}})};
+}
+
+counter a2a_redeliveries() {
+  return counter{&all().a2a_redeliveries.Add({})};
+}
+
+histogram a2a_delivery_seconds() {
+  return histogram{&all().a2a_delivery.Add({}, latency_buckets())};
 }
 
 gauge breaker_state(std::string_view deployment) {

@@ -85,6 +85,10 @@ counter script_reloads(std::string_view script, std::string_view result);
 counter jobs(std::string_view model, std::string_view status);
 gauge jobs_live(std::string_view model);
 counter webhooks(std::string_view result);
+/// gateway_a2a_tasks_total{state}, gateway_a2a_redeliveries_total, gateway_a2a_delivery_seconds
+counter a2a_tasks(std::string_view state);
+counter a2a_redeliveries();
+histogram a2a_delivery_seconds();
 gauge breaker_state(std::string_view deployment);
 /// gateway_ratelimited_total{reason}: requests refused by a limit (rpm, tpm, parallel, budget_*).
 counter ratelimited(std::string_view reason);

@@ -21,6 +21,9 @@ route_info route_of(std::string_view path) {
   // Anthropic's endpoints answer in Anthropic's envelope, from the first refusal on.
   if (under_v1("/messages")) return {"messages", api_format::anthropic};
   if (under_v1("/messages/count_tokens")) return {"count_tokens", api_format::anthropic};
+  if (path == "/a2a" || path.rfind("/a2a/", 0) == 0 || path == "/.well-known/agent-card.json" || under_v1("/agents") ||
+      path.rfind("/v1/agents/", 0) == 0)
+    return {"a2a"};
   if (under_v1("/jobs") || path.rfind("/v1/jobs/", 0) == 0 || under_v1("/images/generations")) return {"jobs"};
   if (path == "/mcp" || path == "/v1/mcp/tools" || path == "/v1/mcp/tools/call" ||
       (path.rfind("/v1/mcp/calls/", 0) == 0 && path.size() > 14))

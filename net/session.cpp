@@ -68,6 +68,66 @@ std::string_view reason_phrase(int status) {
   }
 }
 
+/// An SSE response that an actor writes through gateway_state::streams (A2A
+/// message/stream). Lives on the session's thread; one write in flight.
+struct actor_stream : std::enable_shared_from_this<actor_stream> {
+  session_ptr client;
+  std::shared_ptr<request_context> ctx;
+  std::string pending;
+  bool writing = false;
+  bool head_sent = false;
+  bool last_seen = false;
+  bool ended = false;
+  std::atomic<bool> gone{false};
+
+  void push(std::string chunk, bool last) {
+    if (ended) return;
+    std::string out;
+    if (!head_sent) {
+      session::append_head(out, *ctx, 200, "text/event-stream; charset=utf-8", "Cache-Control: no-cache\r\n",
+                           std::nullopt);
+      head_sent = true;
+    }
+    if (!chunk.empty()) {
+      char size[20];
+      std::snprintf(size, sizeof size, "%zx\r\n", chunk.size());
+      out += size;
+      out += chunk;
+      out += "\r\n";
+    }
+    if (last) {
+      out += "0\r\n\r\n";
+      last_seen = true;
+    }
+    pending += out;
+    flush();
+  }
+
+  void flush() {
+    if (writing) return;
+    if (pending.empty()) {
+      if (last_seen && !ended) {
+        ended = true;
+        client->end_streamed(*ctx, 200, true);
+      }
+      return;
+    }
+    writing = true;
+    auto data = std::move(pending);
+    pending.clear();
+    client->write_raw(std::move(data), [self = shared_from_this()](bool ok) {
+      self->writing = false;
+      if (!ok) {
+        self->gone = true;
+        self->ended = true;
+        self->client->end_streamed(*self->ctx, 499, false);
+        return;
+      }
+      self->flush();
+    });
+  }
+};
+
 void append_number(std::string& out, std::size_t n) {
   char buf[24];
   auto [end, ec] = std::to_chars(buf, buf + sizeof buf, n);
@@ -245,6 +305,23 @@ void session::handle(http::request<http::string_body>&& req) {
     return;
   }
 
+  // Agent cards are public (A2A clients read them before they authenticate).
+  if (ctx.route == "a2a" && method == http::verb::get && path.ends_with("/.well-known/agent-card.json")) {
+    actors::admin_call call;
+    call.method = ctx.method;
+    call.path = ctx.path;
+    call.role = "public";
+    if (auto host = req.find(http::field::host); host != req.end()) call.query = "host=" + std::string(host->value());
+    auto shared = std::make_shared<request_context>(std::move(ctx));
+    worker_.runtime.a2a(
+        std::move(call), [self = shared_from_this(), shared](int status, std::string body, std::string type) {
+          asio::post(self->executor(), [self, shared, status, body = std::move(body), type = std::move(type)] {
+            self->respond(*shared, status, type, body);
+          });
+        });
+    return;
+  }
+
   // Authentication: the master key, or a virtual key from the snapshot (hash + lookup).
   auto key = presented_key(req);
   if (key.empty()) {
@@ -307,6 +384,11 @@ void session::handle(http::request<http::string_body>&& req) {
     return;
   }
 
+  if (ctx.route == "a2a") {
+    // The agent bus: JSON-RPC at /a2a..., the agents' own API at /v1/agents...
+    forward_to_actors(ctx, req, false, false, true);
+    return;
+  }
   if (ctx.route == "jobs") {
     // Background jobs: the jobs manager actor answers (an image request without
     // async waits there for its job).
@@ -397,7 +479,8 @@ void session::handle(http::request<http::string_body>&& req) {
   respond_error(ctx, error_kind::not_found, "unknown endpoint " + ctx.method + " " + std::string(path), "unknown_url");
 }
 
-void session::forward_to_actors(request_context& ctx, http::request<http::string_body>& req, bool mcp, bool jobs) {
+void session::forward_to_actors(request_context& ctx, http::request<http::string_body>& req, bool mcp, bool jobs,
+                                bool a2a) {
   actors::admin_call call;
   call.method = ctx.method;
   call.path = ctx.path;
@@ -420,6 +503,43 @@ void session::forward_to_actors(request_context& ctx, http::request<http::string
   if (jobs) {
     call.request_id = shared->request_id;
     worker_.runtime.jobs(std::move(call), std::move(done));
+    return;
+  }
+  if (a2a) {
+    call.request_id = shared->request_id;
+    if (auto host = req.find(http::field::host); host != req.end())
+      call.query = "host=" + std::string(host->value()) + (call.query.empty() ? "" : "&" + call.query);
+    // message/stream and tasks/resubscribe answer with events: the bus writes them to a
+    // stream registered under the request id.
+    bool stream = shared->method == "POST" && (call.body.find("\"message/stream\"") != std::string::npos ||
+                                               call.body.find("\"tasks/resubscribe\"") != std::string::npos);
+    if (!stream) {
+      worker_.runtime.a2a(std::move(call), [done](int status, std::string body, std::string type) {
+        if (status != 0) done(status, std::move(body), std::move(type));
+      });
+      return;
+    }
+    auto out = std::make_shared<actor_stream>();
+    out->client = shared_from_this();
+    out->ctx = shared;
+    auto id = shared->request_id;
+    auto& streams = worker_.state.streams;
+    streams.add(id, [out, exec = executor()](std::string chunk, bool last) {
+      if (out->gone) return false;
+      asio::post(exec, [out, chunk = std::move(chunk), last]() mutable { out->push(std::move(chunk), last); });
+      return true;
+    });
+    worker_.runtime.a2a(std::move(call),
+                        [out, id, &streams, exec = executor()](int status, std::string body, std::string type) {
+                          if (status == 0) return; // the events carry the answer
+                          streams.remove(id);
+                          asio::post(exec, [out, status, body = std::move(body), type = std::move(type)] {
+                            if (!out->head_sent && !out->ended) {
+                              out->ended = true;
+                              out->client->respond(*out->ctx, status, type, body);
+                            }
+                          });
+                        });
     return;
   }
   if (!mcp) {

@@ -103,7 +103,8 @@ private:
   void record(const request_context& ctx, int status);
   std::string render_breakers();
   /// Hands an admin, /v1/me or MCP request to the actors and answers when they do.
-  void forward_to_actors(request_context& ctx, http::request<http::string_body>& req, bool mcp, bool jobs = false);
+  void forward_to_actors(request_context& ctx, http::request<http::string_body>& req, bool mcp, bool jobs = false,
+                         bool a2a = false);
   /// While an answer is out with the actors: a one-byte read that notices the client
   /// hanging up (then `on_gone` runs). A byte that does arrive (a pipelined request) is
   /// kept for the next parse. after_response() ends the watch before reading on.
