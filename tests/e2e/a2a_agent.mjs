@@ -1,0 +1,51 @@
+// A worker agent for the agent-bus tests: long-polls lowart for its tasks, acknowledges
+// them, reports progress and a result. Run as its own process:
+//   GW=http://127.0.0.1:3000 KEY=sk-... AGENT=alpha MODE=echo node a2a_agent.mjs
+// MODE: echo (default) | ack-then-die (acknowledges one task, then exits mid-task) |
+//       ack-only (acknowledges, never reports) | ask (asks for input once, then answers)
+const { GW, KEY, AGENT } = process.env;
+const MODE = process.env.MODE || 'echo';
+const auth = { authorization: `Bearer ${KEY}`, 'content-type': 'application/json' };
+
+async function post(path, body) {
+  const r = await fetch(`${GW}/v1/agents/${AGENT}/${path}`, {
+    method: 'POST', headers: auth, body: JSON.stringify(body ?? {}), signal: AbortSignal.timeout(5000),
+  });
+  return r.status;
+}
+
+const textOf = (message) => (message?.parts ?? []).filter((p) => p.kind === 'text').map((p) => p.text).join(' ');
+
+async function handle(task) {
+  await post(`tasks/${task.id}/ack`);
+  if (MODE === 'ack-then-die') {
+    console.log(`died holding ${task.id}`);
+    process.exit(0);
+  }
+  if (MODE === 'ack-only') return;
+  await post(`tasks/${task.id}/status`, { state: 'working', message: `${AGENT} is on it` });
+  const userTurns = task.history.filter((m) => m.role === 'user');
+  const text = textOf(userTurns[userTurns.length - 1]);
+  if (MODE === 'ask' && userTurns.length === 1) {
+    await post(`tasks/${task.id}/status`, { state: 'input-required', message: 'which language?' });
+    return;
+  }
+  await post(`tasks/${task.id}/status`, {
+    state: 'completed',
+    message: `${AGENT}: ${text.toUpperCase()}`,
+    artifacts: [{ name: 'result', parts: [{ kind: 'text', text: `${AGENT} handled ${text}` }] }],
+  });
+}
+
+console.log(`agent ${AGENT} polling`);
+for (;;) {
+  let r;
+  try {
+    r = await fetch(`${GW}/v1/agents/${AGENT}/tasks?wait_ms=500`, { headers: auth, signal: AbortSignal.timeout(5000) });
+  } catch {
+    await new Promise((res) => setTimeout(res, 100)); // the gateway restarts: try again
+    continue;
+  }
+  if (r.status === 200) await handle((await r.json()).task);
+  else if (r.status !== 204) await new Promise((res) => setTimeout(res, 100));
+}
