@@ -108,6 +108,22 @@ test('agent cards: the gateway and each agent, public', async () => {
   assert.equal((await fetch(`${gw.url}/a2a/nobody/.well-known/agent-card.json`)).status, 404);
 });
 
+test('an agent registers itself with its own key; another key cannot take its name or act as it', async () => {
+  const own = await createKey(gw, { name: 'self-registered' });
+  const r = await api(gw, 'POST', '/v1/agents', { key: own.key, body: { name: 'selfie', skills: ['pose'] } });
+  assert.equal(r.status, 201, r.text);
+  assert.equal(r.json.key_id, own.id);
+  const thief = await createKey(gw, { name: 'not-selfie' });
+  const taken = await api(gw, 'POST', '/v1/agents', { key: thief.key, body: { name: 'selfie', skills: ['x'] } });
+  assert.equal(taken.status, 409);
+  const pull = await api(gw, 'GET', '/v1/agents/selfie/tasks?wait_ms=0', { key: thief.key });
+  assert.equal(pull.status, 403);
+  const mine = await api(gw, 'GET', '/v1/agents/selfie/tasks?wait_ms=0', { key: own.key });
+  assert.equal(mine.status, 204, 'nothing waiting');
+  const bad = await api(gw, 'POST', '/v1/agents', { key: own.key, body: { name: 'no skills' } });
+  assert.equal(bad.status, 400);
+});
+
 test('a task by name, blocking: the agent process answers through the bus', async () => {
   const r = await rpc('/a2a/alpha', 'message/send', { message: userMessage('hello bus') });
   assert.equal(r.result.kind, 'task');
