@@ -20,6 +20,7 @@
 
 #include <filesystem>
 #include <fstream>
+#include <mutex>
 #include <random>
 #include <sstream>
 
@@ -152,6 +153,30 @@ std::vector<std::pair<std::string, std::string>> backends_of(const gateway_state
 
 // --- one job -------------------------------------------------------------------------------------
 
+/// Jobs that chose a backend but whose POST /prompt has not been answered yet: the
+/// backend's /queue does not show them, so concurrent choices count them here (else a
+/// burst of jobs all see the same queue lengths and pile onto one backend).
+class handovers {
+public:
+  static handovers& all() {
+    static handovers h;
+    return h;
+  }
+  std::int64_t pending(const std::string& backend) {
+    std::lock_guard guard{mutex_};
+    auto it = counts_.find(backend);
+    return it == counts_.end() ? 0 : it->second;
+  }
+  void add(const std::string& backend, std::int64_t n) {
+    std::lock_guard guard{mutex_};
+    if ((counts_[backend] += n) <= 0) counts_.erase(backend);
+  }
+
+private:
+  std::mutex mutex_;
+  std::map<std::string, std::int64_t> counts_;
+};
+
 struct output_file {
   std::string filename, subfolder, type;
 };
@@ -179,10 +204,12 @@ struct job_state {
   std::shared_ptr<net::ws_listener> progress_feed;
   double saved_progress = -1;
   std::int64_t saved_progress_ms = 0;
+  bool handing_over = false; ///< counted in handovers until POST /prompt is answered
 
   ~job_state() {
     // Here, not in an attached functor: CAF 0.17 destroys the state before those run.
     if (progress_feed) progress_feed->close();
+    if (handing_over) handovers::all().add(rec.deployment, -1);
   }
 };
 
@@ -371,10 +398,22 @@ void on_probe(job_actor* self, std::size_t index, int status, const std::string&
     st.probe_errors += (st.probe_errors.empty() ? "" : "; ") + st.candidates[index].second + ": " +
                        (error.empty() ? "answered " + std::to_string(status) : error);
   if (++st.answers < st.candidates.size()) return;
+  // Shortest queue (counting hand-overs in flight); ties broken at random.
   std::size_t best = st.candidates.size();
-  for (std::size_t i = 0; i < st.candidates.size(); ++i)
-    if (st.queue_length[i] >= 0 && (best == st.candidates.size() || st.queue_length[i] < st.queue_length[best]))
+  std::int64_t best_load = 0;
+  std::size_t ties = 0;
+  thread_local std::minstd_rand random{std::random_device{}()};
+  for (std::size_t i = 0; i < st.candidates.size(); ++i) {
+    if (st.queue_length[i] < 0) continue;
+    auto load = st.queue_length[i] + handovers::all().pending(st.candidates[i].first);
+    if (best == st.candidates.size() || load < best_load) {
       best = i;
+      best_load = load;
+      ties = 1;
+    } else if (load == best_load && random() % ++ties == 0) {
+      best = i;
+    }
+  }
   if (best == st.candidates.size()) {
     hand_over_failed(self, "unreachable: " + st.probe_errors);
     return;
@@ -384,6 +423,8 @@ void on_probe(job_actor* self, std::size_t index, int status, const std::string&
   st.rec.deployment = st.candidates[best].first;
   st.rec.backend = st.candidates[best].second;
   st.rec.submitted = false;
+  handovers::all().add(st.rec.deployment, 1);
+  st.handing_over = true;
   save_then(self, [self] {
     if (!self->state.cancelled) submit(self);
   });
@@ -391,6 +432,10 @@ void on_probe(job_actor* self, std::size_t index, int status, const std::string&
 
 void on_submit(job_actor* self, int status, const std::string& body, const std::string& error) {
   auto& st = self->state;
+  if (st.handing_over) {
+    handovers::all().add(st.rec.deployment, -1);
+    st.handing_over = false;
+  }
   if (status == 200) {
     st.rec.submitted = true;
     st.unreachable_since = 0;

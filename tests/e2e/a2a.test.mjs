@@ -143,6 +143,14 @@ test('a task by skill goes to an agent that has it', async () => {
   assert.match(none.error.message, /no agent has skill juggling/);
 });
 
+test('agent processes exchange tasks through the bus: alpha asks beta by name and by skill', async () => {
+  const byName = await rpc('/a2a/alpha', 'message/send', { message: userMessage('ask beta: good morning') });
+  assert.equal(byName.result.status.state, 'completed', JSON.stringify(byName));
+  assert.equal(byName.result.status.message.parts[0].text, 'alpha asked beta: beta: GOOD MORNING');
+  const bySkill = await rpc('/a2a/alpha', 'message/send', { message: userMessage('ask skill translate: guten tag') });
+  assert.equal(bySkill.result.status.message.parts[0].text, 'alpha asked beta: beta: GUTEN TAG');
+});
+
 test('non-blocking send, then tasks/get; tasks belong to their sender', async () => {
   const r = await rpc('/a2a/beta', 'message/send', { message: userMessage('later'), configuration: { blocking: false } });
   assert.equal(r.result.status.state, 'submitted');

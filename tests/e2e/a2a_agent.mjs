@@ -30,6 +30,26 @@ async function handle(task) {
     await post(`tasks/${task.id}/status`, { state: 'input-required', message: 'which language?' });
     return;
   }
+  // "ask <agent>: ..." / "ask skill <skill>: ...": this agent hands part of its work to
+  // another agent through the bus, as a sender, and answers with what it got back.
+  const delegate = text.match(/^ask (skill )?([\w-]+): (.*)$/);
+  if (delegate) {
+    const [, bySkill, to, rest] = delegate;
+    const message = {
+      role: 'user', kind: 'message', messageId: `${task.id}-sub`, parts: [{ kind: 'text', text: rest }],
+      ...(bySkill ? { metadata: { skill: to } } : {}),
+    };
+    const r = await fetch(`${GW}/a2a${bySkill ? '' : `/${to}`}`, {
+      method: 'POST', headers: auth, signal: AbortSignal.timeout(10000),
+      body: JSON.stringify({ jsonrpc: '2.0', id: 1, method: 'message/send', params: { message } }),
+    });
+    const sub = (await r.json()).result;
+    await post(`tasks/${task.id}/status`, {
+      state: 'completed',
+      message: `${AGENT} asked ${sub.metadata.agent}: ${textOf(sub.status.message)}`,
+    });
+    return;
+  }
   await post(`tasks/${task.id}/status`, {
     state: 'completed',
     message: `${AGENT}: ${text.toUpperCase()}`,
