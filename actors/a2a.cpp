@@ -224,6 +224,12 @@ struct task_rec {
     s.str("timestamp", status_time);
     return s.done();
   }
+  /// The A2A Task object in the 1.0 form.
+  std::string view_v1(std::int64_t history_length = -1) const;
+  /// The A2A Task object (0.3 form, or 1.0 for `v1` clients).
+  std::string view_for(bool v1, std::int64_t history_length = -1) const {
+    return v1 ? view_v1(history_length) : view(history_length);
+  }
   /// The A2A Task object.
   std::string view(std::int64_t history_length = -1) const {
     std::vector<std::string> h = history;
@@ -271,6 +277,147 @@ std::string agent_message(std::string_view text, const std::string& task_id, con
       .str("taskId", task_id)
       .str("contextId", context_id)
       .str("kind", "message");
+  return w.done();
+}
+
+// --- A2A 1.0 wire form ------------------------------------------------------------------------------
+// Tasks are kept in the 0.3 form (kind fields, lower-case states, "user"/"agent"); clients
+// that speak protocol 1.0 (SendMessage, ...; the current @a2a-js/sdk) get and send the 1.0
+// form: no kind fields, TASK_STATE_* and ROLE_* enums, parts keyed by their content.
+namespace v1 {
+
+std::string state(std::string_view s) {
+  std::string out = "TASK_STATE_";
+  for (char c : s)
+    out += c == '-' ? '_' : static_cast<char>(std::toupper(static_cast<unsigned char>(c)));
+  return out;
+}
+
+std::string part(simdjson::dom::element p) {
+  json::object_writer w;
+  std::string_view kind, text;
+  optional_field(p["kind"].get_string().get(kind));
+  simdjson::dom::element v;
+  if (p["text"].get_string().get(text) == simdjson::SUCCESS) {
+    w.str("text", text);
+  } else if (p["data"].get(v) == simdjson::SUCCESS) {
+    w.raw("data", simdjson::minify(v));
+  } else if (p["file"].get(v) == simdjson::SUCCESS) {
+    std::string_view uri, bytes, mime, name;
+    if (v["uri"].get_string().get(uri) == simdjson::SUCCESS)
+      w.str("url", uri);
+    else if (v["bytes"].get_string().get(bytes) == simdjson::SUCCESS)
+      w.str("raw", bytes);
+    if (v["mimeType"].get_string().get(mime) == simdjson::SUCCESS) w.str("mediaType", mime);
+    if (v["name"].get_string().get(name) == simdjson::SUCCESS) w.str("filename", name);
+  }
+  if (p["metadata"].get(v) == simdjson::SUCCESS) w.raw("metadata", simdjson::minify(v));
+  return w.done();
+}
+
+std::string parts(simdjson::dom::element m) {
+  std::vector<std::string> out;
+  simdjson::dom::array arr;
+  if (m["parts"].get_array().get(arr) == simdjson::SUCCESS)
+    for (auto p : arr)
+      out.push_back(part(p));
+  return json::array(out);
+}
+
+std::string message(std::string_view text) {
+  simdjson::dom::parser parser;
+  simdjson::dom::element m;
+  if (parser.parse(text).get(m) != simdjson::SUCCESS) return "null";
+  json::object_writer w;
+  std::string_view s;
+  for (const char* k : {"messageId", "contextId", "taskId"})
+    if (m[k].get_string().get(s) == simdjson::SUCCESS) w.str(k, s);
+  w.str("role", m["role"].get_string().get(s) == simdjson::SUCCESS && s == "agent" ? "ROLE_AGENT" : "ROLE_USER");
+  w.raw("parts", parts(m));
+  simdjson::dom::element v;
+  if (m["metadata"].get(v) == simdjson::SUCCESS) w.raw("metadata", simdjson::minify(v));
+  return w.done();
+}
+
+std::string artifact(std::string_view text) {
+  simdjson::dom::parser parser;
+  simdjson::dom::element a;
+  if (parser.parse(text).get(a) != simdjson::SUCCESS) return "null";
+  json::object_writer w;
+  std::string_view s;
+  for (const char* k : {"artifactId", "name", "description"})
+    if (a[k].get_string().get(s) == simdjson::SUCCESS) w.str(k, s);
+  w.raw("parts", parts(a));
+  return w.done();
+}
+
+std::string status(std::string_view state_name, const std::string& status_message, const std::string& time) {
+  json::object_writer w;
+  w.str("state", state(state_name));
+  if (!status_message.empty()) w.raw("message", message(status_message));
+  w.str("timestamp", time);
+  return w.done();
+}
+
+/// A 1.0 message from a client -> the 0.3 form the bus keeps (kind fields, roles, parts).
+std::string message_to_v03(simdjson::dom::element m) {
+  json::object_writer w;
+  std::string_view s;
+  for (const char* k : {"messageId", "contextId", "taskId"})
+    if (m[k].get_string().get(s) == simdjson::SUCCESS) w.str(k, s);
+  w.str("role", m["role"].get_string().get(s) == simdjson::SUCCESS && s == "ROLE_AGENT" ? "agent" : "user");
+  std::vector<std::string> out;
+  simdjson::dom::array arr;
+  if (m["parts"].get_array().get(arr) == simdjson::SUCCESS)
+    for (auto p : arr) {
+      json::object_writer pw;
+      simdjson::dom::element v;
+      std::string_view text;
+      if (p["text"].get_string().get(text) == simdjson::SUCCESS) {
+        pw.str("kind", "text").str("text", text);
+      } else if (p["data"].get(v) == simdjson::SUCCESS) {
+        pw.str("kind", "data").raw("data", simdjson::minify(v));
+      } else {
+        json::object_writer file;
+        std::string_view x;
+        if (p["url"].get_string().get(x) == simdjson::SUCCESS) file.str("uri", x);
+        if (p["raw"].get_string().get(x) == simdjson::SUCCESS) file.str("bytes", x);
+        if (p["mediaType"].get_string().get(x) == simdjson::SUCCESS) file.str("mimeType", x);
+        if (p["filename"].get_string().get(x) == simdjson::SUCCESS) file.str("name", x);
+        pw.str("kind", "file").raw("file", file.done());
+      }
+      if (p["metadata"].get(v) == simdjson::SUCCESS) pw.raw("metadata", simdjson::minify(v));
+      out.push_back(pw.done());
+    }
+  w.raw("parts", json::array(out));
+  simdjson::dom::element v;
+  if (m["metadata"].get(v) == simdjson::SUCCESS) w.raw("metadata", simdjson::minify(v));
+  w.str("kind", "message");
+  return w.done();
+}
+
+} // namespace v1
+
+std::string task_rec::view_v1(std::int64_t history_length) const {
+  std::vector<std::string> h;
+  auto first = history_length >= 0 && static_cast<std::size_t>(history_length) < history.size()
+                   ? history.size() - static_cast<std::size_t>(history_length)
+                   : 0;
+  for (std::size_t i = first; i < history.size(); ++i)
+    h.push_back(v1::message(history[i]));
+  std::vector<std::string> a;
+  for (const auto& art : artifacts)
+    a.push_back(v1::artifact(art));
+  json::object_writer meta;
+  meta.str("agent", agent);
+  if (!skill.empty()) meta.str("skill", skill);
+  json::object_writer w;
+  w.str("id", id)
+      .str("contextId", context_id)
+      .raw("status", v1::status(state, status_message, status_time))
+      .raw("artifacts", json::array(a))
+      .raw("history", json::array(h))
+      .raw("metadata", meta.done());
   return w.done();
 }
 
@@ -401,6 +548,14 @@ struct agent_entry {
 struct stream_sub {
   std::string stream_id;
   std::string rpc_id;
+  bool v1 = false; ///< the subscriber speaks A2A 1.0
+};
+
+/// A blocking message/send waiting for its task to settle.
+struct send_waiter {
+  caf::response_promise rp;
+  std::string rpc_id;
+  bool v1 = false;
 };
 
 struct bus_state {
@@ -409,9 +564,9 @@ struct bus_state {
   boost::asio::io_context* io = nullptr;
   caf::actor store;
   std::map<std::string, agent_entry> agents;
-  std::map<std::string, task_rec> tasks; ///< not yet done (and done ones until saved)
-  std::multimap<std::string, std::pair<caf::response_promise, std::string>> waiters; ///< blocking sends
-  std::multimap<std::string, stream_sub> streams;                                    ///< message/stream senders
+  std::map<std::string, task_rec> tasks;           ///< not yet done (and done ones until saved)
+  std::multimap<std::string, send_waiter> waiters; ///< blocking sends
+  std::multimap<std::string, stream_sub> streams;  ///< message/stream senders
   std::map<std::int64_t, std::pair<caf::response_promise, std::string>> remote_calls;
   std::int64_t next_remote = 0;
   bool loaded = false;
@@ -513,6 +668,11 @@ void redeliver(bus_actor* self, task_rec& t, const std::string& why) {
   notify(self, t, true);
 }
 
+/// message/send's result: the Task (0.3), or {"task": Task} (1.0).
+std::string send_result(const task_rec& t, bool v1) {
+  return v1 ? "{\"task\":" + t.view_v1() + "}" : t.view();
+}
+
 /// Tells blocking senders and stream subscribers about a change.
 void notify(bus_actor* self, task_rec& t, bool status_changed, const std::vector<std::string>& new_artifacts) {
   auto& st = self->state;
@@ -523,17 +683,29 @@ void notify(bus_actor* self, task_rec& t, bool status_changed, const std::vector
     bool ok = true;
     for (const auto& a : new_artifacts) {
       json::object_writer ev;
-      ev.str("kind", "artifact-update").str("taskId", t.id).str("contextId", t.context_id).raw("artifact", a);
-      ok = ok && st.gw->streams.emit(sub.stream_id, "data: " + rpc_result(sub.rpc_id, ev.done()) + "\n\n");
+      ev.str("taskId", t.id).str("contextId", t.context_id);
+      std::string event;
+      if (sub.v1) {
+        ev.raw("artifact", v1::artifact(a)).boolean("lastChunk", true);
+        event = "{\"artifactUpdate\":" + ev.done() + "}";
+      } else {
+        ev.str("kind", "artifact-update").raw("artifact", a);
+        event = ev.done();
+      }
+      ok = ok && st.gw->streams.emit(sub.stream_id, "data: " + rpc_result(sub.rpc_id, event) + "\n\n");
     }
     if (status_changed && ok) {
       json::object_writer ev;
-      ev.str("kind", "status-update")
-          .str("taskId", t.id)
-          .str("contextId", t.context_id)
-          .raw("status", t.status_json())
-          .boolean("final", final);
-      ok = st.gw->streams.emit(sub.stream_id, "data: " + rpc_result(sub.rpc_id, ev.done()) + "\n\n", final);
+      ev.str("taskId", t.id).str("contextId", t.context_id);
+      std::string event;
+      if (sub.v1) {
+        ev.raw("status", v1::status(t.state, t.status_message, t.status_time));
+        event = "{\"statusUpdate\":" + ev.done() + "}";
+      } else {
+        ev.str("kind", "status-update").raw("status", t.status_json()).boolean("final", final);
+        event = ev.done();
+      }
+      ok = st.gw->streams.emit(sub.stream_id, "data: " + rpc_result(sub.rpc_id, event) + "\n\n", final);
     }
     if (!ok || final)
       it = st.streams.erase(it);
@@ -543,7 +715,7 @@ void notify(bus_actor* self, task_rec& t, bool status_changed, const std::vector
   if (final) {
     auto w = st.waiters.equal_range(t.id);
     for (auto it = w.first; it != w.second; ++it)
-      it->second.first.deliver(std::int32_t{200}, rpc_result(it->second.second, t.view()), json_type);
+      it->second.rp.deliver(std::int32_t{200}, rpc_result(it->second.rpc_id, send_result(t, it->second.v1)), json_type);
     st.waiters.erase(w.first, w.second);
   }
   if (terminal(t.state)) metrics::a2a_tasks(t.state).inc();
@@ -601,6 +773,13 @@ std::string base_url(const std::string& query) {
   return "http://" + host.substr(0, host.find('&'));
 }
 
+/// The card's 1.0 interface entry (clients of protocol 1.0 read this; 0.3 ones read `url`).
+std::string interface_json(const std::string& url) {
+  json::object_writer w;
+  w.str("url", url).str("protocolBinding", "JSONRPC").str("protocolVersion", "1.0");
+  return w.done();
+}
+
 std::string agent_card(const agent_rec& a, const std::string& base) {
   json::object_writer caps;
   caps.boolean("streaming", true).boolean("pushNotifications", false).boolean("stateTransitionHistory", false);
@@ -610,6 +789,7 @@ std::string agent_card(const agent_rec& a, const std::string& base) {
       .str("description", a.description.empty() ? a.name : a.description)
       .str("url", base + "/a2a/" + a.name)
       .str("preferredTransport", "JSONRPC")
+      .raw("supportedInterfaces", "[" + interface_json(base + "/a2a/" + a.name) + "]")
       .str("version", "1.0.0")
       .raw("capabilities", caps.done())
       .raw("defaultInputModes", R"(["text/plain","application/json"])")
@@ -636,6 +816,20 @@ void rpc(bus_actor* self, const caller& who, const std::string& name, const std:
     rp.deliver(std::int32_t{200}, rpc_error(rpc_id, -32600, "invalid request: method is required"), json_type);
     return;
   }
+  // Protocol 1.0 names the same calls differently (and shapes their JSON differently).
+  bool v1 = true;
+  if (method == "SendMessage")
+    method = "message/send";
+  else if (method == "SendStreamingMessage")
+    method = "message/stream";
+  else if (method == "GetTask")
+    method = "tasks/get";
+  else if (method == "CancelTask")
+    method = "tasks/cancel";
+  else if (method == "SubscribeToTask")
+    method = "tasks/resubscribe";
+  else
+    v1 = false;
   auto answer = [&](std::string text) mutable { rp.deliver(std::int32_t{200}, std::move(text), json_type); };
   auto params = doc["params"];
   const agent_entry* target = nullptr;
@@ -684,6 +878,15 @@ void rpc(bus_actor* self, const caller& who, const std::string& name, const std:
       answer(rpc_error(rpc_id, -32602, "invalid params: params.message is required"));
       return;
     }
+    simdjson::dom::parser v03_parser; // keeps a 1.0 message, translated, alive
+    std::string v03_text;
+    if (v1) {
+      v03_text = v1::message_to_v03(message);
+      if (v03_parser.parse(v03_text).get(message) != simdjson::SUCCESS) {
+        answer(rpc_error(rpc_id, -32602, "invalid params: params.message"));
+        return;
+      }
+    }
     simdjson::dom::array parts;
     if (message["parts"].get_array().get(parts) != simdjson::SUCCESS) {
       answer(rpc_error(rpc_id, -32602, "invalid params: message.parts must be an array"));
@@ -691,6 +894,9 @@ void rpc(bus_actor* self, const caller& who, const std::string& name, const std:
     }
     bool blocking = true;
     optional_field(params["configuration"]["blocking"].get_bool().get(blocking));
+    bool immediately = false;
+    if (params["configuration"]["returnImmediately"].get_bool().get(immediately) == simdjson::SUCCESS && immediately)
+      blocking = false;
     std::string_view task_id, context_id, skill;
     optional_field(message["taskId"].get_string().get(task_id));
     optional_field(message["contextId"].get_string().get(context_id));
@@ -744,17 +950,17 @@ void rpc(bus_actor* self, const caller& who, const std::string& name, const std:
     log::info("a2a task submitted",
               {{"task", t->id}, {"agent", t->agent}, {"skill", t->skill}, {"request_id", who.request_id}});
     if (stream) {
-      st.streams.emplace(t->id, stream_sub{who.request_id, rpc_id});
-      if (!st.gw->streams.emit(who.request_id, "data: " + rpc_result(rpc_id, t->view()) + "\n\n"))
+      st.streams.emplace(t->id, stream_sub{who.request_id, rpc_id, v1});
+      if (!st.gw->streams.emit(who.request_id, "data: " + rpc_result(rpc_id, send_result(*t, v1)) + "\n\n"))
         st.streams.erase(t->id);
       rp.deliver(std::int32_t{0}, std::string(), json_type);
       return;
     }
     if (!blocking) {
-      answer(rpc_result(rpc_id, t->view()));
+      answer(rpc_result(rpc_id, send_result(*t, v1)));
       return;
     }
-    st.waiters.emplace(t->id, std::make_pair(rp, rpc_id));
+    st.waiters.emplace(t->id, send_waiter{rp, rpc_id, v1});
     // Bounded: past max_wait_ms the sender gets the task as it is then.
     self->delayed_send(self, std::chrono::milliseconds(st.gw->config.a2a.max_wait_ms), scan_atom::value, t->id);
     return;
@@ -775,12 +981,12 @@ void rpc(bus_actor* self, const caller& who, const std::string& name, const std:
         return;
       }
       if (method == "tasks/get") {
-        answer(rpc_result(rpc_id, t.view(history_length)));
+        answer(rpc_result(rpc_id, t.view_for(v1, history_length)));
         return;
       }
       if (method == "tasks/resubscribe") {
-        st.streams.emplace(t.id, stream_sub{who.request_id, rpc_id});
-        st.gw->streams.emit(who.request_id, "data: " + rpc_result(rpc_id, t.view()) + "\n\n");
+        st.streams.emplace(t.id, stream_sub{who.request_id, rpc_id, v1});
+        st.gw->streams.emit(who.request_id, "data: " + rpc_result(rpc_id, send_result(t, v1)) + "\n\n");
         rp.deliver(std::int32_t{0}, std::string(), json_type);
         return;
       }
@@ -794,7 +1000,7 @@ void rpc(bus_actor* self, const caller& who, const std::string& name, const std:
       t.delivery = "done";
       save_task(self, t);
       notify(self, t, true);
-      answer(rpc_result(rpc_id, t.view()));
+      answer(rpc_result(rpc_id, t.view_for(v1)));
       return;
     }
     // Finished tasks are read from the database.
@@ -815,10 +1021,11 @@ void rpc(bus_actor* self, const caller& who, const std::string& name, const std:
                            rpc_error(rpc_id, -32002, "task " + t->id + " is " + t->state + " and cannot be canceled"),
                            json_type);
               else if (method_s == "tasks/resubscribe") {
-                self->state.gw->streams.emit(who.request_id, "data: " + rpc_result(rpc_id, t->view()) + "\n\n", true);
+                self->state.gw->streams.emit(who.request_id,
+                                             "data: " + rpc_result(rpc_id, send_result(*t, v1)) + "\n\n", true);
                 rp.deliver(std::int32_t{0}, std::string(), json_type);
               } else
-                rp.deliver(std::int32_t{200}, rpc_result(rpc_id, t->view(history_length)), json_type);
+                rp.deliver(std::int32_t{200}, rpc_result(rpc_id, t->view_for(v1, history_length)), json_type);
             },
             [=](caf::error& err) mutable {
               rp.deliver(std::int32_t{200}, rpc_error(rpc_id, -32603, "storage: " + caf::to_string(err)), json_type);
@@ -1100,6 +1307,7 @@ caf::behavior bus(bus_actor* self, gateway_state* gw, boost::asio::io_context* i
                 if (seen.insert(e.rec.skill_ids[i]).second) gateway.skills.push_back(e.rec.skills[i]);
             auto card = agent_card(gateway, base);
             json::set_member(card, "url", json::quoted(base + "/a2a"));
+            json::set_member(card, "supportedInterfaces", "[" + interface_json(base + "/a2a") + "]");
             rp.deliver(std::int32_t{200}, card, json_type);
             return {};
           }
@@ -1265,10 +1473,11 @@ caf::behavior bus(bus_actor* self, gateway_state* gw, boost::asio::io_context* i
           auto w = s.waiters.equal_range(task_id);
           auto t = s.tasks.find(task_id);
           for (auto it = w.first; it != w.second; ++it)
-            it->second.first.deliver(std::int32_t{200},
-                                     t != s.tasks.end() ? rpc_result(it->second.second, t->second.view())
-                                                        : rpc_error(it->second.second, -32001, "task not found"),
-                                     json_type);
+            it->second.rp.deliver(std::int32_t{200},
+                                  t != s.tasks.end()
+                                      ? rpc_result(it->second.rpc_id, send_result(t->second, it->second.v1))
+                                      : rpc_error(it->second.rpc_id, -32001, "task not found"),
+                                  json_type);
           s.waiters.erase(w.first, w.second);
           return;
         }

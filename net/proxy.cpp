@@ -115,6 +115,7 @@ bool read_hook_answer(std::string_view json, hook_answer& out) {
 std::string changed_headers(const std::vector<std::pair<std::string, std::string>>& headers,
                             std::string_view original) {
   std::string out;
+  if (headers.empty()) return out;
   simdjson::dom::parser parser; // not the thread's: its document may still be in use
   simdjson::dom::object before;
   bool have_before = !original.empty() && parser.parse(original).get_object().get(before) == simdjson::SUCCESS;

@@ -512,7 +512,9 @@ void session::forward_to_actors(request_context& ctx, http::request<http::string
     // message/stream and tasks/resubscribe answer with events: the bus writes them to a
     // stream registered under the request id.
     bool stream = shared->method == "POST" && (call.body.find("\"message/stream\"") != std::string::npos ||
-                                               call.body.find("\"tasks/resubscribe\"") != std::string::npos);
+                                               call.body.find("\"tasks/resubscribe\"") != std::string::npos ||
+                                               call.body.find("\"SendStreamingMessage\"") != std::string::npos ||
+                                               call.body.find("\"SubscribeToTask\"") != std::string::npos);
     if (!stream) {
       worker_.runtime.a2a(std::move(call), [done](int status, std::string body, std::string type) {
         if (status != 0) done(status, std::move(body), std::move(type));

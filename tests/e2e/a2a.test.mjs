@@ -13,6 +13,11 @@ import http from 'node:http';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { A2AClient } from '@a2a-js/sdk/client';
+// The current SDK (1.x) speaks A2A protocol 1.0 (SendMessage, ...): installed under an alias.
+import { Role, TaskState } from 'a2a-sdk-v1';
+import {
+  ClientFactory, DefaultAgentCardResolver, JsonRpcTransportFactory, createAuthenticatingFetchWithRetry,
+} from 'a2a-sdk-v1/client';
 import {
   api, cleanupAll, createKey, metricValue, parseMetrics, sqliteQuery, sseData, startGateway, tempDir, waitFor,
 } from './harness.mjs';
@@ -189,6 +194,51 @@ test('the official @a2a-js/sdk client: message/send, message/stream, tasks/get',
   const got = await client.getTask({ id: events[0].id });
   assert.equal(got.result.status.state, 'completed');
   assert.equal(got.result.id, events[0].id);
+});
+
+test('the current @a2a-js/sdk (protocol 1.0): SendMessage, SendStreamingMessage, GetTask, CancelTask', async () => {
+  const fetchImpl = createAuthenticatingFetchWithRetry(fetch, {
+    headers: async () => ({ Authorization: `Bearer ${sender.key}` }),
+    shouldRetryWithHeaders: async () => undefined,
+  });
+  const factory = new ClientFactory({
+    transports: [new JsonRpcTransportFactory({ fetchImpl })],
+    preferredTransports: ['JSONRPC'],
+    cardResolver: new DefaultAgentCardResolver({ fetchImpl }),
+  });
+  const client = await factory.createFromUrl(`${gw.url}/a2a/alpha/`); // card at /a2a/alpha/.well-known/...
+  const msg = (text) => ({ messageId: randomUUID(), role: Role.ROLE_USER, parts: [{ content: { $case: 'text', value: text } }] });
+  const text = (parts) => parts.map((p) => (p.content?.$case === 'text' ? p.content.value : '')).join('');
+
+  const task = await client.sendMessage({ message: msg('protocol one') });
+  assert.equal(TaskState[task.status.state], 'TASK_STATE_COMPLETED');
+  assert.equal(text(task.status.message.parts), 'alpha: PROTOCOL ONE');
+  assert.equal(Role[task.history[0].role], 'ROLE_USER');
+  assert.equal(text(task.artifacts[0].parts), 'alpha handled protocol one');
+
+  const seen = [];
+  for await (const ev of client.sendMessageStream({ message: msg('one stream') })) {
+    const { $case, value } = ev.payload;
+    seen.push($case + (value.status ? `:${TaskState[value.status.state]}` : ''));
+  }
+  assert.equal(seen[0], 'task:TASK_STATE_SUBMITTED');
+  assert.ok(seen.includes('statusUpdate:TASK_STATE_WORKING'), seen.join());
+  assert.ok(seen.includes('artifactUpdate'), seen.join());
+  assert.equal(seen[seen.length - 1], 'statusUpdate:TASK_STATE_COMPLETED');
+
+  const got = await client.getTask({ id: task.id, historyLength: 1 });
+  assert.equal(got.id, task.id);
+  assert.equal(got.history.length, 1);
+
+  // Non-blocking to an agent with no process, then cancel; errors arrive typed.
+  await register('quiet', ['quiet']);
+  const idle = await factory.createFromUrl(`${gw.url}/a2a/quiet/`);
+  const waiting = await idle.sendMessage({ message: msg('hold'), configuration: { returnImmediately: true } });
+  assert.equal(TaskState[waiting.status.state], 'TASK_STATE_SUBMITTED');
+  const canceled = await idle.cancelTask({ id: waiting.id });
+  assert.equal(TaskState[canceled.status.state], 'TASK_STATE_CANCELED');
+  await assert.rejects(idle.cancelTask({ id: waiting.id }), (e) => e.envelopeCode === -32002);
+  await assert.rejects(idle.getTask({ id: 'no-such-task' }), (e) => e.envelopeCode === -32001);
 });
 
 test('an agent that dies mid-task: the task is delivered to another agent with the skill', async () => {
