@@ -20,8 +20,14 @@ const here = path.dirname(fileURLToPath(import.meta.url));
 export const LOWART_BIN = process.env.LOWART_BIN || path.resolve(here, '../../build/lowart');
 export const LOWART_MOCK_BIN = process.env.LOWART_MOCK_BIN || path.resolve(here, '../../build/lowart-mock');
 
+/**
+ * Sanitizer builds run many times slower: `make tsan` sets LOWART_TIME_SCALE so every
+ * bound here (and in tests that use TIME_SCALE) stretches by that factor.
+ */
+export const TIME_SCALE = Math.max(1, Number(process.env.LOWART_TIME_SCALE) || 1);
+
 /** Default bound for a single HTTP exchange made by a test. */
-export const REQUEST_TIMEOUT_MS = 5000;
+export const REQUEST_TIMEOUT_MS = 5000 * TIME_SCALE;
 
 // --- bookkeeping ------------------------------------------------------------------------------
 
@@ -77,6 +83,7 @@ export function canConnect(port, timeoutMs = 1000) {
 
 /** Polls `fn` until it returns a truthy value or `timeoutMs` passes (then throws). */
 export async function waitFor(fn, { timeoutMs = 5000, intervalMs = 50, what = 'condition' } = {}) {
+  timeoutMs *= TIME_SCALE;
   const deadline = Date.now() + timeoutMs;
   let lastError;
   for (;;) {
