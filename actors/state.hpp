@@ -28,6 +28,9 @@
 namespace boost::asio {
 class io_context;
 }
+namespace lowart::net {
+struct ui_bundle;
+}
 
 namespace lowart {
 
@@ -487,6 +490,7 @@ struct gateway_state {
   snapshot<mcp_live_table> mcp_live;         ///< published by the MCP manager actor
   snapshot<scripting::script_table> scripts; ///< published by the scripts actor
   stream_registry streams;                   ///< SSE responses written by actors (A2A)
+  std::shared_ptr<const net::ui_bundle> ui;  ///< the web console's files (null: not built); set by main
   /// The one thread's io_context that MCP child processes use (owned by the runtime).
   boost::asio::io_context* mcp_io = nullptr;
   /// Counts tokens when an upstream reports no usage (null when the ranks are missing).

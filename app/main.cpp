@@ -11,6 +11,7 @@
 #include "core/log.hpp"
 #include "core/tokenizer.hpp"
 #include "net/server.hpp"
+#include "net/ui_files.hpp"
 #include "storage/database.hpp"
 
 #include <CLI/CLI.hpp>
@@ -66,6 +67,12 @@ int serve(const std::string& config_path, const char* argv0) {
     lowart::log::warn("no tokenizer: responses without upstream usage are billed at an estimate",
                       {{"error", e.what()}});
   }
+  state.ui = lowart::net::load_ui(state.config.server.ui_dir);
+  if (state.ui)
+    lowart::log::info("web console at /ui", {{"dir", state.config.server.ui_dir}, {"files", state.ui->files.size()}});
+  else
+    lowart::log::info("no web console built (run the set-up, or set LOWART_UI_DIR)",
+                      {{"dir", state.config.server.ui_dir}});
   lowart::actors::runtime runtime{state};
   if (auto error = runtime.start(); !error.empty()) {
     lowart::log::error("cannot start", {{"error", error}});

@@ -100,6 +100,7 @@ load_result from_table(const toml::table& root) {
     r.get(*s, "server", "max_connections", cfg.server.max_connections);
     r.get(*s, "server", "master_key", cfg.server.master_key);
     r.get(*s, "server", "log_level", cfg.server.log_level);
+    r.get(*s, "server", "ui_dir", cfg.server.ui_dir);
   }
   if (auto* s = root["storage"].as_table()) {
     r.get(*s, "storage", "sqlite_path", cfg.storage.sqlite_path);
@@ -282,6 +283,7 @@ std::string apply_environment(gateway_config& cfg) {
   if (auto v = env("LOWART_WEBHOOK_SECRET")) cfg.jobs.webhook_secret = v;
   if (auto v = env("LOWART_SCRIPTS_DIR")) cfg.scripts.dir = v;
   if (auto v = env("LOWART_A2A_SECRET")) cfg.a2a.push_secret = v;
+  if (auto v = env("LOWART_UI_DIR")) cfg.server.ui_dir = v;
   if (auto v = env("LOWART_JOBS_DIR")) cfg.jobs.dir = v;
   if (auto v = env("LOWART_IO_THREADS"); v && !parse_positive(v, cfg.server.io_threads))
     return "LOWART_IO_THREADS must be a positive integer";

@@ -25,6 +25,7 @@ struct server_config {
   int max_connections = 10'000;                 ///< accepted connections beyond this are closed
   std::string master_key;                       ///< LOWART_MASTER_KEY: the admin bearer token
   std::string log_level = "info";               ///< LOWART_LOG
+  std::string ui_dir = "web/dist";              ///< LOWART_UI_DIR: the built web console, served at /ui
 };
 
 struct storage_config {

@@ -10,6 +10,7 @@
 #include "core/secrets.hpp"
 #include "net/proxy.hpp"
 #include "net/routing.hpp"
+#include "net/ui_files.hpp"
 #include "net/worker.hpp"
 
 #include <boost/asio/post.hpp>
@@ -33,6 +34,8 @@ std::string_view reason_phrase(int status) {
     return "Accepted";
   case 204:
     return "No Content";
+  case 308:
+    return "Permanent Redirect";
   case 400:
     return "Bad Request";
   case 401:
@@ -302,6 +305,32 @@ void session::handle(http::request<http::string_body>&& req) {
   if (state.draining.load(std::memory_order_relaxed)) {
     ctx.keep_alive = false;
     respond_error(ctx, error_kind::unavailable, "the gateway is shutting down");
+    return;
+  }
+
+  // The web console: public static files (it asks for a key itself and keeps it in the
+  // browser's session storage).
+  if (path == "/ui" || path.rfind("/ui/", 0) == 0) {
+    ctx.route = "ui";
+    if (method != http::verb::get && method != http::verb::head) {
+      respond_error(ctx, error_kind::method_not_allowed, "use GET for the web console");
+      return;
+    }
+    if (path == "/ui") {
+      respond(ctx, 308, "text/plain; charset=utf-8", "", "Location: /ui/\r\n");
+      return;
+    }
+    const auto* file = state.ui ? state.ui->find(path.substr(4)) : nullptr;
+    if (!file) {
+      respond_error(ctx, error_kind::not_found,
+                    state.ui ? "no such file in the web console" : "the web console is not built (run the set-up)");
+      return;
+    }
+    respond(ctx, 200, file->content_type, file->body,
+            file->immutable ? "Cache-Control: public, max-age=31536000, immutable\r\n"
+                            : "Cache-Control: no-cache\r\nX-Content-Type-Options: nosniff\r\nX-Frame-Options: DENY\r\n"
+                              "Content-Security-Policy: default-src 'self'; style-src 'self' 'unsafe-inline'; "
+                              "img-src 'self' data:; connect-src 'self'\r\n");
     return;
   }
 
