@@ -436,8 +436,18 @@ public:
     sinks_[id] = std::move(s);
   }
   void remove(const std::string& id) {
+    sink gone;
     std::lock_guard guard{mutex_};
-    sinks_.erase(id);
+    if (auto it = sinks_.find(id); it != sinks_.end()) {
+      gone = std::move(it->second); // destroyed after the lock is released
+      sinks_.erase(it);
+    }
+  }
+  /// Drops every sink (shutdown, while the I/O threads still run).
+  void clear() {
+    std::unordered_map<std::string, sink> gone;
+    std::lock_guard guard{mutex_};
+    gone.swap(sinks_);
   }
   /// Sends one chunk (the last one ends the response); false when the stream is gone.
   bool emit(const std::string& id, std::string chunk, bool last = false) {

@@ -103,6 +103,9 @@ int serve(const std::string& config_path, const char* argv0) {
   server.stop();
   runtime.flush_usage();
   runtime.stop();
+  // Streams still registered hold connections: release them before the server's workers
+  // (which their sessions point into) go away at the end of this scope.
+  state.streams.clear();
   lowart::log::info("stopped");
   lowart::log::flush();
   return 0;

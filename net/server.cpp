@@ -108,6 +108,11 @@ server::server(gateway_state& state, actors::runtime& runtime) : impl_(std::make
 
 server::~server() {
   stop();
+  // The workers (their io_contexts and session lists) go last: callbacks the actors held
+  // may have queued the release of a session onto them after the threads stopped.
+  impl_->tcp.reset();
+  impl_->uds.reset();
+  impl_->workers.clear();
 }
 
 void server::start() {
@@ -206,9 +211,6 @@ void server::stop() {
   for (auto& t : s.threads)
     t.join();
   s.threads.clear();
-  s.tcp.reset();
-  s.uds.reset();
-  s.workers.clear();
 }
 
 std::string server::tcp_endpoint() const {

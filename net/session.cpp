@@ -71,6 +71,21 @@ std::string_view reason_phrase(int status) {
   }
 }
 
+/// A session held by an actor's callback: the last reference may go away on a CAF
+/// thread, but a session must end on its own I/O thread (its destructor unlinks it from
+/// the worker's session list), so the release is posted there.
+struct session_ref {
+  explicit session_ref(session_ptr s) : ptr(std::move(s)) {}
+  session_ref(const session_ref&) = delete;
+  session_ref& operator=(const session_ref&) = delete;
+  ~session_ref() {
+    if (!ptr) return;
+    auto exec = ptr->executor();
+    asio::post(exec, [p = std::move(ptr)]() mutable { p.reset(); });
+  }
+  session_ptr ptr;
+};
+
 /// An SSE response that an actor writes through gateway_state::streams (A2A
 /// message/stream). Lives on the session's thread; one write in flight.
 struct actor_stream : std::enable_shared_from_this<actor_stream> {
@@ -82,6 +97,13 @@ struct actor_stream : std::enable_shared_from_this<actor_stream> {
   bool last_seen = false;
   bool ended = false;
   std::atomic<bool> gone{false};
+
+  ~actor_stream() {
+    // The sink or the done callback may be the last holder, on a CAF thread.
+    if (!client) return;
+    auto exec = client->executor(); // before the move below: argument order is unspecified
+    asio::post(exec, [c = std::move(client)]() mutable { c.reset(); });
+  }
 
   void push(std::string chunk, bool last) {
     if (ended) return;
@@ -342,12 +364,13 @@ void session::handle(http::request<http::string_body>&& req) {
     call.role = "public";
     if (auto host = req.find(http::field::host); host != req.end()) call.query = "host=" + std::string(host->value());
     auto shared = std::make_shared<request_context>(std::move(ctx));
-    worker_.runtime.a2a(
-        std::move(call), [self = shared_from_this(), shared](int status, std::string body, std::string type) {
-          asio::post(self->executor(), [self, shared, status, body = std::move(body), type = std::move(type)] {
-            self->respond(*shared, status, type, body);
-          });
-        });
+    worker_.runtime.a2a(std::move(call), [held = std::make_shared<session_ref>(shared_from_this()),
+                                          shared](int status, std::string body, std::string type) {
+      auto self = held->ptr;
+      asio::post(self->executor(), [self, shared, status, body = std::move(body), type = std::move(type)] {
+        self->respond(*shared, status, type, body);
+      });
+    });
     return;
   }
 
@@ -523,8 +546,10 @@ void session::forward_to_actors(request_context& ctx, http::request<http::string
     call.user_id = ctx.who->key->user_id;
   }
   auto shared = std::make_shared<request_context>(std::move(ctx));
-  auto done = [self = shared_from_this(), shared](int status, std::string body, std::string type) {
+  auto done = [held = std::make_shared<session_ref>(shared_from_this()), shared](int status, std::string body,
+                                                                                 std::string type) {
     // Runs on a CAF thread: hop back onto this session's thread.
+    auto self = held->ptr;
     asio::post(self->executor(), [self, shared, status, body = std::move(body), type = std::move(type)] {
       self->respond(*shared, status, type, body);
     });
