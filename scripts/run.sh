@@ -6,6 +6,7 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 scripts/setup.sh
 scripts/build.sh default lowart lowart-mock
+scripts/build_web.sh # the web console, served at /ui
 
 state=.lowart
 mkdir -p "$state"
@@ -46,6 +47,7 @@ fi
 cat >&2 <<INFO
 
   lowart is running on http://$listen  (database: $LOWART_DB)
+  web console: http://$listen/ui/  (log in with the admin key below)
   admin key (LOWART_MASTER_KEY, kept in $state/master.key):
     $LOWART_MASTER_KEY
   try it (demo key, model "gpt-demo" -> bundled mock upstream):

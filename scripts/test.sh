@@ -46,6 +46,9 @@ else
   echo "asan build failed"; status=1; failed=$((failed + 1))
 fi
 
+echo "== web console build"
+scripts/build_web.sh || { echo "web console build failed"; status=1; failed=$((failed + 1)); }
+
 echo "== end-to-end tests"
 LOWART_BIN=$root/build/lowart LOWART_MOCK_BIN=$root/build/lowart-mock \
   tests/e2e/run.sh 2>&1 | tee "$log/e2e.txt"
