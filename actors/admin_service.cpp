@@ -1182,7 +1182,13 @@ struct admin_service::impl {
   admin_result me(const admin_request& req, const std::vector<std::string>& parts) {
     // parts: v1, me, [keys|usage], [id]
     const auto& who = req.who;
-    if (who.key_id == "master") return error(400, "invalid_request_error", "the master key has no /v1/me; use /admin");
+    if (who.key_id == "master") {
+      // Who am I, for the master key too (the console asks); its own keys and usage live
+      // under /admin.
+      if (parts.size() == 2 && req.method == "GET")
+        return {200, R"({"key":{"id":"master","name":"master key","role":"admin"},"user":null})"};
+      return error(400, "invalid_request_error", "the master key has no /v1/me keys or usage; use /admin");
+    }
     auto own_keys_sql = std::string(" FROM virtual_keys WHERE ") + (who.user_id.empty() ? "id = ?" : "user_id = ?");
     auto own_bind = who.user_id.empty() ? who.key_id : who.user_id;
     if (parts.size() == 2 && req.method == "GET") {

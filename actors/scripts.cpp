@@ -257,7 +257,13 @@ private:
       w.raw("error", "null");
     else
       w.str("error", e.error).num("error_at", e.error_at_ms / 1000);
-    if (with_source) w.str("source", e.source);
+    if (with_source) {
+      // A script whose every version was refused has no active source: show the file.
+      std::string source = e.source;
+      if (source.empty())
+        if (auto text = read_file(dir_ / e.name)) source = std::move(*text);
+      w.str("source", source);
+    }
     return w.done();
   }
 

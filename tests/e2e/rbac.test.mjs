@@ -679,8 +679,11 @@ describe('/v1/me', () => {
     assertAdminError(await api(gw, 'DELETE', `/v1/me/keys/${other.id}`, { key: k.key }), 404);
   });
 
-  test('/v1/me is 400 for the master key and 401 without a key', async () => {
-    assertAdminError(await api(gw, 'GET', '/v1/me'), 400);
+  test('/v1/me names the master key as admin (its keys and usage are under /admin); 401 without a key', async () => {
+    const who = await api(gw, 'GET', '/v1/me');
+    assert.equal(who.status, 200, who.text);
+    assert.deepEqual(who.json.key, { id: 'master', name: 'master key', role: 'admin' });
+    assertAdminError(await api(gw, 'GET', '/v1/me/keys'), 400);
     const r = await api(gw, 'GET', '/v1/me', { key: null });
     assert.equal(r.status, 401, r.text);
   });
