@@ -1351,6 +1351,24 @@ caf::behavior bus(bus_actor* self, gateway_state* gw, boost::asio::io_context* i
           rp.deliver(std::int32_t{405}, admin_error("invalid_request_error", "use GET or POST"), json_type);
           return {};
         }
+        if (admin_path && rest == "tasks") {
+          // Open tasks (finished ones are read through tasks/get or the dead letters).
+          std::vector<std::string> items;
+          for (const auto& [_, t] : s.tasks) {
+            if (t.delivery == "done" || t.delivery == "dead") continue;
+            json::object_writer w;
+            w.raw("task", t.view())
+                .str("agent", t.agent)
+                .str("skill", t.skill)
+                .str("delivery", t.delivery)
+                .num("attempts", t.attempts)
+                .num("lease_until_ms", t.lease_until_ms)
+                .str("last_error", t.last_error);
+            items.push_back(w.done());
+          }
+          rp.deliver(std::int32_t{200}, "{\"object\":\"list\",\"data\":" + json::array(items) + "}", json_type);
+          return {};
+        }
         if (admin_path && rest == "dead-letters") {
           self->request(s.store, store_timeout, a2a_store_atom::value, std::string("dead_letters"), std::string())
               .then(

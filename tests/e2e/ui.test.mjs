@@ -155,6 +155,21 @@ test('a pending tool call shows up in approvals and is approved from the console
   assert.match(JSON.stringify(r.json), /from ui/);
 });
 
+test('agents and their open tasks', async () => {
+  const reg = await api(gw, 'POST', '/admin/agents', { body: { name: 'idle-agent', skills: ['wait'] } });
+  assert.equal(reg.status, 201, reg.text);
+  const sent = await api(gw, 'POST', '/a2a/idle-agent', {
+    body: { jsonrpc: '2.0', id: 1, method: 'message/send', params: {
+      message: { role: 'user', kind: 'message', messageId: 'm-ui', parts: [{ kind: 'text', text: 'waiting in the mailbox' }] },
+      configuration: { blocking: false } } },
+  });
+  const id = sent.json.result.id;
+  await page.getByRole('link', { name: /agents/i }).first().click();
+  await page.getByTestId('open-tasks').getByText(id).waitFor();
+  await page.getByText('waiting in the mailbox').first().waitFor();
+  await shot('agents-open-tasks');
+});
+
 test('every page renders at desktop and phone size without console errors', async () => {
   const pages = ['dashboard', 'users', 'keys', 'providers', 'usage', 'jobs', 'mcp', 'approvals', 'agents', 'scripts', 'playground'];
   for (const size of [{ width: 1280, height: 800, tag: 'desktop' }, { width: 390, height: 844, tag: 'phone' }]) {

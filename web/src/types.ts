@@ -213,3 +213,10 @@ export interface V1Model {
   id: string;
   display_name?: string;
 }
+
+/** GET /admin/agents/tasks: a task not finished yet, with its delivery state. */
+export interface OpenTask extends DeadLetter {
+  skill: string;
+  delivery: string;
+  lease_until_ms: number;
+}
