@@ -170,6 +170,19 @@ test('agents and their open tasks', async () => {
   await shot('agents-open-tasks');
 });
 
+test('keyboard only: tab to a page link and open it', async () => {
+  await page.goto(`${gw.url}/ui/dashboard`);
+  await page.getByTestId('total-requests').waitFor();
+  let reached = false;
+  for (let i = 0; i < 30 && !reached; i++) {
+    await page.keyboard.press('Tab');
+    reached = await page.evaluate(() => document.activeElement?.textContent?.trim() === 'Scripts');
+  }
+  assert.ok(reached, 'the Scripts link is reachable with Tab');
+  await page.keyboard.press('Enter');
+  await page.waitForURL(/\/ui\/scripts$/);
+});
+
 test('every page renders at desktop and phone size without console errors', async () => {
   const pages = ['dashboard', 'users', 'keys', 'providers', 'usage', 'jobs', 'mcp', 'approvals', 'agents', 'scripts', 'playground'];
   for (const size of [{ width: 1280, height: 800, tag: 'desktop' }, { width: 390, height: 844, tag: 'phone' }]) {
