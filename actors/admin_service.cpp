@@ -862,6 +862,12 @@ struct admin_service::impl {
       if (!r.parse(req.body)) return r.result();
       auto name = r.text("name", 200);
       if (!r.ok()) return r.result();
+      // Routing options beyond the deployments (fallbacks, balancing, retries, timeouts,
+      // limits, scripts) live in lowart.toml; refused here rather than silently dropped.
+      if (auto extra = r.unknown_member({"name", "deployments"}); !extra.empty())
+        return bad_field(extra, "'" + extra +
+                                    "' cannot be set through the admin API; models made here have name and "
+                                    "deployments (set other options for a model in lowart.toml)");
       std::string mname = create ? name.value : parts[2];
       if (create && !name.has()) return bad_field("name", "name is required");
       if (create && (stored.count(mname) || find_file(mname)))

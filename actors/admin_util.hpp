@@ -64,6 +64,17 @@ public:
     return true;
   }
 
+  /// The first member whose key is not in `allowed` ("" when there is none).
+  std::string unknown_member(std::initializer_list<std::string_view> allowed) const {
+    for (auto member : obj_) {
+      bool known = false;
+      for (auto a : allowed)
+        known = known || member.key == a;
+      if (!known) return std::string(member.key);
+    }
+    return {};
+  }
+
   field<std::string> text(const char* key, std::size_t max = 200, bool allow_empty = false) {
     field<std::string> f;
     auto v = lookup(key, f);

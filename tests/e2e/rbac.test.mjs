@@ -364,6 +364,15 @@ describe('changes apply on the next request', () => {
 });
 
 describe('models and providers through the API', () => {
+  test('model options the admin API cannot store are refused, not dropped', async () => {
+    const r = await api(gw, 'POST', '/admin/models', {
+      body: { name: uniq('with-fallbacks'), deployments: [{ provider: 'mock', model: 'a' }], fallbacks: ['x'] },
+    });
+    assertAdminError(r, 400);
+    assert.equal(r.json.error.param, 'fallbacks');
+    assert.match(r.json.error.message, /lowart\.toml/);
+  });
+
   test('models can be created and updated while a provider made through the API exists', async () => {
     const prov = uniq('api-prov');
     await must('POST', '/admin/providers', { name: prov, kind: 'openai', base_url: `${mock.url}/v1` });
