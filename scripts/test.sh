@@ -3,7 +3,8 @@
 #   1. unit tests (GoogleTest via ctest) on the release build
 #   2. the same unit tests under AddressSanitizer + UndefinedBehaviorSanitizer
 #   3. end-to-end tests: the real build/lowart and build/lowart-mock on loopback,
-#      driven by the official `openai` npm client, curl and promtool
+#      driven by the official `openai` npm client, curl and promtool, and the web
+#      console (built first by scripts/build_web.sh) in Debian's chromium
 #   4. each libFuzzer target for FUZZ_SECONDS (10) on its seeds and regression inputs
 # Ends with one line "total: N passed, M failed". Exit code 0 only if all passed.
 set -uo pipefail
