@@ -1,5 +1,6 @@
 #include "actors/a2a.hpp"
 
+#include "actors/admin_util.hpp"
 #include "actors/messages.hpp"
 #include "actors/state.hpp"
 #include "core/clock.hpp"
@@ -47,14 +48,6 @@ std::string iso_now() {
   return buf;
 }
 
-std::string uuid4() {
-  auto hex = secrets::random_hex(16);
-  hex[12] = '4';
-  hex[16] = "89ab"[std::stoi(hex.substr(16, 1), nullptr, 16) & 3];
-  return hex.substr(0, 8) + "-" + hex.substr(8, 4) + "-" + hex.substr(12, 4) + "-" + hex.substr(16, 4) + "-" +
-         hex.substr(20);
-}
-
 bool terminal(std::string_view state) {
   return state == "completed" || state == "failed" || state == "canceled" || state == "rejected";
 }
@@ -81,12 +74,9 @@ std::string rpc_error(std::string_view id_json, int code, std::string_view messa
   out += '}';
   return out;
 }
+/// The admin API's error body (admin_util's envelope).
 std::string admin_error(std::string_view type, std::string_view message) {
-  json::object_writer inner;
-  inner.str("message", message).str("type", type);
-  json::object_writer outer;
-  outer.raw("error", inner.done());
-  return outer.done();
+  return admin_util::error(400, type, message).body;
 }
 
 // --- records ---------------------------------------------------------------------------------------
@@ -261,7 +251,7 @@ std::string normalize_message(simdjson::dom::element m, const std::string& task_
       if (f.key == "messageId") has_id = true;
       w.raw(f.key, simdjson::minify(f.value));
     }
-  if (!has_id) w.str("messageId", uuid4());
+  if (!has_id) w.str("messageId", secrets::random_uuid());
   w.str("taskId", task_id).str("contextId", context_id).str("kind", "message");
   return w.done();
 }
@@ -273,7 +263,7 @@ std::string agent_message(std::string_view text, const std::string& task_id, con
   json::object_writer w;
   w.str("role", "agent")
       .raw("parts", "[" + part.done() + "]")
-      .str("messageId", uuid4())
+      .str("messageId", secrets::random_uuid())
       .str("taskId", task_id)
       .str("contextId", context_id)
       .str("kind", "message");
@@ -921,8 +911,8 @@ void rpc(bus_actor* self, const caller& who, const std::string& name, const std:
       t->tried.clear();
     } else {
       task_rec fresh;
-      fresh.id = uuid4();
-      fresh.context_id = context_id.empty() ? uuid4() : std::string(context_id);
+      fresh.id = secrets::random_uuid();
+      fresh.context_id = context_id.empty() ? secrets::random_uuid() : std::string(context_id);
       fresh.sender_key = who.key_id;
       fresh.created_ms = clock::unix_ms();
       if (target) {
@@ -1133,7 +1123,7 @@ void agent_api(bus_actor* self, const caller& who, const std::string& method, co
       std::string_view aid;
       std::string art = simdjson::minify(a);
       if (a["artifactId"].get_string().get(aid) != simdjson::SUCCESS)
-        json::set_member(art, "artifactId", json::quoted(uuid4()));
+        json::set_member(art, "artifactId", json::quoted(secrets::random_uuid()));
       new_artifacts.push_back(art);
       t.artifacts.push_back(art);
     }

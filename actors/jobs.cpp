@@ -92,14 +92,6 @@ std::string content_type_of(std::string_view name) {
   return "application/octet-stream";
 }
 
-std::string uuid4() {
-  auto hex = secrets::random_hex(16);
-  hex[12] = '4';
-  hex[16] = "89ab"[std::stoi(hex.substr(16, 1), nullptr, 16) & 3];
-  return hex.substr(0, 8) + "-" + hex.substr(8, 4) + "-" + hex.substr(12, 4) + "-" + hex.substr(16, 4) + "-" +
-         hex.substr(20);
-}
-
 /// What clients see of a job.
 std::string public_view(const job_record& r) {
   json::object_writer w;
@@ -934,7 +926,7 @@ created build_job(manager_actor* self, const caller& who, std::string_view model
   }
 
   auto& rec = out.rec;
-  auto uuid = uuid4();
+  auto uuid = secrets::random_uuid();
   rec.prompt_id = uuid;
   rec.id = "job_" + uuid.substr(0, 8) + uuid.substr(9, 4) + uuid.substr(14, 4) + uuid.substr(19, 4) + uuid.substr(24);
   rec.key_id = who.key_id;

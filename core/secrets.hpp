@@ -14,6 +14,8 @@ std::string hmac_sha256_hex(std::string_view key, std::string_view data);
 
 /// `n` random bytes from the OS CSPRNG, as lower-case hex (2n characters).
 std::string random_hex(std::size_t n);
+/// A random (version 4) UUID, "xxxxxxxx-xxxx-4xxx-yxxx-xxxxxxxxxxxx".
+std::string random_uuid();
 
 /// A new virtual key: "sk-lw-" followed by 40 characters of base62 (238 bits).
 std::string new_virtual_key();
