@@ -734,9 +734,7 @@ bool within_limits(gateway_state& gw, const caller& who, std::string& refusal) {
   if (who.key_id == "master") return true;
   auto keys = gw.keys.load();
   if (!keys) return true;
-  std::shared_ptr<const key_entry> key;
-  for (const auto& [_, k] : keys->by_hash)
-    if (k->id == who.key_id) key = k;
+  auto key = keys->find_id(who.key_id);
   if (!key) return true;
   std::vector<rate_limiter::subject_ref> subjects;
   std::string ids[2];

@@ -704,8 +704,7 @@ void meter(job_actor* self) {
     std::vector<rate_limiter::subject_ref> subjects;
     std::string ids[2] = {"key:" + r.key_id, "team:" + r.team_id};
     if (keys) {
-      for (const auto& [_, k] : keys->by_hash)
-        if (k->id == r.key_id && k->lim.any()) subjects.push_back({ids[0], &k->lim});
+      if (auto k = keys->find_id(r.key_id); k && k->lim.any()) subjects.push_back({ids[0], &k->lim});
       if (!r.team_id.empty())
         if (auto t = keys->teams.find(r.team_id); t != keys->teams.end()) subjects.push_back({ids[1], &t->second});
     }
@@ -857,10 +856,7 @@ void spawn_job(manager_actor* self, const job_record& r) {
 /// The caller's key entry (null for the master key or a key revoked meanwhile).
 std::shared_ptr<const key_entry> key_of(const gateway_state& gw, const std::string& key_id) {
   auto keys = gw.keys.load();
-  if (!keys) return nullptr;
-  for (const auto& [_, k] : keys->by_hash)
-    if (k->id == key_id) return k;
-  return nullptr;
+  return keys ? keys->find_id(key_id) : nullptr;
 }
 
 struct created {

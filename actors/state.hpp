@@ -68,6 +68,14 @@ struct key_entry {
 struct key_table {
   std::unordered_map<std::string, std::shared_ptr<const key_entry>> by_hash;
   std::unordered_map<std::string, limits> teams; ///< team id -> limits shared by its keys
+
+  /// The active key with id `id` (a scan: for background work, not the request path,
+  /// which looks keys up by hash).
+  std::shared_ptr<const key_entry> find_id(std::string_view id) const {
+    for (const auto& [_, k] : by_hash)
+      if (k->id == id) return k;
+    return nullptr;
+  }
 };
 
 /// Token prices (currency units per 1M tokens) from a volume threshold on.
