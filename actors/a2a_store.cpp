@@ -52,8 +52,10 @@ std::pair<int, std::string> a2a_store::op(const std::string& name, const std::st
   if (name == "task_put") {
     auto id = field(a, "id");
     if (id.empty()) return {400, "{}"};
-    db_.prepare("INSERT OR REPLACE INTO a2a_tasks(id, agent, state, delivery, sender_key, updated_ms, body)"
-                " VALUES (?,?,?,?,?,?,?)")
+    db_.prepare("INSERT INTO a2a_tasks(id, agent, state, delivery, sender_key, updated_ms, body)"
+                " VALUES (?,?,?,?,?,?,?) ON CONFLICT(id) DO UPDATE SET agent = excluded.agent,"
+                " state = excluded.state, delivery = excluded.delivery, sender_key = excluded.sender_key,"
+                " updated_ms = excluded.updated_ms, body = excluded.body")
         .bind(1, id)
         .bind(2, field(a, "agent"))
         .bind(3, field(a, "state"))

@@ -12,6 +12,7 @@
 
 #include <algorithm>
 #include <chrono>
+#include <ctime>
 #include <map>
 #include <optional>
 #include <set>
@@ -1113,7 +1114,7 @@ struct admin_service::impl {
     else if (group == "model")
       column = "COALESCE(u.model, '')";
     else if (group == "day")
-      column = "strftime('%Y-%m-%d', u.ts_ms / 1000, 'unixepoch')";
+      column = db.utc_day("u.ts_ms");
     else
       return bad_field("group_by", "group_by must be key, team, model or day");
     auto when = [&](const char* name, std::int64_t fallback, std::int64_t& out) -> bool {
@@ -1123,10 +1124,13 @@ struct admin_service::impl {
       }
       const auto& v = q[name];
       if (v.size() == 10 && v[4] == '-' && v[7] == '-') {
-        auto st = db.prepare("SELECT CAST(strftime('%s', ?) AS INTEGER)");
-        st.bind(1, v);
-        if (!st.step() || st.is_null(0)) return false;
-        out = st.integer(0);
+        std::tm tm{};
+        char* end = nullptr;
+        tm.tm_year = static_cast<int>(std::strtol(v.c_str(), &end, 10)) - 1900;
+        tm.tm_mon = static_cast<int>(std::strtol(v.c_str() + 5, &end, 10)) - 1;
+        tm.tm_mday = static_cast<int>(std::strtol(v.c_str() + 8, &end, 10));
+        if (tm.tm_mon < 0 || tm.tm_mon > 11 || tm.tm_mday < 1 || tm.tm_mday > 31 || tm.tm_year < 0) return false;
+        out = static_cast<std::int64_t>(timegm(&tm));
         return true;
       }
       char* end = nullptr;
@@ -1355,8 +1359,10 @@ void admin_service::seed_budgets() {
   auto seed = [&](const char* sql, const char* prefix) {
     auto st = d.db.prepare(sql);
     st.bind(1, day).bind(2, month);
-    while (st.step())
+    while (st.step()) {
       d.gw.limiter.seed_budget(prefix + st.text(0), st.text(1), st.integer(2), st.real(3), now);
+      if (d.gw.fleet) d.gw.fleet->seed_budget(prefix + st.text(0), st.text(1), st.integer(2), st.real(3), now);
+    }
   };
   seed("SELECT k.id, COALESCE(k.budget_period, ''), COALESCE(SUM(u.prompt_tokens + u.completion_tokens), 0),"
        " COALESCE(SUM(u.cost), 0) FROM virtual_keys k LEFT JOIN usage_records u ON u.key_id = k.id AND u.ts_ms >= ?2"

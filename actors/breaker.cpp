@@ -19,11 +19,12 @@ struct breaker_state {
   config::breaker_config settings;
   metrics::gauge gauge;
   std::uint64_t generation = 0; ///< ignores half-open timers of an earlier opening
+  std::function<void(const std::string&)> announce;
 };
 
 using breaker_actor = caf::stateful_actor<breaker_state>;
 
-void transition(breaker_actor* self, breaker_mode to, std::string_view why) {
+void transition(breaker_actor* self, breaker_mode to, std::string_view why, bool remote = false) {
   auto& st = self->state;
   auto from = st.control->mode();
   if (from == to) return;
@@ -35,6 +36,7 @@ void transition(breaker_actor* self, breaker_mode to, std::string_view why) {
                                    {"from", names[static_cast<int>(from)]},
                                    {"to", names[static_cast<int>(to)]},
                                    {"reason", why}});
+  if (!remote && st.announce && to != breaker_mode::half_open) st.announce(names[static_cast<int>(to)]);
   if (to == breaker_mode::open) {
     ++st.generation;
     self->delayed_send(self, std::chrono::milliseconds(st.settings.open_ms), half_open_atom::value, st.generation);
@@ -46,8 +48,9 @@ void transition(breaker_actor* self, breaker_mode to, std::string_view why) {
 }
 
 caf::behavior breaker(breaker_actor* self, std::string id, std::shared_ptr<breaker_control> control,
-                      config::breaker_config settings) {
+                      config::breaker_config settings, std::function<void(const std::string&)> announce) {
   auto& st = self->state;
+  st.announce = std::move(announce);
   st.id = std::move(id);
   st.control = std::move(control);
   st.settings = std::move(settings);
@@ -75,6 +78,14 @@ caf::behavior breaker(breaker_actor* self, std::string id, std::shared_ptr<break
                          std::to_string(s.settings.window_s) + " s");
         }
       },
+      [=](fleet_atom, const std::string& mode) {
+        // Another replica's breaker for this deployment opened or closed: so does ours
+        // (it reopens on its own after open_ms and probes for itself).
+        if (mode == "open")
+          transition(self, breaker_mode::open, "opened on another replica", true);
+        else if (mode == "closed" && self->state.control->mode() != breaker_mode::closed)
+          transition(self, breaker_mode::closed, "closed on another replica", true);
+      },
       [=](half_open_atom, std::uint64_t generation) {
         if (generation == self->state.generation && self->state.control->mode() == breaker_mode::open)
           transition(self, breaker_mode::half_open, "open period over");
@@ -85,8 +96,9 @@ caf::behavior breaker(breaker_actor* self, std::string id, std::shared_ptr<break
 } // namespace
 
 caf::actor spawn_breaker(caf::actor_system& sys, std::string deployment_id, std::shared_ptr<breaker_control> control,
-                         const config::breaker_config& settings) {
-  return sys.spawn(breaker, std::move(deployment_id), std::move(control), settings);
+                         const config::breaker_config& settings,
+                         std::function<void(const std::string& mode)> announce) {
+  return sys.spawn(breaker, std::move(deployment_id), std::move(control), settings, std::move(announce));
 }
 
 } // namespace lowart::actors

@@ -1,6 +1,7 @@
 #pragma once
 #include <caf/fwd.hpp>
 
+#include <functional>
 #include <memory>
 #include <string>
 
@@ -19,7 +20,12 @@ namespace lowart::actors {
 ///   open -> half-open   after open_ms (timer)
 ///   half-open -> closed a probe succeeded;  half-open -> open  a probe failed
 /// Every transition is logged and reflected in gateway_breaker_state{deployment}.
+///
+/// In a fleet, `announce` tells the other replicas when this breaker opens or closes on
+/// its own evidence ("open" / "closed"); (fleet_atom, std::string mode) is such a
+/// transition from another replica, taken without announcing it again.
 caf::actor spawn_breaker(caf::actor_system& sys, std::string deployment_id, std::shared_ptr<breaker_control> control,
-                         const config::breaker_config& settings);
+                         const config::breaker_config& settings,
+                         std::function<void(const std::string& mode)> announce = {});
 
 } // namespace lowart::actors

@@ -94,6 +94,25 @@ constexpr const char* columns =
     " submitted, files, images, webhook, webhook_state, cost, attempts, request_id, created_ms, updated_ms,"
     " finished_ms";
 
+/// Saving a job replaces its row (portable: SQLite and PostgreSQL both take ON CONFLICT).
+const std::string upsert_tail = [] {
+  std::string out = " ON CONFLICT(id) DO UPDATE SET ";
+  std::string_view cols = columns;
+  bool first = true;
+  while (!cols.empty()) {
+    auto comma = cols.find(',');
+    auto name = cols.substr(0, comma);
+    while (!name.empty() && name.front() == ' ')
+      name.remove_prefix(1);
+    cols = comma == std::string_view::npos ? std::string_view{} : cols.substr(comma + 1);
+    if (name == "id") continue;
+    if (!first) out += ", ";
+    first = false;
+    out.append(name).append(" = excluded.").append(name);
+  }
+  return out;
+}();
+
 /// Concatenated SQL (appends into one reserved string: GCC 12 warns falsely about the
 /// operator+ chain of a literal and a constant).
 std::string sql(std::string_view a, std::string_view b, std::string_view c = {}) {
@@ -154,7 +173,7 @@ std::pair<int, std::string> jobs_store::op(const std::string& name, const std::s
     auto r = job_record::from_json(a);
     if (!r) return {400, R"({"error":"bad job record"})"};
     auto st = db.prepare(
-        sql("INSERT OR REPLACE INTO jobs(", columns, ") VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)"));
+        sql("INSERT INTO jobs(", columns, ") VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)") + upsert_tail);
     st.bind(1, r->id).bind(2, r->prompt_id).bind(3, r->key_id).bind(4, r->team_id).bind(5, r->model).bind(6, r->status);
     if (r->progress < 0)
       st.bind_null(7);

@@ -60,14 +60,14 @@ void rate_limiter::refill(bucket& b, double capacity, double per_ms, std::int64_
 }
 
 limit_decision rate_limiter::reserve(const std::vector<subject_ref>& subjects, std::int64_t estimate,
-                                     std::int64_t now_ms, ticket& out) {
+                                     std::int64_t now_ms, ticket& out, bool parallel_only) {
   limit_decision d;
   out = {};
   ticket::entry found[4];
   std::string_view ids[4];
   std::size_t n = 0;
   for (const auto& s : subjects)
-    if (s.lim && s.lim->any() && n < 4) {
+    if (s.lim && (parallel_only ? s.lim->max_parallel > 0 : s.lim->any()) && n < 4) {
       found[n] = {&shard_of(s.id), nullptr, s.lim};
       ids[n++] = s.id;
     }
@@ -101,14 +101,14 @@ limit_decision rate_limiter::reserve(const std::vector<subject_ref>& subjects, s
   for (std::size_t i = 0; i < n && d.allowed; ++i) {
     auto& st = *found[i].st;
     const auto& l = *found[i].lim;
-    if (l.rpm) {
+    if (l.rpm && !parallel_only) {
       refill(st.requests, static_cast<double>(l.rpm), static_cast<double>(l.rpm) / 60000.0, now_ms);
       if (st.requests.tokens < 1.0) {
         refuse(i, "rpm", static_cast<std::int64_t>((1.0 - st.requests.tokens) * 60000.0 / static_cast<double>(l.rpm)));
         break;
       }
     }
-    if (l.tpm) {
+    if (l.tpm && !parallel_only) {
       refill(st.tokens, static_cast<double>(l.tpm), static_cast<double>(l.tpm) / 60000.0, now_ms);
       auto need = static_cast<double>(std::min(estimate, l.tpm));
       if (st.tokens.tokens < need) {
@@ -120,7 +120,7 @@ limit_decision rate_limiter::reserve(const std::vector<subject_ref>& subjects, s
       refuse(i, "parallel", 1000);
       break;
     }
-    if (l.budget_tokens || l.budget_cost > 0) {
+    if ((l.budget_tokens || l.budget_cost > 0) && !parallel_only) {
       roll_period(st, l, now_ms);
       auto until_reset = st.period_end - now_ms;
       if (l.budget_tokens && st.used_tokens >= l.budget_tokens) {
@@ -134,7 +134,7 @@ limit_decision rate_limiter::reserve(const std::vector<subject_ref>& subjects, s
     }
   }
   // Report the tightest limits either way (for the x-ratelimit-* headers).
-  for (std::size_t i = 0; i < n; ++i) {
+  for (std::size_t i = 0; i < n && !parallel_only; ++i) {
     auto& st = *found[i].st;
     const auto& l = *found[i].lim;
     if (l.rpm && (!d.limit_requests || st.requests.tokens < static_cast<double>(d.remaining_requests))) {
@@ -155,14 +155,15 @@ limit_decision rate_limiter::reserve(const std::vector<subject_ref>& subjects, s
     for (std::size_t i = 0; i < n; ++i) {
       auto& st = *found[i].st;
       const auto& l = *found[i].lim;
-      if (l.rpm) st.requests.tokens -= 1.0;
-      if (l.tpm) st.tokens.tokens -= static_cast<double>(std::min(estimate, l.tpm));
+      if (l.rpm && !parallel_only) st.requests.tokens -= 1.0;
+      if (l.tpm && !parallel_only) st.tokens.tokens -= static_cast<double>(std::min(estimate, l.tpm));
       ++st.inflight;
       out.entries[i] = found[i];
     }
     out.count = n;
     out.estimate = estimate;
     out.active = true;
+    out.parallel_only = parallel_only;
   }
   for (std::size_t i = nlocks; i-- > 0;)
     locks[i]->mutex.unlock();
@@ -180,6 +181,7 @@ void rate_limiter::settle(ticket& t, std::int64_t real_tokens, double cost, std:
     auto& st = *e.st;
     const auto& l = *e.lim;
     if (st.inflight > 0) --st.inflight;
+    if (t.parallel_only) continue;
     if (l.tpm) // the estimate was taken: correct it by what was really used
       st.tokens.tokens -= static_cast<double>(real_tokens - std::min(t.estimate, l.tpm));
     if (l.budget_tokens || l.budget_cost > 0) {

@@ -80,12 +80,14 @@ public:
     std::size_t count = 0;
     std::int64_t estimate = 0;
     bool active = false;
+    bool parallel_only = false;
   };
 
   /// At most 4 subjects (key, team, model, and one spare). `now_ms` is wall-clock
   /// milliseconds (periods are calendar days/months in UTC).
+  /// `parallel_only`: checks and takes max_parallel alone (a fleet keeps the rest in Redis).
   limit_decision reserve(const std::vector<subject_ref>& subjects, std::int64_t estimate_tokens, std::int64_t now_ms,
-                         ticket& out);
+                         ticket& out, bool parallel_only = false);
 
   /// Returns the concurrency slots and books the real tokens and cost.
   void settle(ticket& t, std::int64_t real_tokens, double cost, std::int64_t now_ms);

@@ -45,5 +45,7 @@ using jobs_store_atom = caf::atom_constant<caf::atom("jobsstore")>;
 using a2a_atom = caf::atom_constant<caf::atom("a2a")>;
 /// (a2a_store_atom, op, a) -> (int32 status, std::string JSON): a2a_store::op.
 using a2a_store_atom = caf::atom_constant<caf::atom("a2astore")>;
+/// (topic, payload): what another replica published through the fleet (actors/fleet.hpp).
+using fleet_atom = caf::atom_constant<caf::atom("fleet")>;
 
 } // namespace lowart::actors

@@ -15,12 +15,138 @@
 #include <caf/all.hpp>
 #include <simdjson.h>
 
+#include <cerrno>
 #include <chrono>
+#include <cstring>
+#include <fcntl.h>
+#include <filesystem>
+#include <fstream>
 #include <sys/resource.h>
 #include <unistd.h>
 
 namespace lowart::actors {
 namespace {
+
+/// "postgresql://user:secret@host/db" without the password, for logs.
+std::string redacted_url(const std::string& url) {
+  auto scheme = url.find("://");
+  auto at = url.find('@');
+  if (scheme == std::string::npos || at == std::string::npos) return url;
+  auto colon = url.find(':', scheme + 3);
+  if (colon == std::string::npos || colon > at) return url;
+  return url.substr(0, colon) + ":***" + url.substr(at);
+}
+
+/// Usage records the database did not take, one JSON line each, in a local file that
+/// survives a restart. Only the persistence thread touches it.
+class usage_spool {
+public:
+  std::string path; ///< "" = no spool (in-memory database)
+
+  bool pending() {
+    if (path.empty()) return false;
+    if (!checked_) {
+      std::error_code ec;
+      has_ = std::filesystem::exists(path, ec) && std::filesystem::file_size(path, ec) > 0;
+      checked_ = true;
+    }
+    return has_;
+  }
+
+  bool append(const std::vector<usage_record>& rows) {
+    if (path.empty()) return false;
+    std::string text;
+    for (const auto& r : rows) {
+      json::object_writer w;
+      w.str("request_id", r.request_id)
+          .num("ts_ms", r.ts_ms)
+          .str("key_id", r.key_id)
+          .str("route", r.route)
+          .str("model", r.model)
+          .str("deployment", r.deployment)
+          .num("status", r.status)
+          .boolean("stream", r.stream)
+          .num("prompt_tokens", r.prompt_tokens)
+          .num("completion_tokens", r.completion_tokens)
+          .num("cached_tokens", r.cached_tokens)
+          .real("latency_ms", r.latency_ms)
+          .real("cost", r.cost)
+          .num("price_version", r.price_version);
+      text += w.done();
+      text += '\n';
+    }
+    int fd = ::open(path.c_str(), O_WRONLY | O_CREAT | O_APPEND | O_CLOEXEC, 0600);
+    if (fd < 0) {
+      log::error("cannot open the usage spool", {{"path", path}, {"error", std::strerror(errno)}});
+      return false;
+    }
+    std::size_t done = 0;
+    while (done < text.size()) {
+      auto n = ::write(fd, text.data() + done, text.size() - done);
+      if (n <= 0) break;
+      done += static_cast<std::size_t>(n);
+    }
+    ::close(fd);
+    if (done < text.size()) {
+      log::error("usage spool write failed", {{"path", path}});
+      return false;
+    }
+    checked_ = has_ = true;
+    return true;
+  }
+
+  std::vector<usage_record> read() {
+    std::vector<usage_record> out;
+    std::ifstream in(path);
+    std::string line;
+    simdjson::dom::parser parser;
+    while (std::getline(in, line)) {
+      simdjson::dom::element doc;
+      if (parser.parse(line).get(doc) != simdjson::SUCCESS) continue; // a torn last line
+      usage_record r;
+      auto text = [&](const char* k) {
+        std::string_view v;
+        return doc[k].get_string().get(v) == simdjson::SUCCESS ? std::string(v) : std::string();
+      };
+      auto integer = [&](const char* k) {
+        std::int64_t v = 0;
+        return doc[k].get_int64().get(v) == simdjson::SUCCESS ? v : 0;
+      };
+      auto real = [&](const char* k) {
+        double v = 0;
+        return doc[k].get_double().get(v) == simdjson::SUCCESS ? v : 0.0;
+      };
+      r.request_id = text("request_id");
+      r.ts_ms = integer("ts_ms");
+      r.key_id = text("key_id");
+      r.route = text("route");
+      r.model = text("model");
+      r.deployment = text("deployment");
+      r.status = static_cast<int>(integer("status"));
+      bool stream = false;
+      if (doc["stream"].get_bool().get(stream) == simdjson::SUCCESS) r.stream = stream;
+      r.prompt_tokens = integer("prompt_tokens");
+      r.completion_tokens = integer("completion_tokens");
+      r.cached_tokens = integer("cached_tokens");
+      r.latency_ms = real("latency_ms");
+      r.cost = real("cost");
+      r.price_version = integer("price_version");
+      out.push_back(std::move(r));
+    }
+    return out;
+  }
+
+  void clear() {
+    std::error_code ec;
+    std::filesystem::remove(path, ec);
+    has_ = false;
+    checked_ = true;
+  }
+
+private:
+  bool checked_ = false;
+  bool has_ = false;
+};
 
 struct persistence_state {
   static inline const char* name = "persistence";
@@ -48,9 +174,15 @@ struct persistence_state {
     }
   }
 
+  const std::string& target() const {
+    return gw->config.storage.url.empty() ? gw->config.storage.sqlite_path : gw->config.storage.url;
+  }
+
   void open() {
-    db = std::make_unique<storage::database>(gw->config.storage.sqlite_path);
-    if (gw->config.storage.sqlite_path != ":memory:" && db->journal_mode() != "wal")
+    spool.path = gw->config.storage.spool_path;
+    db = std::make_unique<storage::database>(target());
+    if (db->dialect() == storage::dialect::sqlite && gw->config.storage.sqlite_path != ":memory:" &&
+        db->journal_mode() != "wal")
       log::warn("sqlite did not enable WAL", {{"journal_mode", db->journal_mode()}});
     admin = std::make_unique<admin_service>(*db, *gw);
     if (auto sealed = admin->sealed_values(); sealed > 0 && !gw->keyring.can_seal())
@@ -66,9 +198,52 @@ struct persistence_state {
     mcp->publish();
     jobs = std::make_unique<jobs_store>(*db, *gw);
     a2a = std::make_unique<a2a_store>(*db);
-    log::info("database open", {{"path", gw->config.storage.sqlite_path},
+    log::info("database open", {{"kind", db->kind()},
+                                {"path", db->dialect() == storage::dialect::sqlite ? gw->config.storage.sqlite_path
+                                                                                   : redacted_url(target())},
                                 {"schema_version", db->schema_version()},
                                 {"journal_mode", db->journal_mode()}});
+  }
+
+  /// Writes `rows` in multi-row INSERTs inside one transaction (throws on failure).
+  void insert_usage(const std::vector<usage_record>& rows) {
+    constexpr std::size_t per_statement = 200; // 14 parameters each, well under both limits
+    db->transaction([&] {
+      for (std::size_t at = 0; at < rows.size(); at += per_statement) {
+        auto n = std::min(per_statement, rows.size() - at);
+        std::string sql = "INSERT INTO usage_records(request_id, ts_ms, key_id, route, model, deployment, status,"
+                          " stream, prompt_tokens, completion_tokens, cached_tokens, latency_ms, cost, price_version)"
+                          " VALUES ";
+        for (std::size_t i = 0; i < n; ++i)
+          sql += i ? ",(?,?,?,?,?,?,?,?,?,?,?,?,?,?)" : "(?,?,?,?,?,?,?,?,?,?,?,?,?,?)";
+        auto st = db->prepare(sql);
+        for (std::size_t i = 0; i < n; ++i) {
+          const auto& r = rows[at + i];
+          int b = static_cast<int>(i) * 14;
+          st.bind(b + 1, r.request_id)
+              .bind(b + 2, r.ts_ms)
+              .bind_optional(b + 3, r.key_id)
+              .bind(b + 4, r.route)
+              .bind_optional(b + 5, r.model)
+              .bind_optional(b + 6, r.deployment)
+              .bind(b + 7, static_cast<std::int64_t>(r.status))
+              .bind(b + 8, static_cast<std::int64_t>(r.stream))
+              .bind(b + 9, r.prompt_tokens)
+              .bind(b + 10, r.completion_tokens)
+              .bind(b + 11, r.cached_tokens)
+              .bind(b + 12, r.latency_ms)
+              .bind(b + 13, r.cost)
+              .bind(b + 14, r.price_version);
+        }
+        st.step();
+      }
+    });
+  }
+
+  void storage_failed(const std::exception& e) {
+    std::string why = e.what();
+    if (gw->storage_problem() != why) log::error("database write failed; usage is spooled locally", {{"error", why}});
+    gw->set_storage_problem(std::move(why));
   }
 
   std::int64_t flush_usage() {
@@ -79,44 +254,82 @@ struct persistence_state {
       dropped_seen = dropped;
     }
     auto rows = gw->usage.take();
+    bool healthy = db->healthy();
+    if (healthy && spool.pending()) replay_spool();
     if (rows.empty()) return 0;
-    try {
-      db->transaction([&] {
-        auto st =
-            db->prepare("INSERT INTO usage_records(request_id, ts_ms, key_id, route, model, deployment, status,"
-                        " stream, prompt_tokens, completion_tokens, cached_tokens, latency_ms, cost, price_version)"
-                        " VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?)");
-        for (const auto& r : rows) {
-          st.bind(1, r.request_id)
-              .bind(2, r.ts_ms)
-              .bind_optional(3, r.key_id)
-              .bind(4, r.route)
-              .bind_optional(5, r.model)
-              .bind_optional(6, r.deployment)
-              .bind(7, static_cast<std::int64_t>(r.status))
-              .bind(8, static_cast<std::int64_t>(r.stream))
-              .bind(9, r.prompt_tokens)
-              .bind(10, r.completion_tokens)
-              .bind(11, r.cached_tokens)
-              .bind(12, r.latency_ms)
-              .bind(13, r.cost)
-              .bind(14, r.price_version);
-          st.step();
-          st.reset();
-        }
-      });
-      gw->storage_ok.store(true, std::memory_order_relaxed);
-      records_ok.inc(static_cast<double>(rows.size()));
-    } catch (const std::exception& e) {
-      // Put the rows back so the next flush retries them; nothing is dropped silently.
-      gw->storage_ok.store(false, std::memory_order_relaxed);
-      log::error("usage flush failed; will retry", {{"error", e.what()}, {"rows", rows.size()}});
+    if (healthy && !spool.pending()) {
+      try {
+        insert_usage(rows);
+        if (!gw->storage_ok.load(std::memory_order_relaxed)) log::info("database writes work again");
+        gw->set_storage_problem({});
+        records_ok.inc(static_cast<double>(rows.size()));
+        return static_cast<std::int64_t>(rows.size());
+      } catch (const std::exception& e) {
+        storage_failed(e);
+      }
+    } else if (!healthy && gw->storage_ok.load(std::memory_order_relaxed)) {
+      gw->set_storage_problem("the database does not answer");
+    }
+    // The database did not take them: spool to the local file (kept across restarts),
+    // written in order once the database answers again. Without a spool file, back to
+    // the (bounded) queue.
+    if (!spool.append(rows)) {
       for (auto& r : rows)
         gw->usage.push(std::move(r));
-      return 0;
     }
-    return static_cast<std::int64_t>(rows.size());
+    return 0;
   }
+
+  /// Writes the spooled records (oldest first); the file goes once they are in.
+  void replay_spool() {
+    auto rows = spool.read();
+    if (rows.empty()) {
+      spool.clear();
+      return;
+    }
+    try {
+      insert_usage(rows);
+      spool.clear();
+      records_ok.inc(static_cast<double>(rows.size()));
+      gw->set_storage_problem({});
+      log::info("spooled usage written to the database", {{"records", rows.size()}});
+    } catch (const std::exception& e) {
+      storage_failed(e);
+    }
+  }
+
+  /// An admin change here: every other replica reloads the same from the database.
+  void announce(const admin_result& res) {
+    if (!gw->fleet) return;
+    if (res.keys_changed) gw->fleet->publish("keys", "");
+    if (res.prices_changed) gw->fleet->publish("prices", "");
+    if (res.catalog_changed) gw->fleet->publish("catalog", "");
+    if (res.mcp_changed) gw->fleet->publish("mcp", "");
+  }
+
+  /// Another replica changed `topic` in the shared database: publish it here too.
+  void reload(const std::string& topic, caf::event_based_actor* self) {
+    if (!admin) return;
+    bool all = topic == "resync";
+    try {
+      if (all || topic == "keys") admin->publish_keys();
+      if (all || topic == "prices") admin->publish_prices();
+      if (all || topic == "mcp") {
+        mcp->publish();
+        if (notify) self->send(notify, mcp_sync_atom::value);
+      }
+      if (all || topic == "catalog") {
+        admin->publish_catalog();
+        if (notify)
+          self->request(notify, std::chrono::seconds(10), reload_atom::value).then([](bool) {}, [](caf::error&) {});
+      }
+      log::debug("reloaded after a change on another replica", {{"topic", topic}});
+    } catch (const std::exception& e) {
+      log::error("reload after a change on another replica failed", {{"topic", topic}, {"error", e.what()}});
+    }
+  }
+
+  usage_spool spool;
 };
 
 using persistence_actor = caf::stateful_actor<persistence_state>;
@@ -184,6 +397,7 @@ caf::behavior persistence(persistence_actor* self, gateway_state* gw, bool own_t
           return {std::int32_t{500}, std::string("{}")};
         }
       },
+      [=](fleet_atom, const std::string& topic) { self->state.reload(topic, self); },
       [=](flush_atom) -> std::int64_t {
         // An explicit flush (shutdown, tests): answers the number of rows written.
         return self->state.db ? self->state.flush_usage() : 0;
@@ -198,6 +412,7 @@ caf::behavior persistence(persistence_actor* self, gateway_state* gw, bool own_t
         admin_request req{method, path, query, body, {key_id, role, team_id, user_id}};
         try {
           auto res = mcp_store::owns(path) ? st.mcp->handle(req) : st.admin->handle(req);
+          st.announce(res);
           if (res.mcp_changed) {
             st.mcp->publish();
             if (st.notify) self->send(st.notify, mcp_sync_atom::value);
@@ -222,6 +437,12 @@ caf::behavior persistence(persistence_actor* self, gateway_state* gw, bool own_t
             }
           }
           return {static_cast<std::int32_t>(res.status), std::move(res.body), std::move(res.content_type)};
+        } catch (const storage::database_unavailable& e) {
+          log::error("admin operation failed: the database does not answer", {{"path", path}, {"error", e.what()}});
+          st.storage_failed(e);
+          return {std::int32_t{503},
+                  std::string(R"({"error":{"message":"the database does not answer; try again","type":"unavailable"}})"),
+                  std::string("application/json")};
         } catch (const std::exception& e) {
           log::error("admin operation failed", {{"path", path}, {"error", e.what()}});
           return {std::int32_t{500},

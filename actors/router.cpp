@@ -80,7 +80,10 @@ using router_actor = caf::stateful_actor<router_state>;
 
 void spawn_breaker_for(router_actor* self, const std::shared_ptr<const deployment>& dep) {
   auto& st = self->state;
-  auto child = spawn_breaker(self->system(), dep->id, dep->breaker, st.breaker_settings);
+  std::function<void(const std::string&)> announce;
+  if (auto fleet = st.gw->fleet)
+    announce = [fleet, id = dep->id](const std::string& mode) { fleet->publish("breaker", id + '\n' + mode); };
+  auto child = spawn_breaker(self->system(), dep->id, dep->breaker, st.breaker_settings, std::move(announce));
   self->link_to(child);
   self->monitor(child);
   st.breaker_by_id[dep->id] = child;
@@ -289,6 +292,13 @@ caf::behavior router(router_actor* self, gateway_state* gw) {
           log::error("route rebuild failed; the previous routes stay", {{"error", e.what()}});
           return false;
         }
+      },
+      [=](fleet_atom, const std::string& /*topic*/, const std::string& payload) {
+        // "deployment id\nmode" from another replica's breaker.
+        auto nl = payload.find('\n');
+        if (nl == std::string::npos) return;
+        if (auto it = self->state.breaker_by_id.find(payload.substr(0, nl)); it != self->state.breaker_by_id.end())
+          self->send(it->second, fleet_atom::value, payload.substr(nl + 1));
       },
       [=](status_atom, const std::string& id) -> caf::actor {
         auto it = self->state.provider_by_id.find(id);

@@ -48,6 +48,13 @@ std::string runtime::start() {
   impl_->state.mcp_io = &impl_->mcp_io;
   impl_->system = std::make_unique<caf::actor_system>(impl_->cfg);
   impl_->root = spawn_supervisor(*impl_->system, impl_->state);
+  if (auto& fleet = impl_->state.fleet) {
+    // What other replicas publish goes to the supervisor, which hands it on.
+    fleet->on_message = [root = impl_->root](const std::string& topic, const std::string& payload) {
+      caf::anon_send(root, fleet_atom::value, topic, payload);
+    };
+    fleet->start(impl_->mcp_io);
+  }
   caf::scoped_actor self{*impl_->system};
   std::string result;
   self->request(impl_->root, std::chrono::seconds(60), init_atom::value)
@@ -134,9 +141,11 @@ void runtime::stop() {
   // bounded time to be reaped, then end the io thread.
   for (int i = 0; i < 60 && actors::mcp_process::live_count() > 0; ++i)
     std::this_thread::sleep_for(std::chrono::milliseconds(50));
+  if (impl_->state.fleet) impl_->state.fleet->stop();
   impl_->mcp_work.reset();
   impl_->mcp_io.stop();
   if (impl_->mcp_thread.joinable()) impl_->mcp_thread.join();
+  if (impl_->state.fleet) impl_->state.fleet->release_background();
   impl_->state.mcp_io = nullptr;
 }
 

@@ -7,6 +7,7 @@
 // routes: router) and read by any thread. A reader keeps the shared_ptr it loaded
 // for the length of one request, so a publish never pulls data from under it.
 
+#include "actors/fleet.hpp"
 #include "actors/limiter.hpp"
 #include "config/config.hpp"
 #include "core/crypto.hpp"
@@ -517,6 +518,24 @@ struct gateway_state {
   std::atomic<bool> ready{false};     ///< storage open, snapshots published
   std::atomic<bool> draining{false};  ///< SIGTERM seen: refuse new work
   std::atomic<bool> storage_ok{true}; ///< last database write succeeded
+  /// Several replicas: limits, breakers and change broadcasts shared through Redis
+  /// (null when cluster.redis_url is not set). Set by main before the actors start.
+  std::shared_ptr<lowart::fleet> fleet;
+
+  /// Why the database last failed ("" while it works), for /readyz.
+  void set_storage_problem(std::string text) {
+    std::lock_guard guard{problem_mutex_};
+    storage_problem_ = std::move(text);
+    storage_ok.store(storage_problem_.empty(), std::memory_order_relaxed);
+  }
+  std::string storage_problem() const {
+    std::lock_guard guard{problem_mutex_};
+    return storage_problem_;
+  }
+
+private:
+  mutable std::mutex problem_mutex_;
+  std::string storage_problem_;
 };
 
 } // namespace lowart

@@ -216,6 +216,15 @@ caf::behavior supervisor(supervisor_actor* self, gateway_state* gw) {
         return self->delegate(self->state.jobs.handle, a, method, path, query, body, key_id, role, team_id, user_id,
                               request_id);
       },
+      [=](fleet_atom a, const std::string& topic, const std::string& payload) {
+        // Another replica changed something: breakers live with the router, the rest
+        // is reloaded from the shared database.
+        if (topic == "breaker") {
+          if (self->state.router.handle) self->send(self->state.router.handle, a, topic, payload);
+        } else if (self->state.persistence.handle) {
+          self->send(self->state.persistence.handle, a, topic);
+        }
+      },
       [=](mcp_sync_atom a) {
         if (self->state.mcp.handle) self->send(self->state.mcp.handle, a);
       },

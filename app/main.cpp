@@ -5,6 +5,7 @@
 // in reverse: stop accepting, drain in-flight requests, flush usage, stop actors.
 
 #include "actors/admin_service.hpp"
+#include "actors/fleet.hpp"
 #include "actors/runtime.hpp"
 #include "actors/state.hpp"
 #include "config/config.hpp"
@@ -73,6 +74,17 @@ int serve(const std::string& config_path, const char* argv0) {
   else
     lowart::log::info("no web console built (run the set-up, or set LOWART_UI_DIR)",
                       {{"dir", state.config.server.ui_dir}});
+  if (!state.config.cluster.redis_url.empty()) {
+    try {
+      state.fleet = lowart::make_redis_fleet(state.config.cluster);
+    } catch (const std::exception& e) {
+      std::fprintf(stderr, "lowart: %s\n", e.what());
+      return 2;
+    }
+    lowart::log::info("fleet mode: limits, breakers and changes shared through redis",
+                      {{"replica", state.config.cluster.replica_id},
+                       {"on_redis_down", state.config.cluster.on_redis_down}});
+  }
   lowart::actors::runtime runtime{state};
   if (auto error = runtime.start(); !error.empty()) {
     lowart::log::error("cannot start", {{"error", error}});
@@ -131,7 +143,8 @@ int rotate_secrets(const std::string& config_path) {
     return 2;
   }
   try {
-    lowart::storage::database db{state.config.storage.sqlite_path};
+    lowart::storage::database db{state.config.storage.url.empty() ? state.config.storage.sqlite_path
+                                                                  : state.config.storage.url};
     lowart::actors::admin_service admin{db, state};
     int n = admin.rotate();
     std::printf("re-encrypted %d provider key(s) under key id %s\n", n, state.keyring.sealing_key_id().c_str());

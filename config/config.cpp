@@ -6,6 +6,7 @@
 #include <fstream>
 #include <set>
 #include <sstream>
+#include <unistd.h>
 
 namespace lowart::config {
 namespace {
@@ -105,6 +106,15 @@ load_result from_table(const toml::table& root) {
   if (auto* s = root["storage"].as_table()) {
     r.get(*s, "storage", "sqlite_path", cfg.storage.sqlite_path);
     r.get(*s, "storage", "usage_flush_ms", cfg.storage.usage_flush_ms);
+    r.get(*s, "storage", "url", cfg.storage.url);
+    r.get(*s, "storage", "spool_path", cfg.storage.spool_path);
+  }
+  if (auto* s = root["cluster"].as_table()) {
+    r.get(*s, "cluster", "redis_url", cfg.cluster.redis_url);
+    r.get(*s, "cluster", "on_redis_down", cfg.cluster.on_redis_down);
+    r.get(*s, "cluster", "timeout_ms", cfg.cluster.timeout_ms);
+    r.get(*s, "cluster", "replica_id", cfg.cluster.replica_id);
+    r.get(*s, "cluster", "prefix", cfg.cluster.prefix);
   }
   if (auto* arr = root["providers"].as_array()) {
     for (std::size_t i = 0; i < arr->size(); ++i) {
@@ -278,6 +288,9 @@ std::string apply_environment(gateway_config& cfg) {
   }
   if (auto v = env("LOWART_UDS_PATH")) cfg.server.uds_path = v;
   if (auto v = env("LOWART_DB")) cfg.storage.sqlite_path = v;
+  if (auto v = env("LOWART_DATABASE_URL")) cfg.storage.url = v;
+  if (auto v = env("LOWART_REDIS_URL")) cfg.cluster.redis_url = v;
+  if (auto v = env("LOWART_REPLICA_ID")) cfg.cluster.replica_id = v;
   if (auto v = env("LOWART_MASTER_KEY")) cfg.server.master_key = v;
   if (auto v = env("LOWART_LOG")) cfg.server.log_level = v;
   if (auto v = env("LOWART_WEBHOOK_SECRET")) cfg.jobs.webhook_secret = v;
@@ -370,6 +383,21 @@ std::string validate(gateway_config& cfg) {
   for (const auto& f : b.failure_on)
     if (f != "connect_error" && f != "timeout" && f != "5xx" && f != "429" && f != "mid_stream")
       return "breaker.failure_on: unknown failure class '" + f + "'";
+  const auto& c = cfg.cluster;
+  if (c.on_redis_down != "open" && c.on_redis_down != "closed") return "cluster.on_redis_down must be open or closed";
+  if (c.timeout_ms < 10 || c.timeout_ms > 60'000) return "cluster.timeout_ms must be 10 to 60000";
+  if (!c.redis_url.empty() && !c.redis_url.starts_with("redis://"))
+    return "cluster.redis_url must be redis://[:password@]host:port";
+  if (!cfg.storage.url.empty() && !cfg.storage.url.starts_with("postgres://") &&
+      !cfg.storage.url.starts_with("postgresql://"))
+    return "storage.url must be a postgresql:// URL";
+  if (cfg.storage.spool_path.empty())
+    cfg.storage.spool_path = cfg.storage.sqlite_path == ":memory:" ? "" : cfg.storage.sqlite_path + ".usage-spool";
+  if (c.replica_id.empty()) {
+    char host[256] = {};
+    ::gethostname(host, sizeof host - 1);
+    cfg.cluster.replica_id = std::string(host) + ":" + std::to_string(::getpid());
+  }
   return {};
 }
 

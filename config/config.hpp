@@ -34,6 +34,23 @@ struct storage_config {
   /// transaction, and short batches keep each burst of SQLite work (which competes
   /// with the I/O threads on a small machine) under a millisecond.
   int usage_flush_ms = 25;
+  /// A PostgreSQL URL (postgresql://user@host:port/db; LOWART_DATABASE_URL). When set,
+  /// lowart stores everything there instead of in `sqlite_path`: replicas share it.
+  std::string url;
+  /// Usage records the database did not take (it is down) wait here, one JSON line
+  /// each, and are written when it answers again ("" = beside sqlite_path).
+  std::string spool_path;
+};
+
+/// Several replicas: shared limits, breakers and change broadcasts through Redis.
+struct cluster_config {
+  std::string redis_url; ///< redis://[:password@]host:port (LOWART_REDIS_URL); "" = one replica alone
+  /// Redis down: "open" keeps serving with this replica's own limits (each replica then
+  /// allows the full limit), "closed" refuses limited requests with 503.
+  std::string on_redis_down = "open";
+  int timeout_ms = 500;       ///< a Redis command unanswered this long counts as Redis down
+  std::string replica_id;     ///< names this replica in logs and broadcasts ("" = host:pid)
+  std::string prefix = "lowart"; ///< Redis key prefix (several fleets on one Redis)
 };
 
 struct provider_config {
@@ -150,6 +167,7 @@ struct gateway_config {
   std::vector<provider_config> providers;
   std::vector<model_config> models;
   breaker_config breaker;
+  cluster_config cluster;
   scripts_config scripts;
   jobs_config jobs;
   a2a_config a2a;

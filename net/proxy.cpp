@@ -273,6 +273,14 @@ private:
   bool parse_request();
   bool read_body(simdjson::dom::object& obj);
   bool check_request(simdjson::dom::object& obj);
+  /// Everything checked and reserved: pick a deployment and go.
+  void admitted();
+  /// Fleet mode: asks Redis (true: the answer comes later through fleet_answer).
+  bool ask_fleet(const std::vector<rate_limiter::subject_ref>& subjects, std::int64_t estimate);
+  void fleet_answer(bool reached, const limit_decision& d);
+  /// Redis did not answer: the policy (true: admitted by this replica's own limits).
+  bool fleet_down();
+  void refuse_limited();
   void add_candidates(const model_route& route);
   void next_candidate();
   void begin_attempt();
@@ -399,10 +407,20 @@ private:
   std::shared_ptr<const key_table> keys_; ///< keeps the team limits of ticket_ alive
   rate_limiter::ticket ticket_;
   limit_decision limit_;
+  // Fleet mode: the subjects as Redis checks them, and whether Redis holds a reservation.
+  std::vector<fleet_subject> fleet_subjects_;
+  std::int64_t fleet_estimate_ = 0;
+  bool fleet_wait_ = false;
+  bool fleet_ticket_ = false;
 };
 
 void proxy_call::start() {
   if (!parse_request()) return;
+  if (fleet_wait_) return; // the fleet's answer goes on (fleet_answer)
+  admitted();
+}
+
+void proxy_call::admitted() {
   auto total_ms = route_->timeout_ms ? route_->timeout_ms : candidates_.front()->settings->total_timeout_ms;
   deadline_ = ctx_.start + std::chrono::milliseconds(total_ms);
   if (stream_) pending_.reserve(8 * 1024); // one burst of events without regrowing
@@ -508,26 +526,98 @@ bool proxy_call::check_request(simdjson::dom::object& obj) {
     ids[2] = "model:" + route_->name;
     subjects.push_back({ids[2], &route_->lim});
   }
-  if (!subjects.empty()) {
-    keys_ = std::move(keys); // the limits referenced by the ticket live in these snapshots
-    limit_ = client_->worker().state.limiter.reserve(subjects, prompt_estimate_ + std::max<std::int64_t>(0, max_tokens),
-                                                     clock::unix_ms(), ticket_);
-    if (!limit_.allowed) {
-      metrics::ratelimited(limit_.reason).inc();
-      auto headers = ratelimit_headers() + "retry-after: " + std::to_string(limit_.retry_after_s) + "\r\n";
-      client_->respond_error(ctx_, error_kind::rate_limited,
-                             "rate limit reached for this " + limit_.subject + " (" + limit_.reason + "); retry in " +
-                                 std::to_string(limit_.retry_after_s) + " s",
-                             "rate_limit_exceeded", headers);
-      return false;
-    }
-  }
   if (stream_ && !client_usage_) {
     // Ask upstreams for their usage chunk so streams are metered exactly, and keep that
     // chunk from a client that did not ask for it. (Per provider: see build_upstream_request.)
     strip_usage_chunk_ = true;
   }
+  if (!subjects.empty()) {
+    keys_ = std::move(keys); // the limits referenced by the ticket live in these snapshots
+    auto estimate = prompt_estimate_ + std::max<std::int64_t>(0, max_tokens);
+    auto& state = client_->worker().state;
+    if (state.fleet) {
+      bool shared = false;
+      for (const auto& sub : subjects)
+        shared = shared || sub.lim->rpm || sub.lim->tpm || sub.lim->budget_tokens || sub.lim->budget_cost > 0;
+      if (shared) return ask_fleet(subjects, estimate);
+    }
+    limit_ = state.limiter.reserve(subjects, estimate, clock::unix_ms(), ticket_);
+    if (!limit_.allowed) {
+      refuse_limited();
+      return false;
+    }
+  }
   return true;
+}
+
+bool proxy_call::ask_fleet(const std::vector<rate_limiter::subject_ref>& subjects, std::int64_t estimate) {
+  auto& state = client_->worker().state;
+  auto worker = client_->worker().index;
+  fleet_subjects_.clear();
+  for (const auto& sub : subjects)
+    fleet_subjects_.push_back({std::string(sub.id), *sub.lim});
+  fleet_estimate_ = estimate;
+  if (!state.fleet->up(worker)) return fleet_down();
+  // max_parallel stays with this replica: taken here, before Redis is asked.
+  limit_ = state.limiter.reserve(subjects, estimate, clock::unix_ms(), ticket_, true);
+  if (!limit_.allowed) {
+    refuse_limited();
+    return false;
+  }
+  fleet_wait_ = true;
+  state.fleet->reserve(worker, fleet_subjects_, estimate, clock::unix_ms(),
+                       [self = shared_from_this()](bool reached, const limit_decision& d) {
+                         self->fleet_answer(reached, d);
+                       });
+  return true;
+}
+
+void proxy_call::fleet_answer(bool reached, const limit_decision& d) {
+  fleet_wait_ = false;
+  if (!reached) {
+    client_->worker().state.limiter.settle(ticket_, 0, 0, clock::unix_ms());
+    if (fleet_down()) admitted();
+    return;
+  }
+  if (!d.allowed) {
+    client_->worker().state.limiter.settle(ticket_, 0, 0, clock::unix_ms());
+    limit_ = d;
+    refuse_limited();
+    return;
+  }
+  limit_ = d;
+  fleet_ticket_ = true;
+  admitted();
+}
+
+bool proxy_call::fleet_down() {
+  auto& state = client_->worker().state;
+  if (!state.fleet->fail_open()) {
+    metrics::ratelimited("unavailable").inc();
+    client_->respond_error(ctx_, error_kind::unavailable,
+                           "rate limits cannot be checked now (the shared limit store does not answer); retry shortly",
+                           "limits_unavailable", "retry-after: 1\r\n");
+    return false;
+  }
+  // Fail open: this replica's own limits, from the same subjects.
+  std::vector<rate_limiter::subject_ref> local;
+  for (const auto& sub : fleet_subjects_)
+    local.push_back({sub.id, &sub.lim});
+  limit_ = state.limiter.reserve(local, fleet_estimate_, clock::unix_ms(), ticket_);
+  if (!limit_.allowed) {
+    refuse_limited();
+    return false;
+  }
+  return true;
+}
+
+void proxy_call::refuse_limited() {
+  metrics::ratelimited(limit_.reason).inc();
+  auto headers = ratelimit_headers() + "retry-after: " + std::to_string(limit_.retry_after_s) + "\r\n";
+  client_->respond_error(ctx_, error_kind::rate_limited,
+                         "rate limit reached for this " + limit_.subject + " (" + limit_.reason + "); retry in " +
+                             std::to_string(limit_.retry_after_s) + " s",
+                         "rate_limit_exceeded", headers);
 }
 
 void proxy_call::describe_call(json::object_writer& w) const {
@@ -1428,6 +1518,11 @@ void proxy_call::finish_request(int status) {
     }
   }
   client_->worker().state.limiter.settle(ticket_, real_tokens, cost, clock::unix_ms());
+  if (fleet_ticket_) {
+    fleet_ticket_ = false;
+    client_->worker().state.fleet->settle(client_->worker().index, fleet_subjects_, fleet_estimate_, real_tokens, cost,
+                                          clock::unix_ms());
+  }
   if (usage_.present) {
     route_->prompt_tokens.inc(static_cast<double>(usage_.prompt));
     route_->completion_tokens.inc(static_cast<double>(usage_.completion));

@@ -117,8 +117,11 @@ server::~server() {
 
 void server::start() {
   auto& cfg = impl_->state.config.server;
-  for (int i = 0; i < cfg.io_threads; ++i)
+  for (int i = 0; i < cfg.io_threads; ++i) {
     impl_->workers.push_back(std::make_unique<server_worker>(impl_->state, impl_->runtime, impl_->open_sessions));
+    impl_->workers.back()->index = static_cast<std::size_t>(i);
+    if (impl_->state.fleet) impl_->state.fleet->attach(static_cast<std::size_t>(i), impl_->workers.back()->ioc);
+  }
   auto& ioc0 = impl_->workers.front()->ioc;
 
   if (cfg.mode != config::listen_mode::uds) {
@@ -211,6 +214,7 @@ void server::stop() {
   for (auto& t : s.threads)
     t.join();
   s.threads.clear();
+  if (s.state.fleet) s.state.fleet->release_workers(); // their sockets belong to the workers' io_contexts
 }
 
 std::string server::tcp_endpoint() const {

@@ -303,14 +303,7 @@ void session::handle(http::request<http::string_body>&& req) {
   }
   if (path == "/readyz") {
     ctx.route = "readyz";
-    if (!state.ready.load())
-      respond(ctx, 503, "application/json", R"({"status":"starting"})");
-    else if (state.draining.load())
-      respond(ctx, 503, "application/json", R"({"status":"draining"})");
-    else if (!state.storage_ok.load())
-      respond(ctx, 503, "application/json", R"({"status":"storage_error"})");
-    else
-      respond(ctx, 200, "application/json", R"({"status":"ready"})");
+    respond_readiness(ctx);
     return;
   }
   if (path == "/metrics") {
@@ -629,6 +622,37 @@ void session::watch_client(std::function<void()> on_gone) {
                         if (gone && !self->closed_) on_gone();
                       });
   });
+}
+
+void session::respond_readiness(request_context& ctx) {
+  // Not ready (503): starting, draining, or limited requests would all be refused
+  // (Redis down with on_redis_down = closed). Degraded (200, with the reasons): the
+  // database or Redis is down but this replica still serves (usage spooled, own limits).
+  auto& state = worker_.state;
+  if (!state.ready.load()) return respond(ctx, 503, "application/json", R"({"status":"starting"})");
+  if (state.draining.load()) return respond(ctx, 503, "application/json", R"({"status":"draining"})");
+  std::string db_problem = state.storage_ok.load() ? std::string{} : state.storage_problem();
+  std::string redis_problem = state.fleet ? state.fleet->problem() : std::string{};
+  if (db_problem.empty() && redis_problem.empty())
+    return respond(ctx, 200, "application/json", R"({"status":"ready"})");
+  bool refuse = !redis_problem.empty() && !state.fleet->fail_open();
+  json::object_writer checks;
+  if (!db_problem.empty())
+    checks.raw("database", json::object_writer{}
+                               .str("status", "down")
+                               .str("error", db_problem)
+                               .str("effect", "usage is spooled locally and written when the database is back")
+                               .done());
+  if (!redis_problem.empty())
+    checks.raw("redis", json::object_writer{}
+                            .str("status", "down")
+                            .str("error", redis_problem)
+                            .str("effect", refuse ? "limited requests are refused (on_redis_down = closed)"
+                                                  : "limits are enforced per replica (on_redis_down = open)")
+                            .done());
+  json::object_writer out;
+  out.str("status", refuse ? "not_ready" : "degraded").raw("checks", checks.done());
+  respond(ctx, refuse ? 503 : 200, "application/json", out.done());
 }
 
 std::string session::render_breakers() {

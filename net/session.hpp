@@ -102,6 +102,8 @@ private:
   void after_response(bool keep_alive);
   void record(const request_context& ctx, int status);
   std::string render_breakers();
+  /// GET /readyz: ready, degraded (with why) or not ready.
+  void respond_readiness(request_context& ctx);
   /// Hands an admin, /v1/me or MCP request to the actors and answers when they do.
   void forward_to_actors(request_context& ctx, http::request<http::string_body>& req, bool mcp, bool jobs = false,
                          bool a2a = false);

@@ -30,6 +30,7 @@ public:
   gateway_state& state;
   actors::runtime& runtime;
   std::atomic<int>& open_sessions;
+  std::size_t index = 0; ///< which I/O thread (its own Redis connection in a fleet)
   /// Live sessions of this thread, for draining. Declared before `ioc` so it outlives
   /// the handlers (and the sessions they own) that the io_context destroys.
   std::list<session*> sessions;

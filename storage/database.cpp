@@ -2,154 +2,449 @@
 
 #include "storage/migrations_embedded.hpp"
 
+#include <libpq-fe.h>
 #include <sqlite3.h>
 
+#include <algorithm>
+#include <cctype>
+#include <cstdio>
+#include <cstring>
 #include <chrono>
 #include <cstdlib>
 #include <fcntl.h>
 #include <unistd.h>
+#include <vector>
 
 namespace lowart::storage {
 
 namespace {
+
+std::int64_t unix_seconds() {
+  return std::chrono::duration_cast<std::chrono::seconds>(std::chrono::system_clock::now().time_since_epoch()).count();
+}
+
+// --- SQLite ----------------------------------------------------------------------------------------
+
 [[noreturn]] void raise(sqlite3* db, std::string_view what) {
   throw database_error(std::string(what) + ": " + (db ? sqlite3_errmsg(db) : "no database"));
 }
-} // namespace
 
-statement::statement(sqlite3* db, std::string_view sql) : db_(db) {
-  if (sqlite3_prepare_v2(db, sql.data(), static_cast<int>(sql.size()), &stmt_, nullptr) != SQLITE_OK)
-    raise(db, "prepare");
-}
-
-statement::~statement() {
-  sqlite3_finalize(stmt_);
-}
-
-statement& statement::bind(int index, std::string_view text) {
-  if (sqlite3_bind_text(stmt_, index, text.data(), static_cast<int>(text.size()), SQLITE_TRANSIENT) != SQLITE_OK)
-    raise(db_, "bind");
-  return *this;
-}
-
-statement& statement::bind(int index, std::int64_t value) {
-  if (sqlite3_bind_int64(stmt_, index, value) != SQLITE_OK) raise(db_, "bind");
-  return *this;
-}
-
-statement& statement::bind(int index, double value) {
-  if (sqlite3_bind_double(stmt_, index, value) != SQLITE_OK) raise(db_, "bind");
-  return *this;
-}
-
-statement& statement::bind_null(int index) {
-  if (sqlite3_bind_null(stmt_, index) != SQLITE_OK) raise(db_, "bind");
-  return *this;
-}
-
-statement& statement::bind_optional(int index, std::string_view text) {
-  return text.empty() ? bind_null(index) : bind(index, text);
-}
-
-bool statement::step() {
-  switch (sqlite3_step(stmt_)) {
-  case SQLITE_ROW:
-    return true;
-  case SQLITE_DONE:
-    return false;
-  default:
-    raise(db_, "step");
+class sqlite_statement final : public statement_impl {
+public:
+  sqlite_statement(sqlite3* db, std::string_view sql) : db_(db) {
+    if (sqlite3_prepare_v2(db, sql.data(), static_cast<int>(sql.size()), &stmt_, nullptr) != SQLITE_OK)
+      raise(db, "prepare");
   }
-}
+  ~sqlite_statement() override { sqlite3_finalize(stmt_); }
 
-void statement::reset() {
-  sqlite3_reset(stmt_);
-  sqlite3_clear_bindings(stmt_);
-}
-
-std::string statement::text(int column) const {
-  auto* p = reinterpret_cast<const char*>(sqlite3_column_text(stmt_, column));
-  return p ? std::string(p, static_cast<std::size_t>(sqlite3_column_bytes(stmt_, column))) : std::string{};
-}
-
-std::int64_t statement::integer(int column) const {
-  return sqlite3_column_int64(stmt_, column);
-}
-double statement::real(int column) const {
-  return sqlite3_column_double(stmt_, column);
-}
-bool statement::is_null(int column) const {
-  return sqlite3_column_type(stmt_, column) == SQLITE_NULL;
-}
-
-database::database(const std::string& path) {
-  // The file holds key hashes and sealed provider keys: readable by its owner only.
-  // SQLite gives its -wal and -shm files the same permissions as the database.
-  if (path != ":memory:") {
-    int fd = ::open(path.c_str(), O_RDWR | O_CREAT, 0600);
-    if (fd >= 0) ::close(fd);
+  void bind_text(int index, std::string_view text) override {
+    if (sqlite3_bind_text(stmt_, index, text.data(), static_cast<int>(text.size()), SQLITE_TRANSIENT) != SQLITE_OK)
+      raise(db_, "bind");
   }
-  if (sqlite3_open_v2(path.c_str(), &db_, SQLITE_OPEN_READWRITE | SQLITE_OPEN_CREATE | SQLITE_OPEN_NOMUTEX, nullptr) !=
-      SQLITE_OK) {
-    std::string msg = "cannot open database '" + path + "'";
-    if (db_) {
-      msg += std::string(": ") + sqlite3_errmsg(db_);
-      sqlite3_close(db_);
-      db_ = nullptr;
+  void bind_int(int index, std::int64_t value) override {
+    if (sqlite3_bind_int64(stmt_, index, value) != SQLITE_OK) raise(db_, "bind");
+  }
+  void bind_real(int index, double value) override {
+    if (sqlite3_bind_double(stmt_, index, value) != SQLITE_OK) raise(db_, "bind");
+  }
+  void bind_null(int index) override {
+    if (sqlite3_bind_null(stmt_, index) != SQLITE_OK) raise(db_, "bind");
+  }
+  bool step() override {
+    switch (sqlite3_step(stmt_)) {
+    case SQLITE_ROW:
+      return true;
+    case SQLITE_DONE:
+      return false;
+    default:
+      raise(db_, "step");
     }
+  }
+  void reset() override {
+    sqlite3_reset(stmt_);
+    sqlite3_clear_bindings(stmt_);
+  }
+  std::string text(int column) const override {
+    auto* p = reinterpret_cast<const char*>(sqlite3_column_text(stmt_, column));
+    return p ? std::string(p, static_cast<std::size_t>(sqlite3_column_bytes(stmt_, column))) : std::string{};
+  }
+  std::int64_t integer(int column) const override { return sqlite3_column_int64(stmt_, column); }
+  double real(int column) const override { return sqlite3_column_double(stmt_, column); }
+  bool is_null(int column) const override { return sqlite3_column_type(stmt_, column) == SQLITE_NULL; }
+
+private:
+  sqlite3* db_;
+  sqlite3_stmt* stmt_ = nullptr;
+};
+
+class sqlite_backend final : public backend {
+public:
+  explicit sqlite_backend(const std::string& path) {
+    // The file holds key hashes and sealed provider keys: readable by its owner only.
+    // SQLite gives its -wal and -shm files the same permissions as the database.
+    if (path != ":memory:") {
+      int fd = ::open(path.c_str(), O_RDWR | O_CREAT, 0600);
+      if (fd >= 0) ::close(fd);
+    }
+    if (sqlite3_open_v2(path.c_str(), &db_, SQLITE_OPEN_READWRITE | SQLITE_OPEN_CREATE | SQLITE_OPEN_NOMUTEX,
+                        nullptr) != SQLITE_OK) {
+      std::string msg = "cannot open database '" + path + "'";
+      if (db_) {
+        msg += std::string(": ") + sqlite3_errmsg(db_);
+        sqlite3_close(db_);
+        db_ = nullptr;
+      }
+      throw database_error(msg);
+    }
+    sqlite3_busy_timeout(db_, 5000);
+  }
+  ~sqlite_backend() override {
+    if (db_) sqlite3_close(db_);
+  }
+
+  std::string journal_mode() {
+    sqlite_statement st{db_, "PRAGMA journal_mode=WAL"};
+    std::string mode;
+    if (st.step()) mode = st.text(0);
+    exec("PRAGMA synchronous=NORMAL");
+    exec("PRAGMA foreign_keys=ON");
+    return mode;
+  }
+
+  void exec(std::string_view sql) override {
+    std::string text(sql);
+    char* err = nullptr;
+    if (sqlite3_exec(db_, text.c_str(), nullptr, nullptr, &err) != SQLITE_OK) {
+      std::string msg = err ? err : "unknown error";
+      sqlite3_free(err);
+      throw database_error("exec: " + msg);
+    }
+  }
+  std::unique_ptr<statement_impl> prepare(std::string_view sql) override {
+    return std::make_unique<sqlite_statement>(db_, sql);
+  }
+  std::int64_t changes() const override { return sqlite3_changes64(db_); }
+  void begin() override { exec("BEGIN IMMEDIATE"); }
+  bool healthy() override { return true; }
+
+private:
+  sqlite3* db_ = nullptr;
+};
+
+// --- PostgreSQL ------------------------------------------------------------------------------------
+
+// Parameter types sent with each statement: bigint and double precision for numbers;
+// text goes as "unknown", so the server types it from its context (a text value bound
+// for a bigint column is then still accepted).
+constexpr Oid int8_oid = 20;
+constexpr Oid float8_oid = 701;
+
+class pg_backend;
+
+class pg_statement final : public statement_impl {
+public:
+  pg_statement(pg_backend& db, std::string sql) : db_(db), sql_(std::move(sql)) {}
+  ~pg_statement() override { clear_result(); }
+
+  void bind_text(int index, std::string_view text) override { set(index, std::string(text), 0); }
+  void bind_int(int index, std::int64_t value) override { set(index, std::to_string(value), int8_oid); }
+  void bind_real(int index, double value) override {
+    char buf[64];
+    std::snprintf(buf, sizeof buf, "%.17g", value);
+    set(index, buf, float8_oid);
+  }
+  void bind_null(int index) override { set(index, std::nullopt, 0); }
+
+  bool step() override;
+  void reset() override {
+    clear_result();
+    values_.clear();
+    types_.clear();
+  }
+  std::string text(int column) const override {
+    if (!res_ || PQgetisnull(res_, row_, column)) return {};
+    return std::string(PQgetvalue(res_, row_, column), static_cast<std::size_t>(PQgetlength(res_, row_, column)));
+  }
+  std::int64_t integer(int column) const override {
+    if (!res_ || PQgetisnull(res_, row_, column)) return 0;
+    const char* v = PQgetvalue(res_, row_, column);
+    if (v[0] == 't' && v[1] == 0) return 1; // booleans come as t / f
+    if (v[0] == 'f' && v[1] == 0) return 0;
+    if (std::strpbrk(v, ".eE")) return static_cast<std::int64_t>(std::strtod(v, nullptr)); // numeric sums
+    return std::strtoll(v, nullptr, 10);
+  }
+  double real(int column) const override {
+    if (!res_ || PQgetisnull(res_, row_, column)) return 0;
+    return std::strtod(PQgetvalue(res_, row_, column), nullptr);
+  }
+  bool is_null(int column) const override { return !res_ || PQgetisnull(res_, row_, column); }
+
+private:
+  void set(int index, std::optional<std::string> value, Oid type) {
+    auto i = static_cast<std::size_t>(index - 1);
+    if (values_.size() <= i) {
+      values_.resize(i + 1);
+      types_.resize(i + 1, 0);
+    }
+    values_[i] = std::move(value);
+    types_[i] = type;
+  }
+  void clear_result() {
+    if (res_) PQclear(res_);
+    res_ = nullptr;
+    row_ = -1;
+    rows_ = 0;
+  }
+
+  pg_backend& db_;
+  std::string sql_;
+  std::vector<std::optional<std::string>> values_;
+  std::vector<Oid> types_;
+  PGresult* res_ = nullptr;
+  int row_ = -1;
+  int rows_ = 0;
+};
+
+class pg_backend final : public backend {
+public:
+  explicit pg_backend(const std::string& url) : url_(url) {
+    // Bounded connects: a dead server must not hold the persistence thread for long.
+    std::string conninfo = url;
+    conninfo += url.find('?') == std::string::npos ? "?" : "&";
+    conninfo += "connect_timeout=3&application_name=lowart";
+    conninfo_ = std::move(conninfo);
+    conn_ = PQconnectdb(conninfo_.c_str());
+    if (PQstatus(conn_) != CONNECTION_OK) {
+      std::string msg = "cannot connect to PostgreSQL: " + error_text();
+      PQfinish(conn_);
+      conn_ = nullptr;
+      throw database_unavailable(msg);
+    }
+    PQsetNoticeProcessor(conn_, [](void*, const char*) {}, nullptr); // "relation exists, skipping" etc.
+  }
+  ~pg_backend() override {
+    if (conn_) PQfinish(conn_);
+  }
+
+  /// Runs a statement; the result is the caller's (PQclear).
+  PGresult* run(const std::string& sql, const std::vector<std::optional<std::string>>& values,
+                const std::vector<Oid>& types) {
+    if (!conn_ || PQstatus(conn_) != CONNECTION_OK)
+      throw database_unavailable("PostgreSQL connection lost: " + (conn_ ? error_text() : std::string("closed")));
+    std::vector<const char*> ptrs(values.size());
+    for (std::size_t i = 0; i < values.size(); ++i)
+      ptrs[i] = values[i] ? values[i]->c_str() : nullptr;
+    PGresult* res = PQexecParams(conn_, sql.c_str(), static_cast<int>(values.size()), types.data(), ptrs.data(),
+                                 nullptr, nullptr, 0);
+    auto status = res ? PQresultStatus(res) : PGRES_FATAL_ERROR;
+    if (status == PGRES_COMMAND_OK || status == PGRES_TUPLES_OK) {
+      const char* n = PQcmdTuples(res);
+      changes_ = n && *n ? std::strtoll(n, nullptr, 10) : 0;
+      return res;
+    }
+    std::string msg = res ? PQresultErrorMessage(res) : error_text();
+    if (res) PQclear(res);
+    while (!msg.empty() && (msg.back() == '\n' || msg.back() == ' '))
+      msg.pop_back();
+    if (PQstatus(conn_) != CONNECTION_OK) throw database_unavailable("PostgreSQL connection lost: " + msg);
     throw database_error(msg);
   }
-  sqlite3_busy_timeout(db_, 5000);
-  {
-    auto st = prepare("PRAGMA journal_mode=WAL");
-    if (st.step()) journal_mode_ = st.text(0);
+
+  void exec(std::string_view sql) override {
+    static const std::vector<std::optional<std::string>> none;
+    static const std::vector<Oid> no_types;
+    if (!conn_ || PQstatus(conn_) != CONNECTION_OK) throw database_unavailable("PostgreSQL connection lost");
+    // Several statements (migrations) need the simple protocol.
+    PGresult* res = PQexec(conn_, std::string(sql).c_str());
+    auto status = res ? PQresultStatus(res) : PGRES_FATAL_ERROR;
+    if (status == PGRES_COMMAND_OK || status == PGRES_TUPLES_OK) {
+      PQclear(res);
+      return;
+    }
+    std::string msg = res ? PQresultErrorMessage(res) : error_text();
+    if (res) PQclear(res);
+    if (PQstatus(conn_) != CONNECTION_OK) throw database_unavailable("PostgreSQL connection lost: " + msg);
+    throw database_error("exec: " + msg);
   }
-  exec("PRAGMA synchronous=NORMAL");
-  exec("PRAGMA foreign_keys=ON");
+  std::unique_ptr<statement_impl> prepare(std::string_view sql) override {
+    return std::make_unique<pg_statement>(*this, postgres_sql(sql, false));
+  }
+  std::int64_t changes() const override { return changes_; }
+  void begin() override { exec("BEGIN"); }
+
+  bool healthy() override {
+    if (conn_ && PQstatus(conn_) == CONNECTION_OK) return true;
+    auto now = std::chrono::steady_clock::now();
+    if (now < next_attempt_) return false;
+    if (conn_) {
+      PQreset(conn_);
+    } else {
+      conn_ = PQconnectdb(conninfo_.c_str());
+    }
+    if (PQstatus(conn_) == CONNECTION_OK) {
+      backoff_ = std::chrono::milliseconds(100);
+      PQsetNoticeProcessor(conn_, [](void*, const char*) {}, nullptr);
+      return true;
+    }
+    next_attempt_ = now + backoff_;
+    backoff_ = std::min(backoff_ * 2, std::chrono::milliseconds(5000));
+    return false;
+  }
+
+  std::string error_text() const {
+    std::string msg = conn_ ? PQerrorMessage(conn_) : "no connection";
+    while (!msg.empty() && (msg.back() == '\n' || msg.back() == ' '))
+      msg.pop_back();
+    return msg;
+  }
+
+private:
+  std::string url_;
+  std::string conninfo_;
+  PGconn* conn_ = nullptr;
+  std::int64_t changes_ = 0;
+  std::chrono::steady_clock::time_point next_attempt_{};
+  std::chrono::milliseconds backoff_{100};
+};
+
+bool pg_statement::step() {
+  if (!res_) {
+    res_ = db_.run(sql_, values_, types_);
+    rows_ = PQntuples(res_);
+    row_ = -1;
+  }
+  if (row_ + 1 >= rows_) {
+    row_ = rows_;
+    return false;
+  }
+  ++row_;
+  return true;
+}
+
+bool word_at(std::string_view s, std::size_t i, std::string_view word) {
+  auto ident = [](char c) { return std::isalnum(static_cast<unsigned char>(c)) || c == '_'; };
+  if (s.substr(i, word.size()) != word) return false;
+  if (i > 0 && ident(s[i - 1])) return false;
+  auto end = i + word.size();
+  return end >= s.size() || !ident(s[end]);
+}
+
+} // namespace
+
+std::string postgres_sql(std::string_view sql, bool ddl) {
+  std::string out;
+  out.reserve(sql.size() + 16);
+  int n = 0;
+  char quote = 0;
+  for (std::size_t i = 0; i < sql.size(); ++i) {
+    char c = sql[i];
+    if (quote) {
+      out += c;
+      if (c == quote) quote = 0;
+      continue;
+    }
+    if (c == '\'' || c == '"') {
+      quote = c;
+      out += c;
+      continue;
+    }
+    if (c == '-' && i + 1 < sql.size() && sql[i + 1] == '-') { // a comment, to the end of the line
+      auto end = sql.find('\n', i);
+      if (end == std::string_view::npos) end = sql.size();
+      out.append(sql.substr(i, end - i));
+      i = end - 1;
+      continue;
+    }
+    if (c == '?') {
+      out += '$';
+      if (i + 1 < sql.size() && std::isdigit(static_cast<unsigned char>(sql[i + 1]))) { // ?NNN: numbered already
+        while (i + 1 < sql.size() && std::isdigit(static_cast<unsigned char>(sql[i + 1])))
+          out += sql[++i];
+      } else {
+        out += std::to_string(++n);
+      }
+      continue;
+    }
+    if (ddl) {
+      if (word_at(sql, i, "INTEGER PRIMARY KEY")) {
+        out += "BIGSERIAL PRIMARY KEY";
+        i += std::string_view("INTEGER PRIMARY KEY").size() - 1;
+        continue;
+      }
+      if (word_at(sql, i, "INTEGER")) {
+        out += "BIGINT";
+        i += 6;
+        continue;
+      }
+      if (word_at(sql, i, "REAL")) {
+        out += "DOUBLE PRECISION";
+        i += 3;
+        continue;
+      }
+    }
+    out += c;
+  }
+  return out;
+}
+
+database::database(const std::string& target) {
+  if (is_postgres_url(target)) {
+    dialect_ = storage::dialect::postgres;
+    backend_ = std::make_unique<pg_backend>(target);
+  } else {
+    auto sqlite = std::make_unique<sqlite_backend>(target);
+    journal_mode_ = sqlite->journal_mode();
+    backend_ = std::move(sqlite);
+  }
   migrate();
 }
 
-database::~database() {
-  if (db_) sqlite3_close(db_);
-}
+database::~database() = default;
 
-void database::exec(std::string_view sql) {
-  std::string text(sql);
-  char* err = nullptr;
-  if (sqlite3_exec(db_, text.c_str(), nullptr, nullptr, &err) != SQLITE_OK) {
-    std::string msg = err ? err : "unknown error";
-    sqlite3_free(err);
-    throw database_error("exec: " + msg);
-  }
-}
-
-std::int64_t database::changes() const {
-  return sqlite3_changes64(db_);
+std::string database::utc_day(std::string_view ms_column) const {
+  std::string col(ms_column);
+  if (dialect_ == storage::dialect::postgres)
+    return "to_char(to_timestamp(" + col + " / 1000) AT TIME ZONE 'UTC', 'YYYY-MM-DD')";
+  return "strftime('%Y-%m-%d', " + col + " / 1000, 'unixepoch')";
 }
 
 void database::migrate() {
-  exec("CREATE TABLE IF NOT EXISTS schema_migrations ("
-       " version INTEGER PRIMARY KEY, name TEXT NOT NULL, applied_at INTEGER NOT NULL)");
-  {
-    auto st = prepare("SELECT COALESCE(MAX(version), 0) FROM schema_migrations");
-    st.step();
-    schema_version_ = static_cast<int>(st.integer(0));
+  bool pg = dialect_ == storage::dialect::postgres;
+  // Replicas may start together: on PostgreSQL one migrates while the others wait.
+  if (pg) exec("SELECT pg_advisory_lock(7242001)");
+  try {
+    exec(pg ? "CREATE TABLE IF NOT EXISTS schema_migrations ("
+              " version BIGINT PRIMARY KEY, name TEXT NOT NULL, applied_at BIGINT NOT NULL)"
+            : "CREATE TABLE IF NOT EXISTS schema_migrations ("
+              " version INTEGER PRIMARY KEY, name TEXT NOT NULL, applied_at INTEGER NOT NULL)");
+    {
+      auto st = prepare("SELECT COALESCE(MAX(version), 0) FROM schema_migrations");
+      st.step();
+      schema_version_ = static_cast<int>(st.integer(0));
+    }
+    for (const auto& m : embedded::migrations) {
+      int version = std::atoi(std::string(m.name.substr(0, m.name.find('_'))).c_str());
+      if (version <= schema_version_) continue;
+      transaction([&] {
+        exec(pg ? postgres_sql(m.sql, true) : std::string(m.sql));
+        prepare("INSERT INTO schema_migrations(version, name, applied_at) VALUES (?, ?, ?)")
+            .bind(1, static_cast<std::int64_t>(version))
+            .bind(2, m.name)
+            .bind(3, unix_seconds())
+            .step();
+      });
+      schema_version_ = version;
+    }
+  } catch (...) {
+    if (pg) {
+      try {
+        exec("SELECT pg_advisory_unlock(7242001)");
+      } catch (...) {
+      }
+    }
+    throw;
   }
-  for (const auto& m : embedded::migrations) {
-    int version = std::atoi(std::string(m.name.substr(0, m.name.find('_'))).c_str());
-    if (version <= schema_version_) continue;
-    transaction([&] {
-      exec(m.sql);
-      auto now =
-          std::chrono::duration_cast<std::chrono::seconds>(std::chrono::system_clock::now().time_since_epoch()).count();
-      prepare("INSERT INTO schema_migrations(version, name, applied_at) VALUES (?, ?, ?)")
-          .bind(1, static_cast<std::int64_t>(version))
-          .bind(2, m.name)
-          .bind(3, static_cast<std::int64_t>(now))
-          .step();
-    });
-    schema_version_ = version;
-  }
+  if (pg) exec("SELECT pg_advisory_unlock(7242001)");
 }
 
 } // namespace lowart::storage

@@ -1,0 +1,92 @@
+#pragma once
+// Several lowart replicas as one: what they share through Redis. Light header (no Asio,
+// no CAF, no hiredis); the implementation is net/fleet.cpp.
+//
+//   limits     RPM/TPM buckets and budgets of keys, teams and models live in Redis and
+//              are checked and taken by one server-side Lua script per request, so a
+//              limit of 100 RPM is 100 for the fleet. max_parallel stays per replica (a
+//              replica that dies would otherwise hold fleet-wide slots for ever).
+//   broadcast  admin changes (keys, providers and models, prices, MCP) and breaker
+//              transitions go out on one pub/sub channel; every replica reloads.
+//   Redis down the configured policy: "open" keeps serving with each replica's own
+//              limits, "closed" refuses limited requests; reconnects with backoff.
+
+#include "actors/limiter.hpp"
+
+#include <cstdint>
+#include <functional>
+#include <memory>
+#include <string>
+#include <vector>
+
+namespace boost::asio {
+class io_context;
+}
+namespace lowart::config {
+struct cluster_config;
+}
+
+namespace lowart {
+
+/// One subject as the fleet checks it: its id and a copy of its limits.
+struct fleet_subject {
+  std::string id; ///< "key:<id>", "team:<id>", "model:<name>"
+  limits lim;
+};
+
+class fleet {
+public:
+  virtual ~fleet() = default;
+
+  /// Gives I/O thread `worker` its own connection (before that thread runs).
+  virtual void attach(std::size_t worker, boost::asio::io_context& ioc) = 0;
+  /// Starts the broadcast and background connections on `background`.
+  virtual void start(boost::asio::io_context& background) = 0;
+  /// Closes every connection (their threads still run; called before they stop).
+  virtual void stop() = 0;
+  /// Drops what lives on the I/O threads' io_contexts (after those threads ended,
+  /// before the io_contexts go).
+  virtual void release_workers() = 0;
+  /// Drops what lives on the background io_context (after its thread ended).
+  virtual void release_background() = 0;
+
+  /// Whether worker `worker`'s connection is up now (a request then asks Redis).
+  virtual bool up(std::size_t worker) const = 0;
+  /// "open" or "closed".
+  virtual bool fail_open() const = 0;
+
+  /// Checks and takes one request (and `estimate` tokens) from every subject, all or
+  /// nothing. `done` runs on worker `worker`'s thread: `reached` false when Redis did
+  /// not answer in time (the policy then applies).
+  using reserve_done = std::function<void(bool reached, const limit_decision& decision)>;
+  virtual void reserve(std::size_t worker, const std::vector<fleet_subject>& subjects, std::int64_t estimate,
+                       std::int64_t now_ms, reserve_done done) = 0;
+  /// Corrects the token bucket by what was really used and books the budgets.
+  virtual void settle(std::size_t worker, const std::vector<fleet_subject>& subjects, std::int64_t estimate,
+                      std::int64_t real_tokens, double cost, std::int64_t now_ms) = 0;
+  /// Books spend without a reservation (a finished background job); any thread.
+  virtual void charge(const std::vector<fleet_subject>& subjects, std::int64_t tokens, double cost,
+                      std::int64_t now_ms) = 0;
+  /// The database's budget use for the current period, written to Redis unless Redis
+  /// already counts this period (at start, and again after Redis lost its data).
+  virtual void seed_budget(const std::string& subject_id, const std::string& period, std::int64_t tokens,
+                           double cost, std::int64_t now_ms) = 0;
+
+  /// Tells every other replica; any thread. `topic` is "keys", "catalog", "prices",
+  /// "mcp" or "breaker"; `payload` is topic-specific text.
+  virtual void publish(const std::string& topic, const std::string& payload) = 0;
+  /// Set before start(): runs on the background thread for each message another
+  /// replica published, and with topic "resync" after a reconnect (messages may have
+  /// been missed: reload everything).
+  std::function<void(const std::string& topic, const std::string& payload)> on_message;
+
+  /// For /readyz: "" when Redis answers, else why not.
+  virtual std::string problem() const = 0;
+  /// This replica's id.
+  virtual const std::string& replica() const = 0;
+};
+
+/// A fleet over the Redis at `cfg.redis_url`.
+std::shared_ptr<fleet> make_redis_fleet(const config::cluster_config& cfg);
+
+} // namespace lowart

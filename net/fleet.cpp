@@ -1,0 +1,427 @@
+// The fleet over Redis: one connection per I/O thread for the hot path (limits), one
+// background connection (broadcasts, charges, seeds, pings) and one subscriber.
+#include "actors/fleet.hpp"
+
+#include "config/config.hpp"
+#include "core/log.hpp"
+#include "net/redis.hpp"
+
+#include <boost/asio/post.hpp>
+#include <openssl/evp.h>
+
+#include <algorithm>
+#include <atomic>
+#include <cmath>
+#include <map>
+
+namespace lowart {
+
+namespace {
+
+namespace asio = boost::asio;
+using net::redis_connection;
+using net::redis_reply;
+
+// Per subject one hash: r/rt request bucket and its time, t/tt token bucket and its
+// time, ps the budget period's start, ut/uc tokens and cost used in it. Times are the
+// Redis server's clock (TIME), so replicas with skewed clocks still share one bucket.
+// ARGV: estimate, then per subject: rpm, tpm, budget_tokens, budget_cost, period start,
+// period end (ms). Returns {allowed, reason, subject index, wait ms, limit_requests,
+// remaining_requests, reset_requests_ms, limit_tokens, remaining_tokens, reset_tokens_ms}.
+constexpr const char* reserve_lua = R"lua(
+local t = redis.call('TIME')
+local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+local est = tonumber(ARGV[1])
+local st = {}
+local deny = nil
+for i = 1, #KEYS do
+  local b = 2 + (i - 1) * 6
+  local rpm, tpm = tonumber(ARGV[b]), tonumber(ARGV[b + 1])
+  local btok, bcost = tonumber(ARGV[b + 2]), tonumber(ARGV[b + 3])
+  local ps, pe = ARGV[b + 4], tonumber(ARGV[b + 5])
+  local h = redis.call('HMGET', KEYS[i], 'r', 'rt', 't', 'tt', 'ps', 'ut', 'uc')
+  local s = {}
+  if rpm > 0 then
+    local r, rt = tonumber(h[1]), tonumber(h[2])
+    if r == nil or rt == nil then r = rpm else r = math.min(rpm, r + math.max(0, now - rt) * rpm / 60000) end
+    s.r = r
+    if r < 1 and not deny then deny = {i, 'rpm', math.ceil((1 - r) * 60000 / rpm)} end
+  end
+  if tpm > 0 then
+    local k, kt = tonumber(h[3]), tonumber(h[4])
+    if k == nil or kt == nil then k = tpm else k = math.min(tpm, k + math.max(0, now - kt) * tpm / 60000) end
+    s.t = k
+    local need = math.min(est, tpm)
+    if k < need and not deny then deny = {i, 'tpm', math.ceil((need - k) * 60000 / tpm)} end
+  end
+  if btok > 0 or bcost > 0 then
+    local ut, uc = tonumber(h[6]) or 0, tonumber(h[7]) or 0
+    if h[5] ~= ps then ut = 0; uc = 0; s.reset = true end
+    if btok > 0 and ut >= btok and not deny then deny = {i, 'budget_tokens', pe - now} end
+    if bcost > 0 and uc >= bcost and not deny then deny = {i, 'budget_cost', pe - now} end
+  end
+  st[i] = s
+end
+local lr, rr, rsr, lt, rtk, rst = 0, 0, 0, 0, 0, 0
+for i = 1, #KEYS do
+  local b = 2 + (i - 1) * 6
+  local rpm, tpm = tonumber(ARGV[b]), tonumber(ARGV[b + 1])
+  local s = st[i]
+  local take = deny and 0 or 1
+  if s.r and (lr == 0 or s.r - take < rr) then
+    lr = rpm; rr = math.floor(s.r) - take; rsr = math.floor((rpm - s.r + take) * 60000 / rpm)
+  end
+  if s.t then
+    local need = deny and 0 or math.min(est, tpm)
+    if lt == 0 or s.t - need < rtk then
+      lt = tpm; rtk = math.floor(s.t - need); rst = math.floor((tpm - s.t) * 60000 / tpm)
+    end
+  end
+end
+if deny then
+  return {0, deny[2], deny[1], math.floor(deny[3]), lr, math.max(0, rr), rsr, lt, math.max(0, rtk), rst}
+end
+for i = 1, #KEYS do
+  local b = 2 + (i - 1) * 6
+  local tpm = tonumber(ARGV[b + 1])
+  local ps, pe = ARGV[b + 4], tonumber(ARGV[b + 5])
+  local s = st[i]
+  if s.r then redis.call('HSET', KEYS[i], 'r', tostring(s.r - 1), 'rt', now) end
+  if s.t then redis.call('HSET', KEYS[i], 't', tostring(s.t - math.min(est, tpm)), 'tt', now) end
+  if s.reset then redis.call('HSET', KEYS[i], 'ps', ps, 'ut', 0, 'uc', 0) end
+  local ttl = 120000
+  if pe > 0 then ttl = math.max(ttl, pe - now + 86400000) end
+  redis.call('PEXPIRE', KEYS[i], ttl)
+end
+return {1, '', 0, 0, lr, math.max(0, rr), rsr, lt, math.max(0, rtk), rst}
+)lua";
+
+// ARGV: estimate, real tokens, cost, then per subject: tpm, has budget (0/1), period
+// start, period end. The token bucket gets back what the estimate took too much (or
+// gives up what it took too little); budgets count the real use.
+constexpr const char* settle_lua = R"lua(
+local est, real, cost = tonumber(ARGV[1]), tonumber(ARGV[2]), tonumber(ARGV[3])
+for i = 1, #KEYS do
+  local b = 4 + (i - 1) * 4
+  local tpm, budget, ps, pe = tonumber(ARGV[b]), ARGV[b + 1], ARGV[b + 2], tonumber(ARGV[b + 3])
+  if tpm > 0 and redis.call('HEXISTS', KEYS[i], 't') == 1 then
+    redis.call('HINCRBYFLOAT', KEYS[i], 't', math.min(est, tpm) - real)
+  end
+  if budget == '1' then
+    if redis.call('HGET', KEYS[i], 'ps') ~= ps then redis.call('HSET', KEYS[i], 'ps', ps, 'ut', 0, 'uc', 0) end
+    redis.call('HINCRBY', KEYS[i], 'ut', real)
+    redis.call('HINCRBYFLOAT', KEYS[i], 'uc', cost)
+    local t = redis.call('TIME')
+    local now = tonumber(t[1]) * 1000
+    redis.call('PEXPIRE', KEYS[i], math.max(120000, pe - now + 86400000))
+  end
+end
+return 1
+)lua";
+
+// KEYS[1] one subject; ARGV: period start, tokens, cost, period end. Writes the
+// database's count unless Redis already counts this period.
+constexpr const char* seed_lua = R"lua(
+if redis.call('HGET', KEYS[1], 'ps') == ARGV[1] then return 0 end
+redis.call('HSET', KEYS[1], 'ps', ARGV[1], 'ut', ARGV[2], 'uc', ARGV[3])
+local t = redis.call('TIME')
+redis.call('PEXPIRE', KEYS[1], math.max(120000, tonumber(ARGV[4]) - tonumber(t[1]) * 1000 + 86400000))
+return 1
+)lua";
+
+std::string num(double v) {
+  char buf[64];
+  std::snprintf(buf, sizeof buf, "%.17g", v);
+  return buf;
+}
+
+class redis_fleet final : public fleet, public std::enable_shared_from_this<redis_fleet> {
+public:
+  explicit redis_fleet(const config::cluster_config& cfg)
+      : replica_(cfg.replica_id), prefix_(cfg.prefix), open_(cfg.on_redis_down == "open"),
+        timeout_(cfg.timeout_ms) {
+    if (!net::parse_redis_url(cfg.redis_url, endpoint_))
+      throw std::runtime_error("cluster.redis_url is not a redis:// URL: " + cfg.redis_url);
+    channel_ = prefix_ + ":events";
+  }
+
+  void attach(std::size_t worker, asio::io_context& ioc) override {
+    if (workers_.size() <= worker) workers_.resize(worker + 1);
+    auto c = make_connection(ioc, "worker-" + std::to_string(worker));
+    workers_[worker] = c;
+    c->start();
+  }
+
+  void start(asio::io_context& background) override {
+    background_io_ = &background;
+    background_ = make_connection(background, "background");
+    std::weak_ptr<redis_fleet> weak = shared_from_this();
+    background_->on_up = [weak](redis_connection& c) {
+      load_scripts(c);
+      if (auto self = weak.lock()) self->reseed(c);
+    };
+    background_->start();
+    subscriber_ = std::make_shared<redis_connection>(background, endpoint_, timeout_, "subscriber");
+    subscriber_->subscriber = true;
+    subscriber_->on_up = [weak](redis_connection& c) {
+      auto self = weak.lock();
+      if (!self) return;
+      c.send({"SUBSCRIBE", self->channel_}, [weak](const redis_reply* r) {
+        auto s = weak.lock();
+        if (!s || !r || r->type == redis_reply::error) return;
+        // Messages sent while we were away are lost: whoever listens reloads everything.
+        if (s->subscribed_once_.exchange(true) && s->on_message) s->on_message("resync", "");
+      });
+    };
+    subscriber_->on_push = [weak](const redis_reply& r) {
+      auto self = weak.lock();
+      if (!self || r.items.size() < 3) return;
+      self->deliver(r.items[2].text);
+    };
+    subscriber_->start();
+    // A quiet connection learns that Redis is gone only when it asks: ping every second.
+    ping_timer_ = std::make_unique<asio::steady_timer>(background);
+    schedule_ping();
+  }
+
+  void stop() override {
+    stopping_ = true;
+    for (auto& w : workers_)
+      if (w) w->stop();
+    if (background_) background_->stop();
+    if (subscriber_) subscriber_->stop();
+    if (ping_timer_ && background_io_)
+      asio::post(*background_io_, [self = shared_from_this()] { self->ping_timer_->cancel(); });
+  }
+
+  void release_workers() override { workers_.clear(); }
+  void release_background() override {
+    stopping_ = true;
+    background_.reset();
+    subscriber_.reset();
+    ping_timer_.reset();
+    background_io_ = nullptr;
+  }
+
+  bool up(std::size_t worker) const override {
+    return worker < workers_.size() && workers_[worker] && workers_[worker]->up();
+  }
+  bool fail_open() const override { return open_; }
+
+  void reserve(std::size_t worker, const std::vector<fleet_subject>& subjects, std::int64_t estimate,
+               std::int64_t now_ms, reserve_done done) override {
+    std::vector<std::string> args;
+    args.reserve(4 + subjects.size() * 7);
+    args.emplace_back("EVALSHA");
+    args.push_back(reserve_sha());
+    args.push_back(std::to_string(subjects.size()));
+    for (const auto& s : subjects)
+      args.push_back(key_of(s.id));
+    args.push_back(std::to_string(estimate));
+    for (const auto& s : subjects) {
+      bool budget = s.lim.budget_tokens || s.lim.budget_cost > 0;
+      args.push_back(std::to_string(s.lim.rpm));
+      args.push_back(std::to_string(s.lim.tpm));
+      args.push_back(std::to_string(s.lim.budget_tokens));
+      args.push_back(num(s.lim.budget_cost));
+      args.push_back(budget ? std::to_string(rate_limiter::period_start(s.lim.budget_period, now_ms)) : "0");
+      args.push_back(budget ? std::to_string(rate_limiter::period_end(s.lim.budget_period, now_ms)) : "0");
+    }
+    workers_[worker]->send(args, [done = std::move(done), subjects](const redis_reply* r) {
+      limit_decision d;
+      if (!r || r->type != redis_reply::array || r->items.size() < 10) {
+        if (r && r->type == redis_reply::error)
+          log::error("redis limit script failed", {{"error", r->text}});
+        done(false, d);
+        return;
+      }
+      const auto& v = r->items;
+      d.allowed = v[0].number == 1;
+      if (!d.allowed) {
+        d.reason = v[1].text;
+        auto i = static_cast<std::size_t>(std::max<long long>(1, v[2].number) - 1);
+        if (i < subjects.size()) d.subject = subjects[i].id.substr(0, subjects[i].id.find(':'));
+        d.retry_after_s = std::max<std::int64_t>(1, (v[3].number + 999) / 1000);
+      }
+      d.limit_requests = v[4].number;
+      d.remaining_requests = v[5].number;
+      d.reset_requests_ms = v[6].number;
+      d.limit_tokens = v[7].number;
+      d.remaining_tokens = v[8].number;
+      d.reset_tokens_ms = v[9].number;
+      done(true, d);
+    });
+  }
+
+  std::vector<std::string> settle_args(const std::vector<fleet_subject>& subjects, std::int64_t estimate,
+                                       std::int64_t real, double cost, std::int64_t now_ms, bool tokens) {
+    std::vector<std::string> args;
+    args.emplace_back("EVALSHA");
+    args.push_back(settle_sha());
+    args.push_back(std::to_string(subjects.size()));
+    for (const auto& s : subjects)
+      args.push_back(key_of(s.id));
+    args.push_back(std::to_string(estimate));
+    args.push_back(std::to_string(real));
+    args.push_back(num(cost));
+    for (const auto& s : subjects) {
+      bool budget = s.lim.budget_tokens || s.lim.budget_cost > 0;
+      args.push_back(std::to_string(tokens ? s.lim.tpm : 0));
+      args.push_back(budget ? "1" : "0");
+      args.push_back(budget ? std::to_string(rate_limiter::period_start(s.lim.budget_period, now_ms)) : "0");
+      args.push_back(budget ? std::to_string(rate_limiter::period_end(s.lim.budget_period, now_ms)) : "0");
+    }
+    return args;
+  }
+
+  void settle(std::size_t worker, const std::vector<fleet_subject>& subjects, std::int64_t estimate,
+              std::int64_t real_tokens, double cost, std::int64_t now_ms) override {
+    bool needed = false;
+    for (const auto& s : subjects)
+      needed = needed || s.lim.tpm || s.lim.budget_tokens || s.lim.budget_cost > 0;
+    if (!needed) return;
+    workers_[worker]->send(settle_args(subjects, estimate, real_tokens, cost, now_ms, true), logged("settle"));
+  }
+
+  void charge(const std::vector<fleet_subject>& subjects, std::int64_t tokens, double cost,
+              std::int64_t now_ms) override {
+    if (!background_io_) return;
+    auto args = settle_args(subjects, 0, tokens, cost, now_ms, false);
+    asio::post(*background_io_, [self = shared_from_this(), args = std::move(args)] {
+      self->background_->send(args, logged("charge"));
+    });
+  }
+
+  void seed_budget(const std::string& subject_id, const std::string& period, std::int64_t tokens, double cost,
+                   std::int64_t now_ms) override {
+    std::vector<std::string> args{"EVALSHA",
+                                  seed_sha(),
+                                  "1",
+                                  key_of(subject_id),
+                                  std::to_string(rate_limiter::period_start(period, now_ms)),
+                                  std::to_string(tokens),
+                                  num(cost),
+                                  std::to_string(rate_limiter::period_end(period, now_ms))};
+    {
+      std::lock_guard guard{seeds_mutex_};
+      seeds_[subject_id] = args;
+    }
+    if (!background_io_) return; // sent once the background connection is up
+    asio::post(*background_io_, [self = shared_from_this(), args = std::move(args)] {
+      if (self->background_->up()) self->background_->send(args, logged("seed"));
+    });
+  }
+
+  void publish(const std::string& topic, const std::string& payload) override {
+    if (!background_io_) return;
+    auto message = replica_ + '\n' + topic + '\n' + payload;
+    asio::post(*background_io_, [self = shared_from_this(), message = std::move(message)] {
+      self->background_->send({"PUBLISH", self->channel_, message}, logged("publish"));
+    });
+  }
+
+  std::string problem() const override {
+    std::string p = background_ ? background_->problem() : std::string("not started");
+    if (p.empty() && subscriber_) p = subscriber_->problem();
+    return p;
+  }
+  const std::string& replica() const override { return replica_; }
+
+private:
+  std::shared_ptr<redis_connection> make_connection(asio::io_context& ioc, std::string name) {
+    auto c = std::make_shared<redis_connection>(ioc, endpoint_, timeout_, std::move(name));
+    c->on_up = [](redis_connection& conn) { load_scripts(conn); };
+    return c;
+  }
+
+  static void load_scripts(redis_connection& c) {
+    // Queued first on every new connection, so EVALSHA after them always finds the
+    // scripts, also after Redis restarted empty.
+    for (const char* script : {reserve_lua, settle_lua, seed_lua})
+      c.send({"SCRIPT", "LOAD", script}, [](const redis_reply* r) {
+        if (r && r->type == redis_reply::error) log::error("redis refused a script", {{"error", r->text}});
+      });
+  }
+
+  /// The SHA-1 Redis names a script by (SCRIPT LOAD answers the same).
+  static std::string sha1_hex(std::string_view text) {
+    unsigned char digest[EVP_MAX_MD_SIZE];
+    unsigned int len = 0;
+    EVP_Digest(text.data(), text.size(), digest, &len, EVP_sha1(), nullptr);
+    static constexpr char hex[] = "0123456789abcdef";
+    std::string out;
+    for (unsigned int i = 0; i < len; ++i) {
+      out += hex[digest[i] >> 4];
+      out += hex[digest[i] & 15];
+    }
+    return out;
+  }
+  const std::string& reserve_sha() const { return reserve_sha_; }
+  const std::string& settle_sha() const { return settle_sha_; }
+  const std::string& seed_sha() const { return seed_sha_; }
+
+  static net::redis_connection::handler logged(const char* what) {
+    return [what](const redis_reply* r) {
+      if (r && r->type == redis_reply::error) log::error("redis command failed", {{"command", what}, {"error", r->text}});
+    };
+  }
+
+  std::string key_of(const std::string& subject) const { return prefix_ + ":lim:" + subject; }
+
+  void deliver(const std::string& message) {
+    auto a = message.find('\n');
+    if (a == std::string::npos) return;
+    auto b = message.find('\n', a + 1);
+    if (b == std::string::npos) return;
+    if (message.compare(0, a, replica_) == 0) return; // our own
+    if (on_message) on_message(message.substr(a + 1, b - a - 1), message.substr(b + 1));
+  }
+
+  void reseed(redis_connection& c) {
+    std::vector<std::vector<std::string>> all;
+    {
+      std::lock_guard guard{seeds_mutex_};
+      for (const auto& [_, args] : seeds_)
+        all.push_back(args);
+    }
+    for (auto& args : all)
+      c.send(args, logged("seed"));
+  }
+
+  void schedule_ping() {
+    ping_timer_->expires_after(std::chrono::seconds(1));
+    ping_timer_->async_wait([weak = std::weak_ptr<redis_fleet>(shared_from_this())](boost::system::error_code ec) {
+      auto self = weak.lock();
+      if (ec || !self || self->stopping_) return;
+      if (self->background_->up()) self->background_->send({"PING"}, nullptr);
+      self->schedule_ping();
+    });
+  }
+
+  std::string reserve_sha_ = sha1_hex(reserve_lua);
+  std::string settle_sha_ = sha1_hex(settle_lua);
+  std::string seed_sha_ = sha1_hex(seed_lua);
+  std::string replica_;
+  std::string prefix_;
+  std::string channel_;
+  bool open_;
+  std::chrono::milliseconds timeout_;
+  net::redis_endpoint endpoint_;
+  std::vector<std::shared_ptr<redis_connection>> workers_;
+  std::shared_ptr<redis_connection> background_;
+  std::shared_ptr<redis_connection> subscriber_;
+  asio::io_context* background_io_ = nullptr;
+  std::unique_ptr<asio::steady_timer> ping_timer_;
+  std::atomic<bool> subscribed_once_{false};
+  std::atomic<bool> stopping_{false};
+  std::mutex seeds_mutex_;
+  std::map<std::string, std::vector<std::string>> seeds_;
+};
+
+} // namespace
+
+std::shared_ptr<fleet> make_redis_fleet(const config::cluster_config& cfg) {
+  return std::make_shared<redis_fleet>(cfg);
+}
+
+} // namespace lowart
