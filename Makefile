@@ -1,5 +1,5 @@
 # The README's two commands are `make run` and `make test`; everything else is a helper.
-.PHONY: run test build unit bench bench-peers bench-streams soak tsan fuzz clean
+.PHONY: run test build unit bench bench-peers bench-streams soak tsan fuzz replicas clean
 
 run:            ## build and run the gateway with the demo route
 	scripts/run.sh
@@ -23,6 +23,9 @@ tsan:           ## ThreadSanitizer: unit tests, then the e2e suite against a TSa
 	@if ls build-tsan/reports/tsan.* >/dev/null 2>&1; then \
 	  echo "ThreadSanitizer reports in build-tsan/reports:"; grep -h WARNING build-tsan/reports/tsan.*; exit 1; \
 	else echo "ThreadSanitizer: no reports"; fi
+
+replicas:       ## two replicas sharing one Redis and one PostgreSQL on loopback
+	scripts/replicas.sh
 
 fuzz:           ## every libFuzzer target for FUZZ_SECONDS (default 60) each
 	scripts/setup.sh && scripts/fuzz.sh

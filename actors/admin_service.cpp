@@ -1065,7 +1065,7 @@ struct admin_service::impl {
       db.transaction([&] {
         // Every change is a new version; usage records name the version they were priced at.
         db.prepare("INSERT INTO prices(model, updated_at) VALUES (?, ?) ON CONFLICT(model) DO UPDATE SET"
-                   " version = version + 1, updated_at = excluded.updated_at")
+                   " version = prices.version + 1, updated_at = excluded.updated_at")
             .bind(1, model)
             .bind(2, clock::unix_seconds())
             .step();

@@ -4,7 +4,9 @@
 #   2. the same unit tests under AddressSanitizer + UndefinedBehaviorSanitizer
 #   3. end-to-end tests: the real build/lowart and build/lowart-mock on loopback,
 #      driven by the official `openai` npm client, curl and promtool, and the web
-#      console (built first by scripts/build_web.sh) in Debian's chromium
+#      console (built first by scripts/build_web.sh) in Debian's chromium; two replicas
+#      sharing real redis-server and PostgreSQL servers (started by the tests on
+#      loopback); then the storage-heavy suites again with PostgreSQL as the database
 #   4. each libFuzzer target for FUZZ_SECONDS (10) on its seeds and regression inputs
 # Ends with one line "total: N passed, M failed". Exit code 0 only if all passed.
 set -uo pipefail
@@ -50,17 +52,31 @@ fi
 echo "== web console build"
 scripts/build_web.sh || { echo "web console build failed"; status=1; failed=$((failed + 1)); }
 
-echo "== end-to-end tests"
+count_e2e() { # LOG -> adds node --test's summary to passed/failed
+  local p f
+  p=$(grep -E '^# pass [0-9]+' "$1" | tail -1 | awk '{print $3}')
+  f=$(grep -E '^# fail [0-9]+' "$1" | tail -1 | awk '{print $3}')
+  if [[ -n "$p" ]]; then
+    passed=$((passed + p)); failed=$((failed + ${f:-0}))
+  else
+    failed=$((failed + 1))
+  fi
+}
+
+echo "== end-to-end tests (SQLite; fleet.test.mjs runs two replicas on real redis-server + postgres)"
 LOWART_BIN=$root/build/lowart LOWART_MOCK_BIN=$root/build/lowart-mock \
   tests/e2e/run.sh 2>&1 | tee "$log/e2e.txt"
 [[ ${PIPESTATUS[0]} -eq 0 ]] || status=1
-e2e_pass=$(grep -E '^# pass [0-9]+' "$log/e2e.txt" | tail -1 | awk '{print $3}')
-e2e_fail=$(grep -E '^# fail [0-9]+' "$log/e2e.txt" | tail -1 | awk '{print $3}')
-if [[ -n "$e2e_pass" ]]; then
-  passed=$((passed + e2e_pass)); failed=$((failed + ${e2e_fail:-0}))
-else
-  failed=$((failed + 1))
-fi
+count_e2e "$log/e2e.txt"
+
+# The storage-heavy suites once more with every gateway on PostgreSQL (a real server per
+# file, a fresh database per gateway): the same migrations and tests prove both backends.
+echo "== end-to-end tests on PostgreSQL"
+LOWART_E2E_POSTGRES=1 LOWART_BIN=$root/build/lowart LOWART_MOCK_BIN=$root/build/lowart-mock \
+  tests/e2e/run.sh --only-files admin.test.mjs rbac.test.mjs limits.test.mjs metering.test.mjs anthropic.test.mjs \
+  mcp.test.mjs a2a.test.mjs jobs.test.mjs ops.test.mjs durability.test.mjs scripts.test.mjs 2>&1 | tee "$log/e2e-pg.txt"
+[[ ${PIPESTATUS[0]} -eq 0 ]] || status=1
+count_e2e "$log/e2e-pg.txt"
 
 echo "== fuzz (each target briefly; make fuzz runs longer)"
 FUZZ_SECONDS=${FUZZ_SECONDS:-10} scripts/fuzz.sh 2>&1 | tee "$log/fuzz.txt"

@@ -40,9 +40,40 @@ process.on('exit', () => {
   }
 });
 
+// --- PostgreSQL mode ----------------------------------------------------------------------------
+//
+// With LOWART_E2E_POSTGRES=1 every gateway stores its data in PostgreSQL instead of SQLite:
+// one real server per test file (tests/e2e/services.mjs), one fresh database per gateway
+// directory (a restarted gateway with the same `dir` finds its data again), and
+// sqliteQuery() asks that database. scripts/test.sh runs the storage-heavy suites once
+// more this way, so the same tests prove both backends.
+
+export const POSTGRES_MODE = process.env.LOWART_E2E_POSTGRES === '1';
+let pgServer = null;
+const pgDatabases = new Map(); // dbPath -> postgresql:// URL
+
+async function postgresFor(dbPath) {
+  if (!pgServer) {
+    const { startPostgres } = await import('./services.mjs');
+    pgServer = await startPostgres();
+  }
+  if (!pgDatabases.has(dbPath)) {
+    const name = `lw_${randomBytes(6).toString('hex')}`;
+    await pgServer.psql(`CREATE DATABASE ${name}`);
+    pgDatabases.set(dbPath, pgServer.url.replace(/\/[^/]*$/, `/${name}`));
+  }
+  return pgDatabases.get(dbPath);
+}
+
 /** Stops every process this module started (SIGTERM, then SIGKILL) and removes temp dirs. */
 export async function cleanupAll() {
   await Promise.allSettled([...live].map((p) => p.stop('SIGTERM', 3000)));
+  if (pgServer) {
+    const { cleanupServices } = await import('./services.mjs');
+    await cleanupServices();
+    pgServer = null;
+    pgDatabases.clear();
+  }
   for (const dir of tempDirs) {
     await fsp.rm(dir, { recursive: true, force: true }).catch(() => {});
   }
@@ -291,6 +322,7 @@ async function launchGateway({ configPath, env, dir, masterKey, port }) {
     LOWART_LISTEN: `127.0.0.1:${port}`,
     ...env,
   };
+  if (POSTGRES_MODE && !fullEnv.LOWART_DATABASE_URL) fullEnv.LOWART_DATABASE_URL = await postgresFor(dbPath);
   const h = launch(LOWART_BIN, ['serve', '--config', configPath], { env: fullEnv, cwd: dir });
   const mode = (fullEnv.LISTEN_MODE || 'TCP').toUpperCase();
   const socketPath = mode !== 'TCP' ? fullEnv.LOWART_UDS_PATH : undefined;
@@ -381,6 +413,12 @@ export function run(cmd, args, { timeoutMs = 10000, env, input } = {}) {
 
 /** Runs a query with the sqlite3 CLI in JSON mode; returns the rows. */
 export async function sqliteQuery(dbPath, sql) {
+  if (pgDatabases.has(dbPath)) { // PostgreSQL mode: the same rows, as JSON, from that database
+    const r = await run('psql', ['-X', '-At', '-q', '-v', 'ON_ERROR_STOP=1', '-d', pgDatabases.get(dbPath),
+      '-c', `SELECT COALESCE(json_agg(t), '[]') FROM (${sql}) t`]);
+    if (r.code !== 0) throw new Error(`psql failed (${r.code}): ${r.stderr}`);
+    return JSON.parse(r.stdout.trim());
+  }
   const r = await run('sqlite3', ['-json', dbPath, sql]);
   if (r.code !== 0) throw new Error(`sqlite3 failed (${r.code}): ${r.stderr}`);
   return r.stdout.trim() ? JSON.parse(r.stdout) : [];

@@ -8,6 +8,11 @@ if [ ! -d node_modules ] || [ package-lock.json -nt node_modules/.package-lock.j
   npm ci --no-audit --no-fund
 fi
 set +e
+if [[ "${1:-}" == "--only-files" ]]; then # run.sh --only-files a.test.mjs b.test.mjs ...
+  shift
+  node --test --test-concurrency=1 "$@"
+  exit $?
+fi
 node --test --test-concurrency=1 "$@" *.test.mjs
 status=$?
 exit $status
