@@ -10,7 +10,7 @@
 
 namespace lowart::actors {
 
-a2a_store::a2a_store(storage::database& db) : db_(db) {}
+a2a_store::a2a_store(storage::database& db, std::string owner) : db_(db), owner_(std::move(owner)) {}
 a2a_store::~a2a_store() = default;
 
 namespace {
@@ -52,8 +52,8 @@ std::pair<int, std::string> a2a_store::op(const std::string& name, const std::st
   if (name == "task_put") {
     auto id = field(a, "id");
     if (id.empty()) return {400, "{}"};
-    db_.prepare("INSERT INTO a2a_tasks(id, agent, state, delivery, sender_key, updated_ms, body)"
-                " VALUES (?,?,?,?,?,?,?) ON CONFLICT(id) DO UPDATE SET agent = excluded.agent,"
+    db_.prepare("INSERT INTO a2a_tasks(id, agent, state, delivery, sender_key, updated_ms, body, owner)"
+                " VALUES (?,?,?,?,?,?,?,?) ON CONFLICT(id) DO UPDATE SET agent = excluded.agent,"
                 " state = excluded.state, delivery = excluded.delivery, sender_key = excluded.sender_key,"
                 " updated_ms = excluded.updated_ms, body = excluded.body")
         .bind(1, id)
@@ -63,6 +63,7 @@ std::pair<int, std::string> a2a_store::op(const std::string& name, const std::st
         .bind(5, field(a, "sender_key"))
         .bind(6, clock::unix_ms())
         .bind(7, a)
+        .bind(8, owner_)
         .step();
     return {200, "{}"};
   }
@@ -74,7 +75,8 @@ std::pair<int, std::string> a2a_store::op(const std::string& name, const std::st
   }
   if (name == "tasks_live") {
     auto st = db_.prepare("SELECT body FROM a2a_tasks WHERE delivery IN ('queued', 'delivered', 'acked', 'waiting')"
-                          " ORDER BY updated_ms");
+                          " AND (owner = ?1 OR owner = '' OR ?1 = '') ORDER BY updated_ms");
+    st.bind(1, owner_);
     return {200, rows(st)};
   }
   if (name == "dead_letters") {

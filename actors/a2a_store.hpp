@@ -15,7 +15,8 @@ namespace lowart::actors {
 
 class a2a_store {
 public:
-  explicit a2a_store(storage::database& db);
+  /// `owner`: this replica in a fleet ("" on its own), stamped on the tasks it takes.
+  explicit a2a_store(storage::database& db, std::string owner = {});
   ~a2a_store();
 
   /// agent_put (a: agent JSON with "name")   -> 201 created | 200 replaced
@@ -29,6 +30,7 @@ public:
 
 private:
   storage::database& db_;
+  std::string owner_;
 };
 
 } // namespace lowart::actors

@@ -1,5 +1,6 @@
 #include "actors/jobs_store.hpp"
 
+#include "actors/state.hpp"
 #include "core/clock.hpp"
 #include "core/json_text.hpp"
 #include "storage/database.hpp"
@@ -162,6 +163,8 @@ struct jobs_store::impl {
   impl(storage::database& d, gateway_state& s) : db(d), gw(s) {}
   storage::database& db;
   gateway_state& gw;
+  /// This replica in a fleet ("" for a gateway on its own: every job is its own).
+  std::string owner() const { return gw.fleet ? gw.config.cluster.replica_id : std::string(); }
 };
 
 jobs_store::jobs_store(storage::database& db, gateway_state& state) : impl_(std::make_unique<impl>(db, state)) {}
@@ -173,7 +176,9 @@ std::pair<int, std::string> jobs_store::op(const std::string& name, const std::s
     auto r = job_record::from_json(a);
     if (!r) return {400, R"({"error":"bad job record"})"};
     auto st = db.prepare(
-        sql("INSERT INTO jobs(", columns, ") VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)") + upsert_tail);
+        sql("INSERT INTO jobs(", columns, ", owner) VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)") +
+        upsert_tail); // the owner is set once, by the replica that took the job
+    st.bind(24, impl_->owner());
     st.bind(1, r->id).bind(2, r->prompt_id).bind(3, r->key_id).bind(4, r->team_id).bind(5, r->model).bind(6, r->status);
     if (r->progress < 0)
       st.bind_null(7);
@@ -216,8 +221,9 @@ std::pair<int, std::string> jobs_store::op(const std::string& name, const std::s
   }
   if (name == "live") {
     auto st = db.prepare(sql("SELECT ", columns,
-                             " FROM jobs WHERE status IN ('queued', 'running') OR webhook_state = 'pending'"
-                             " ORDER BY created_ms"));
+                             " FROM jobs WHERE (status IN ('queued', 'running') OR webhook_state = 'pending')"
+                             " AND (owner = ?1 OR owner = '' OR ?1 = '') ORDER BY created_ms"));
+    st.bind(1, impl_->owner());
     return {200, records_json(st)};
   }
   if (name == "expire") {

@@ -197,7 +197,7 @@ struct persistence_state {
     mcp = std::make_unique<mcp_store>(*db, *gw);
     mcp->publish();
     jobs = std::make_unique<jobs_store>(*db, *gw);
-    a2a = std::make_unique<a2a_store>(*db);
+    a2a = std::make_unique<a2a_store>(*db, gw->fleet ? gw->config.cluster.replica_id : std::string());
     log::info("database open", {{"kind", db->kind()},
                                 {"path", db->dialect() == storage::dialect::sqlite ? gw->config.storage.sqlite_path
                                                                                    : redacted_url(target())},

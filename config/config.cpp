@@ -396,7 +396,10 @@ std::string validate(gateway_config& cfg) {
   if (c.replica_id.empty()) {
     char host[256] = {};
     ::gethostname(host, sizeof host - 1);
-    cfg.cluster.replica_id = std::string(host) + ":" + std::to_string(::getpid());
+    // Stable across restarts (a replica resumes the jobs and tasks it owns), distinct for
+    // replicas on one host (their listeners differ).
+    cfg.cluster.replica_id =
+        std::string(host) + ":" + (cfg.server.mode == listen_mode::uds ? cfg.server.uds_path : cfg.server.listen);
   }
   return {};
 }

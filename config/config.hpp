@@ -49,7 +49,7 @@ struct cluster_config {
   /// allows the full limit), "closed" refuses limited requests with 503.
   std::string on_redis_down = "open";
   int timeout_ms = 500;       ///< a Redis command unanswered this long counts as Redis down
-  std::string replica_id;     ///< names this replica in logs and broadcasts ("" = host:pid)
+  std::string replica_id;     ///< names this replica in logs, broadcasts and owned work ("" = host:listen)
   std::string prefix = "lowart"; ///< Redis key prefix (several fleets on one Redis)
 };
 

@@ -119,6 +119,50 @@ TEST(jobs, store_saves_scopes_lists_live_jobs_and_expires) {
   std::filesystem::remove(path.string() + "-shm");
 }
 
+TEST(jobs, in_a_fleet_a_replica_resumes_only_its_own_and_unowned_jobs) {
+  auto path = std::filesystem::temp_directory_path() / ("lowart-owners-" + lowart::secrets::random_hex(6) + ".db");
+  {
+    lowart::storage::database db(path.string());
+    auto replica = [](const std::string& id) {
+      lowart::config::gateway_config cfg;
+      cfg.cluster.redis_url = "redis://127.0.0.1:1"; // never connected: only ownership is tested
+      cfg.cluster.replica_id = id;
+      auto gw = std::make_unique<lowart::gateway_state>(cfg);
+      gw->fleet = lowart::make_redis_fleet(gw->config.cluster);
+      return gw;
+    };
+    auto one = replica("r1"), two = replica("r2");
+    lowart::gateway_state alone{{}};
+    jobs_store s1(db, *one), s2(db, *two), s0(db, alone);
+    auto save = [](jobs_store& store, const std::string& id) {
+      job_record r;
+      r.id = id;
+      r.prompt_id = id + "-p";
+      r.key_id = "k";
+      r.model = "sdxl";
+      r.status = "running";
+      r.created_ms = r.updated_ms = 100;
+      EXPECT_EQ(store.op("save", r.to_json(), "").first, 200);
+    };
+    save(s1, "job_1");
+    save(s2, "job_2");
+    save(s0, "job_0");
+    save(s2, "job_1"); // another replica's update does not take the job over
+    auto live1 = s1.op("live", "", "").second, live2 = s2.op("live", "", "").second;
+    EXPECT_NE(live1.find("job_1"), std::string::npos);
+    EXPECT_EQ(live1.find("job_2"), std::string::npos);
+    EXPECT_NE(live1.find("job_0"), std::string::npos) << "unowned jobs are anyone's";
+    EXPECT_NE(live2.find("job_2"), std::string::npos);
+    EXPECT_EQ(live2.find("job_1"), std::string::npos);
+    auto all = s0.op("live", "", "").second;
+    EXPECT_NE(all.find("job_1"), std::string::npos) << "a gateway on its own resumes everything";
+    EXPECT_NE(all.find("job_2"), std::string::npos);
+  }
+  std::filesystem::remove(path);
+  std::filesystem::remove(path.string() + "-wal");
+  std::filesystem::remove(path.string() + "-shm");
+}
+
 TEST(jobs, webhook_signature_is_hmac_sha256) {
   // RFC 4231 test case 2.
   EXPECT_EQ(lowart::secrets::hmac_sha256_hex("Jefe", "what do ya want for nothing?"),
