@@ -211,7 +211,11 @@ public:
     // Bounded connects: a dead server must not hold the persistence thread for long.
     std::string conninfo = url;
     conninfo += url.find('?') == std::string::npos ? "?" : "&";
-    conninfo += "connect_timeout=3&application_name=lowart";
+    // Keepalives and a TCP user timeout: a server that vanishes without closing the
+    // connection (a network partition) fails the statement within seconds instead of
+    // holding the persistence thread; statement_timeout bounds a stuck query.
+    conninfo += "connect_timeout=3&application_name=lowart&keepalives=1&keepalives_idle=5&keepalives_interval=2"
+                "&keepalives_count=3&tcp_user_timeout=10000&options=-c%20statement_timeout%3D15000";
     conninfo_ = std::move(conninfo);
     conn_ = PQconnectdb(conninfo_.c_str());
     if (PQstatus(conn_) != CONNECTION_OK) {
