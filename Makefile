@@ -1,5 +1,5 @@
 # The README's two commands are `make run` and `make test`; everything else is a helper.
-.PHONY: run test build unit bench bench-peers bench-streams soak tsan fuzz replicas clean
+.PHONY: run test build unit bench bench-peers bench-streams bench-fleet soak tsan fuzz replicas clean
 
 run:            ## build and run the gateway with the demo route
 	scripts/run.sh
@@ -32,6 +32,9 @@ fuzz:           ## every libFuzzer target for FUZZ_SECONDS (default 60) each
 
 bench:          ## wrk against the mock directly and through lowart
 	scripts/setup.sh --bench && scripts/build.sh default && bench/run.sh
+
+bench-fleet:    ## the hot-path cost of limits shared through Redis (vs. in-process limits)
+	scripts/setup.sh --bench && scripts/build.sh default && bench/fleet.sh
 
 bench-streams:  ## STREAMS (9,500) concurrent slow-drip streams: RSS and CPU per stream
 	scripts/setup.sh && scripts/build.sh default && bench/streams.sh
