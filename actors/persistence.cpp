@@ -313,6 +313,9 @@ struct persistence_state {
     bool all = topic == "resync";
     try {
       if (all || topic == "keys") admin->publish_keys();
+      // Redis may have lost its counters: budgets again from the database (Redis takes
+      // them only for subjects it does not count this period yet).
+      if (all) admin->seed_budgets();
       if (all || topic == "prices") admin->publish_prices();
       if (all || topic == "mcp") {
         mcp->publish();

@@ -158,7 +158,10 @@ public:
     std::weak_ptr<redis_fleet> weak = shared_from_this();
     background_->on_up = [weak](redis_connection& c) {
       load_scripts(c);
-      if (auto self = weak.lock()) self->reseed(c);
+      // The budgets the database held at start, for Redis to take unless it counts this
+      // period already. Only at the first connect: after a reconnect they are stale, and
+      // the resync (below) has the database's current numbers sent instead.
+      if (auto self = weak.lock(); self && !self->seeded_once_.exchange(true)) self->reseed(c);
     };
     background_->start();
     subscriber_ = std::make_shared<redis_connection>(background, endpoint_, timeout_, "subscriber");
@@ -413,6 +416,7 @@ private:
   asio::io_context* background_io_ = nullptr;
   std::unique_ptr<asio::steady_timer> ping_timer_;
   std::atomic<bool> subscribed_once_{false};
+  std::atomic<bool> seeded_once_{false};
   std::atomic<bool> stopping_{false};
   std::mutex seeds_mutex_;
   std::map<std::string, std::vector<std::string>> seeds_;

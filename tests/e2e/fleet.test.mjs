@@ -18,6 +18,7 @@ let redis;
 let pg;
 let a; // on_redis_down = open
 let b; // on_redis_down = closed
+let budgetKey; // spent in one test, still spent after Redis lost its counters in a later one
 
 const masterKey = `sk-master-${randomBytes(16).toString('hex')}`;
 const encryptionKey = randomBytes(32).toString('base64');
@@ -139,6 +140,27 @@ describe('two replicas, one Redis, one PostgreSQL', () => {
     assert.ok(Number(refusal.headers.get('retry-after')) >= 1);
   });
 
+  test('a token budget is one budget for the fleet: spend on one replica counts on the other', async () => {
+    const first = await chat(a, undefined);
+    const perRequest = first.json.usage.total_tokens;
+    assert.ok(perRequest > 0, first.text);
+    const budget = perRequest * 3 + 1; // four requests fit (the last one starts below the budget)
+    const k = await createKey(a, { name: 'fleet-budget', budget_tokens: budget, budget_period: 'day' });
+    budgetKey = k;
+    await keyKnown(b, k.key);
+    const statuses = [];
+    for (let i = 0; i < 8; i++) {
+      const r = await chat(i % 2 ? b : a, k.key);
+      statuses.push(r.status);
+      if (r.status === 429) {
+        assert.match(r.json.error.message, /budget_tokens/, r.text);
+        break;
+      }
+      await sleep(50); // the spend is booked in Redis when the answer is done
+    }
+    assert.deepEqual(statuses, [200, 200, 200, 200, 429], 'both replicas draw from one budget');
+  });
+
   test('a breaker opened through one replica is open in the other', async () => {
     await mockReset(mock);
     const deployment = 'mock/mock-fail-500';
@@ -245,6 +267,13 @@ describe('two replicas, one Redis, one PostgreSQL', () => {
       { timeoutMs: 10000 * TIME_SCALE, what: 'replica b to be ready again' });
     await waitFor(async () => (await api(a, 'GET', '/readyz', { key: null })).json?.status === 'ready',
       { timeoutMs: 10000 * TIME_SCALE, what: 'replica a to be ready again' });
+    // Redis came back empty: the spent budget was seeded again from PostgreSQL's usage.
+    // (Strict: a request let through would spend more, so the first one must be refused.)
+    await a.waitForLog((l) => l.msg === 'redis connected' && l.connection === 'subscriber', 5000 * TIME_SCALE);
+    await sleep(300 * TIME_SCALE); // the resync: reload from the database, seed Redis
+    const spent = await chat(b, budgetKey.key);
+    assert.equal(spent.status, 429, spent.text);
+    assert.match(spent.json.error.message, /budget_tokens/);
     // After the reconnect the replicas share the limit again (a fresh key proves it).
     const k2 = await createKey(a, { name: 'fleet-after', rpm: 4 });
     await keyKnown(b, k2.key);
