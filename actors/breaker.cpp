@@ -7,6 +7,8 @@
 
 #include <caf/all.hpp>
 
+#include <optional>
+
 namespace lowart::actors {
 namespace {
 
@@ -24,7 +26,8 @@ struct breaker_state {
 
 using breaker_actor = caf::stateful_actor<breaker_state>;
 
-void transition(breaker_actor* self, breaker_mode to, std::string_view why, bool remote = false) {
+void transition(breaker_actor* self, breaker_mode to, std::string_view why, bool remote = false,
+                std::optional<std::chrono::milliseconds> open_for = std::nullopt) {
   auto& st = self->state;
   auto from = st.control->mode();
   if (from == to) return;
@@ -39,7 +42,8 @@ void transition(breaker_actor* self, breaker_mode to, std::string_view why, bool
   if (!remote && st.announce && to != breaker_mode::half_open) st.announce(names[static_cast<int>(to)]);
   if (to == breaker_mode::open) {
     ++st.generation;
-    self->delayed_send(self, std::chrono::milliseconds(st.settings.open_ms), half_open_atom::value, st.generation);
+    self->delayed_send(self, open_for.value_or(std::chrono::milliseconds(st.settings.open_ms)), half_open_atom::value,
+                       st.generation);
   } else if (to == breaker_mode::half_open) {
     st.control->allow_probes(st.settings.half_open_probes);
   } else {
@@ -78,13 +82,18 @@ caf::behavior breaker(breaker_actor* self, std::string id, std::shared_ptr<break
                          std::to_string(s.settings.window_s) + " s");
         }
       },
-      [=](fleet_atom, const std::string& mode) {
-        // Another replica's breaker for this deployment opened or closed: so does ours
-        // (it reopens on its own after open_ms and probes for itself).
-        if (mode == "open")
-          transition(self, breaker_mode::open, "opened on another replica", true);
-        else if (mode == "closed" && self->state.control->mode() != breaker_mode::closed)
+      [=](fleet_atom, const std::string& mode, std::int64_t since_ms) {
+        // Another replica's breaker for this deployment opened (at since_ms) or closed: so
+        // does ours, for what is left of open_ms; then it probes for itself.
+        auto& s = self->state;
+        if (mode == "open") {
+          auto left = static_cast<std::int64_t>(s.settings.open_ms);
+          if (since_ms > 0) left -= clock::unix_ms() - since_ms;
+          if (left <= 0 || s.control->mode() == breaker_mode::open) return;
+          transition(self, breaker_mode::open, "opened on another replica", true, std::chrono::milliseconds(left));
+        } else if (mode == "closed" && s.control->mode() != breaker_mode::closed) {
           transition(self, breaker_mode::closed, "closed on another replica", true);
+        }
       },
       [=](half_open_atom, std::uint64_t generation) {
         if (generation == self->state.generation && self->state.control->mode() == breaker_mode::open)

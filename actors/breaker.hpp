@@ -22,8 +22,9 @@ namespace lowart::actors {
 /// Every transition is logged and reflected in gateway_breaker_state{deployment}.
 ///
 /// In a fleet, `announce` tells the other replicas when this breaker opens or closes on
-/// its own evidence ("open" / "closed"); (fleet_atom, std::string mode) is such a
-/// transition from another replica, taken without announcing it again.
+/// its own evidence ("open" / "closed"); (fleet_atom, std::string mode, int64 since_ms) is
+/// such a transition from another replica (opened at since_ms, unix ms; 0 = now), taken
+/// for what is left of open_ms and without announcing it again.
 caf::actor spawn_breaker(caf::actor_system& sys, std::string deployment_id, std::shared_ptr<breaker_control> control,
                          const config::breaker_config& settings,
                          std::function<void(const std::string& mode)> announce = {});

@@ -73,12 +73,18 @@ public:
                            double cost, std::int64_t now_ms) = 0;
 
   /// Tells every other replica; any thread. `topic` is "keys", "catalog", "prices",
-  /// "mcp" or "breaker"; `payload` is topic-specific text.
+  /// "mcp" or "breaker" ("<deployment>\n<open|closed>"; the fleet adds the time and keeps
+  /// open breakers in Redis for replicas that start later); `payload` is topic-specific.
   virtual void publish(const std::string& topic, const std::string& payload) = 0;
   /// Set before start(): runs on the background thread for each message another
   /// replica published, and with topic "resync" after a reconnect (messages may have
   /// been missed: reload everything).
   std::function<void(const std::string& topic, const std::string& payload)> on_message;
+
+  /// Breakers open in the fleet now (kept in Redis as they open and close): each comes to
+  /// on_message as ("breaker", "<deployment>\nopen\n<opened at, unix ms>"). The router
+  /// asks when it starts; a resync replays them too.
+  virtual void replay_breakers() = 0;
 
   /// For /readyz: "" when Redis answers, else why not.
   virtual std::string problem() const = 0;

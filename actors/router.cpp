@@ -255,6 +255,8 @@ void rebuild(router_actor* self) {
 caf::behavior router(router_actor* self, gateway_state* gw) {
   self->state.gw = gw;
   rebuild(self);
+  // Breakers another replica opened before this one started (or restarted the router).
+  if (gw->fleet) gw->fleet->replay_breakers();
   self->set_exit_handler([=](caf::exit_msg& msg) {
     if (self->state.children.count(msg.source)) return; // one of our providers ended; the down handler restarts it
     self->quit(msg.reason);
@@ -294,11 +296,15 @@ caf::behavior router(router_actor* self, gateway_state* gw) {
         }
       },
       [=](fleet_atom, const std::string& /*topic*/, const std::string& payload) {
-        // "deployment id\nmode" from another replica's breaker.
+        // "deployment id\nmode\nsince (unix ms)" from another replica's breaker.
         auto nl = payload.find('\n');
         if (nl == std::string::npos) return;
+        auto rest = payload.substr(nl + 1);
+        auto nl2 = rest.find('\n');
+        auto mode = rest.substr(0, nl2);
+        std::int64_t since = nl2 == std::string::npos ? 0 : std::atoll(rest.c_str() + nl2 + 1);
         if (auto it = self->state.breaker_by_id.find(payload.substr(0, nl)); it != self->state.breaker_by_id.end())
-          self->send(it->second, fleet_atom::value, payload.substr(nl + 1));
+          self->send(it->second, fleet_atom::value, mode, since);
       },
       [=](status_atom, const std::string& id) -> caf::actor {
         auto it = self->state.provider_by_id.find(id);

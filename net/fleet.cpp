@@ -173,7 +173,10 @@ public:
         auto s = weak.lock();
         if (!s || !r || r->type == redis_reply::error) return;
         // Messages sent while we were away are lost: whoever listens reloads everything.
-        if (s->subscribed_once_.exchange(true) && s->on_message) s->on_message("resync", "");
+        if (s->subscribed_once_.exchange(true) && s->on_message) {
+          s->on_message("resync", "");
+          s->replay_breakers();
+        }
       });
     };
     subscriber_->on_push = [weak](const redis_reply& r) {
@@ -317,9 +320,38 @@ public:
 
   void publish(const std::string& topic, const std::string& payload) override {
     if (!background_io_) return;
-    auto message = replica_ + '\n' + topic + '\n' + payload;
-    asio::post(*background_io_, [self = shared_from_this(), message = std::move(message)] {
+    std::vector<std::string> record;
+    std::string body = payload;
+    if (topic == "breaker") {
+      auto nl = payload.find('\n');
+      if (nl == std::string::npos) return;
+      auto id = payload.substr(0, nl);
+      auto now = std::to_string(std::chrono::duration_cast<std::chrono::milliseconds>(
+                                    std::chrono::system_clock::now().time_since_epoch())
+                                    .count());
+      if (payload.compare(nl + 1, std::string::npos, "open") == 0)
+        record = {"HSET", breakers_key(), id, now};
+      else
+        record = {"HDEL", breakers_key(), id};
+      body += '\n' + now;
+    }
+    auto message = replica_ + '\n' + topic + '\n' + body;
+    asio::post(*background_io_, [self = shared_from_this(), message = std::move(message), record = std::move(record)] {
+      if (!record.empty()) self->background_->send(record, logged("breaker record"));
       self->background_->send({"PUBLISH", self->channel_, message}, logged("publish"));
+    });
+  }
+
+  void replay_breakers() override {
+    if (!background_io_) return;
+    asio::post(*background_io_, [self = shared_from_this()] {
+      std::weak_ptr<redis_fleet> weak = self;
+      self->background_->send({"HGETALL", self->breakers_key()}, [weak](const redis_reply* r) {
+        auto s = weak.lock();
+        if (!s || !r || r->type != redis_reply::array || !s->on_message) return;
+        for (std::size_t i = 0; i + 1 < r->items.size(); i += 2)
+          s->on_message("breaker", r->items[i].text + "\nopen\n" + r->items[i + 1].text);
+      });
     });
   }
 
@@ -370,6 +402,7 @@ private:
   }
 
   std::string key_of(const std::string& subject) const { return prefix_ + ":lim:" + subject; }
+  std::string breakers_key() const { return prefix_ + ":breakers"; }
 
   void deliver(const std::string& message) {
     auto a = message.find('\n');

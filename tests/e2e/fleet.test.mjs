@@ -182,6 +182,11 @@ describe('two replicas, one Redis, one PostgreSQL', () => {
       'replica b sends nothing to the deployment whose breaker replica a opened');
     const line = await b.waitForLog((l) => l.msg === 'breaker transition' && l.deployment === deployment);
     assert.equal(line.reason, 'opened on another replica');
+    // A replica that starts while the breaker is open learns it from Redis.
+    const c = await startReplica('open', 'replica-c');
+    await waitFor(async () => (await breakerState(c, deployment)) === 'open',
+      { timeoutMs: 2000 * TIME_SCALE, what: 'the breaker to be open on a replica started later' });
+    await c.stop();
   });
 
   test('a key revoked through one replica is refused by the other within one second', async () => {
