@@ -92,6 +92,8 @@ public:
       return false;
     }
     checked_ = has_ = true;
+    spooled_ += rows.size();
+    metrics::usage_spooled().set(static_cast<double>(spooled_));
     return true;
   }
 
@@ -141,11 +143,14 @@ public:
     std::filesystem::remove(path, ec);
     has_ = false;
     checked_ = true;
+    spooled_ = 0;
+    metrics::usage_spooled().set(0);
   }
 
 private:
   bool checked_ = false;
   bool has_ = false;
+  std::size_t spooled_ = 0; ///< records appended in this run (for the gauge)
 };
 
 struct persistence_state {

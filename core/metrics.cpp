@@ -151,6 +151,18 @@ struct families {
                                                       .Help("Cost of served requests in price units, by model")
                                                       .Register(registry);
   prometheus::Gauge& connections_gauge = connections.Add({});
+  prometheus::Family<prometheus::Gauge>& redis_up =
+      BuildGauge().Name("gateway_redis_up").Help("1 while this replica's Redis connections answer (fleet mode)").Register(registry);
+  prometheus::Family<prometheus::Counter>& fleet_messages =
+      BuildCounter()
+          .Name("gateway_fleet_messages_total")
+          .Help("Changes received from other replicas, by topic")
+          .Register(registry);
+  prometheus::Family<prometheus::Gauge>& usage_spooled =
+      BuildGauge()
+          .Name("gateway_usage_spooled_records")
+          .Help("Usage records waiting in the local spool for the database")
+          .Register(registry);
 };
 
 families& all() {
@@ -284,6 +296,18 @@ gauge breaker_state(std::string_view deployment) {
 
 counter breaker_transitions(std::string_view deployment, std::string_view to) {
   return counter{&all().breaker_transitions.Add({{"deployment", std::string(deployment)}, {"to", std::string(to)}})};
+}
+
+gauge redis_up() {
+  return gauge{&all().redis_up.Add({})};
+}
+
+counter fleet_messages(std::string_view topic) {
+  return counter{&all().fleet_messages.Add({{"topic", std::string(topic)}})};
+}
+
+gauge usage_spooled() {
+  return gauge{&all().usage_spooled.Add({})};
 }
 
 std::string render() {

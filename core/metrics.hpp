@@ -97,6 +97,13 @@ counter cost(std::string_view model);
 /// gateway_breaker_transitions_total{deployment,to}
 counter breaker_transitions(std::string_view deployment, std::string_view to);
 
+/// gateway_redis_up: 1 while the fleet's Redis answers (only in fleet mode).
+gauge redis_up();
+/// gateway_fleet_messages_total{topic}: changes received from other replicas.
+counter fleet_messages(std::string_view topic);
+/// gateway_usage_spooled_records: usage records waiting for the database in the spool file.
+gauge usage_spooled();
+
 /// The whole registry in the Prometheus text exposition format.
 std::string render();
 

@@ -4,6 +4,7 @@
 
 #include "config/config.hpp"
 #include "core/log.hpp"
+#include "core/metrics.hpp"
 #include "net/redis.hpp"
 
 #include <boost/asio/post.hpp>
@@ -156,7 +157,9 @@ public:
     background_io_ = &background;
     background_ = make_connection(background, "background");
     std::weak_ptr<redis_fleet> weak = shared_from_this();
+    background_->on_down = [](const std::string&) { metrics::redis_up().set(0); };
     background_->on_up = [weak](redis_connection& c) {
+      metrics::redis_up().set(1);
       load_scripts(c);
       // The budgets the database held at start, for Redis to take unless it counts this
       // period already. Only at the first connect: after a reconnect they are stale, and
@@ -410,7 +413,10 @@ private:
     auto b = message.find('\n', a + 1);
     if (b == std::string::npos) return;
     if (message.compare(0, a, replica_) == 0) return; // our own
-    if (on_message) on_message(message.substr(a + 1, b - a - 1), message.substr(b + 1));
+    auto topic = message.substr(a + 1, b - a - 1);
+    bool known = topic == "keys" || topic == "catalog" || topic == "prices" || topic == "mcp" || topic == "breaker";
+    metrics::fleet_messages(known ? topic : "other").inc(); // no label from arbitrary text
+    if (on_message) on_message(topic, message.substr(b + 1));
   }
 
   void reseed(redis_connection& c) {

@@ -172,7 +172,10 @@ void redis_connection::fail(const std::string& why) {
     return;
   }
   set_problem(why);
-  if (was_up) log::error("redis connection lost", {{"connection", name_}, {"error", why}});
+  if (was_up) {
+    log::error("redis connection lost", {{"connection", name_}, {"error", why}});
+    if (on_down) on_down(why);
+  }
   retry_timer_.expires_after(backoff_);
   backoff_ = std::min(backoff_ * 2, std::chrono::milliseconds(5000));
   retry_timer_.async_wait([self = shared_from_this(), gen = generation_](boost::system::error_code ec) {

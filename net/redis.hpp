@@ -58,6 +58,8 @@ public:
 
   /// After each connect, before anything queued later: (re)load scripts, subscribe.
   std::function<void(redis_connection&)> on_up;
+  /// After a connection that was up is lost (with why).
+  std::function<void(const std::string& why)> on_down;
   /// Subscriber connections: each pushed message (["message", channel, payload]).
   std::function<void(const redis_reply&)> on_push;
   /// Set for a connection that SUBSCRIBEs: replies that no command waits for are pushes.

@@ -9,7 +9,8 @@ import { after, before, describe, test } from 'node:test';
 import assert from 'node:assert/strict';
 import { randomBytes } from 'node:crypto';
 import {
-  api, cleanupAll, createKey, mockReset, mockStats, sleep, startGateway, startMock, TIME_SCALE, waitFor,
+  api, cleanupAll, createKey, metricValue, mockReset, mockStats, parseMetrics, sleep, startGateway, startMock,
+  TIME_SCALE, waitFor,
 } from './harness.mjs';
 import { cleanupServices, startPostgres, startRedis } from './services.mjs';
 
@@ -83,6 +84,11 @@ async function breakerState(gw, deployment) {
   const r = await api(gw, 'GET', '/admin/breakers');
   assert.equal(r.status, 200, r.text);
   return r.json.data.find((d) => d.deployment === deployment)?.state;
+}
+
+async function metric(gw, name, labels = {}) {
+  const r = await api(gw, 'GET', '/metrics', { key: null });
+  return metricValue(parseMetrics(r.text), name, labels);
 }
 
 async function usageRows(keyIds) {
@@ -202,6 +208,7 @@ describe('two replicas, one Redis, one PostgreSQL', () => {
     assert.ok(took < 1000 * TIME_SCALE, `took ${took} ms`);
     const r = await chat(b, k.key);
     assert.equal(r.status, 401, r.text);
+    assert.ok(await metric(b, 'gateway_fleet_messages_total', { topic: 'keys' }) >= 1);
   });
 
   test('usage from both replicas lands in PostgreSQL, none lost, also across a PostgreSQL outage', async () => {
@@ -225,6 +232,10 @@ describe('two replicas, one Redis, one PostgreSQL', () => {
       const r = await api(a, 'GET', '/readyz', { key: null });
       return r.status === 200 && r.json.status === 'degraded' && r.json.checks?.database?.status === 'down';
     }, { timeoutMs: 5000 * TIME_SCALE, what: '/readyz to report the database down' });
+    const spooled = async () =>
+      (await metric(a, 'gateway_usage_spooled_records')) + (await metric(b, 'gateway_usage_spooled_records'));
+    await waitFor(async () => (await spooled()) === 40,
+      { timeoutMs: 3000 * TIME_SCALE, what: 'every record of the outage to wait in the two spools' });
     const admin = await api(a, 'GET', '/admin/keys');
     assert.equal(admin.status, 503, admin.text);
     assert.match(admin.json.error.message, /database/);
@@ -251,6 +262,7 @@ describe('two replicas, one Redis, one PostgreSQL', () => {
     assert.equal(ra.json.status, 'degraded');
     assert.match(ra.json.checks.redis.effect, /per replica/);
     for (let i = 0; i < 3; i++) assert.equal((await chat(a, k.key)).status, 200);
+    assert.equal(await metric(a, 'gateway_redis_up'), 0);
     // Replica b (closed): refuses limited requests with a clear error and is not ready.
     await waitFor(async () => (await api(b, 'GET', '/readyz', { key: null })).status === 503,
       { timeoutMs: 5000 * TIME_SCALE, what: 'replica b to report not ready' });
@@ -272,6 +284,7 @@ describe('two replicas, one Redis, one PostgreSQL', () => {
       { timeoutMs: 10000 * TIME_SCALE, what: 'replica b to be ready again' });
     await waitFor(async () => (await api(a, 'GET', '/readyz', { key: null })).json?.status === 'ready',
       { timeoutMs: 10000 * TIME_SCALE, what: 'replica a to be ready again' });
+    assert.equal(await metric(a, 'gateway_redis_up'), 1);
     // Redis came back empty: the spent budget was seeded again from PostgreSQL's usage.
     // (Strict: a request let through would spend more, so the first one must be refused.)
     await a.waitForLog((l) => l.msg === 'redis connected' && l.connection === 'subscriber', 5000 * TIME_SCALE);
