@@ -3,7 +3,7 @@
 # with a key that has RPM and TPM limits (never reached), the same request through:
 #   local-limits   lowart alone: limits checked in process (bench/run.sh's setting)
 #   fleet-limits   lowart with [cluster] redis_url: one Lua script in Redis per request
-#   fleet-nolimit  the same gateway, a key without limits (never asks Redis)
+#   *-nolimit      the same gateway, a key without limits (never asks Redis)
 # Prints req/s, p50/p99 and CPU microseconds per request of lowart and of redis-server.
 #   BENCH_DURATION=10 BENCH_CONNS="32 1" bench/fleet.sh
 # Run it on an otherwise idle machine.
@@ -81,7 +81,7 @@ for mode in local fleet; do
   free=$(new_key '{"name":"free"}')
   for c in $conns; do
     measure $mode-limits "$c" "$lim" 2>>"$work/rows.jsonl"
-    [[ $mode == fleet ]] && measure fleet-nolimit "$c" "$free" 2>>"$work/rows.jsonl"
+    measure $mode-nolimit "$c" "$free" 2>>"$work/rows.jsonl"
   done
   kill $gw && wait $gw 2>/dev/null || true
 done
