@@ -87,9 +87,11 @@ for i = 1, #KEYS do
   local tpm = tonumber(ARGV[b + 1])
   local ps, pe = ARGV[b + 4], tonumber(ARGV[b + 5])
   local s = st[i]
-  if s.r then redis.call('HSET', KEYS[i], 'r', tostring(s.r - 1), 'rt', now) end
-  if s.t then redis.call('HSET', KEYS[i], 't', tostring(s.t - math.min(est, tpm)), 'tt', now) end
-  if s.reset then redis.call('HSET', KEYS[i], 'ps', ps, 'ut', 0, 'uc', 0) end
+  local f = {}
+  if s.r then f[#f + 1] = 'r'; f[#f + 1] = tostring(s.r - 1); f[#f + 1] = 'rt'; f[#f + 1] = now end
+  if s.t then f[#f + 1] = 't'; f[#f + 1] = tostring(s.t - math.min(est, tpm)); f[#f + 1] = 'tt'; f[#f + 1] = now end
+  if s.reset then f[#f + 1] = 'ps'; f[#f + 1] = ps; f[#f + 1] = 'ut'; f[#f + 1] = 0; f[#f + 1] = 'uc'; f[#f + 1] = 0 end
+  if #f > 0 then redis.call('HSET', KEYS[i], unpack(f)) end
   local ttl = 120000
   if pe > 0 then ttl = math.max(ttl, pe - now + 86400000) end
   redis.call('PEXPIRE', KEYS[i], ttl)
@@ -97,24 +99,24 @@ end
 return {1, '', 0, 0, lr, math.max(0, rr), rsr, lt, math.max(0, rtk), rst}
 )lua";
 
-// ARGV: estimate, real tokens, cost, then per subject: tpm, has budget (0/1), period
-// start, period end. The token bucket gets back what the estimate took too much (or
-// gives up what it took too little); budgets count the real use.
+// Per subject, what this replica's finished requests of the last few milliseconds add
+// up to. ARGV, 7 per subject: tokens back to the bucket (the estimates taken minus the
+// tokens really used; negative when more was used), has tpm (0/1), has budget (0/1),
+// period start, period end, tokens used, cost.
 constexpr const char* settle_lua = R"lua(
-local est, real, cost = tonumber(ARGV[1]), tonumber(ARGV[2]), tonumber(ARGV[3])
 for i = 1, #KEYS do
-  local b = 4 + (i - 1) * 4
-  local tpm, budget, ps, pe = tonumber(ARGV[b]), ARGV[b + 1], ARGV[b + 2], tonumber(ARGV[b + 3])
-  if tpm > 0 and redis.call('HEXISTS', KEYS[i], 't') == 1 then
-    redis.call('HINCRBYFLOAT', KEYS[i], 't', math.min(est, tpm) - real)
+  local b = 1 + (i - 1) * 7
+  local back, tpm, budget = tonumber(ARGV[b]), ARGV[b + 1], ARGV[b + 2]
+  local ps, pe, used, cost = ARGV[b + 3], tonumber(ARGV[b + 4]), tonumber(ARGV[b + 5]), tonumber(ARGV[b + 6])
+  if tpm == '1' and back ~= 0 and redis.call('HEXISTS', KEYS[i], 't') == 1 then
+    redis.call('HINCRBYFLOAT', KEYS[i], 't', back)
   end
   if budget == '1' then
     if redis.call('HGET', KEYS[i], 'ps') ~= ps then redis.call('HSET', KEYS[i], 'ps', ps, 'ut', 0, 'uc', 0) end
-    redis.call('HINCRBY', KEYS[i], 'ut', real)
+    redis.call('HINCRBY', KEYS[i], 'ut', used)
     redis.call('HINCRBYFLOAT', KEYS[i], 'uc', cost)
     local t = redis.call('TIME')
-    local now = tonumber(t[1]) * 1000
-    redis.call('PEXPIRE', KEYS[i], math.max(120000, pe - now + 86400000))
+    redis.call('PEXPIRE', KEYS[i], math.max(120000, pe - tonumber(t[1]) * 1000 + 86400000))
   end
 end
 return 1
@@ -148,9 +150,10 @@ public:
 
   void attach(std::size_t worker, asio::io_context& ioc) override {
     if (workers_.size() <= worker) workers_.resize(worker + 1);
-    auto c = make_connection(ioc, "worker-" + std::to_string(worker));
-    workers_[worker] = c;
-    c->start();
+    auto link = std::make_shared<worker_link>(ioc);
+    link->conn = make_connection(ioc, "worker-" + std::to_string(worker));
+    workers_[worker] = link;
+    link->conn->start();
   }
 
   void start(asio::io_context& background) override {
@@ -196,7 +199,7 @@ public:
   void stop() override {
     stopping_ = true;
     for (auto& w : workers_)
-      if (w) w->stop();
+      if (w) w->conn->stop();
     if (background_) background_->stop();
     if (subscriber_) subscriber_->stop();
     if (ping_timer_ && background_io_)
@@ -213,7 +216,7 @@ public:
   }
 
   bool up(std::size_t worker) const override {
-    return worker < workers_.size() && workers_[worker] && workers_[worker]->up();
+    return worker < workers_.size() && workers_[worker] && workers_[worker]->conn->up();
   }
   bool fail_open() const override { return open_; }
 
@@ -236,7 +239,7 @@ public:
       args.push_back(budget ? std::to_string(rate_limiter::period_start(s.lim.budget_period, now_ms)) : "0");
       args.push_back(budget ? std::to_string(rate_limiter::period_end(s.lim.budget_period, now_ms)) : "0");
     }
-    workers_[worker]->send(args, [done = std::move(done), subjects](const redis_reply* r) {
+    workers_[worker]->conn->send(args, [done = std::move(done), subjects](const redis_reply* r) {
       limit_decision d;
       if (!r || r->type != redis_reply::array || r->items.size() < 10) {
         if (r && r->type == redis_reply::error)
@@ -262,40 +265,79 @@ public:
     });
   }
 
-  std::vector<std::string> settle_args(const std::vector<fleet_subject>& subjects, std::int64_t estimate,
-                                       std::int64_t real, double cost, std::int64_t now_ms, bool tokens) {
-    std::vector<std::string> args;
-    args.emplace_back("EVALSHA");
-    args.push_back(settle_sha());
-    args.push_back(std::to_string(subjects.size()));
-    for (const auto& s : subjects)
-      args.push_back(key_of(s.id));
-    args.push_back(std::to_string(estimate));
-    args.push_back(std::to_string(real));
-    args.push_back(num(cost));
-    for (const auto& s : subjects) {
-      bool budget = s.lim.budget_tokens || s.lim.budget_cost > 0;
-      args.push_back(std::to_string(tokens ? s.lim.tpm : 0));
-      args.push_back(budget ? "1" : "0");
-      args.push_back(budget ? std::to_string(rate_limiter::period_start(s.lim.budget_period, now_ms)) : "0");
-      args.push_back(budget ? std::to_string(rate_limiter::period_end(s.lim.budget_period, now_ms)) : "0");
+  /// One subject's share of settles not yet sent to Redis.
+  struct settle_delta {
+    std::int64_t back = 0; ///< tokens back to the bucket
+    bool tpm = false;
+    bool budget = false;
+    std::int64_t period_start = 0, period_end = 0;
+    std::int64_t used = 0;
+    double cost = 0;
+  };
+  using settle_batch = std::map<std::string, settle_delta>; ///< by Redis key
+
+  static void add(settle_batch& batch, const std::string& key, const limits& lim, std::int64_t estimate,
+                  std::int64_t real, double cost, std::int64_t now_ms, bool tokens) {
+    bool budget = lim.budget_tokens || lim.budget_cost > 0;
+    if (!(tokens && lim.tpm) && !budget) return;
+    auto& d = batch[key];
+    if (tokens && lim.tpm) {
+      d.tpm = true;
+      d.back += std::min(estimate, lim.tpm) - real;
+    }
+    if (budget) {
+      d.budget = true;
+      d.period_start = rate_limiter::period_start(lim.budget_period, now_ms);
+      d.period_end = rate_limiter::period_end(lim.budget_period, now_ms);
+      d.used += real;
+      d.cost += cost;
+    }
+  }
+
+  std::vector<std::string> settle_args(const settle_batch& batch) const {
+    std::vector<std::string> args{"EVALSHA", settle_sha(), std::to_string(batch.size())};
+    for (const auto& [key, _] : batch)
+      args.push_back(key);
+    for (const auto& [_, d] : batch) {
+      args.push_back(std::to_string(d.back));
+      args.push_back(d.tpm ? "1" : "0");
+      args.push_back(d.budget ? "1" : "0");
+      args.push_back(std::to_string(d.period_start));
+      args.push_back(std::to_string(d.period_end));
+      args.push_back(std::to_string(d.used));
+      args.push_back(num(d.cost));
     }
     return args;
   }
 
   void settle(std::size_t worker, const std::vector<fleet_subject>& subjects, std::int64_t estimate,
               std::int64_t real_tokens, double cost, std::int64_t now_ms) override {
-    bool needed = false;
+    // Settles are batched per I/O thread for settle_ms: one script call for many requests
+    // instead of one each (the budgets in Redis lag by at most that; the database has every
+    // record at once).
+    auto& w = *workers_[worker];
     for (const auto& s : subjects)
-      needed = needed || s.lim.tpm || s.lim.budget_tokens || s.lim.budget_cost > 0;
-    if (!needed) return;
-    workers_[worker]->send(settle_args(subjects, estimate, real_tokens, cost, now_ms, true), logged("settle"));
+      add(w.pending, key_of(s.id), s.lim, estimate, real_tokens, cost, now_ms, true);
+    if (w.pending.empty() || w.armed) return;
+    w.armed = true;
+    w.timer.expires_after(settle_interval);
+    w.timer.async_wait([self = shared_from_this(), link = workers_[worker]](boost::system::error_code ec) {
+      link->armed = false;
+      if (ec || link->pending.empty()) return;
+      auto args = self->settle_args(link->pending);
+      link->pending.clear();
+      link->conn->send(args, logged("settle"));
+    });
   }
 
   void charge(const std::vector<fleet_subject>& subjects, std::int64_t tokens, double cost,
               std::int64_t now_ms) override {
     if (!background_io_) return;
-    auto args = settle_args(subjects, 0, tokens, cost, now_ms, false);
+    settle_batch batch;
+    for (const auto& s : subjects)
+      add(batch, key_of(s.id), s.lim, 0, tokens, cost, now_ms, false);
+    if (batch.empty()) return;
+    auto args = settle_args(batch);
     asio::post(*background_io_, [self = shared_from_this(), args = std::move(args)] {
       self->background_->send(args, logged("charge"));
     });
@@ -449,7 +491,16 @@ private:
   bool open_;
   std::chrono::milliseconds timeout_;
   net::redis_endpoint endpoint_;
-  std::vector<std::shared_ptr<redis_connection>> workers_;
+  /// One I/O thread's connection and the settles it has not sent yet (its thread only).
+  struct worker_link {
+    explicit worker_link(asio::io_context& ioc) : timer(ioc) {}
+    std::shared_ptr<redis_connection> conn;
+    asio::steady_timer timer;
+    settle_batch pending;
+    bool armed = false;
+  };
+  static constexpr std::chrono::milliseconds settle_interval{10};
+  std::vector<std::shared_ptr<worker_link>> workers_;
   std::shared_ptr<redis_connection> background_;
   std::shared_ptr<redis_connection> subscriber_;
   asio::io_context* background_io_ = nullptr;

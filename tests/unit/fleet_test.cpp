@@ -11,6 +11,7 @@
 #include <boost/asio/ip/tcp.hpp>
 
 #include <chrono>
+#include <optional>
 #include <csignal>
 #include <sys/wait.h>
 #include <thread>
@@ -161,6 +162,33 @@ TEST(fleet, two_replicas_share_one_rpm_bucket_in_a_real_redis_and_see_it_go) {
   EXPECT_EQ(allowed, 5) << "one bucket for both replicas";
   EXPECT_EQ(refused, 7);
   EXPECT_EQ(reason, "rpm");
+
+  // TPM: an estimate of 800 of 1000 leaves 200; the settle gives back what was not used.
+  lowart::limits tl;
+  tl.tpm = 1000;
+  tl.budget_tokens = 150;
+  tl.budget_period = "day";
+  std::vector<lowart::fleet_subject> tokens{{"key:tokens", tl}};
+  auto ask = [&](lowart::fleet& f, std::int64_t estimate) {
+    std::optional<lowart::limit_decision> out;
+    f.reserve(0, tokens, estimate, 1'795'000'000'000, [&](bool, const lowart::limit_decision& d) { out = d; });
+    EXPECT_TRUE(run_until(ioc, [&] { return out.has_value(); }));
+    return out.value_or(lowart::limit_decision{});
+  };
+  ASSERT_TRUE(ask(*one, 800).allowed);
+  auto short_of_tokens = ask(*two, 800);
+  EXPECT_FALSE(short_of_tokens.allowed);
+  EXPECT_EQ(short_of_tokens.reason, "tpm");
+  one->settle(0, tokens, 800, 100, 0.0, 1'795'000'000'000); // 700 back, 100 of the budget used
+  auto after = std::chrono::steady_clock::now() + std::chrono::milliseconds(60);
+  run_until(ioc, [&] { return std::chrono::steady_clock::now() > after; }); // the batch goes after 10 ms
+  ASSERT_TRUE(ask(*two, 800).allowed) << "the settle on one replica gave the tokens back for both";
+  two->settle(0, tokens, 800, 100, 0.0, 1'795'000'000'000); // 200 of 150 budget tokens used
+  after = std::chrono::steady_clock::now() + std::chrono::milliseconds(60);
+  run_until(ioc, [&] { return std::chrono::steady_clock::now() > after; });
+  auto over_budget = ask(*one, 10);
+  EXPECT_FALSE(over_budget.allowed);
+  EXPECT_EQ(over_budget.reason, "budget_tokens");
 
   server.stop();
   bool answered = false, reached = true;
