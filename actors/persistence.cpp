@@ -21,6 +21,7 @@
 #include <fcntl.h>
 #include <filesystem>
 #include <fstream>
+#include <optional>
 #include <sys/resource.h>
 #include <unistd.h>
 
@@ -210,18 +211,29 @@ struct persistence_state {
                                 {"journal_mode", db->journal_mode()}});
   }
 
-  /// Writes `rows` in multi-row INSERTs inside one transaction (throws on failure).
+  /// Writes `rows` inside one transaction (throws on failure): SQLite steps one prepared
+  /// statement per row (no round trips; parsing a statement of hundreds of placeholders
+  /// at every flush cost more than the rows), PostgreSQL takes multi-row INSERTs (one
+  /// round trip per 200 rows).
   void insert_usage(const std::vector<usage_record>& rows) {
-    constexpr std::size_t per_statement = 200; // 14 parameters each, well under both limits
+    bool pg = db->dialect() == storage::dialect::postgres;
+    const std::size_t per_statement = pg ? 200 : 1; // 14 parameters each, well under both limits
     db->transaction([&] {
+      std::optional<storage::statement> single;
       for (std::size_t at = 0; at < rows.size(); at += per_statement) {
         auto n = std::min(per_statement, rows.size() - at);
-        std::string sql = "INSERT INTO usage_records(request_id, ts_ms, key_id, route, model, deployment, status,"
-                          " stream, prompt_tokens, completion_tokens, cached_tokens, latency_ms, cost, price_version)"
-                          " VALUES ";
-        for (std::size_t i = 0; i < n; ++i)
-          sql += i ? ",(?,?,?,?,?,?,?,?,?,?,?,?,?,?)" : "(?,?,?,?,?,?,?,?,?,?,?,?,?,?)";
-        auto st = db->prepare(sql);
+        auto statement_for = [&](std::size_t count) {
+          std::string sql = "INSERT INTO usage_records(request_id, ts_ms, key_id, route, model, deployment, status,"
+                            " stream, prompt_tokens, completion_tokens, cached_tokens, latency_ms, cost, price_version)"
+                            " VALUES ";
+          for (std::size_t i = 0; i < count; ++i)
+            sql += i ? ",(?,?,?,?,?,?,?,?,?,?,?,?,?,?)" : "(?,?,?,?,?,?,?,?,?,?,?,?,?,?)";
+          return db->prepare(sql);
+        };
+        std::optional<storage::statement> multi;
+        if (n == 1 && !single) single.emplace(statement_for(1));
+        if (n > 1) multi.emplace(statement_for(n));
+        auto& st = n == 1 ? *single : *multi;
         for (std::size_t i = 0; i < n; ++i) {
           const auto& r = rows[at + i];
           int b = static_cast<int>(i) * 14;
@@ -241,6 +253,7 @@ struct persistence_state {
               .bind(b + 14, r.price_version);
         }
         st.step();
+        st.reset();
       }
     });
   }
