@@ -961,7 +961,7 @@ struct admin_service::impl {
       binds.push_back(q["actor"]);
     }
     if (q.count("action")) {
-      sql += " AND action LIKE ?";
+      sql += " AND LOWER(action) LIKE LOWER(?)"; // case-insensitive on both databases
       binds.push_back(q["action"] + "%");
     }
     if (q.count("target")) {

@@ -42,7 +42,10 @@ public:
   virtual void attach(std::size_t worker, boost::asio::io_context& ioc) = 0;
   /// Starts the broadcast and background connections on `background`.
   virtual void start(boost::asio::io_context& background) = 0;
-  /// Closes every connection (their threads still run; called before they stop).
+  /// Sends what the I/O threads batched (settles) now and waits for that, bounded
+  /// (shutdown, while those threads still run).
+  virtual void flush() = 0;
+  /// Closes every connection and stops delivering messages (before the actors stop).
   virtual void stop() = 0;
   /// Drops what lives on the I/O threads' io_contexts (after those threads ended,
   /// before the io_contexts go).

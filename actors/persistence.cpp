@@ -31,6 +31,8 @@ namespace {
 /// "postgresql://user:secret@host/db" without the password, for logs.
 std::string redacted_url(const std::string& url) {
   auto scheme = url.find("://");
+  auto query = url.find('?');
+  if (query != std::string::npos) return redacted_url(url.substr(0, query)) + "?..."; // may hold a password
   auto at = url.find('@');
   if (scheme == std::string::npos || at == std::string::npos) return url;
   auto colon = url.find(':', scheme + 3);
@@ -76,22 +78,29 @@ public:
       text += w.done();
       text += '\n';
     }
-    int fd = ::open(path.c_str(), O_WRONLY | O_CREAT | O_APPEND | O_CLOEXEC, 0600);
+    int fd = ::open(path.c_str(), O_RDWR | O_CREAT | O_APPEND | O_CLOEXEC, 0600);
     if (fd < 0) {
       log::error("cannot open the usage spool", {{"path", path}, {"error", std::strerror(errno)}});
       return false;
     }
+    // A line torn by a crash is left alone: these records start on a line of their own.
+    auto size = ::lseek(fd, 0, SEEK_END);
+    char last = '\n';
+    if (size > 0 && ::pread(fd, &last, 1, size - 1) == 1 && last != '\n') text.insert(text.begin(), '\n');
     std::size_t done = 0;
     while (done < text.size()) {
       auto n = ::write(fd, text.data() + done, text.size() - done);
       if (n <= 0) break;
       done += static_cast<std::size_t>(n);
     }
-    ::close(fd);
     if (done < text.size()) {
-      log::error("usage spool write failed", {{"path", path}});
+      // All or nothing: the caller keeps these records, so none may stay half in the file.
+      if (size >= 0 && ::ftruncate(fd, size) != 0) log::error("usage spool truncate failed", {{"path", path}});
+      ::close(fd);
+      log::error("usage spool write failed", {{"path", path}, {"error", std::strerror(errno)}});
       return false;
     }
+    ::close(fd);
     checked_ = has_ = true;
     spooled_ += rows.size();
     metrics::usage_spooled().set(static_cast<double>(spooled_));
@@ -215,6 +224,37 @@ struct persistence_state {
   /// statement per row (no round trips; parsing a statement of hundreds of placeholders
   /// at every flush cost more than the rows), PostgreSQL takes multi-row INSERTs (one
   /// round trip per 200 rows).
+  /// Spooled records may be in the database already (the connection died during a COMMIT
+  /// that succeeded): each goes in only if no record has its request id.
+  void insert_usage_once(const std::vector<usage_record>& rows) {
+    db->transaction([&] {
+      auto st =
+          db->prepare("INSERT INTO usage_records(request_id, ts_ms, key_id, route, model, deployment, status, stream,"
+                      " prompt_tokens, completion_tokens, cached_tokens, latency_ms, cost, price_version)"
+                      " SELECT ?,?,?,?,?,?,?,?,?,?,?,?,?,?"
+                      " WHERE NOT EXISTS (SELECT 1 FROM usage_records WHERE request_id = ?15)");
+      for (const auto& r : rows) {
+        st.bind(1, r.request_id)
+            .bind(2, r.ts_ms)
+            .bind_optional(3, r.key_id)
+            .bind(4, r.route)
+            .bind_optional(5, r.model)
+            .bind_optional(6, r.deployment)
+            .bind(7, static_cast<std::int64_t>(r.status))
+            .bind(8, static_cast<std::int64_t>(r.stream))
+            .bind(9, r.prompt_tokens)
+            .bind(10, r.completion_tokens)
+            .bind(11, r.cached_tokens)
+            .bind(12, r.latency_ms)
+            .bind(13, r.cost)
+            .bind(14, r.price_version)
+            .bind(15, r.request_id);
+        st.step();
+        st.reset();
+      }
+    });
+  }
+
   void insert_usage(const std::vector<usage_record>& rows) {
     bool pg = db->dialect() == storage::dialect::postgres;
     const std::size_t per_statement = pg ? 200 : 1; // 14 parameters each, well under both limits
@@ -306,7 +346,7 @@ struct persistence_state {
       return;
     }
     try {
-      insert_usage(rows);
+      insert_usage_once(rows);
       spool.clear();
       records_ok.inc(static_cast<double>(rows.size()));
       gw->set_storage_problem({});

@@ -131,6 +131,8 @@ void runtime::flush_usage() {
 
 void runtime::stop() {
   if (!impl_->system) return;
+  // No more messages from other replicas into actors that are about to stop.
+  if (impl_->state.fleet) impl_->state.fleet->stop();
   if (impl_->root) {
     caf::anon_send_exit(impl_->root, caf::exit_reason::user_shutdown);
     impl_->root = nullptr;
@@ -141,7 +143,6 @@ void runtime::stop() {
   // bounded time to be reaped, then end the io thread.
   for (int i = 0; i < 60 && actors::mcp_process::live_count() > 0; ++i)
     std::this_thread::sleep_for(std::chrono::milliseconds(50));
-  if (impl_->state.fleet) impl_->state.fleet->stop();
   impl_->mcp_work.reset();
   impl_->mcp_io.stop();
   if (impl_->mcp_thread.joinable()) impl_->mcp_thread.join();

@@ -112,6 +112,7 @@ int serve(const std::string& config_path, const char* argv0) {
   state.draining.store(true);
   int left = server.drain(cfg.server.drain_timeout_ms);
   if (left > 0) lowart::log::warn("drain timeout: closing connections still open", {{"connections", left}});
+  if (state.fleet) state.fleet->flush(); // batched settles, while the I/O threads still run
   server.stop();
   runtime.flush_usage();
   runtime.stop();

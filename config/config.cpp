@@ -2,6 +2,7 @@
 
 #include <toml++/toml.h>
 
+#include <cctype>
 #include <cstdlib>
 #include <fstream>
 #include <set>
@@ -391,8 +392,6 @@ std::string validate(gateway_config& cfg) {
   if (!cfg.storage.url.empty() && !cfg.storage.url.starts_with("postgres://") &&
       !cfg.storage.url.starts_with("postgresql://"))
     return "storage.url must be a postgresql:// URL";
-  if (cfg.storage.spool_path.empty())
-    cfg.storage.spool_path = cfg.storage.sqlite_path == ":memory:" ? "" : cfg.storage.sqlite_path + ".usage-spool";
   if (c.replica_id.empty()) {
     char host[256] = {};
     ::gethostname(host, sizeof host - 1);
@@ -400,6 +399,14 @@ std::string validate(gateway_config& cfg) {
     // replicas on one host (their listeners differ).
     cfg.cluster.replica_id =
         std::string(host) + ":" + (cfg.server.mode == listen_mode::uds ? cfg.server.uds_path : cfg.server.listen);
+  }
+  if (cfg.storage.spool_path.empty() && cfg.storage.sqlite_path != ":memory:") {
+    // In a fleet, replicas on one host may share a directory: each spools to its own file.
+    std::string suffix;
+    if (!c.redis_url.empty())
+      for (char ch : cfg.cluster.replica_id)
+        suffix += std::isalnum(static_cast<unsigned char>(ch)) || ch == '-' || ch == '.' ? ch : '_';
+    cfg.storage.spool_path = cfg.storage.sqlite_path + (suffix.empty() ? "" : "." + suffix) + ".usage-spool";
   }
   return {};
 }

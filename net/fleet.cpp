@@ -11,6 +11,7 @@
 #include <openssl/evp.h>
 
 #include <algorithm>
+#include <future>
 #include <atomic>
 #include <cmath>
 #include <map>
@@ -122,11 +123,18 @@ end
 return 1
 )lua";
 
-// KEYS[1] one subject; ARGV: period start, tokens, cost, period end. Writes the
-// database's count unless Redis already counts this period.
+// KEYS[1] one subject; ARGV: period start, tokens, cost, period end. The database's
+// count of the period is a lower bound of the truth (records still in flight are not in
+// it), and so is Redis's after it lost its data: the larger of each wins. Safe to send
+// again and again (at start, after every reconnect, after a resync).
 constexpr const char* seed_lua = R"lua(
-if redis.call('HGET', KEYS[1], 'ps') == ARGV[1] then return 0 end
-redis.call('HSET', KEYS[1], 'ps', ARGV[1], 'ut', ARGV[2], 'uc', ARGV[3])
+if redis.call('HGET', KEYS[1], 'ps') ~= ARGV[1] then
+  redis.call('HSET', KEYS[1], 'ps', ARGV[1], 'ut', ARGV[2], 'uc', ARGV[3])
+else
+  local h = redis.call('HMGET', KEYS[1], 'ut', 'uc')
+  if (tonumber(h[1]) or 0) < tonumber(ARGV[2]) then redis.call('HSET', KEYS[1], 'ut', ARGV[2]) end
+  if (tonumber(h[2]) or 0) < tonumber(ARGV[3]) then redis.call('HSET', KEYS[1], 'uc', ARGV[3]) end
+end
 local t = redis.call('TIME')
 redis.call('PEXPIRE', KEYS[1], math.max(120000, tonumber(ARGV[4]) - tonumber(t[1]) * 1000 + 86400000))
 return 1
@@ -139,12 +147,14 @@ std::string num(double v) {
 }
 
 class redis_fleet final : public fleet, public std::enable_shared_from_this<redis_fleet> {
+  struct worker_link; // one I/O thread's connection and batched settles (defined below)
+
 public:
   explicit redis_fleet(const config::cluster_config& cfg)
       : replica_(cfg.replica_id), prefix_(cfg.prefix), open_(cfg.on_redis_down == "open"),
         timeout_(cfg.timeout_ms) {
     if (!net::parse_redis_url(cfg.redis_url, endpoint_))
-      throw std::runtime_error("cluster.redis_url is not a redis:// URL: " + cfg.redis_url);
+      throw std::runtime_error("cluster.redis_url is not a redis://[user:password@]host:port URL");
     channel_ = prefix_ + ":events";
   }
 
@@ -164,10 +174,20 @@ public:
     background_->on_up = [weak](redis_connection& c) {
       metrics::redis_up().set(1);
       load_scripts(c);
-      // The budgets the database held at start, for Redis to take unless it counts this
-      // period already. Only at the first connect: after a reconnect they are stale, and
-      // the resync (below) has the database's current numbers sent instead.
-      if (auto self = weak.lock(); self && !self->seeded_once_.exchange(true)) self->reseed(c);
+      auto self = weak.lock();
+      if (!self) return;
+      // The budgets the database held (a lower bound: the larger count wins in Redis).
+      self->reseed(c);
+      // What could not be published while Redis was away goes now, then what was asked for.
+      auto records = std::move(self->unsent_records_);
+      self->unsent_records_.clear();
+      for (auto& record : records)
+        c.send(record, logged("breaker record"));
+      auto unsent = std::move(self->unsent_);
+      self->unsent_.clear();
+      for (auto& message : unsent)
+        c.send({"PUBLISH", self->channel_, message}, logged("publish"));
+      if (self->replay_wanted_) self->replay_breakers_now();
     };
     background_->start();
     subscriber_ = std::make_shared<redis_connection>(background, endpoint_, timeout_, "subscriber");
@@ -179,7 +199,7 @@ public:
         auto s = weak.lock();
         if (!s || !r || r->type == redis_reply::error) return;
         // Messages sent while we were away are lost: whoever listens reloads everything.
-        if (s->subscribed_once_.exchange(true) && s->on_message) {
+        if (s->subscribed_once_.exchange(true) && s->on_message && !s->stopping_) {
           s->on_message("resync", "");
           s->replay_breakers();
         }
@@ -196,14 +216,40 @@ public:
     schedule_ping();
   }
 
+  void flush() override {
+    // Shutdown: the settles still waiting for their 10 ms go now, on their own threads
+    // (which still run), with a bound on the wait.
+    std::vector<std::future<void>> done;
+    for (auto& w : workers_) {
+      if (!w) continue;
+      auto p = std::make_shared<std::promise<void>>();
+      done.push_back(p->get_future());
+      asio::post(w->timer.get_executor(), [self = shared_from_this(), link = w, p] {
+        self->send_settles(*link);
+        p->set_value();
+      });
+    }
+    for (auto& f : done)
+      f.wait_for(std::chrono::milliseconds(500));
+  }
+
   void stop() override {
     stopping_ = true;
     for (auto& w : workers_)
       if (w) w->conn->stop();
     if (background_) background_->stop();
     if (subscriber_) subscriber_->stop();
-    if (ping_timer_ && background_io_)
-      asio::post(*background_io_, [self = shared_from_this()] { self->ping_timer_->cancel(); });
+    if (!background_io_) return;
+    // The message handler (it holds the actors' root) goes on the thread that calls it;
+    // wait for that, bounded, so that no message reaches an actor system being stopped.
+    auto done = std::make_shared<std::promise<void>>();
+    auto cleared = done->get_future();
+    asio::post(*background_io_, [self = shared_from_this(), done] {
+      if (self->ping_timer_) self->ping_timer_->cancel();
+      self->on_message = nullptr;
+      done->set_value();
+    });
+    cleared.wait_for(std::chrono::seconds(1));
   }
 
   void release_workers() override { workers_.clear(); }
@@ -318,16 +364,54 @@ public:
     auto& w = *workers_[worker];
     for (const auto& s : subjects)
       add(w.pending, key_of(s.id), s.lim, estimate, real_tokens, cost, now_ms, true);
-    if (w.pending.empty() || w.armed) return;
-    w.armed = true;
-    w.timer.expires_after(settle_interval);
-    w.timer.async_wait([self = shared_from_this(), link = workers_[worker]](boost::system::error_code ec) {
+    arm_settles(workers_[worker], settle_interval);
+  }
+
+  void arm_settles(const std::shared_ptr<worker_link>& link, std::chrono::milliseconds after) {
+    if (link->pending.empty() || link->armed) return;
+    link->armed = true;
+    link->timer.expires_after(after);
+    link->timer.async_wait([self = shared_from_this(), link](boost::system::error_code ec) {
       link->armed = false;
-      if (ec || link->pending.empty()) return;
-      auto args = self->settle_args(link->pending);
-      link->pending.clear();
-      link->conn->send(args, logged("settle"));
+      if (!ec) self->send_settles(*link);
     });
+  }
+
+  /// Sends a worker's batched settles; a batch Redis did not take is merged back and
+  /// tried again (every second while Redis is away), so no spend is dropped.
+  void send_settles(worker_link& link) {
+    if (link.pending.empty()) return;
+    auto batch = std::make_shared<settle_batch>(std::move(link.pending));
+    link.pending.clear();
+    std::weak_ptr<worker_link> weak_link = workers_link_of(link);
+    link.conn->send(settle_args(*batch), [self = shared_from_this(), batch, weak_link](const redis_reply* r) {
+      if (r && r->type != redis_reply::error) return;
+      if (r) log::error("redis settle failed", {{"error", r->text}});
+      auto l = weak_link.lock();
+      if (!l || self->stopping_) return;
+      for (auto& [key, d] : *batch)
+        merge(l->pending[key], d);
+      self->arm_settles(l, std::chrono::milliseconds(1000));
+    });
+  }
+
+  std::shared_ptr<worker_link> workers_link_of(const worker_link& link) const {
+    for (const auto& w : workers_)
+      if (w.get() == &link) return w;
+    return nullptr;
+  }
+
+  static void merge(settle_delta& into, const settle_delta& d) {
+    into.back += d.back;
+    into.tpm = into.tpm || d.tpm;
+    into.budget = into.budget || d.budget;
+    if (d.period_start >= into.period_start) {
+      if (d.period_start > into.period_start) into.used = 0, into.cost = 0; // a new period
+      into.period_start = d.period_start;
+      into.period_end = d.period_end;
+      into.used += d.used;
+      into.cost += d.cost;
+    }
   }
 
   void charge(const std::vector<fleet_subject>& subjects, std::int64_t tokens, double cost,
@@ -382,6 +466,15 @@ public:
     }
     auto message = replica_ + '\n' + topic + '\n' + body;
     asio::post(*background_io_, [self = shared_from_this(), message = std::move(message), record = std::move(record)] {
+      if (!self->background_) return;
+      if (!self->background_->up()) {
+        // Sent when Redis answers again (bounded: the oldest go first, and every replica
+        // reloads everything after a reconnect of its own anyway).
+        if (self->unsent_.size() >= 1000) self->unsent_.erase(self->unsent_.begin());
+        if (!record.empty() && self->unsent_records_.size() < 1000) self->unsent_records_.push_back(record);
+        self->unsent_.push_back(message);
+        return;
+      }
       if (!record.empty()) self->background_->send(record, logged("breaker record"));
       self->background_->send({"PUBLISH", self->channel_, message}, logged("publish"));
     });
@@ -389,14 +482,27 @@ public:
 
   void replay_breakers() override {
     if (!background_io_) return;
-    asio::post(*background_io_, [self = shared_from_this()] {
-      std::weak_ptr<redis_fleet> weak = self;
-      self->background_->send({"HGETALL", self->breakers_key()}, [weak](const redis_reply* r) {
-        auto s = weak.lock();
-        if (!s || !r || r->type != redis_reply::array || !s->on_message) return;
-        for (std::size_t i = 0; i + 1 < r->items.size(); i += 2)
-          s->on_message("breaker", r->items[i].text + "\nopen\n" + r->items[i + 1].text);
-      });
+    asio::post(*background_io_, [self = shared_from_this()] { self->replay_breakers_now(); });
+  }
+
+  /// On the background thread: asks Redis now, or once it answers.
+  void replay_breakers_now() {
+    if (!background_ || !background_->up()) {
+      replay_wanted_ = true;
+      return;
+    }
+    replay_wanted_ = false;
+    std::weak_ptr<redis_fleet> weak = shared_from_this();
+    background_->send({"HGETALL", breakers_key()}, [weak](const redis_reply* r) {
+      auto s = weak.lock();
+      if (!s || s->stopping_) return;
+      if (!r || r->type != redis_reply::array) {
+        s->replay_wanted_ = true; // not answered: again on the next connect
+        return;
+      }
+      if (!s->on_message) return;
+      for (std::size_t i = 0; i + 1 < r->items.size(); i += 2)
+        s->on_message("breaker", r->items[i].text + "\nopen\n" + r->items[i + 1].text);
     });
   }
 
@@ -454,7 +560,7 @@ private:
     if (a == std::string::npos) return;
     auto b = message.find('\n', a + 1);
     if (b == std::string::npos) return;
-    if (message.compare(0, a, replica_) == 0) return; // our own
+    if (message.compare(0, a, replica_) == 0 || stopping_) return; // our own, or shutting down
     auto topic = message.substr(a + 1, b - a - 1);
     bool known = topic == "keys" || topic == "catalog" || topic == "prices" || topic == "mcp" || topic == "breaker";
     metrics::fleet_messages(known ? topic : "other").inc(); // no label from arbitrary text
@@ -478,6 +584,9 @@ private:
       auto self = weak.lock();
       if (ec || !self || self->stopping_) return;
       if (self->background_->up()) self->background_->send({"PING"}, nullptr);
+      // The subscriber sends nothing else: without this a half-open connection would
+      // stay "up", deaf to every broadcast (in subscribed mode PING answers ["pong", ""]).
+      if (self->subscriber_->up()) self->subscriber_->send({"PING"}, nullptr);
       self->schedule_ping();
     });
   }
@@ -506,7 +615,10 @@ private:
   asio::io_context* background_io_ = nullptr;
   std::unique_ptr<asio::steady_timer> ping_timer_;
   std::atomic<bool> subscribed_once_{false};
-  std::atomic<bool> seeded_once_{false};
+  // Background thread only: publishes waiting for Redis, and a breaker replay asked for.
+  std::vector<std::string> unsent_;
+  std::vector<std::vector<std::string>> unsent_records_;
+  bool replay_wanted_ = false;
   std::atomic<bool> stopping_{false};
   std::mutex seeds_mutex_;
   std::map<std::string, std::vector<std::string>> seeds_;

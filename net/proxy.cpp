@@ -1520,8 +1520,15 @@ void proxy_call::finish_request(int status) {
   client_->worker().state.limiter.settle(ticket_, real_tokens, cost, clock::unix_ms());
   if (fleet_ticket_) {
     fleet_ticket_ = false;
-    client_->worker().state.fleet->settle(client_->worker().index, fleet_subjects_, fleet_estimate_, real_tokens, cost,
-                                          clock::unix_ms());
+    auto& state = client_->worker().state;
+    state.fleet->settle(client_->worker().index, fleet_subjects_, fleet_estimate_, real_tokens, cost,
+                        clock::unix_ms());
+    // This replica's own budget counters follow too: they decide while Redis is away
+    // (on_redis_down = open), and must not start from zero then.
+    std::vector<rate_limiter::subject_ref> local;
+    for (const auto& sub : fleet_subjects_)
+      local.push_back({sub.id, &sub.lim});
+    state.limiter.charge(local, real_tokens, cost, clock::unix_ms());
   }
   if (usage_.present) {
     route_->prompt_tokens.inc(static_cast<double>(usage_.prompt));

@@ -9,6 +9,7 @@
 #include <boost/asio/write.hpp>
 
 #include <algorithm>
+#include <cctype>
 
 namespace lowart::net {
 
@@ -49,13 +50,35 @@ redis_reply convert(const redisReply* r) {
 
 } // namespace
 
+namespace {
+/// %XX escapes of a URL's user or password.
+std::string percent_decoded(std::string_view text) {
+  std::string out;
+  for (std::size_t i = 0; i < text.size(); ++i) {
+    if (text[i] == '%' && i + 2 < text.size() && std::isxdigit(static_cast<unsigned char>(text[i + 1])) &&
+        std::isxdigit(static_cast<unsigned char>(text[i + 2]))) {
+      out += static_cast<char>(std::stoi(std::string(text.substr(i + 1, 2)), nullptr, 16));
+      i += 2;
+    } else {
+      out += text[i];
+    }
+  }
+  return out;
+}
+} // namespace
+
 bool parse_redis_url(const std::string& url, redis_endpoint& out) {
   constexpr std::string_view scheme = "redis://";
   if (!url.starts_with(scheme)) return false;
   std::string_view rest = std::string_view(url).substr(scheme.size());
   if (auto at = rest.rfind('@'); at != std::string_view::npos) {
     auto cred = rest.substr(0, at);
-    if (auto colon = cred.find(':'); colon != std::string_view::npos) out.password = std::string(cred.substr(colon + 1));
+    if (auto colon = cred.find(':'); colon != std::string_view::npos) {
+      out.user = percent_decoded(cred.substr(0, colon));
+      out.password = percent_decoded(cred.substr(colon + 1));
+    } else {
+      out.password = percent_decoded(cred); // redis://secret@host: a password alone
+    }
     rest = rest.substr(at + 1);
   }
   if (auto slash = rest.find('/'); slash != std::string_view::npos) {
@@ -120,6 +143,12 @@ void redis_connection::stop() {
 void redis_connection::connect() {
   if (stopped_) return;
   auto gen = ++generation_;
+  // A host that drops packets would hold a connect for minutes: bounded like a command.
+  retry_timer_.expires_after(std::max(timeout_ * 4, std::chrono::milliseconds(1000)));
+  retry_timer_.async_wait([self = shared_from_this(), gen](boost::system::error_code ec) {
+    if (ec || gen != self->generation_ || self->up_) return;
+    self->fail("cannot connect to " + self->endpoint_.host + ":" + self->endpoint_.port + ": timed out");
+  });
   resolver_.async_resolve(
       endpoint_.host, endpoint_.port,
       [self = shared_from_this(), gen](boost::system::error_code ec, asio::ip::tcp::resolver::results_type results) {
@@ -132,6 +161,7 @@ void redis_connection::connect() {
                                 return self->fail("cannot connect to " + self->endpoint_.host + ":" +
                                                   self->endpoint_.port + ": " + ec2.message());
                               boost::system::error_code ignored;
+                              self->retry_timer_.cancel();
                               self->socket_.set_option(asio::ip::tcp::no_delay(true), ignored);
                               if (self->reader_) redisReaderFree(self->reader_);
                               self->reader_ = redisReaderCreate();
@@ -139,13 +169,18 @@ void redis_connection::connect() {
                               self->set_problem({});
                               self->read_more();
                               // Authentication and database first: everything else is queued after.
-                              auto checked = [self](const redis_reply* r) {
-                                if (r && r->type == redis_reply::error)
-                                  log::error("redis refused the connection set-up",
-                                             {{"connection", self->name_}, {"error", r->text}});
+                              // A refusal fails the connection (and so shows in /readyz) rather
+                              // than leaving it "up" with every command refused.
+                              auto checked = [self, gen](const redis_reply* r) {
+                                if (r && r->type == redis_reply::error && gen == self->generation_)
+                                  self->fail("redis refused the connection set-up: " + r->text);
                               };
-                              if (!self->endpoint_.password.empty())
-                                self->send({"AUTH", self->endpoint_.password}, checked);
+                              if (!self->endpoint_.password.empty()) {
+                                if (self->endpoint_.user.empty())
+                                  self->send({"AUTH", self->endpoint_.password}, checked);
+                                else
+                                  self->send({"AUTH", self->endpoint_.user, self->endpoint_.password}, checked);
+                              }
                               if (self->endpoint_.db) self->send({"SELECT", std::to_string(self->endpoint_.db)}, checked);
                               if (self->backoff_ > std::chrono::milliseconds(100) || self->generation_ > 1)
                                 log::info("redis connected", {{"connection", self->name_}});
@@ -231,6 +266,10 @@ void redis_connection::read_more() {
           self->pending_.pop_front();
           if (done) done(&reply);
           if (gen != self->generation_) return; // a handler failed the connection
+          // The script cache was flushed (SCRIPT FLUSH, a failover): reconnecting loads
+          // the scripts again before anything else.
+          if (reply.type == redis_reply::error && reply.text.starts_with("NOSCRIPT"))
+            return self->fail("redis lost lowart's scripts (NOSCRIPT); reconnecting");
         }
         self->read_more();
       });

@@ -32,6 +32,7 @@ struct redis_reply {
 struct redis_endpoint {
   std::string host = "127.0.0.1";
   std::string port = "6379";
+  std::string user; ///< ACL user ("" = the default user)
   std::string password;
   int db = 0;
 };
