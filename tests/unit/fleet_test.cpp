@@ -56,6 +56,10 @@ TEST(redis, parses_urls_and_writes_resp) {
   EXPECT_EQ(ep.port, "6380");
   EXPECT_EQ(ep.password, "s3cret");
   EXPECT_EQ(ep.db, 2);
+  lowart::net::redis_endpoint acl;
+  ASSERT_TRUE(lowart::net::parse_redis_url("redis://gw:p%40ss%3Aw@10.0.0.5:6380", acl));
+  EXPECT_EQ(acl.user, "gw");
+  EXPECT_EQ(acl.password, "p@ss:w") << "percent-encoded characters are decoded";
   lowart::net::redis_endpoint plain;
   ASSERT_TRUE(lowart::net::parse_redis_url("redis://localhost", plain));
   EXPECT_EQ(plain.port, "6379");
