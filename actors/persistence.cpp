@@ -224,6 +224,24 @@ struct persistence_state {
   /// statement per row (no round trips; parsing a statement of hundreds of placeholders
   /// at every flush cost more than the rows), PostgreSQL takes multi-row INSERTs (one
   /// round trip per 200 rows).
+  /// Binds one record's 14 columns (request_id ... price_version) from parameter base + 1.
+  static storage::statement& bind_usage(storage::statement& st, int base, const usage_record& r) {
+    return st.bind(base + 1, r.request_id)
+        .bind(base + 2, r.ts_ms)
+        .bind_optional(base + 3, r.key_id)
+        .bind(base + 4, r.route)
+        .bind_optional(base + 5, r.model)
+        .bind_optional(base + 6, r.deployment)
+        .bind(base + 7, static_cast<std::int64_t>(r.status))
+        .bind(base + 8, static_cast<std::int64_t>(r.stream))
+        .bind(base + 9, r.prompt_tokens)
+        .bind(base + 10, r.completion_tokens)
+        .bind(base + 11, r.cached_tokens)
+        .bind(base + 12, r.latency_ms)
+        .bind(base + 13, r.cost)
+        .bind(base + 14, r.price_version);
+  }
+
   /// Spooled records may be in the database already (the connection died during a COMMIT
   /// that succeeded): each goes in only if no record has its request id.
   void insert_usage_once(const std::vector<usage_record>& rows) {
@@ -234,21 +252,7 @@ struct persistence_state {
                       " SELECT ?,?,?,?,?,?,?,?,?,?,?,?,?,?"
                       " WHERE NOT EXISTS (SELECT 1 FROM usage_records WHERE request_id = ?15)");
       for (const auto& r : rows) {
-        st.bind(1, r.request_id)
-            .bind(2, r.ts_ms)
-            .bind_optional(3, r.key_id)
-            .bind(4, r.route)
-            .bind_optional(5, r.model)
-            .bind_optional(6, r.deployment)
-            .bind(7, static_cast<std::int64_t>(r.status))
-            .bind(8, static_cast<std::int64_t>(r.stream))
-            .bind(9, r.prompt_tokens)
-            .bind(10, r.completion_tokens)
-            .bind(11, r.cached_tokens)
-            .bind(12, r.latency_ms)
-            .bind(13, r.cost)
-            .bind(14, r.price_version)
-            .bind(15, r.request_id);
+        bind_usage(st, 0, r).bind(15, r.request_id);
         st.step();
         st.reset();
       }
@@ -277,20 +281,7 @@ struct persistence_state {
         for (std::size_t i = 0; i < n; ++i) {
           const auto& r = rows[at + i];
           int b = static_cast<int>(i) * 14;
-          st.bind(b + 1, r.request_id)
-              .bind(b + 2, r.ts_ms)
-              .bind_optional(b + 3, r.key_id)
-              .bind(b + 4, r.route)
-              .bind_optional(b + 5, r.model)
-              .bind_optional(b + 6, r.deployment)
-              .bind(b + 7, static_cast<std::int64_t>(r.status))
-              .bind(b + 8, static_cast<std::int64_t>(r.stream))
-              .bind(b + 9, r.prompt_tokens)
-              .bind(b + 10, r.completion_tokens)
-              .bind(b + 11, r.cached_tokens)
-              .bind(b + 12, r.latency_ms)
-              .bind(b + 13, r.cost)
-              .bind(b + 14, r.price_version);
+          bind_usage(st, b, r);
         }
         st.step();
         st.reset();
