@@ -213,6 +213,12 @@ struct persistence_state {
     mcp->publish();
     jobs = std::make_unique<jobs_store>(*db, *gw);
     a2a = std::make_unique<a2a_store>(*db, gw->fleet ? gw->config.cluster.replica_id : std::string());
+    if (db->dialect() == storage::dialect::postgres && !gw->fleet) {
+      // Several replicas may share this database without Redis: keys, catalog, prices and
+      // MCP changes still reach every one of them (limits and breakers stay per replica).
+      db->listen(notify_channel);
+      pg_notify = true;
+    }
     log::info("database open", {{"kind", db->kind()},
                                 {"path", db->dialect() == storage::dialect::sqlite ? gw->config.storage.sqlite_path
                                                                                    : redacted_url(target())},
@@ -349,11 +355,37 @@ struct persistence_state {
 
   /// An admin change here: every other replica reloads the same from the database.
   void announce(const admin_result& res) {
-    if (!gw->fleet) return;
-    if (res.keys_changed) gw->fleet->publish("keys", "");
-    if (res.prices_changed) gw->fleet->publish("prices", "");
-    if (res.catalog_changed) gw->fleet->publish("catalog", "");
-    if (res.mcp_changed) gw->fleet->publish("mcp", "");
+    auto tell = [&](const char* topic) {
+      if (gw->fleet) {
+        gw->fleet->publish(topic, "");
+      } else if (pg_notify) {
+        try {
+          db->notify(notify_channel, gw->config.cluster.replica_id + '\n' + topic);
+        } catch (const std::exception& e) {
+          log::error("change notification failed", {{"topic", topic}, {"error", e.what()}});
+        }
+      }
+    };
+    if (res.keys_changed) tell("keys");
+    if (res.prices_changed) tell("prices");
+    if (res.catalog_changed) tell("catalog");
+    if (res.mcp_changed) tell("mcp");
+  }
+
+  /// Replicas sharing PostgreSQL without Redis: changes other replicas made, from
+  /// LISTEN/NOTIFY (read at every flush tick; never blocks).
+  void take_notifications(caf::event_based_actor* self) {
+    if (!pg_notify) return;
+    for (const auto& n : db->notifications()) {
+      if (n.empty()) { // the listening connection came back: reload everything
+        reload("resync", self);
+        continue;
+      }
+      auto nl = n.find('\n');
+      if (nl == std::string::npos || n.compare(0, nl, gw->config.cluster.replica_id) == 0) continue;
+      auto topic = n.substr(nl + 1);
+      if (topic == "keys" || topic == "prices" || topic == "catalog" || topic == "mcp") reload(topic, self);
+    }
   }
 
   /// Another replica changed `topic` in the shared database: publish it here too.
@@ -382,6 +414,8 @@ struct persistence_state {
   }
 
   usage_spool spool;
+  static constexpr const char* notify_channel = "lowart_changes";
+  bool pg_notify = false; ///< PostgreSQL without a fleet: changes go by LISTEN/NOTIFY
 };
 
 using persistence_actor = caf::stateful_actor<persistence_state>;
@@ -411,7 +445,10 @@ caf::behavior persistence(persistence_actor* self, gateway_state* gw, bool own_t
       [=](tick_atom) {
         // The write-behind timer: flush, then re-arm. Returns nothing, so no reply
         // message goes back to ourselves.
-        if (self->state.db) self->state.flush_usage();
+        if (self->state.db) {
+          self->state.flush_usage();
+          self->state.take_notifications(self);
+        }
         self->delayed_send(self, std::chrono::milliseconds(gw->config.storage.usage_flush_ms), tick_atom::value);
       },
       [=](mcp_store_atom, const std::string& op, const std::string& a, const std::string& b,

@@ -228,6 +228,42 @@ public:
   }
   ~pg_backend() override {
     if (conn_) PQfinish(conn_);
+    if (listener_) PQfinish(listener_);
+  }
+
+  void listen(const std::string& channel) override {
+    channel_ = channel;
+    open_listener();
+  }
+
+  void notify(const std::string& channel, const std::string& payload) override {
+    PGresult* res = run("SELECT pg_notify($1, $2)", {channel, payload}, {0, 0});
+    PQclear(res);
+  }
+
+  std::vector<std::string> notifications() override {
+    std::vector<std::string> out;
+    if (channel_.empty()) return out;
+    if (!listener_ || PQstatus(listener_) != CONNECTION_OK) {
+      auto now = std::chrono::steady_clock::now();
+      if (now < listener_retry_) return out;
+      if (!open_listener()) {
+        listener_retry_ = now + std::chrono::seconds(1);
+        return out;
+      }
+      out.emplace_back(); // back after a loss: whatever was sent meanwhile is unknown
+      return out;
+    }
+    if (!PQconsumeInput(listener_)) { // the connection broke: reopened on a later call
+      PQfinish(listener_);
+      listener_ = nullptr;
+      return out;
+    }
+    while (PGnotify* n = PQnotifies(listener_)) {
+      out.emplace_back(n->extra ? n->extra : "");
+      PQfreemem(n);
+    }
+    return out;
   }
 
   /// Runs a statement; the result is the caller's (PQclear).
@@ -303,9 +339,35 @@ public:
   }
 
 private:
+  bool open_listener() {
+    if (listener_) PQfinish(listener_);
+    listener_ = PQconnectdb(conninfo_.c_str());
+    if (PQstatus(listener_) != CONNECTION_OK) {
+      PQfinish(listener_);
+      listener_ = nullptr;
+      return false;
+    }
+    PQsetNoticeProcessor(listener_, [](void*, const char*) {}, nullptr);
+    // The channel is lowart's own constant: quoted as an identifier all the same.
+    char* quoted = PQescapeIdentifier(listener_, channel_.c_str(), channel_.size());
+    std::string sql = std::string("LISTEN ") + (quoted ? quoted : "lowart");
+    PQfreemem(quoted);
+    PGresult* res = PQexec(listener_, sql.c_str());
+    bool ok = res && PQresultStatus(res) == PGRES_COMMAND_OK;
+    if (res) PQclear(res);
+    if (!ok) {
+      PQfinish(listener_);
+      listener_ = nullptr;
+    }
+    return ok;
+  }
+
   std::string url_;
   std::string conninfo_;
   PGconn* conn_ = nullptr;
+  PGconn* listener_ = nullptr; ///< LISTEN connection (PostgreSQL notifications)
+  std::string channel_;
+  std::chrono::steady_clock::time_point listener_retry_{};
   std::int64_t changes_ = 0;
   std::chrono::steady_clock::time_point next_attempt_{};
   std::chrono::milliseconds backoff_{100};

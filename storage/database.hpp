@@ -15,6 +15,7 @@
 #include <stdexcept>
 #include <string>
 #include <string_view>
+#include <vector>
 
 namespace lowart::storage {
 
@@ -94,6 +95,10 @@ public:
   virtual void begin() = 0;
   /// Whether the connection is usable now (PostgreSQL: reconnects, with backoff).
   virtual bool healthy() = 0;
+  /// Change notifications (PostgreSQL LISTEN/NOTIFY); SQLite has none.
+  virtual void listen(const std::string& /*channel*/) {}
+  virtual void notify(const std::string& /*channel*/, const std::string& /*payload*/) {}
+  virtual std::vector<std::string> notifications() { return {}; }
 };
 
 class database {
@@ -120,6 +125,14 @@ public:
   /// Whether the database answers now. PostgreSQL: reconnects when the connection was
   /// lost, at most once per backoff step (100 ms doubling to 5 s); never throws.
   bool healthy() { return backend_->healthy(); }
+
+  /// PostgreSQL: listens on `channel` on a connection of its own (SQLite: nothing).
+  void listen(const std::string& channel) { backend_->listen(channel); }
+  /// PostgreSQL: NOTIFY `channel` with `payload` (delivered at commit when in a transaction).
+  void notify(const std::string& channel, const std::string& payload) { backend_->notify(channel, payload); }
+  /// The payloads that arrived since the last call; never blocks. After the listening
+  /// connection was lost and came back, one "" stands for "some may have been missed".
+  std::vector<std::string> notifications() { return backend_->notifications(); }
 
   /// SQL that turns a unix-milliseconds column into its UTC date, "YYYY-MM-DD".
   std::string utc_day(std::string_view ms_column) const;

@@ -299,3 +299,37 @@ describe('two replicas, one Redis, one PostgreSQL', () => {
     assert.equal(rs.filter((r) => r.status === 200).length, 4, rs.map((r) => r.status).join(','));
   });
 });
+
+describe('two replicas on one PostgreSQL without Redis', () => {
+  let p;
+  let q;
+  before(async () => {
+    await pg.psql('CREATE DATABASE noredis');
+    const url = pg.url.replace(/\/[^/]*$/, '/noredis');
+    const start = (id) => startGateway({
+      config: fleetConfig('open').replace(/\[cluster\][^[]*/, ''),
+      masterKey,
+      env: { LOWART_DATABASE_URL: url, LOWART_REPLICA_ID: id, LOWART_ENCRYPTION_KEY: encryptionKey },
+    });
+    p = await start('pg-only-1');
+    q = await start('pg-only-2');
+  });
+
+  test('changes reach the other replica through LISTEN/NOTIFY: a revoked key within one second', async () => {
+    const k = await createKey(p, { name: 'pg-only' });
+    await keyKnown(q, k.key);
+    const del = await api(p, 'DELETE', `/admin/keys/${k.id}`);
+    assert.equal(del.status, 200, del.text);
+    const revokedAt = Date.now();
+    await waitFor(async () => (await api(q, 'GET', '/v1/models', { key: k.key })).status === 401,
+      { timeoutMs: 1000 * TIME_SCALE, intervalMs: 10, what: 'the other replica to refuse the revoked key' });
+    assert.ok(Date.now() - revokedAt < 1000 * TIME_SCALE);
+    // A model made through one replica is served by the other.
+    const m = await api(p, 'POST', '/admin/models', {
+      body: { name: 'pg-only-model', deployments: [{ provider: 'mock', model: 'mock-model' }] },
+    });
+    assert.equal(m.status, 201, m.text);
+    await waitFor(async () => (await chat(q, undefined, 'pg-only-model')).status === 200,
+      { timeoutMs: 1000 * TIME_SCALE, what: 'the other replica to serve the new model' });
+  });
+});
