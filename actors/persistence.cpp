@@ -213,9 +213,10 @@ struct persistence_state {
     mcp->publish();
     jobs = std::make_unique<jobs_store>(*db, *gw);
     a2a = std::make_unique<a2a_store>(*db, gw->fleet ? gw->config.cluster.replica_id : std::string());
-    if (db->dialect() == storage::dialect::postgres && !gw->fleet) {
-      // Several replicas may share this database without Redis: keys, catalog, prices and
-      // MCP changes still reach every one of them (limits and breakers stay per replica).
+    if (db->dialect() == storage::dialect::postgres) {
+      // Several replicas share this database: keys, catalog, prices and MCP changes reach
+      // every one of them through it too, with or without Redis (without, limits and
+      // breakers stay per replica).
       db->listen(notify_channel);
       pg_notify = true;
     }
@@ -356,9 +357,10 @@ struct persistence_state {
   /// An admin change here: every other replica reloads the same from the database.
   void announce(const admin_result& res) {
     auto tell = [&](const char* topic) {
-      if (gw->fleet) {
-        gw->fleet->publish(topic, "");
-      } else if (pg_notify) {
+      // Both ways when both exist: LISTEN/NOTIFY still works while Redis is away (a
+      // replica then reloads twice, which is harmless).
+      if (gw->fleet) gw->fleet->publish(topic, "");
+      if (pg_notify) {
         try {
           db->notify(notify_channel, gw->config.cluster.replica_id + '\n' + topic);
         } catch (const std::exception& e) {
@@ -415,7 +417,7 @@ struct persistence_state {
 
   usage_spool spool;
   static constexpr const char* notify_channel = "lowart_changes";
-  bool pg_notify = false; ///< PostgreSQL without a fleet: changes go by LISTEN/NOTIFY
+  bool pg_notify = false; ///< PostgreSQL: changes also go by LISTEN/NOTIFY
 };
 
 using persistence_actor = caf::stateful_actor<persistence_state>;

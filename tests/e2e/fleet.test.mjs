@@ -272,6 +272,12 @@ describe('two replicas, one Redis, one PostgreSQL', () => {
     const refused = await chat(b, k.key);
     assert.equal(refused.status, 503, refused.text);
     assert.equal(refused.json.error.code, 'limits_unavailable');
+    // Changes still reach the other replica without Redis, through PostgreSQL.
+    const gone = await createKey(a, { name: 'fleet-revoke-without-redis' });
+    await keyKnown(b, gone.key);
+    assert.equal((await api(a, 'DELETE', `/admin/keys/${gone.id}`)).status, 200);
+    await waitFor(async () => (await api(b, 'GET', '/v1/models', { key: gone.key })).status === 401,
+      { timeoutMs: 1000 * TIME_SCALE, intervalMs: 10, what: 'a revocation to reach b while redis is down' });
     // A key without limits never needs Redis: served either way.
     const free = await createKey(a, { name: 'fleet-free-' + Date.now() });
     assert.equal((await chat(a, free.key)).status, 200);
