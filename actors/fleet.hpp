@@ -17,6 +17,7 @@
 #include <functional>
 #include <memory>
 #include <string>
+#include <string_view>
 #include <vector>
 
 namespace boost::asio {
@@ -33,6 +34,28 @@ struct fleet_subject {
   std::string id; ///< "key:<id>", "team:<id>", "model:<name>"
   limits lim;
 };
+
+/// The subjects as the fleet takes them (copies: they outlive the request's snapshots
+/// while Redis answers), and back as the local limiter takes them (pointing into `s`).
+inline std::vector<fleet_subject> fleet_subjects(const std::vector<rate_limiter::subject_ref>& refs) {
+  std::vector<fleet_subject> out;
+  out.reserve(refs.size());
+  for (const auto& r : refs)
+    out.push_back({std::string(r.id), *r.lim});
+  return out;
+}
+inline std::vector<rate_limiter::subject_ref> subject_refs(const std::vector<fleet_subject>& s) {
+  std::vector<rate_limiter::subject_ref> out;
+  out.reserve(s.size());
+  for (const auto& f : s)
+    out.push_back({f.id, &f.lim});
+  return out;
+}
+
+/// What replicas tell each other about the shared database (reload that part of it).
+inline bool is_change_topic(std::string_view topic) {
+  return topic == "keys" || topic == "catalog" || topic == "prices" || topic == "mcp";
+}
 
 class fleet {
 public:

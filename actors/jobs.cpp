@@ -709,12 +709,7 @@ void meter(job_actor* self) {
         if (auto t = keys->teams.find(r.team_id); t != keys->teams.end()) subjects.push_back({ids[1], &t->second});
     }
     gw.limiter.charge(subjects, 0, cost, clock::unix_ms());
-    if (gw.fleet && !subjects.empty()) {
-      std::vector<fleet_subject> shared;
-      for (const auto& sub : subjects)
-        shared.push_back({std::string(sub.id), *sub.lim});
-      gw.fleet->charge(shared, 0, cost, clock::unix_ms());
-    }
+    if (gw.fleet && !subjects.empty()) gw.fleet->charge(fleet_subjects(subjects), 0, cost, clock::unix_ms());
   }
 }
 

@@ -386,7 +386,7 @@ struct persistence_state {
       auto nl = n.find('\n');
       if (nl == std::string::npos || n.compare(0, nl, gw->config.cluster.replica_id) == 0) continue;
       auto topic = n.substr(nl + 1);
-      if (topic == "keys" || topic == "prices" || topic == "catalog" || topic == "mcp") reload(topic, self);
+      if (is_change_topic(topic)) reload(topic, self);
     }
   }
 

@@ -225,7 +225,7 @@ public:
       auto p = std::make_shared<std::promise<void>>();
       done.push_back(p->get_future());
       asio::post(w->timer.get_executor(), [self = shared_from_this(), link = w, p] {
-        self->send_settles(*link);
+        self->send_settles(link);
         p->set_value();
       });
     }
@@ -373,18 +373,18 @@ public:
     link->timer.expires_after(after);
     link->timer.async_wait([self = shared_from_this(), link](boost::system::error_code ec) {
       link->armed = false;
-      if (!ec) self->send_settles(*link);
+      if (!ec) self->send_settles(link);
     });
   }
 
   /// Sends a worker's batched settles; a batch Redis did not take is merged back and
   /// tried again (every second while Redis is away), so no spend is dropped.
-  void send_settles(worker_link& link) {
-    if (link.pending.empty()) return;
-    auto batch = std::make_shared<settle_batch>(std::move(link.pending));
-    link.pending.clear();
-    std::weak_ptr<worker_link> weak_link = workers_link_of(link);
-    link.conn->send(settle_args(*batch), [self = shared_from_this(), batch, weak_link](const redis_reply* r) {
+  void send_settles(const std::shared_ptr<worker_link>& link) {
+    if (link->pending.empty()) return;
+    auto batch = std::make_shared<settle_batch>(std::move(link->pending));
+    link->pending.clear();
+    std::weak_ptr<worker_link> weak_link = link;
+    link->conn->send(settle_args(*batch), [self = shared_from_this(), batch, weak_link](const redis_reply* r) {
       if (r && r->type != redis_reply::error) return;
       if (r) log::error("redis settle failed", {{"error", r->text}});
       auto l = weak_link.lock();
@@ -393,12 +393,6 @@ public:
         merge(l->pending[key], d);
       self->arm_settles(l, std::chrono::milliseconds(1000));
     });
-  }
-
-  std::shared_ptr<worker_link> workers_link_of(const worker_link& link) const {
-    for (const auto& w : workers_)
-      if (w.get() == &link) return w;
-    return nullptr;
   }
 
   static void merge(settle_delta& into, const settle_delta& d) {
@@ -562,7 +556,7 @@ private:
     if (b == std::string::npos) return;
     if (message.compare(0, a, replica_) == 0 || stopping_) return; // our own, or shutting down
     auto topic = message.substr(a + 1, b - a - 1);
-    bool known = topic == "keys" || topic == "catalog" || topic == "prices" || topic == "mcp" || topic == "breaker";
+    bool known = is_change_topic(topic) || topic == "breaker";
     metrics::fleet_messages(known ? topic : "other").inc(); // no label from arbitrary text
     if (on_message) on_message(topic, message.substr(b + 1));
   }

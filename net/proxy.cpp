@@ -553,9 +553,7 @@ bool proxy_call::check_request(simdjson::dom::object& obj) {
 bool proxy_call::ask_fleet(const std::vector<rate_limiter::subject_ref>& subjects, std::int64_t estimate) {
   auto& state = client_->worker().state;
   auto worker = client_->worker().index;
-  fleet_subjects_.clear();
-  for (const auto& sub : subjects)
-    fleet_subjects_.push_back({std::string(sub.id), *sub.lim});
+  fleet_subjects_ = fleet_subjects(subjects);
   fleet_estimate_ = estimate;
   if (!state.fleet->up(worker)) return fleet_down();
   // max_parallel stays with this replica: taken here, before Redis is asked.
@@ -600,10 +598,7 @@ bool proxy_call::fleet_down() {
     return false;
   }
   // Fail open: this replica's own limits, from the same subjects.
-  std::vector<rate_limiter::subject_ref> local;
-  for (const auto& sub : fleet_subjects_)
-    local.push_back({sub.id, &sub.lim});
-  limit_ = state.limiter.reserve(local, fleet_estimate_, clock::unix_ms(), ticket_);
+  limit_ = state.limiter.reserve(subject_refs(fleet_subjects_), fleet_estimate_, clock::unix_ms(), ticket_);
   if (!limit_.allowed) {
     refuse_limited();
     return false;
@@ -1525,10 +1520,7 @@ void proxy_call::finish_request(int status) {
                         clock::unix_ms());
     // This replica's own budget counters follow too: they decide while Redis is away
     // (on_redis_down = open), and must not start from zero then.
-    std::vector<rate_limiter::subject_ref> local;
-    for (const auto& sub : fleet_subjects_)
-      local.push_back({sub.id, &sub.lim});
-    state.limiter.charge(local, real_tokens, cost, clock::unix_ms());
+    state.limiter.charge(subject_refs(fleet_subjects_), real_tokens, cost, clock::unix_ms());
   }
   if (usage_.present) {
     route_->prompt_tokens.inc(static_cast<double>(usage_.prompt));

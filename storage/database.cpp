@@ -207,7 +207,7 @@ private:
 
 class pg_backend final : public backend {
 public:
-  explicit pg_backend(const std::string& url) : url_(url) {
+  explicit pg_backend(const std::string& url) {
     // Bounded connects: a dead server must not hold the persistence thread for long.
     std::string conninfo = url;
     conninfo += url.find('?') == std::string::npos ? "?" : "&";
@@ -291,8 +291,6 @@ public:
   }
 
   void exec(std::string_view sql) override {
-    static const std::vector<std::optional<std::string>> none;
-    static const std::vector<Oid> no_types;
     if (!conn_ || PQstatus(conn_) != CONNECTION_OK) throw database_unavailable("PostgreSQL connection lost");
     // Several statements (migrations) need the simple protocol.
     PGresult* res = PQexec(conn_, std::string(sql).c_str());
@@ -362,7 +360,6 @@ private:
     return ok;
   }
 
-  std::string url_;
   std::string conninfo_;
   PGconn* conn_ = nullptr;
   PGconn* listener_ = nullptr; ///< LISTEN connection (PostgreSQL notifications)
