@@ -95,8 +95,8 @@ public:
                       std::int64_t now_ms) = 0;
   /// The database's budget use for the current period, written to Redis unless Redis
   /// already counts this period (at start, and again after Redis lost its data).
-  virtual void seed_budget(const std::string& subject_id, const std::string& period, std::int64_t tokens,
-                           double cost, std::int64_t now_ms) = 0;
+  virtual void seed_budget(const std::string& subject_id, const std::string& period, std::int64_t tokens, double cost,
+                           std::int64_t now_ms) = 0;
 
   /// Tells every other replica; any thread. `topic` is "keys", "catalog", "prices",
   /// "mcp" or "breaker" ("<deployment>\n<open|closed>"; the fleet adds the time and keeps

@@ -531,9 +531,10 @@ caf::behavior persistence(persistence_actor* self, gateway_state* gw, bool own_t
         } catch (const storage::database_unavailable& e) {
           log::error("admin operation failed: the database does not answer", {{"path", path}, {"error", e.what()}});
           st.storage_failed(e);
-          return {std::int32_t{503},
-                  std::string(R"({"error":{"message":"the database does not answer; try again","type":"unavailable"}})"),
-                  std::string("application/json")};
+          return {
+              std::int32_t{503},
+              std::string(R"({"error":{"message":"the database does not answer; try again","type":"unavailable"}})"),
+              std::string("application/json")};
         } catch (const std::exception& e) {
           log::error("admin operation failed", {{"path", path}, {"error", e.what()}});
           return {std::int32_t{500},

@@ -81,9 +81,9 @@ int serve(const std::string& config_path, const char* argv0) {
       std::fprintf(stderr, "lowart: %s\n", e.what());
       return 2;
     }
-    lowart::log::info("fleet mode: limits, breakers and changes shared through redis",
-                      {{"replica", state.config.cluster.replica_id},
-                       {"on_redis_down", state.config.cluster.on_redis_down}});
+    lowart::log::info(
+        "fleet mode: limits, breakers and changes shared through redis",
+        {{"replica", state.config.cluster.replica_id}, {"on_redis_down", state.config.cluster.on_redis_down}});
   }
   lowart::actors::runtime runtime{state};
   if (auto error = runtime.start(); !error.empty()) {

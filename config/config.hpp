@@ -48,8 +48,8 @@ struct cluster_config {
   /// Redis down: "open" keeps serving with this replica's own limits (each replica then
   /// allows the full limit), "closed" refuses limited requests with 503.
   std::string on_redis_down = "open";
-  int timeout_ms = 500;       ///< a Redis command unanswered this long counts as Redis down
-  std::string replica_id;     ///< names this replica in logs, broadcasts and owned work ("" = host:listen)
+  int timeout_ms = 500;          ///< a Redis command unanswered this long counts as Redis down
+  std::string replica_id;        ///< names this replica in logs, broadcasts and owned work ("" = host:listen)
   std::string prefix = "lowart"; ///< Redis key prefix (several fleets on one Redis)
 };
 

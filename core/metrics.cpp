@@ -152,12 +152,14 @@ struct families {
                                                       .Register(registry);
   prometheus::Gauge& connections_gauge = connections.Add({});
   prometheus::Family<prometheus::Gauge>& redis_up =
-      BuildGauge().Name("gateway_redis_up").Help("1 while this replica's Redis connections answer (fleet mode)").Register(registry);
-  prometheus::Family<prometheus::Counter>& fleet_messages =
-      BuildCounter()
-          .Name("gateway_fleet_messages_total")
-          .Help("Changes received from other replicas, by topic")
+      BuildGauge()
+          .Name("gateway_redis_up")
+          .Help("1 while this replica's Redis connections answer (fleet mode)")
           .Register(registry);
+  prometheus::Family<prometheus::Counter>& fleet_messages = BuildCounter()
+                                                                .Name("gateway_fleet_messages_total")
+                                                                .Help("Changes received from other replicas, by topic")
+                                                                .Register(registry);
   prometheus::Family<prometheus::Gauge>& usage_spooled =
       BuildGauge()
           .Name("gateway_usage_spooled_records")

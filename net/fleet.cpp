@@ -11,9 +11,9 @@
 #include <openssl/evp.h>
 
 #include <algorithm>
-#include <future>
 #include <atomic>
 #include <cmath>
+#include <future>
 #include <map>
 
 namespace lowart {
@@ -151,8 +151,7 @@ class redis_fleet final : public fleet, public std::enable_shared_from_this<redi
 
 public:
   explicit redis_fleet(const config::cluster_config& cfg)
-      : replica_(cfg.replica_id), prefix_(cfg.prefix), open_(cfg.on_redis_down == "open"),
-        timeout_(cfg.timeout_ms) {
+      : replica_(cfg.replica_id), prefix_(cfg.prefix), open_(cfg.on_redis_down == "open"), timeout_(cfg.timeout_ms) {
     if (!net::parse_redis_url(cfg.redis_url, endpoint_))
       throw std::runtime_error("cluster.redis_url is not a redis://[user:password@]host:port URL");
     channel_ = prefix_ + ":events";
@@ -288,8 +287,7 @@ public:
     workers_[worker]->conn->send(args, [done = std::move(done), subjects](const redis_reply* r) {
       limit_decision d;
       if (!r || r->type != redis_reply::array || r->items.size() < 10) {
-        if (r && r->type == redis_reply::error)
-          log::error("redis limit script failed", {{"error", r->text}});
+        if (r && r->type == redis_reply::error) log::error("redis limit script failed", {{"error", r->text}});
         done(false, d);
         return;
       }
@@ -449,9 +447,9 @@ public:
       auto nl = payload.find('\n');
       if (nl == std::string::npos) return;
       auto id = payload.substr(0, nl);
-      auto now = std::to_string(std::chrono::duration_cast<std::chrono::milliseconds>(
-                                    std::chrono::system_clock::now().time_since_epoch())
-                                    .count());
+      auto now = std::to_string(
+          std::chrono::duration_cast<std::chrono::milliseconds>(std::chrono::system_clock::now().time_since_epoch())
+              .count());
       if (payload.compare(nl + 1, std::string::npos, "open") == 0)
         record = {"HSET", breakers_key(), id, now};
       else
@@ -542,7 +540,8 @@ private:
 
   static net::redis_connection::handler logged(const char* what) {
     return [what](const redis_reply* r) {
-      if (r && r->type == redis_reply::error) log::error("redis command failed", {{"command", what}, {"error", r->text}});
+      if (r && r->type == redis_reply::error)
+        log::error("redis command failed", {{"command", what}, {"error", r->text}});
     };
   }
 

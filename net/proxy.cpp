@@ -563,10 +563,9 @@ bool proxy_call::ask_fleet(const std::vector<rate_limiter::subject_ref>& subject
     return false;
   }
   fleet_wait_ = true;
-  state.fleet->reserve(worker, fleet_subjects_, estimate, clock::unix_ms(),
-                       [self = shared_from_this()](bool reached, const limit_decision& d) {
-                         self->fleet_answer(reached, d);
-                       });
+  state.fleet->reserve(
+      worker, fleet_subjects_, estimate, clock::unix_ms(),
+      [self = shared_from_this()](bool reached, const limit_decision& d) { self->fleet_answer(reached, d); });
   return true;
 }
 
@@ -1516,8 +1515,7 @@ void proxy_call::finish_request(int status) {
   if (fleet_ticket_) {
     fleet_ticket_ = false;
     auto& state = client_->worker().state;
-    state.fleet->settle(client_->worker().index, fleet_subjects_, fleet_estimate_, real_tokens, cost,
-                        clock::unix_ms());
+    state.fleet->settle(client_->worker().index, fleet_subjects_, fleet_estimate_, real_tokens, cost, clock::unix_ms());
     // This replica's own budget counters follow too: they decide while Redis is away
     // (on_redis_down = open), and must not start from zero then.
     state.limiter.charge(subject_refs(fleet_subjects_), real_tokens, cost, clock::unix_ms());

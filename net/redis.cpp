@@ -2,14 +2,13 @@
 
 #include "core/log.hpp"
 
-#include <hiredis/hiredis.h>
-
 #include <boost/asio/connect.hpp>
 #include <boost/asio/post.hpp>
 #include <boost/asio/write.hpp>
 
 #include <algorithm>
 #include <cctype>
+#include <hiredis/hiredis.h>
 
 namespace lowart::net {
 
@@ -181,7 +180,8 @@ void redis_connection::connect() {
                                 else
                                   self->send({"AUTH", self->endpoint_.user, self->endpoint_.password}, checked);
                               }
-                              if (self->endpoint_.db) self->send({"SELECT", std::to_string(self->endpoint_.db)}, checked);
+                              if (self->endpoint_.db)
+                                self->send({"SELECT", std::to_string(self->endpoint_.db)}, checked);
                               if (self->backoff_ > std::chrono::milliseconds(100) || self->generation_ > 1)
                                 log::info("redis connected", {{"connection", self->name_}});
                               self->backoff_ = std::chrono::milliseconds(100);
@@ -247,8 +247,7 @@ void redis_connection::read_more() {
       asio::buffer(in_), [self = shared_from_this(), gen = generation_](boost::system::error_code ec, std::size_t n) {
         if (gen != self->generation_) return;
         if (ec) return self->fail(ec == asio::error::eof ? "connection closed by redis" : "read: " + ec.message());
-        if (redisReaderFeed(self->reader_, self->in_.data(), n) != REDIS_OK)
-          return self->fail("bad reply from redis");
+        if (redisReaderFeed(self->reader_, self->in_.data(), n) != REDIS_OK) return self->fail("bad reply from redis");
         for (;;) {
           void* raw = nullptr;
           if (redisReaderGetReply(self->reader_, &raw) != REDIS_OK) return self->fail("bad reply from redis");

@@ -2,16 +2,16 @@
 
 #include "storage/migrations_embedded.hpp"
 
-#include <libpq-fe.h>
 #include <sqlite3.h>
 
 #include <algorithm>
 #include <cctype>
-#include <cstdio>
-#include <cstring>
 #include <chrono>
+#include <cstdio>
 #include <cstdlib>
+#include <cstring>
 #include <fcntl.h>
+#include <libpq-fe.h>
 #include <unistd.h>
 #include <vector>
 
@@ -224,7 +224,8 @@ public:
       conn_ = nullptr;
       throw database_unavailable(msg);
     }
-    PQsetNoticeProcessor(conn_, [](void*, const char*) {}, nullptr); // "relation exists, skipping" etc.
+    PQsetNoticeProcessor(
+        conn_, [](void*, const char*) {}, nullptr); // "relation exists, skipping" etc.
   }
   ~pg_backend() override {
     if (conn_) PQfinish(conn_);
@@ -321,7 +322,8 @@ public:
     }
     if (PQstatus(conn_) == CONNECTION_OK) {
       backoff_ = std::chrono::milliseconds(100);
-      PQsetNoticeProcessor(conn_, [](void*, const char*) {}, nullptr);
+      PQsetNoticeProcessor(
+          conn_, [](void*, const char*) {}, nullptr);
       return true;
     }
     next_attempt_ = now + backoff_;
@@ -345,7 +347,8 @@ private:
       listener_ = nullptr;
       return false;
     }
-    PQsetNoticeProcessor(listener_, [](void*, const char*) {}, nullptr);
+    PQsetNoticeProcessor(
+        listener_, [](void*, const char*) {}, nullptr);
     // The channel is lowart's own constant: quoted as an identifier all the same.
     char* quoted = PQescapeIdentifier(listener_, channel_.c_str(), channel_.size());
     std::string sql = std::string("LISTEN ") + (quoted ? quoted : "lowart");

@@ -5,14 +5,13 @@
 #include "net/redis.hpp"
 #include "storage/database.hpp"
 
-#include <gtest/gtest.h>
-
 #include <boost/asio/io_context.hpp>
 #include <boost/asio/ip/tcp.hpp>
+#include <gtest/gtest.h>
 
 #include <chrono>
-#include <optional>
 #include <csignal>
+#include <optional>
 #include <sys/wait.h>
 #include <thread>
 #include <unistd.h>
@@ -99,8 +98,8 @@ public:
     pid = ::fork();
     if (pid == 0) {
       auto p = std::to_string(port);
-      ::execlp("redis-server", "redis-server", "--port", p.c_str(), "--bind", "127.0.0.1", "--save", "",
-               "--appendonly", "no", "--loglevel", "warning", static_cast<char*>(nullptr));
+      ::execlp("redis-server", "redis-server", "--port", p.c_str(), "--bind", "127.0.0.1", "--save", "", "--appendonly",
+               "no", "--loglevel", "warning", static_cast<char*>(nullptr));
       ::_exit(127);
     }
   }
