@@ -2,6 +2,7 @@
 
 #include "actors/messages.hpp"
 #include "actors/state.hpp"
+#include "core/file_watch.hpp"
 #include "core/log.hpp"
 
 #include <caf/all.hpp>
@@ -16,23 +17,17 @@ struct config_state {
   gateway_state* gw = nullptr;
   caf::actor notify;
   std::chrono::milliseconds interval{2000};
-  std::filesystem::file_time_type seen{};
+  settling_file file; ///< what was loaded, and a change still being written
 };
 
 using config_actor = caf::stateful_actor<config_state>;
 
-std::filesystem::file_time_type mtime(const std::string& path) {
-  std::error_code ec;
-  auto t = std::filesystem::last_write_time(path, ec);
-  return ec ? std::filesystem::file_time_type{} : t;
-}
-
-/// Reloads when the file changed; true when a new configuration was published.
+/// Reloads when the file changed and has stopped changing; true when a new configuration
+/// was published.
 bool check(config_state& st) {
   const auto& path = st.gw->config_path;
-  auto now = mtime(path);
-  if (now == st.seen) return false;
-  st.seen = now;
+  auto now = stamp_of(path);
+  if (!now || !st.file.ready(*now)) return false;
   auto loaded = config::load(path);
   if (!loaded.config) {
     log::error("config reload refused; the running configuration stays", {{"path", path}, {"error", loaded.error}});
@@ -50,7 +45,7 @@ caf::behavior config_behavior(config_actor* self, gateway_state* gw, caf::actor 
   st.notify = std::move(notify);
   st.interval = interval;
   if (!gw->config_path.empty()) {
-    st.seen = mtime(gw->config_path);
+    if (auto now = stamp_of(gw->config_path)) st.file.taken(*now);
     self->delayed_send(self, interval, tick_atom::value);
   }
   return {

@@ -4,6 +4,7 @@
 #include "actors/messages.hpp"
 #include "actors/state.hpp"
 #include "core/clock.hpp"
+#include "core/file_watch.hpp"
 #include "core/log.hpp"
 #include "core/metrics.hpp"
 #include "core/secrets.hpp"
@@ -69,9 +70,9 @@ public:
     table_.memory_bytes = gw.config.scripts.memory_bytes;
   }
 
-  /// Compares the directory with what was loaded; loads what changed. Publishes when
-  /// anything did.
-  void scan() {
+  /// Compares the directory with what was loaded; loads what changed and has stopped
+  /// changing (`at_start`: everything there, at once). Publishes when anything changed.
+  void scan(bool at_start = false) {
     std::error_code ec;
     if (!fs::is_directory(dir_, ec)) {
       if (!missing_logged_) {
@@ -94,11 +95,13 @@ public:
       auto name = it->path().filename().string();
       if (!acceptable_name(name)) continue;
       present.insert(name);
-      auto size = it->file_size(ec);
-      auto mtime = it->last_write_time(ec).time_since_epoch().count();
-      auto& seen = seen_[name];
-      if (seen.first == mtime && seen.second == size) continue;
-      seen = {mtime, size};
+      auto stamp = stamp_of(it->path());
+      if (!stamp) continue;
+      auto& watch = seen_[name];
+      if (at_start)
+        watch.taken(*stamp);
+      else if (!watch.ready(*stamp))
+        continue; // unchanged, or still being written: the next scan looks again
       auto text = read_file(it->path());
       if (!text) continue;
       if (is_script(name))
@@ -112,11 +115,11 @@ public:
         ++it;
         continue;
       }
-      log::warn("script file removed; unloaded", {{"script", it->first}});
-      table_.by_name.erase(it->first);
-      table_.files.erase(it->first);
+      if (table_.by_name.erase(it->first) + table_.files.erase(it->first) > 0) {
+        log::warn("script file removed; unloaded", {{"script", it->first}});
+        changed = true;
+      }
       it = seen_.erase(it);
-      changed = true;
     }
     if (changed) publish();
   }
@@ -217,8 +220,7 @@ public:
       fs::rename(temp, final_path, ec);
       if (ec) return error(500, "storage_error", "cannot write " + final_path.string() + ": " + ec.message());
       // What is on disk now is what is loaded: the next scan does not load it again.
-      auto size = fs::file_size(final_path, ec);
-      seen_[name] = {fs::last_write_time(final_path, ec).time_since_epoch().count(), size};
+      if (auto stamp = stamp_of(final_path)) seen_[name].taken(*stamp);
       if (is_data(name)) load_data(name, body);
       publish();
       if (is_data(name)) {
@@ -270,7 +272,7 @@ private:
   gateway_state& gw_;
   fs::path dir_;
   script_table table_;
-  std::map<std::string, std::pair<std::int64_t, std::uintmax_t>> seen_; ///< name -> (mtime, size) last read
+  std::map<std::string, settling_file> seen_; ///< name -> what was read of it, and a change still settling
   std::int64_t versions_ = 0;
   bool missing_logged_ = false;
 };
@@ -313,7 +315,7 @@ caf::behavior scripts(scripts_actor* self, gateway_state* gw, std::shared_ptr<sc
 
 caf::actor spawn_scripts(caf::actor_system& sys, gateway_state& state, bool detached) {
   auto loader = std::make_shared<script_loader>(state);
-  loader->scan();
+  loader->scan(true);
   loader->publish();
   if (detached) return sys.spawn<caf::detached>(scripts, &state, std::move(loader));
   return sys.spawn(scripts, &state, std::move(loader));

@@ -64,7 +64,7 @@ void start_router(supervisor_actor* self) {
 
 void start_config(supervisor_actor* self) {
   auto& c = self->state.config;
-  c.handle = spawn_config(self->system(), *self->state.gw, caf::actor_cast<caf::actor>(self), std::chrono::seconds(2));
+  c.handle = spawn_config(self->system(), *self->state.gw, caf::actor_cast<caf::actor>(self), std::chrono::seconds(1));
   self->monitor(c.handle);
   self->link_to(c.handle);
 }

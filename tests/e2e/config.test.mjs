@@ -36,7 +36,7 @@ test('an edited lowart.toml adds a model and re-points another without a restart
       { name: 'gpt-new', deployments: [{ provider: 'mock', model: 'mock-model' }] },
     ],
   }));
-  // The config actor polls every 2 s.
+  // The config actor polls every second and takes an edit once two polls see it alike.
   await waitFor(async () => (await chat('gpt-new')).status === 200, { timeoutMs: 8000, what: 'gpt-new routed' });
   const r = await chat('gpt-demo');
   assert.equal(r.status, 200);

@@ -279,19 +279,21 @@ provider = "mock"
 model = "m2"
 )",
         5);
-  sched->trigger_timeouts();
-  sched->run();
-  bool notified = false;
-  (*self)->receive([&](reload_atom) { notified = true; }, caf::after(std::chrono::seconds(0)) >> [] {});
-  EXPECT_TRUE(notified);
+  auto tick = [&] {
+    sched->trigger_timeouts();
+    sched->run();
+    bool notified = false;
+    (*self)->receive([&](reload_atom) { notified = true; }, caf::after(std::chrono::seconds(0)) >> [] {});
+    return notified;
+  };
+  EXPECT_FALSE(tick()) << "a change is taken once it has stopped changing (two polls alike)";
+  EXPECT_EQ(file_state.routing.load()->models.size(), 1u);
+  EXPECT_TRUE(tick());
   ASSERT_EQ(file_state.routing.load()->models.size(), 2u);
 
   write("[[models]]\nname = \"broken\"\n", 10); // no deployments: invalid
-  sched->trigger_timeouts();
-  sched->run();
-  bool notified_again = false;
-  (*self)->receive([&](reload_atom) { notified_again = true; }, caf::after(std::chrono::seconds(0)) >> [] {});
-  EXPECT_FALSE(notified_again);
+  EXPECT_FALSE(tick());
+  EXPECT_FALSE(tick());
   EXPECT_EQ(file_state.routing.load()->models.size(), 2u) << "an invalid file must not replace the config";
   std::filesystem::remove(path);
 }
