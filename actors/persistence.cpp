@@ -227,18 +227,15 @@ struct persistence_state {
                                 {"journal_mode", db->journal_mode()}});
   }
 
-  /// Writes `rows` inside one transaction (throws on failure): SQLite steps one prepared
-  /// statement per row (no round trips; parsing a statement of hundreds of placeholders
-  /// at every flush cost more than the rows), PostgreSQL takes multi-row INSERTs (one
-  /// round trip per 200 rows).
-  /// Binds one record's 14 columns (request_id ... price_version) from parameter base + 1.
+  /// Binds one record's 14 columns (request_id ... price_version) from parameter base + 1,
+  /// without copying its text: `r` outlives the statement's step and reset.
   static storage::statement& bind_usage(storage::statement& st, int base, const usage_record& r) {
-    return st.bind(base + 1, r.request_id)
+    return st.bind_view(base + 1, r.request_id)
         .bind(base + 2, r.ts_ms)
-        .bind_optional(base + 3, r.key_id)
-        .bind(base + 4, r.route)
-        .bind_optional(base + 5, r.model)
-        .bind_optional(base + 6, r.deployment)
+        .bind_optional_view(base + 3, r.key_id)
+        .bind_view(base + 4, r.route)
+        .bind_optional_view(base + 5, r.model)
+        .bind_optional_view(base + 6, r.deployment)
         .bind(base + 7, static_cast<std::int64_t>(r.status))
         .bind(base + 8, static_cast<std::int64_t>(r.stream))
         .bind(base + 9, r.prompt_tokens)
@@ -250,22 +247,27 @@ struct persistence_state {
   }
 
   /// Spooled records may be in the database already (the connection died during a COMMIT
-  /// that succeeded): each goes in only if no record has its request id.
+  /// that succeeded): each goes in only if no record has its timestamp and request id
+  /// (looked up through the ts_ms index).
   void insert_usage_once(const std::vector<usage_record>& rows) {
     db->transaction([&] {
       auto st =
           db->prepare("INSERT INTO usage_records(request_id, ts_ms, key_id, route, model, deployment, status, stream,"
                       " prompt_tokens, completion_tokens, cached_tokens, latency_ms, cost, price_version)"
                       " SELECT ?,?,?,?,?,?,?,?,?,?,?,?,?,?"
-                      " WHERE NOT EXISTS (SELECT 1 FROM usage_records WHERE request_id = ?15)");
+                      " WHERE NOT EXISTS (SELECT 1 FROM usage_records WHERE ts_ms = ?2 AND request_id = ?1)");
       for (const auto& r : rows) {
-        bind_usage(st, 0, r).bind(15, r.request_id);
+        bind_usage(st, 0, r);
         st.step();
         st.reset();
       }
     });
   }
 
+  /// Writes `rows` inside one transaction (throws on failure): SQLite steps one prepared
+  /// statement per row (no round trips; parsing a statement of hundreds of placeholders
+  /// at every flush cost more than the rows), PostgreSQL takes multi-row INSERTs (one
+  /// round trip per 200 rows).
   void insert_usage(const std::vector<usage_record>& rows) {
     bool pg = db->dialect() == storage::dialect::postgres;
     const std::size_t per_statement = pg ? 200 : 1; // 14 parameters each, well under both limits

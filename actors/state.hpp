@@ -15,6 +15,7 @@
 #include "core/tokenizer.hpp"
 #include "scripting/script_table.hpp"
 
+#include <algorithm>
 #include <array>
 #include <atomic>
 #include <cstdint>
@@ -340,10 +341,15 @@ public:
     std::lock_guard guard{mutex_};
     return dropped_;
   }
+  /// Everything queued. The queue goes on with room for about as many again, allocated
+  /// here rather than grown by doubling under the requests' pushes.
   std::vector<usage_record> take() {
     std::vector<usage_record> out;
+    out.reserve(expected_.load(std::memory_order_relaxed));
     std::lock_guard guard{mutex_};
     out.swap(items_);
+    expected_.store(std::min(max_rows, std::max<std::size_t>(64, out.size() + out.size() / 2)),
+                    std::memory_order_relaxed);
     return out;
   }
   std::size_t size() const {
@@ -355,6 +361,7 @@ private:
   mutable std::mutex mutex_;
   std::vector<usage_record> items_;
   std::size_t dropped_ = 0;
+  std::atomic<std::size_t> expected_{64};
 };
 
 // --- MCP ---------------------------------------------------------------------------------------

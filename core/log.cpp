@@ -3,6 +3,7 @@
 #include "core/json_text.hpp"
 
 #include <atomic>
+#include <charconv>
 #include <chrono>
 #include <condition_variable>
 #include <cstdio>
@@ -24,7 +25,10 @@ public:
   void push(std::string&& line) {
     std::lock_guard guard{mutex_};
     pending_ += line;
-    if (pending_.size() > 64 * 1024) wake_.notify_one();
+    if (pending_.size() > 64 * 1024 && !woken_) {
+      woken_ = true; // once per batch: a notify is a futex call
+      wake_.notify_one();
+    }
   }
 
   void flush() {
@@ -44,6 +48,7 @@ private:
         wake_.wait_for(guard, std::chrono::milliseconds(50),
                        [&] { return flush_requested_ > flush_done_ || pending_.size() > 64 * 1024; });
         out.swap(pending_);
+        woken_ = false;
         serving = flush_requested_;
       }
       if (!out.empty()) {
@@ -63,6 +68,7 @@ private:
   std::condition_variable wake_;
   std::condition_variable flushed_;
   std::string pending_;
+  bool woken_ = false;
   unsigned long long flush_requested_ = 0;
   unsigned long long flush_done_ = 0;
   std::thread writer_;
@@ -111,17 +117,25 @@ void write(level lvl, std::string_view msg, std::initializer_list<field> fields)
   using namespace std::chrono;
   auto now = system_clock::now();
   auto secs = system_clock::to_time_t(now);
-  auto millis = duration_cast<milliseconds>(now.time_since_epoch()).count() % 1000;
-  std::tm tm{};
-  gmtime_r(&secs, &tm);
-  char ts[64];
-  std::snprintf(ts, sizeof ts, "%04d-%02d-%02dT%02d:%02d:%02d.%03dZ", tm.tm_year + 1900, tm.tm_mon + 1, tm.tm_mday,
-                tm.tm_hour, tm.tm_min, tm.tm_sec, static_cast<int>(millis));
+  auto millis = static_cast<int>(duration_cast<milliseconds>(now.time_since_epoch()).count() % 1000);
+  // The date and time to the second change once a second: formatted then, per thread.
+  thread_local std::time_t formatted_secs = -1;
+  thread_local char second[64];
+  if (secs != formatted_secs) {
+    std::tm tm{};
+    gmtime_r(&secs, &tm);
+    std::snprintf(second, sizeof second, "%04d-%02d-%02dT%02d:%02d:%02d.", tm.tm_year + 1900, tm.tm_mon + 1, tm.tm_mday,
+                  tm.tm_hour, tm.tm_min, tm.tm_sec);
+    formatted_secs = secs;
+  }
+  const char ms[] = {static_cast<char>('0' + millis / 100), static_cast<char>('0' + millis / 10 % 10),
+                     static_cast<char>('0' + millis % 10)};
   std::string line;
-  line.reserve(128 + msg.size());
+  line.reserve(160 + msg.size());
   line += "{\"ts\":\"";
-  line += ts;
-  line += "\",\"level\":\"";
+  line += second;
+  line.append(ms, 3);
+  line += "Z\",\"level\":\"";
   line += level_name(lvl);
   line += "\",\"msg\":";
   json::append_quoted(line, msg);
@@ -129,9 +143,11 @@ void write(level lvl, std::string_view msg, std::initializer_list<field> fields)
     line += ',';
     json::append_quoted(line, f.key);
     line += ':';
-    if (f.is_number)
-      line += std::to_string(f.number);
-    else
+    if (f.is_number) {
+      char digits[24];
+      auto end = std::to_chars(digits, digits + sizeof digits, f.number).ptr;
+      line.append(digits, end);
+    } else
       json::append_quoted(line, f.text);
   }
   line += "}\n";

@@ -12,6 +12,7 @@
 #include <cstring>
 #include <fcntl.h>
 #include <libpq-fe.h>
+#include <mutex>
 #include <unistd.h>
 #include <vector>
 
@@ -39,6 +40,10 @@ public:
 
   void bind_text(int index, std::string_view text) override {
     if (sqlite3_bind_text(stmt_, index, text.data(), static_cast<int>(text.size()), SQLITE_TRANSIENT) != SQLITE_OK)
+      raise(db_, "bind");
+  }
+  void bind_view(int index, std::string_view text) override {
+    if (sqlite3_bind_text(stmt_, index, text.data(), static_cast<int>(text.size()), SQLITE_STATIC) != SQLITE_OK)
       raise(db_, "bind");
   }
   void bind_int(int index, std::int64_t value) override {
@@ -86,6 +91,11 @@ public:
       int fd = ::open(path.c_str(), O_RDWR | O_CREAT, 0600);
       if (fd >= 0) ::close(fd);
     }
+    // No global memory statistics: with them on, every sqlite3_malloc takes a global
+    // mutex (a usage flush binds and steps hundreds of rows). Must precede the first open;
+    // refused harmlessly should SQLite already be initialised.
+    static std::once_flag configured;
+    std::call_once(configured, [] { sqlite3_config(SQLITE_CONFIG_MEMSTATUS, 0); });
     if (sqlite3_open_v2(path.c_str(), &db_, SQLITE_OPEN_READWRITE | SQLITE_OPEN_CREATE | SQLITE_OPEN_NOMUTEX,
                         nullptr) != SQLITE_OK) {
       std::string msg = "cannot open database '" + path + "'";

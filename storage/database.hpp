@@ -35,6 +35,8 @@ class statement_impl {
 public:
   virtual ~statement_impl() = default;
   virtual void bind_text(int index, std::string_view text) = 0;
+  /// Text the caller keeps valid until the statement is reset (no copy where the backend can).
+  virtual void bind_view(int index, std::string_view text) { bind_text(index, text); }
   virtual void bind_int(int index, std::int64_t value) = 0;
   virtual void bind_real(int index, double value) = 0;
   virtual void bind_null(int index) = 0;
@@ -69,6 +71,16 @@ public:
   /// Binds text or NULL when empty.
   statement& bind_optional(int index, std::string_view text) {
     return text.empty() ? bind_null(index) : bind(index, text);
+  }
+  /// Binds text without copying it: it must stay valid until reset() (bulk inserts of
+  /// records the caller holds for the whole transaction).
+  statement& bind_view(int index, std::string_view text) {
+    impl_->bind_view(index, text);
+    return *this;
+  }
+  /// bind_view, or NULL when empty.
+  statement& bind_optional_view(int index, std::string_view text) {
+    return text.empty() ? bind_null(index) : bind_view(index, text);
   }
 
   /// Steps once: true while a row is available, false when done. Throws on errors.

@@ -177,6 +177,44 @@ TEST_F(actor_test, usage_queue_is_written_on_the_flush_timer_and_on_exit) {
   EXPECT_EQ(st.integer(1), 30);
 }
 
+TEST_F(actor_test, spooled_usage_is_written_once_even_when_part_of_it_is_in_the_database_already) {
+  // A COMMIT that succeeded on a connection that then died: the first two records are in
+  // the database and still in the spool. Replaying writes only the third.
+  {
+    storage::database db{db_path};
+    for (int i = 0; i < 2; ++i) {
+      auto st = db.prepare("INSERT INTO usage_records(request_id, ts_ms, route, status) VALUES (?, ?, 'chat', 200)");
+      st.bind(1, "req_" + std::to_string(i)).bind(2, std::int64_t{1000 + i});
+      st.step();
+    }
+  }
+  auto with_spool = test_config(db_path);
+  with_spool.storage.spool_path = db_path + ".spool";
+  state = std::make_unique<gateway_state>(with_spool);
+  {
+    std::ofstream spool(with_spool.storage.spool_path);
+    for (int i = 0; i < 3; ++i)
+      spool << R"({"request_id":"req_)" << i << R"(","ts_ms":)" << 1000 + i
+            << R"(,"route":"chat","status":200,"stream":false,"prompt_tokens":7})" << '\n';
+    // A client may send the same x-request-id twice: at another time it is another record.
+    spool << R"({"request_id":"req_0","ts_ms":5000,"route":"chat","status":200,"stream":false,"prompt_tokens":7})"
+          << '\n';
+  }
+  auto p = start_persistence();
+  sched->trigger_timeouts(); // the write-behind tick replays the spool
+  sched->run();
+  storage::database db{db_path};
+  auto st = db.prepare("SELECT COUNT(*), SUM(prompt_tokens), COUNT(DISTINCT ts_ms) FROM usage_records");
+  ASSERT_TRUE(st.step());
+  EXPECT_EQ(st.integer(0), 4) << "two were there, two came from the spool";
+  EXPECT_EQ(st.integer(1), 14);
+  EXPECT_EQ(st.integer(2), 4);
+  EXPECT_FALSE(std::filesystem::exists(state->config.storage.spool_path) &&
+               std::filesystem::file_size(state->config.storage.spool_path) > 0)
+      << "the spool is emptied once written";
+  std::filesystem::remove(state->config.storage.spool_path);
+}
+
 TEST_F(actor_test, router_publishes_deployments_by_priority_and_restarts_providers) {
   auto r = spawn_router(*sys, *state);
   spawned.push_back(r);
