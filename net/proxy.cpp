@@ -42,8 +42,9 @@ std::uint64_t next_random() {
 /// once warm; simdjson reads past the end of what it is given).
 simdjson::error_code parse_reused(std::string_view text, simdjson::dom::element& doc) {
   thread_local std::string buf;
-  buf.assign(text);
+  if (buf.capacity() > 1024 * 1024 && text.size() < 64 * 1024) std::string().swap(buf); // after a huge body
   buf.reserve(text.size() + simdjson::SIMDJSON_PADDING);
+  buf.assign(text);
   return thread_parser().parse(buf.data(), buf.size(), false).get(doc);
 }
 
@@ -393,7 +394,10 @@ private:
   bool retried_stale_ = false;
   std::optional<http::response_parser<http::buffer_body>> parser_;
   std::optional<http::response_parser<http::string_body>> full_;
-  std::array<char, 16 * 1024> read_buf_;
+  /// A stream's read buffer, made when the first stream read starts: a JSON answer does
+  /// not carry 16 KiB it never uses (that made every request a large allocation).
+  static constexpr std::size_t read_buf_size = 16 * 1024;
+  std::unique_ptr<char[]> read_buf_;
   sse_parser sse_;
   std::string pending_;       ///< complete SSE events not yet written to the client
   bool content_seen_ = false; ///< held-back preamble released
@@ -441,10 +445,10 @@ bool proxy_call::parse_request() {
 }
 
 bool proxy_call::read_body(simdjson::dom::object& obj) {
-  // simdjson reads up to SIMDJSON_PADDING bytes past the end: make room instead of copying.
-  body_.reserve(body_.size() + simdjson::SIMDJSON_PADDING);
+  // Parsed from the thread's padded copy: making room in body_ itself reallocated it
+  // (a malloc and a copy as large as the body), the copy alone is cheaper.
   simdjson::dom::element doc;
-  if (body_.empty() || thread_parser().parse(body_.data(), body_.size(), false).get(doc) != simdjson::SUCCESS) {
+  if (body_.empty() || parse_reused(body_, doc) != simdjson::SUCCESS) {
     client_->respond_error(ctx_, error_kind::bad_request, "the request body is not valid JSON", "invalid_json");
     return false;
   }
@@ -1037,11 +1041,12 @@ void proxy_call::on_full_body(beast::error_code ec) {
     return;
   }
   auto& body = res.body();
-  delivered_ = body; // counted only if the upstream reports no usage
+  // The upstream's answer is kept for counting only when it reports no usage.
   delivered_is_body_ = true;
   std::string type(res[http::field::content_type]);
   if (type.empty()) type = "application/json";
   if (up_proto_ != client_proto_) {
+    delivered_ = body;
     if (status >= 400)
       body = translate_error(body, status, client_proto_);
     else if (up_proto_ == protocol::anthropic)
@@ -1049,18 +1054,16 @@ void proxy_call::on_full_body(beast::error_code ec) {
     else
       body = openai_response_to_anthropic(body, usage_);
     type = "application/json";
-  } else if (status == 200 && body.find("\"usage\"") != std::string::npos) {
-    body.reserve(body.size() + simdjson::SIMDJSON_PADDING);
-    simdjson::dom::element doc;
-    if (thread_parser().parse(body.data(), body.size(), false).get(doc) == simdjson::SUCCESS) {
-      simdjson::dom::element usage;
-      if (doc["usage"].get(usage) == simdjson::SUCCESS) {
-        if (up_proto_ == protocol::anthropic)
-          read_anthropic_usage(usage, usage_);
-        else
-          read_openai_usage(usage, usage_);
-      }
+  } else {
+    simdjson::dom::element doc, usage;
+    if (status == 200 && body.find("\"usage\"") != std::string::npos && parse_reused(body, doc) == simdjson::SUCCESS &&
+        doc["usage"].get(usage) == simdjson::SUCCESS) {
+      if (up_proto_ == protocol::anthropic)
+        read_anthropic_usage(usage, usage_);
+      else
+        read_openai_usage(usage, usage_);
     }
+    if (!usage_.present) delivered_ = body;
   }
   usage_final_ = usage_.present;
   settle_attempt(std::to_string(status), false, false);
@@ -1071,8 +1074,9 @@ void proxy_call::on_full_body(beast::error_code ec) {
 
 void proxy_call::read_stream() {
   auto& b = parser_->get().body();
-  b.data = read_buf_.data();
-  b.size = read_buf_.size();
+  if (!read_buf_) read_buf_ = std::make_unique_for_overwrite<char[]>(read_buf_size);
+  b.data = read_buf_.get();
+  b.size = read_buf_size;
   conn_->tcp().expires_after(capped(content_seen_ ? idle_ms() : first_byte_ms()));
   with_stream([&](auto& s) {
     http::async_read_some(s, conn_->buffer, *parser_,
@@ -1088,8 +1092,8 @@ void proxy_call::on_stream_read(beast::error_code ec) {
                                              : "upstream stream broke: " + ec.message());
     return;
   }
-  auto got = read_buf_.size() - parser_->get().body().size;
-  if (got > 0 && !sse_.feed({read_buf_.data(), got}, [this](const sse_event& ev) { on_event(ev); })) {
+  auto got = read_buf_size - parser_->get().body().size;
+  if (got > 0 && !sse_.feed({read_buf_.get(), got}, [this](const sse_event& ev) { on_event(ev); })) {
     conn_.reset();
     stream_broke("upstream sent an SSE line over the size limit");
     return;

@@ -236,6 +236,24 @@ void session::do_read() {
 }
 
 void session::read_request() {
+  // Most requests are in the buffer whole once their first bytes are: parse them here.
+  // Only a request still arriving arms the header timeout (a timer per request, and a
+  // timerfd syscall whenever it became the reactor's earliest).
+  parser_->eager(true);
+  beast::error_code ec;
+  while (!parser_->is_done() && buffer_.size() > 0) {
+    auto used = parser_->put(buffer_.data(), ec);
+    buffer_.consume(used);
+    if (ec == http::error::need_more) {
+      ec = {};
+      break;
+    }
+    if (ec || used == 0) break;
+  }
+  if (ec || parser_->is_done()) {
+    on_read(ec);
+    return;
+  }
   visit([&](auto& s) {
     s.expires_after(std::chrono::milliseconds(worker_.state.config.server.header_timeout_ms));
     http::async_read(s, buffer_, *parser_,
