@@ -944,6 +944,10 @@ void proxy_call::send_request() {
 }
 
 void proxy_call::read_header() {
+  // The wait for the answer starts now. (Keeping the expiry set before the write made this
+  // timer older than the others armed meanwhile: the reactor's earliest, which costs a
+  // timerfd_settime syscall every time.)
+  conn_->tcp().expires_after(capped(first_byte_ms()));
   if (!stream_) {
     // A plain JSON answer: read head and body in one operation.
     full_.emplace();
