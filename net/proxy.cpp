@@ -933,9 +933,22 @@ void proxy_call::on_connection(connect_failure failure, std::string detail, upst
 }
 
 void proxy_call::send_request() {
+  std::size_t sent = 0;
+  if (!conn_->tls()) {
+    // A request nearly always fits the socket's send buffer: write it here and go on to the
+    // answer. A timed asynchronous write (a timer armed and cancelled, a completion posted)
+    // is left for what the kernel did not take at once.
+    auto& socket = conn_->tcp().socket();
+    beast::error_code ec;
+    if (!socket.non_blocking()) socket.non_blocking(true, ec);
+    if (!ec) sent = socket.write_some(asio::buffer(upstream_request_), ec);
+    if (ec == asio::error::would_block || ec == asio::error::try_again) ec = {};
+    if (ec) return upstream_failed(ec, "sending the request");
+    if (sent == upstream_request_.size()) return read_header();
+  }
   conn_->tcp().expires_after(capped(first_byte_ms()));
   with_stream([&](auto& s) {
-    asio::async_write(s, asio::buffer(upstream_request_),
+    asio::async_write(s, asio::buffer(upstream_request_) + sent, // the rest (kept whole for a retry)
                       [self = shared_from_this()](beast::error_code ec, std::size_t) {
                         if (ec) return self->upstream_failed(ec, "sending the request");
                         self->read_header();

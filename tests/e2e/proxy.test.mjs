@@ -3,6 +3,8 @@
 
 import { after, before, describe, test } from 'node:test';
 import assert from 'node:assert/strict';
+import { createHash } from 'node:crypto';
+import net from 'node:net';
 import {
   api, cleanupAll, createKey, mockReset, mockStats, renderConfig, sseData, startGateway, startMock,
   REQUEST_TIMEOUT_MS,
@@ -13,15 +15,49 @@ const PROVIDER_KEY = 'sk-upstream-proxytest-0123456789';
 let mock;
 let gw;
 let client; // master key
+let slowReader; // an upstream that reads nothing for a while, then everything
+let slowReaderGot = null; // digest of the message content it last read
 
 before(async () => {
   mock = await startMock();
+  slowReader = net.createServer((socket) => {
+    socket.pause(); // the kernel buffers fill: lowart's write cannot finish at once
+    const chunks = [];
+    setTimeout(() => socket.resume(), 300);
+    socket.on('data', (c) => {
+      chunks.push(c);
+      const all = Buffer.concat(chunks);
+      const head = all.indexOf('\r\n\r\n');
+      if (head < 0) return;
+      const length = Number(/content-length: *(\d+)/i.exec(all.subarray(0, head).toString())[1]);
+      if (all.length < head + 4 + length) return;
+      const body = all.subarray(head + 4, head + 4 + length);
+      let got;
+      try {
+        got = JSON.parse(body.toString()).messages[0].content;
+      } catch {
+        got = `not JSON: ${body.length} bytes`;
+      }
+      slowReaderGot = createHash('sha256').update(got).digest('hex');
+      const answer = JSON.stringify({
+        id: 'chatcmpl-slow', object: 'chat.completion', created: 1, model: 'slow',
+        choices: [{ index: 0, message: { role: 'assistant', content: 'read it all' }, finish_reason: 'stop' }],
+        usage: { prompt_tokens: 1, completion_tokens: 3, total_tokens: 4 },
+      });
+      socket.end(`HTTP/1.1 200 OK\r\ncontent-type: application/json\r\ncontent-length: ${answer.length}\r\n\r\n${answer}`);
+    });
+  });
+  await new Promise((resolve) => slowReader.listen(0, '127.0.0.1', resolve));
   gw = await startGateway({
     config: renderConfig({
-      providers: [{ name: 'mock', base_url: `${mock.url}/v1`, api_key_env: 'MOCK_API_KEY' }],
+      providers: [
+        { name: 'mock', base_url: `${mock.url}/v1`, api_key_env: 'MOCK_API_KEY' },
+        { name: 'slow', base_url: `http://127.0.0.1:${slowReader.address().port}/v1` },
+      ],
       models: [
         { name: 'gpt-demo', deployments: [{ provider: 'mock', model: 'mock-model' }] },
         { name: 'other-model', deployments: [{ provider: 'mock', model: 'mock-model' }] },
+        { name: 'slow-reader', deployments: [{ provider: 'slow', model: 'slow' }] },
       ],
     }),
     env: { MOCK_API_KEY: PROVIDER_KEY },
@@ -29,7 +65,10 @@ before(async () => {
   client = gw.client(gw.masterKey);
 });
 
-after(cleanupAll);
+after(async () => {
+  slowReader?.close();
+  await cleanupAll();
+});
 
 describe('chat completions', () => {
   test('a non-streaming chat returns the upstream answer, usage and gateway headers', async () => {
@@ -47,6 +86,24 @@ describe('chat completions', () => {
       { p: 2, c: 4, t: 6 });
     assert.equal(response.headers.get('x-lowart-deployment'), 'mock/mock-model');
     assert.match(response.headers.get('x-request-id') ?? '', /^[A-Za-z0-9._:-]+$/);
+  });
+
+  test('a request of several MiB reaches the upstream whole (more than one socket write)', async () => {
+    await mockReset(mock);
+    const content = Array.from({ length: 1_200_000 }, (_, i) => `w${i % 9973}`).join(' ').slice(0, 6 * 1024 * 1024);
+    const r = await client.chat.completions.create({ model: 'gpt-demo', messages: [{ role: 'user', content }] });
+    assert.match(r.choices[0].message.content, /^mock reply: w0 w1 w2/);
+    const sent = JSON.parse((await mockStats(mock)).last_body).messages[0].content;
+    // Compared by length and digest: a failure should not print 6 MiB.
+    const digest = (t) => createHash('sha256').update(t).digest('hex');
+    assert.equal(sent.length, content.length);
+    assert.equal(digest(sent), digest(content));
+    // An upstream that reads nothing for 300 ms: the kernel takes part of the request, the
+    // rest follows asynchronously once the upstream reads, in order and nothing twice.
+    slowReaderGot = null;
+    const slow = await client.chat.completions.create({ model: 'slow-reader', messages: [{ role: 'user', content }] });
+    assert.equal(slow.choices[0].message.content, 'read it all');
+    assert.equal(slowReaderGot, digest(content), 'the upstream read the same content');
   });
 
   test('the upstream gets the deployment model name and the provider key, not the client key', async () => {
@@ -181,7 +238,7 @@ describe('embeddings and models', () => {
   test('/v1/models lists every model for the master key and only its allowed models for a restricted key', async () => {
     const all = [];
     for await (const m of client.models.list()) all.push(m.id);
-    assert.deepEqual(all.sort(), ['gpt-demo', 'other-model']);
+    assert.deepEqual(all.sort(), ['gpt-demo', 'other-model', 'slow-reader']);
 
     const { key } = await createKey(gw, { name: 'only-demo', models: ['gpt-demo'] });
     const some = [];
