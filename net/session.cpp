@@ -743,9 +743,29 @@ void session::respond(request_context& ctx, int status, std::string_view content
   out_ += body;
   record(ctx, status);
   bool keep_alive = ctx.keep_alive;
+  // Nearly every answer fits the socket buffer: write it here. Only what the kernel does
+  // not take goes out asynchronously under the idle timeout (a timer armed and cancelled
+  // per answer otherwise). The next step is posted, never run inside the caller.
+  std::size_t sent = 0;
+  beast::error_code ec;
+  visit([&](auto& s) {
+    auto& socket = s.socket();
+    if (!socket.non_blocking()) socket.non_blocking(true, ec);
+    if (!ec) sent = socket.write_some(asio::buffer(out_), ec);
+  });
+  if (ec == asio::error::would_block || ec == asio::error::try_again) ec = {};
+  if (ec || sent == out_.size()) {
+    asio::post(worker_.ioc, [self = shared_from_this(), keep_alive, failed = bool(ec)] {
+      if (failed)
+        self->graceful_close();
+      else
+        self->after_response(keep_alive);
+    });
+    return;
+  }
   visit([&](auto& s) {
     s.expires_after(std::chrono::milliseconds(worker_.state.config.server.idle_timeout_ms));
-    asio::async_write(s, asio::buffer(out_),
+    asio::async_write(s, asio::buffer(out_) + sent,
                       [self = shared_from_this(), keep_alive](beast::error_code ec, std::size_t) {
                         if (ec) {
                           self->graceful_close();

@@ -6,7 +6,7 @@ import assert from 'node:assert/strict';
 import { createHash } from 'node:crypto';
 import net from 'node:net';
 import {
-  api, cleanupAll, createKey, mockReset, mockStats, renderConfig, sseData, startGateway, startMock,
+  api, cleanupAll, createKey, mockReset, mockStats, renderConfig, sseData, startGateway, startMock, waitFor,
   REQUEST_TIMEOUT_MS,
 } from './harness.mjs';
 
@@ -39,12 +39,14 @@ before(async () => {
         got = `not JSON: ${body.length} bytes`;
       }
       slowReaderGot = createHash('sha256').update(got).digest('hex');
+      // "big" asks for a 6 MiB answer (more than the client's socket takes while it waits).
+      const reply = got === 'big' ? 'z'.repeat(6 * 1024 * 1024) : 'read it all';
       const answer = JSON.stringify({
         id: 'chatcmpl-slow', object: 'chat.completion', created: 1, model: 'slow',
-        choices: [{ index: 0, message: { role: 'assistant', content: 'read it all' }, finish_reason: 'stop' }],
+        choices: [{ index: 0, message: { role: 'assistant', content: reply }, finish_reason: 'stop' }],
         usage: { prompt_tokens: 1, completion_tokens: 3, total_tokens: 4 },
       });
-      socket.end(`HTTP/1.1 200 OK\r\ncontent-type: application/json\r\ncontent-length: ${answer.length}\r\n\r\n${answer}`);
+      socket.end(`HTTP/1.1 200 OK\r\nconnection: close\r\ncontent-type: application/json\r\ncontent-length: ${answer.length}\r\n\r\n${answer}`);
     });
   });
   await new Promise((resolve) => slowReader.listen(0, '127.0.0.1', resolve));
@@ -104,6 +106,37 @@ describe('chat completions', () => {
     const slow = await client.chat.completions.create({ model: 'slow-reader', messages: [{ role: 'user', content }] });
     assert.equal(slow.choices[0].message.content, 'read it all');
     assert.equal(slowReaderGot, digest(content), 'the upstream read the same content');
+  });
+
+  test('an answer of several MiB reaches a client that reads late, whole, and the connection serves again', async () => {
+    const body = JSON.stringify({ model: 'slow-reader', messages: [{ role: 'user', content: 'big' }] });
+    const request = `POST /v1/chat/completions HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer ${gw.masterKey}\r\n` +
+      `Content-Type: application/json\r\nContent-Length: ${Buffer.byteLength(body)}\r\n\r\n${body}`;
+    const socket = net.connect(gw.port, '127.0.0.1');
+    await new Promise((resolve) => socket.once('connect', resolve));
+    socket.pause(); // nothing is read for 300 ms: lowart's first write can take only part
+    const answers = [];
+    let data = Buffer.alloc(0);
+    socket.on('data', (c) => {
+      data = Buffer.concat([data, c]);
+      for (;;) {
+        const head = data.indexOf('\r\n\r\n');
+        if (head < 0) return;
+        const length = Number(/content-length: *(\d+)/i.exec(data.subarray(0, head).toString())[1]);
+        if (data.length < head + 4 + length) return;
+        answers.push(JSON.parse(data.subarray(head + 4, head + 4 + length).toString()));
+        data = data.subarray(head + 4 + length);
+      }
+    });
+    socket.write(request);
+    await new Promise((resolve) => setTimeout(resolve, 300));
+    socket.resume();
+    await waitFor(() => answers.length === 1, { what: 'the 6 MiB answer' });
+    assert.equal(answers[0].choices[0].message.content, 'z'.repeat(6 * 1024 * 1024));
+    socket.write(request); // keep-alive: the same connection answers again
+    await waitFor(() => answers.length === 2, { what: 'the second answer' });
+    assert.equal(answers[1].choices[0].message.content.length, 6 * 1024 * 1024);
+    socket.destroy();
   });
 
   test('the upstream gets the deployment model name and the provider key, not the client key', async () => {
