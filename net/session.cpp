@@ -743,9 +743,18 @@ void session::respond(request_context& ctx, int status, std::string_view content
   out_ += body;
   record(ctx, status);
   bool keep_alive = ctx.keep_alive;
-  // Nearly every answer fits the socket buffer: write it here. Only what the kernel does
-  // not take goes out asynchronously under the idle timeout (a timer armed and cancelled
-  // per answer otherwise). The next step is posted, never run inside the caller.
+  send_out([self = shared_from_this(), keep_alive](bool ok) {
+    if (ok)
+      self->after_response(keep_alive);
+    else
+      self->graceful_close();
+  });
+}
+
+template <class Then> void session::send_out(Then&& then) {
+  // Nearly everything fits the socket buffer: write it here. Only what the kernel does not
+  // take goes out asynchronously under the idle timeout (a timer armed and cancelled per
+  // write otherwise). `then` is posted, never run inside the caller.
   std::size_t sent = 0;
   beast::error_code ec;
   visit([&](auto& s) {
@@ -755,24 +764,13 @@ void session::respond(request_context& ctx, int status, std::string_view content
   });
   if (ec == asio::error::would_block || ec == asio::error::try_again) ec = {};
   if (ec || sent == out_.size()) {
-    asio::post(worker_.ioc, [self = shared_from_this(), keep_alive, failed = bool(ec)] {
-      if (failed)
-        self->graceful_close();
-      else
-        self->after_response(keep_alive);
-    });
+    asio::post(worker_.ioc, [then = std::forward<Then>(then), ok = !ec]() mutable { then(ok); });
     return;
   }
   visit([&](auto& s) {
     s.expires_after(std::chrono::milliseconds(worker_.state.config.server.idle_timeout_ms));
     asio::async_write(s, asio::buffer(out_) + sent,
-                      [self = shared_from_this(), keep_alive](beast::error_code ec, std::size_t) {
-                        if (ec) {
-                          self->graceful_close();
-                          return;
-                        }
-                        self->after_response(keep_alive);
-                      });
+                      [then = std::forward<Then>(then)](beast::error_code ec, std::size_t) mutable { then(!ec); });
   });
 }
 
@@ -783,12 +781,7 @@ void session::respond_error(request_context& ctx, error_kind kind, std::string_v
 
 void session::write_raw(std::string data, std::function<void(bool ok)> done) {
   out_ = std::move(data);
-  visit([&](auto& s) {
-    s.expires_after(std::chrono::milliseconds(worker_.state.config.server.idle_timeout_ms));
-    asio::async_write(
-        s, asio::buffer(out_),
-        [self = shared_from_this(), done = std::move(done)](beast::error_code ec, std::size_t) { done(!ec); });
-  });
+  send_out([self = shared_from_this(), done = std::move(done)](bool ok) { done(ok); });
 }
 
 void session::end_streamed(request_context& ctx, int status, bool keep_alive) {

@@ -100,6 +100,9 @@ private:
   void on_read(beast::error_code ec);
   void handle(http::request<http::string_body>&& req);
   void after_response(bool keep_alive);
+  /// Writes out_: at once as far as the socket takes it, the rest asynchronously; then
+  /// `then(ok)` runs from the io_context (defined and used in session.cpp only).
+  template <class Then> void send_out(Then&& then);
   void record(const request_context& ctx, int status);
   std::string render_breakers();
   /// GET /readyz: ready, degraded (with why) or not ready.
