@@ -157,8 +157,10 @@ void server::start() {
     log::info("listening", {{"transport", "uds"}, {"path", cfg.uds_path}});
   }
 
-  for (auto& w : impl_->workers)
+  for (auto& w : impl_->workers) {
     impl_->guards.push_back(asio::make_work_guard(w->ioc));
+    w->pool.start_housekeeping();
+  }
   for (auto& w : impl_->workers) {
     impl_->threads.emplace_back([&ioc = w->ioc] {
       for (;;) {

@@ -33,7 +33,24 @@ bool upstream_connection::looks_alive() {
   return n < 0 && (errno == EAGAIN || errno == EWOULDBLOCK);
 }
 
-upstream_pool::upstream_pool(asio::io_context& ioc) : ioc_(ioc), resolver_(ioc) {}
+upstream_pool::upstream_pool(asio::io_context& ioc) : ioc_(ioc), resolver_(ioc), housekeeping_(ioc) {}
+
+void upstream_pool::start_housekeeping() {
+  housekeeping_.expires_after(std::chrono::seconds(1));
+  housekeeping_.async_wait([this](boost::system::error_code ec) {
+    if (ec) return; // the pool is going away
+    prune(std::chrono::steady_clock::now());
+    start_housekeeping();
+  });
+}
+
+void upstream_pool::prune(std::chrono::steady_clock::time_point now) {
+  for (auto it = idle_.begin(); it != idle_.end();) {
+    auto& list = it->second;
+    std::erase_if(list, [&](const upstream_ptr& conn) { return now - conn->idle_since >= max_idle_age; });
+    it = list.empty() ? idle_.erase(it) : std::next(it);
+  }
+}
 
 asio::ssl::context& upstream_pool::tls_context(const config::provider_config& settings) {
   auto key = std::make_pair(settings.verify_tls, settings.ca_file);
