@@ -155,6 +155,7 @@ std::shared_ptr<route_table> build_table(router_state& st) {
     route.prompt_tokens = metrics::tokens(m.name, "prompt");
     route.completion_tokens = metrics::tokens(m.name, "completion");
     route.cached_tokens = metrics::tokens(m.name, "cached");
+    route.cost = metrics::cost(m.name);
     for (const auto& d : m.deployments) {
       auto found = providers.find(d.provider);
       if (found == providers.end()) {

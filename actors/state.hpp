@@ -282,8 +282,9 @@ struct model_route {
   metrics::counter prompt_tokens;
   metrics::counter completion_tokens;
   metrics::counter cached_tokens;
-  std::string script;   ///< Lua hooks of this model ("" = none)
-  std::string workflow; ///< comfyui: the workflow template file
+  metrics::counter cost; ///< gateway_cost_total{model}
+  std::string script;    ///< Lua hooks of this model ("" = none)
+  std::string workflow;  ///< comfyui: the workflow template file
 };
 
 struct route_table {

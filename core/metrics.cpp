@@ -236,11 +236,7 @@ counter ratelimited(std::string_view reason) {
 }
 
 counter cost(std::string_view model) {
-  // Per priced request: the family's own lookup takes its mutex and builds a label map.
-  thread_local std::unordered_map<std::string, prometheus::Counter*> cache;
-  auto& slot = cache[std::string(model)];
-  if (!slot) slot = &all().cost.Add({{"model", std::string(model)}});
-  return counter{slot};
+  return counter{&all().cost.Add({{"model", std::string(model)}})};
 }
 
 counter fallbacks(std::string_view model) {

@@ -1529,7 +1529,7 @@ void proxy_call::finish_request(int status) {
       cost = usage_.present ? p->second.cost(usage_.prompt, usage_.completion, usage_.cached, volume)
                             : p->second.cost(prompt_estimate_, 0, 0, volume);
       price_version = p->second.version;
-      metrics::cost(ctx_.model).inc(cost);
+      route_->cost.inc(cost);
     }
   }
   client_->worker().state.limiter.settle(ticket_, real_tokens, cost, clock::unix_ms());
