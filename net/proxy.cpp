@@ -6,6 +6,7 @@
 #include "net/sse.hpp"
 #include "net/translate.hpp"
 #include "net/worker.hpp"
+#include "net/write_now.hpp"
 #include "scripting/hooks.hpp"
 
 #include <boost/asio/steady_timer.hpp>
@@ -934,15 +935,9 @@ void proxy_call::on_connection(connect_failure failure, std::string detail, upst
 
 void proxy_call::send_request() {
   std::size_t sent = 0;
-  if (!conn_->tls()) {
-    // A request nearly always fits the socket's send buffer: write it here and go on to the
-    // answer. A timed asynchronous write (a timer armed and cancelled, a completion posted)
-    // is left for what the kernel did not take at once.
-    auto& socket = conn_->tcp().socket();
+  if (!conn_->tls()) { // TLS records go through the stream; plain TCP is written at once
     beast::error_code ec;
-    if (!socket.non_blocking()) socket.non_blocking(true, ec);
-    if (!ec) sent = socket.write_some(asio::buffer(upstream_request_), ec);
-    if (ec == asio::error::would_block || ec == asio::error::try_again) ec = {};
+    sent = write_now(conn_->tcp().socket(), asio::buffer(upstream_request_), ec);
     if (ec) return upstream_failed(ec, "sending the request");
     if (sent == upstream_request_.size()) return read_header();
   }

@@ -12,6 +12,7 @@
 #include "net/routing.hpp"
 #include "net/ui_files.hpp"
 #include "net/worker.hpp"
+#include "net/write_now.hpp"
 
 #include <boost/asio/post.hpp>
 #include <boost/asio/write.hpp>
@@ -752,17 +753,11 @@ void session::respond(request_context& ctx, int status, std::string_view content
 }
 
 template <class Then> void session::send_out(Then&& then) {
-  // Nearly everything fits the socket buffer: write it here. Only what the kernel does not
-  // take goes out asynchronously under the idle timeout (a timer armed and cancelled per
-  // write otherwise). `then` is posted, never run inside the caller.
+  // What the socket does not take at once goes out asynchronously under the idle timeout.
+  // `then` is posted, never run inside the caller.
   std::size_t sent = 0;
   beast::error_code ec;
-  visit([&](auto& s) {
-    auto& socket = s.socket();
-    if (!socket.non_blocking()) socket.non_blocking(true, ec);
-    if (!ec) sent = socket.write_some(asio::buffer(out_), ec);
-  });
-  if (ec == asio::error::would_block || ec == asio::error::try_again) ec = {};
+  visit([&](auto& s) { sent = write_now(s.socket(), asio::buffer(out_), ec); });
   if (ec || sent == out_.size()) {
     asio::post(worker_.ioc, [then = std::forward<Then>(then), ok = !ec]() mutable { then(ok); });
     return;
