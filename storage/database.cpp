@@ -215,6 +215,13 @@ private:
   int rows_ = 0;
 };
 
+/// Drops the server's notices ("relation exists, skipping" and the like) instead of
+/// letting libpq print them to stderr beside the JSON log lines.
+void quiet(PGconn* conn) {
+  PQsetNoticeProcessor(
+      conn, [](void*, const char*) {}, nullptr);
+}
+
 class pg_backend final : public backend {
 public:
   explicit pg_backend(const std::string& url) {
@@ -234,8 +241,7 @@ public:
       conn_ = nullptr;
       throw database_unavailable(msg);
     }
-    PQsetNoticeProcessor(
-        conn_, [](void*, const char*) {}, nullptr); // "relation exists, skipping" etc.
+    quiet(conn_);
   }
   ~pg_backend() override {
     if (conn_) PQfinish(conn_);
@@ -332,8 +338,7 @@ public:
     }
     if (PQstatus(conn_) == CONNECTION_OK) {
       backoff_ = std::chrono::milliseconds(100);
-      PQsetNoticeProcessor(
-          conn_, [](void*, const char*) {}, nullptr);
+      quiet(conn_);
       return true;
     }
     next_attempt_ = now + backoff_;
@@ -357,8 +362,7 @@ private:
       listener_ = nullptr;
       return false;
     }
-    PQsetNoticeProcessor(
-        listener_, [](void*, const char*) {}, nullptr);
+    quiet(listener_);
     // The channel is lowart's own constant: quoted as an identifier all the same.
     char* quoted = PQescapeIdentifier(listener_, channel_.c_str(), channel_.size());
     std::string sql = std::string("LISTEN ") + (quoted ? quoted : "lowart");
