@@ -2,6 +2,8 @@
 
 #include "core/json_text.hpp"
 
+#include <simdjson.h>
+
 namespace lowart::net {
 
 namespace {
@@ -79,8 +81,50 @@ std::string error_body(api_format format, error_kind kind, std::string_view mess
     out += code.empty() ? i.openai_type : std::string(code);
     out += "\"}}";
     break;
+  case api_format::jsonrpc:
+    return jsonrpc_error_body("null", kind, message, code);
   }
   return out;
+}
+
+int jsonrpc_code(error_kind kind) {
+  switch (kind) {
+  case error_kind::unauthorized:
+    return -32010;
+  case error_kind::forbidden:
+    return -32011;
+  case error_kind::rate_limited:
+    return -32000;
+  case error_kind::internal:
+  case error_kind::bad_gateway:
+  case error_kind::unavailable:
+  case error_kind::gateway_timeout:
+    return -32603;
+  default:
+    return -32600;
+  }
+}
+
+std::string jsonrpc_error_body(std::string_view id_json, error_kind kind, std::string_view message,
+                               std::string_view code) {
+  json::object_writer data;
+  data.str("type", info(kind).anthropic_type);
+  if (!code.empty()) data.str("code", code);
+  json::object_writer error;
+  error.num("code", jsonrpc_code(kind)).str("message", message).raw("data", data.done());
+  json::object_writer out;
+  out.str("jsonrpc", "2.0").raw("id", id_json.empty() ? std::string_view("null") : id_json).raw("error", error.done());
+  return out.done();
+}
+
+std::string jsonrpc_id(std::string_view body) {
+  thread_local simdjson::dom::parser parser;
+  simdjson::dom::element doc, id;
+  if (body.empty() || parser.parse(body.data(), body.size(), true).get(doc) != simdjson::SUCCESS ||
+      doc["id"].get(id) != simdjson::SUCCESS)
+    return "null";
+  if (!id.is_string() && !id.is_number()) return "null"; // JSON-RPC ids are strings or numbers
+  return simdjson::minify(id);
 }
 
 error_kind kind_of_status(int status) {

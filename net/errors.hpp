@@ -22,8 +22,8 @@ enum class error_kind {
   gateway_timeout,    ///< 504 upstream (or an actor) did not answer in time
 };
 
-/// Which envelope an endpoint speaks.
-enum class api_format { openai, anthropic, admin };
+/// Which envelope an endpoint speaks (jsonrpc: /mcp and the A2A bus at /a2a...).
+enum class api_format { openai, anthropic, admin, jsonrpc };
 
 int status_of(error_kind kind);
 /// The kind closest to an HTTP status (unknown 4xx: bad_request, unknown 5xx: internal).
@@ -33,5 +33,19 @@ error_kind kind_of_status(int status);
 /// "message"}}` (Anthropic) or `{"error":{"message","type"}}` (admin).
 std::string error_body(api_format format, error_kind kind, std::string_view message, std::string_view code = {},
                        std::string_view param = {});
+
+/// The JSON-RPC 2.0 error code of a kind: -32010 no or bad key, -32011 the key may not,
+/// -32000 rate limited, -32600 other client errors, -32603 server-side failures. (The
+/// auth codes stay clear of A2A's -32001..-32009 and MCP's own codes.)
+int jsonrpc_code(error_kind kind);
+
+/// `{"jsonrpc":"2.0","id":<id_json>,"error":{"code","message","data":{"type","code"?}}}`;
+/// `id_json` is the request's id as JSON text ("" or "null" when it has none).
+std::string jsonrpc_error_body(std::string_view id_json, error_kind kind, std::string_view message,
+                               std::string_view code = {});
+
+/// The id of a JSON-RPC request body as JSON text; "null" when the body is not a JSON
+/// object with an id.
+std::string jsonrpc_id(std::string_view body);
 
 } // namespace lowart::net

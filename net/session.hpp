@@ -46,6 +46,7 @@ struct request_context {
   std::chrono::steady_clock::time_point start;
   std::string_view route = "other"; ///< metrics label: chat, embeddings, models, admin, ...
   api_format format = api_format::openai;
+  std::string rpc_id = "null"; ///< JSON-RPC endpoints: the request's id as JSON text, echoed in refusals
   bool keep_alive = true;
   std::string method;
   std::string path;
@@ -105,6 +106,9 @@ private:
   template <class Then> void send_out(Then&& then);
   void record(const request_context& ctx, int status);
   std::string render_breakers();
+  /// The scheme and host agent cards name: [server] public_url, else the Host header
+  /// (X-Forwarded-Proto/-Host instead when the peer is one of [server] trusted_proxies).
+  std::string public_base(const http::request<http::string_body>& req);
   /// GET /readyz: ready, degraded (with why) or not ready.
   void respond_readiness(request_context& ctx);
   /// Hands an admin, /v1/me or MCP request to the actors and answers when they do.

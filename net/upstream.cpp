@@ -3,9 +3,10 @@
 #include "core/log.hpp"
 
 #include <boost/asio/ip/address.hpp>
-#include <boost/asio/ssl/host_name_verification.hpp>
 #include <boost/beast/core/stream_traits.hpp>
 #include <openssl/ssl.h>
+#include <openssl/x509_vfy.h>
+#include <openssl/x509v3.h>
 
 #include <sys/socket.h>
 
@@ -114,19 +115,35 @@ void upstream_pool::connect(const deployment& dep, std::chrono::milliseconds con
       if constexpr (std::is_same_v<stream_t, upstream_connection::tls_stream>) {
         boost::system::error_code ec;
         auto addr = asio::ip::make_address(host, ec);
-        if (ec) // SNI carries names only, never IP literals
-          SSL_set_tlsext_host_name(s.native_handle(), host.c_str());
-        if (verify) s.set_verify_callback(asio::ssl::host_name_verification(host));
+        bool ip_literal = !ec;
+        auto* ssl = s.native_handle();
+        if (!ip_literal) // SNI carries names only, never IP literals
+          SSL_set_tlsext_host_name(ssl, host.c_str());
+        if (verify) {
+          // OpenSSL checks the name (or, for an IP literal, an IP address SAN) as part of
+          // the chain, so a failure leaves its reason in the verify result.
+          auto* param = SSL_get0_param(ssl);
+          if (ip_literal) {
+            X509_VERIFY_PARAM_set1_ip_asc(param, host.c_str());
+          } else {
+            X509_VERIFY_PARAM_set_hostflags(param, X509_CHECK_FLAG_NO_PARTIAL_WILDCARDS);
+            X509_VERIFY_PARAM_set1_host(param, host.c_str(), 0);
+          }
+        }
         beast::get_lowest_layer(s).expires_after(timeout);
-        s.async_handshake(asio::ssl::stream_base::client,
-                          [conn = std::move(conn), done = std::move(done)](boost::system::error_code ec) mutable {
-                            if (ec) {
-                              auto why = ec == beast::error::timeout ? connect_failure::timeout : connect_failure::tls;
-                              done(why, "TLS handshake failed: " + ec.message(), nullptr);
-                              return;
-                            }
-                            done(connect_failure::none, {}, std::move(conn));
-                          });
+        s.async_handshake(asio::ssl::stream_base::client, [conn = std::move(conn), done = std::move(done),
+                                                           ssl](boost::system::error_code ec) mutable {
+          if (ec) {
+            auto why = ec == beast::error::timeout ? connect_failure::timeout : connect_failure::tls;
+            std::string text = "TLS handshake failed: " + ec.message();
+            // Name what the verification found (IP address mismatch, self-signed, ...).
+            if (auto result = SSL_get_verify_result(ssl); result != X509_V_OK)
+              text += std::string(": ") + X509_verify_cert_error_string(result);
+            done(why, std::move(text), nullptr);
+            return;
+          }
+          done(connect_failure::none, {}, std::move(conn));
+        });
       }
     });
   };

@@ -237,6 +237,7 @@ export async function mockReset(mock) {
 function tomlValue(v) {
   if (typeof v === 'string') return JSON.stringify(v); // JSON strings are valid TOML basic strings
   if (typeof v === 'number' || typeof v === 'boolean') return String(v);
+  if (Array.isArray(v)) return `[${v.map(tomlValue).join(', ')}]`;
   throw new Error(`unsupported TOML value: ${v}`);
 }
 

@@ -1,5 +1,6 @@
 // HTTPS upstreams: lowart verifies the upstream certificate against the provider's
-// ca_file (or the system trust store), and fails closed with 502 when it cannot.
+// ca_file (or the system trust store) and the host name (or IP address) it connects to,
+// and fails closed with 502 naming the verification error when it cannot.
 
 import { after, before, test } from 'node:test';
 import assert from 'node:assert/strict';
@@ -21,11 +22,14 @@ before(async () => {
         { name: 'pinned', base_url: base, ca_file: tls.cert, api_key: 'sk-upstream-tls' },
         { name: 'default-trust', base_url: base },
         { name: 'no-verify', base_url: base, verify_tls: false },
+        // The same trusted certificate (valid for the name localhost only), asked for by IP.
+        { name: 'by-ip', base_url: `https://127.0.0.1:${mock.port}/v1`, ca_file: tls.cert },
       ],
       models: [
         { name: 'secure', deployments: [{ provider: 'pinned', model: 'mock-model' }] },
         { name: 'untrusted', deployments: [{ provider: 'default-trust', model: 'mock-model' }] },
         { name: 'unverified', deployments: [{ provider: 'no-verify', model: 'mock-model' }] },
+        { name: 'wrong-host', deployments: [{ provider: 'by-ip', model: 'mock-model' }] },
       ],
     }),
   });
@@ -53,6 +57,23 @@ test('a chat reaches an HTTPS upstream whose self-signed certificate is the prov
   let text = '';
   for await (const chunk of stream) text += chunk.choices[0]?.delta?.content ?? '';
   assert.equal(text, 'mock reply: tls stream');
+});
+
+test('a trusted certificate for localhost served at https://127.0.0.1 fails host-name verification: 502 naming why', async () => {
+  // The positive control is the test above: the same CA file and certificate at https://localhost.
+  const r = await api(gw, 'POST', '/v1/chat/completions', { body: chatBody('wrong-host', 'name check') });
+  assert.equal(r.status, 502, r.text);
+  assert.ok(isOpenAIErrorEnvelope(r.json), r.text);
+  assert.match(r.json.error.message, /certificate verify failed/, r.text);
+  assert.match(r.json.error.message, /IP address mismatch|hostname mismatch/, r.text);
+  const ok = await api(gw, 'POST', '/v1/chat/completions', { body: chatBody('secure', 'by name') });
+  assert.equal(ok.status, 200, ok.text);
+});
+
+test('without ca_file the failure names the untrusted certificate', async () => {
+  const r = await api(gw, 'POST', '/v1/chat/completions', { body: chatBody('untrusted', 'why') });
+  assert.equal(r.status, 502, r.text);
+  assert.match(r.json.error.message, /certificate verify failed.*self-signed certificate/, r.text);
 });
 
 test('verify_tls = false accepts the self-signed upstream', async () => {
