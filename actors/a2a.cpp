@@ -83,6 +83,8 @@ std::string admin_error(std::string_view type, std::string_view message) {
 
 struct agent_rec {
   std::string name, description, push_url, url, key_id;
+  std::string team_id;             ///< the owning team ("" = none): its keys may send it tasks
+  bool shared = false;             ///< any key may send it tasks (an admin's choice)
   std::vector<std::string> skills; ///< skill objects as JSON ({id,name,description,tags})
   std::vector<std::string> skill_ids;
 
@@ -93,7 +95,9 @@ struct agent_rec {
         .raw("skills", json::array(skills))
         .str("push_url", push_url)
         .str("url", url)
-        .str("key_id", key_id);
+        .str("key_id", key_id)
+        .str("team_id", team_id)
+        .boolean("shared", shared);
     return w.done();
   }
   static std::optional<agent_rec> from(simdjson::dom::element o) {
@@ -105,6 +109,11 @@ struct agent_rec {
     if (o["push_url"].get_string().get(s) == simdjson::SUCCESS) a.push_url = std::string(s);
     if (o["url"].get_string().get(s) == simdjson::SUCCESS) a.url = std::string(s);
     if (o["key_id"].get_string().get(s) == simdjson::SUCCESS) a.key_id = std::string(s);
+    if (o["team_id"].get_string().get(s) == simdjson::SUCCESS) a.team_id = std::string(s);
+    // Stored before teams owned agents: usable by every key, as it was then.
+    bool shared = a.team_id.empty();
+    if (o["shared"].get_bool().get(shared) != simdjson::SUCCESS) shared = a.team_id.empty();
+    a.shared = shared;
     simdjson::dom::array skills;
     if (o["skills"].get_array().get(skills) == simdjson::SUCCESS)
       for (auto sk : skills) {
@@ -594,13 +603,27 @@ std::int64_t load_of(const bus_state& st, const std::string& agent) {
   return n;
 }
 
-/// The agent a skill's task goes to: the least-loaded live agent with the skill,
-/// preferring ones it was not delivered to yet; "" when none has the skill.
-std::string pick_agent(const bus_state& st, const std::string& skill, const std::vector<std::string>& tried) {
+/// May the key `key_id` send tasks to agent `e`? Admins and operators may use every
+/// agent; another key one that is shared, of its team, or registered by itself, and
+/// only within its own and its team's agent allow lists.
+bool may_use(const bus_state& st, const std::string& key_id, const agent_entry& e) {
+  if (key_id == "master") return true;
+  auto keys = st.gw->keys.load();
+  auto key = keys ? keys->find_id(key_id) : nullptr;
+  if (!key) return false;
+  if (key->role == "admin" || key->role == "operator") return true;
+  if (!keys->allows_agent(*key, e.rec.name)) return false;
+  return e.rec.shared || (!e.rec.team_id.empty() && e.rec.team_id == key->team_id) || e.rec.key_id == key->id;
+}
+
+/// The agent a skill's task goes to: the least-loaded live agent with the skill that the
+/// sender may use, preferring ones it was not delivered to yet; "" when there is none.
+std::string pick_agent(const bus_state& st, const std::string& skill, const std::vector<std::string>& tried,
+                       const std::string& sender_key) {
   std::string best;
   std::tuple<bool, bool, std::int64_t> best_key{};
   for (const auto& [name, e] : st.agents) {
-    if (!e.rec.url.empty() || !e.rec.has_skill(skill)) continue;
+    if (!e.rec.url.empty() || !e.rec.has_skill(skill) || !may_use(st, sender_key, e)) continue;
     bool fresh = std::find(tried.begin(), tried.end(), name) == tried.end();
     // Lower is better: not live, then already tried, then load.
     std::tuple<bool, bool, std::int64_t> key{!live(st, e), !fresh, load_of(st, name)};
@@ -648,7 +671,7 @@ void redeliver(bus_actor* self, task_rec& t, const std::string& why) {
     return;
   }
   if (!t.skill.empty()) {
-    auto next = pick_agent(st, t.skill, t.tried);
+    auto next = pick_agent(st, t.skill, t.tried, t.sender_key);
     if (!next.empty()) t.agent = next;
   }
   log::info("a2a task delivered again", {{"task", t.id}, {"agent", t.agent}, {"reason", why}, {"attempt", t.attempts}});
@@ -736,12 +759,8 @@ bool within_limits(gateway_state& gw, const caller& who, std::string& refusal) {
   if (!keys) return true;
   auto key = keys->find_id(who.key_id);
   if (!key) return true;
-  std::vector<rate_limiter::subject_ref> subjects;
-  std::string ids[2];
-  if (key->lim.any()) subjects.push_back({ids[0] = "key:" + key->id, &key->lim});
-  if (!key->team_id.empty())
-    if (auto t = keys->teams.find(key->team_id); t != keys->teams.end())
-      subjects.push_back({ids[1] = "team:" + key->team_id, &t->second});
+  key_subjects of_key(keys.get(), *key);
+  const auto& subjects = of_key.list;
   if (subjects.empty()) return true;
   rate_limiter::ticket ticket;
   auto d = gw.limiter.reserve(subjects, 0, clock::unix_ms(), ticket);
@@ -755,11 +774,20 @@ bool within_limits(gateway_state& gw, const caller& who, std::string& refusal) {
 }
 
 std::string base_url(const std::string& query) {
-  // The session passes the request's Host as "host=<value>".
-  auto pos = query.find("host=");
-  auto host = pos == std::string::npos ? std::string("127.0.0.1") : query.substr(pos + 5);
-  return "http://" + host.substr(0, host.find('&'));
+  // The session passes the URL clients reach lowart at first, as "base=<url>" ([server]
+  // public_url, or the Host header, or a trusted proxy's forwarded host).
+  if (!query.starts_with("base=")) return "http://127.0.0.1";
+  return query.substr(5, query.find('&') == std::string::npos ? std::string::npos : query.find('&') - 5);
 }
+
+/// How a client authenticates, in both protocols' terms: a lowart API key as bearer
+/// token. 0.3 reads `type`/`scheme` and `security`; 1.0 reads `httpAuthSecurityScheme`
+/// and `securityRequirements`.
+constexpr std::string_view security_schemes =
+    R"({"bearer":{"type":"http","scheme":"bearer","description":"a lowart API key: Authorization: Bearer <key>",)"
+    R"("httpAuthSecurityScheme":{"scheme":"Bearer","description":"a lowart API key: Authorization: Bearer <key>"}}})";
+constexpr std::string_view security_03 = R"([{"bearer":[]}])";
+constexpr std::string_view security_requirements_10 = R"([{"schemes":{"bearer":{"list":[]}}}])";
 
 /// The card's 1.0 interface entry (clients of protocol 1.0 read this; 0.3 ones read `url`).
 std::string interface_json(const std::string& url) {
@@ -779,6 +807,9 @@ std::string agent_card(const agent_rec& a, const std::string& base) {
       .str("preferredTransport", "JSONRPC")
       .raw("supportedInterfaces", "[" + interface_json(base + "/a2a/" + a.name) + "]")
       .str("version", "1.0.0")
+      .raw("securitySchemes", security_schemes)
+      .raw("security", security_03)
+      .raw("securityRequirements", security_requirements_10)
       .raw("capabilities", caps.done())
       .raw("defaultInputModes", R"(["text/plain","application/json"])")
       .raw("defaultOutputModes", R"(["text/plain","application/json"])")
@@ -828,6 +859,11 @@ void rpc(bus_actor* self, const caller& who, const std::string& name, const std:
       return;
     }
     target = &it->second;
+    if (!may_use(st, who.key_id, *target)) {
+      rp.deliver(std::int32_t{403}, rpc_error(rpc_id, -32003, "this key may not send tasks to agent " + name),
+                 json_type);
+      return;
+    }
   }
   std::string refusal;
   if (!within_limits(*st.gw, who, refusal)) {
@@ -921,7 +957,7 @@ void rpc(bus_actor* self, const caller& who, const std::string& name, const std:
           return;
         }
         fresh.skill = std::string(skill);
-        fresh.agent = pick_agent(st, fresh.skill, {});
+        fresh.agent = pick_agent(st, fresh.skill, {}, who.key_id);
         if (fresh.agent.empty()) {
           answer(rpc_error(rpc_id, -32602, "no agent has skill " + fresh.skill));
           return;
@@ -1143,7 +1179,7 @@ void agent_api(bus_actor* self, const caller& who, const std::string& method, co
   if (t.delivery == "done") st.tasks.erase(t_it);
 }
 
-std::string agent_listing(const bus_state& st, const agent_entry& e) {
+std::string agent_listing(const bus_state& st, const agent_entry& e, bool full = true) {
   json::object_writer w;
   std::int64_t queued = 0;
   for (const auto& [_, t] : st.tasks)
@@ -1155,9 +1191,10 @@ std::string agent_listing(const bus_state& st, const agent_entry& e) {
                        : e.rec.push_url.empty() ? "pull"
                                                 : "push")
       .str("url", e.rec.url)
-      .str("push_url", e.rec.push_url)
-      .str("key_id", e.rec.key_id)
-      .boolean("live", live(st, e))
+      .str("team_id", e.rec.team_id)
+      .boolean("shared", e.rec.shared);
+  if (full) w.str("push_url", e.rec.push_url).str("key_id", e.rec.key_id); // who runs it: admins only
+  w.boolean("live", live(st, e))
       .num("last_seen_ms", e.last_seen_ms)
       .num("load", load_of(st, e.rec.name))
       .num("queued", queued);
@@ -1205,15 +1242,61 @@ void register_agent(bus_actor* self, const caller& who, const std::string& body,
     return;
   }
   auto& st = self->state;
+  auto refuse = [&](int status, const char* type, const std::string& message) {
+    rp.deliver(std::int32_t{status}, admin_error(type, message), json_type);
+  };
+  auto keys = st.gw->keys.load();
   if (self_service) {
-    // A key registers itself: the agent is that key's; it may not take another key's name.
+    // A key registers an agent only with the permission to; the agent is that key's and
+    // its team's (never shared), and it may not take another key's name.
+    auto key = keys ? keys->find_id(who.key_id) : nullptr;
+    if (!who.admin() && !(key && key->has_permission("register_agents"))) {
+      refuse(403, "permission_error",
+             "this key may not register agents (it needs the permission register_agents, or use "
+             "/admin/agents)");
+      return;
+    }
     if (auto it = st.agents.find(rec->name);
         it != st.agents.end() && it->second.rec.key_id != who.key_id && !who.admin()) {
-      rp.deliver(std::int32_t{409}, admin_error("conflict", "agent " + rec->name + " belongs to another key"),
-                 json_type);
+      refuse(409, "conflict", "agent " + rec->name + " belongs to another key");
+      return;
+    }
+    if (key && !keys->allows_agent(*key, rec->name)) {
+      refuse(403, "permission_error", "agent name " + rec->name + " is not in this key's agent allow list");
       return;
     }
     rec->key_id = who.key_id;
+    rec->team_id = key ? key->team_id : std::string();
+    rec->shared = false;
+  } else {
+    // /admin/agents: `team` (id or name) owns it; `shared` lets every key use it (the
+    // default for an agent of no team).
+    simdjson::dom::element team_el;
+    std::string_view team;
+    if (doc["team"].get(team_el) == simdjson::SUCCESS && !team_el.is_null()) {
+      if (team_el.get_string().get(team) != simdjson::SUCCESS) {
+        refuse(400, "invalid_request_error", "team must be a team id or name");
+        return;
+      }
+      const team_entry* found = keys ? keys->team(team) : nullptr;
+      if (!found && keys)
+        for (const auto& [_, t] : keys->team_info)
+          if (t.name == team) found = &t;
+      if (!found) {
+        refuse(400, "invalid_request_error", "team '" + std::string(team) + "' does not exist");
+        return;
+      }
+      rec->team_id = found->id;
+    } else {
+      rec->team_id.clear();
+    }
+    bool shared = rec->team_id.empty();
+    simdjson::dom::element shared_el;
+    if (doc["shared"].get(shared_el) == simdjson::SUCCESS && shared_el.get_bool().get(shared) != simdjson::SUCCESS) {
+      refuse(400, "invalid_request_error", "shared must be true or false");
+      return;
+    }
+    rec->shared = shared;
   }
   auto r = *rec;
   self->request(st.store, store_timeout, a2a_store_atom::value, std::string("agent_put"), r.to_json())
@@ -1282,6 +1365,10 @@ caf::behavior bus(bus_actor* self, gateway_state* gw, boost::asio::io_context* i
         caller who{key_id, role, request_id};
         // Agent cards: public.
         const std::string card_suffix = "/.well-known/agent-card.json";
+        // A card shows a shared agent to anyone; a team's agent only to a key that may use it.
+        auto card_visible = [&](const agent_entry& e) {
+          return e.rec.shared || (!key_id.empty() && may_use(s, key_id, e));
+        };
         if (path.size() >= card_suffix.size() &&
             path.compare(path.size() - card_suffix.size(), card_suffix.size(), card_suffix) == 0) {
           auto base = base_url(query);
@@ -1291,7 +1378,7 @@ caf::behavior bus(bus_actor* self, gateway_state* gw, boost::asio::io_context* i
             gateway.description = "lowart agent bus: tasks go to registered agents by skill (message.metadata.skill)";
             std::set<std::string> seen;
             for (const auto& [_, e] : s.agents)
-              for (std::size_t i = 0; i < e.rec.skills.size(); ++i)
+              for (std::size_t i = 0; card_visible(e) && i < e.rec.skills.size(); ++i)
                 if (seen.insert(e.rec.skill_ids[i]).second) gateway.skills.push_back(e.rec.skills[i]);
             auto card = agent_card(gateway, base);
             json::set_member(card, "url", json::quoted(base + "/a2a"));
@@ -1301,7 +1388,7 @@ caf::behavior bus(bus_actor* self, gateway_state* gw, boost::asio::io_context* i
           }
           auto name = path.substr(5, path.size() - 5 - card_suffix.size());
           auto it = s.agents.find(name);
-          if (path.rfind("/a2a/", 0) != 0 || it == s.agents.end()) {
+          if (path.rfind("/a2a/", 0) != 0 || it == s.agents.end() || !card_visible(it->second)) {
             rp.deliver(std::int32_t{404}, admin_error("not_found_error", "no agent card here"), json_type);
             return {};
           }
@@ -1330,9 +1417,11 @@ caf::behavior bus(bus_actor* self, gateway_state* gw, boost::asio::io_context* i
             return {};
           }
           if (method == "GET") {
+            // A key sees the agents it may send tasks to and those it runs itself.
             std::vector<std::string> items;
             for (const auto& [_, e] : s.agents)
-              items.push_back(agent_listing(s, e));
+              if (admin_path || who.admin() || may_use(s, who.key_id, e) || acts_as(who, e))
+                items.push_back(agent_listing(s, e, admin_path || who.admin()));
             rp.deliver(std::int32_t{200}, "{\"object\":\"list\",\"data\":" + json::array(items) + "}", json_type);
             return {};
           }
@@ -1387,12 +1476,13 @@ caf::behavior bus(bus_actor* self, gateway_state* gw, boost::asio::io_context* i
         auto sub = slash == std::string::npos ? std::string() : rest.substr(slash + 1);
         if (sub.empty()) {
           auto it = s.agents.find(name);
-          if (it == s.agents.end()) {
+          if (it == s.agents.end() ||
+              !(admin_path || who.admin() || may_use(s, who.key_id, it->second) || acts_as(who, it->second))) {
             rp.deliver(std::int32_t{404}, admin_error("not_found_error", "no agent named " + name), json_type);
             return {};
           }
           if (method == "GET") {
-            rp.deliver(std::int32_t{200}, agent_listing(s, it->second), json_type);
+            rp.deliver(std::int32_t{200}, agent_listing(s, it->second, admin_path || who.admin()), json_type);
             return {};
           }
           if (method == "DELETE" && (admin_path || acts_as(who, it->second))) {

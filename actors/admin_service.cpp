@@ -16,6 +16,7 @@
 #include <map>
 #include <optional>
 #include <set>
+#include <sstream>
 
 namespace lowart::actors {
 
@@ -107,7 +108,7 @@ std::vector<config::deployment_config> read_deployments(simdjson::dom::parser& p
 
 constexpr const char* key_columns =
     "id, name, key_prefix, role, team_id, user_id, models, expires_at, rpm, tpm, max_parallel, budget_tokens,"
-    " budget_cost, budget_period, created_at, revoked_at";
+    " budget_cost, budget_period, created_at, revoked_at, permissions, agents, tools, parent_id";
 
 std::string key_json(const storage::statement& st) {
   json::object_writer w;
@@ -126,12 +127,16 @@ std::string key_json(const storage::statement& st) {
       .raw("budget_cost", optional_real(st, 12))
       .raw("budget_period", optional_text(st, 13))
       .num("created_at", st.integer(14))
-      .raw("revoked_at", optional_int(st, 15));
+      .raw("revoked_at", optional_int(st, 15))
+      .raw("permissions", st.text(16))
+      .raw("agents", st.text(17))
+      .raw("tools", st.text(18))
+      .raw("parent_id", optional_text(st, 19));
   return w.done();
 }
 
-constexpr const char* team_columns =
-    "id, name, rpm, tpm, max_parallel, budget_tokens, budget_cost, budget_period, created_at, updated_at";
+constexpr const char* team_columns = "id, name, rpm, tpm, max_parallel, budget_tokens, budget_cost, budget_period, "
+                                     "created_at, updated_at, agents, tools";
 
 std::string team_json(const storage::statement& st) {
   json::object_writer w;
@@ -144,7 +149,9 @@ std::string team_json(const storage::statement& st) {
       .raw("budget_cost", optional_real(st, 6))
       .raw("budget_period", optional_text(st, 7))
       .num("created_at", st.integer(8))
-      .num("updated_at", st.integer(9));
+      .num("updated_at", st.integer(9))
+      .raw("agents", st.text(10))
+      .raw("tools", st.text(11));
   return w.done();
 }
 
@@ -214,6 +221,31 @@ struct limit_fields {
   }
 };
 
+/// A stored JSON array of strings (other elements are skipped; bad JSON is empty).
+std::vector<std::string> string_list(const std::string& text) {
+  std::vector<std::string> out;
+  simdjson::dom::parser parser;
+  simdjson::dom::array arr;
+  if (parser.parse(simdjson::padded_string(text)).get_array().get(arr) != simdjson::SUCCESS) return out;
+  for (auto item : arr) {
+    std::string_view v;
+    if (item.get_string().get(v) == simdjson::SUCCESS) out.emplace_back(v);
+  }
+  return out;
+}
+
+/// Allow lists (and, on keys, permissions) read from a body.
+struct access_fields {
+  field<std::vector<std::string>> permissions, agents, tools;
+
+  void read(body_reader& r, bool with_permissions) {
+    if (with_permissions) permissions = r.strings("permissions");
+    agents = r.strings("agents");
+    tools = r.strings("tools");
+  }
+  bool any() const { return permissions.present || agents.present || tools.present; }
+};
+
 } // namespace
 
 struct admin_service::impl {
@@ -277,8 +309,11 @@ struct admin_service::impl {
       auto name = r.text("name");
       limit_fields lim;
       lim.read(r);
+      access_fields access;
+      access.read(r, false);
       if (r.ok() && !name.has()) r.fail("name", "name is required");
       if (!r.ok()) return r.result();
+      if (auto e = check_access(access)) return *e;
       if (exists("teams", "name", name.value))
         return error(409, "conflict_error", "a team named '" + name.value + "' exists", "name");
       auto id = "team_" + secrets::random_hex(8);
@@ -291,9 +326,12 @@ struct admin_service::impl {
             .bind(4, now)
             .step();
         apply_limits("teams", id, lim);
+        apply_access("teams", id, access);
         audit(req.who, "team.create", id, "{\"name\":" + json::quoted(name.value) + "}");
       });
-      return {201, one("teams", team_columns, id, team_json)};
+      admin_result res{201, one("teams", team_columns, id, team_json)};
+      res.keys_changed = true; // team allow lists travel with keys
+      return res;
     }
     if (parts.size() == 3) {
       const auto& id = parts[2];
@@ -305,7 +343,10 @@ struct admin_service::impl {
         auto name = r.text("name");
         limit_fields lim;
         lim.read(r);
+        access_fields access;
+        access.read(r, false);
         if (!r.ok()) return r.result();
+        if (auto e = check_access(access)) return *e;
         if (name.has()) {
           auto st = db.prepare("SELECT 1 FROM teams WHERE name = ? AND id != ?");
           st.bind(1, name.value).bind(2, id);
@@ -314,6 +355,7 @@ struct admin_service::impl {
         db.transaction([&] {
           if (name.has()) db.prepare("UPDATE teams SET name = ? WHERE id = ?").bind(1, name.value).bind(2, id).step();
           apply_limits("teams", id, lim);
+          apply_access("teams", id, access);
           db.prepare("UPDATE teams SET updated_at = ? WHERE id = ?").bind(1, clock::unix_seconds()).bind(2, id).step();
           audit(req.who, "team.update", id);
         });
@@ -328,6 +370,51 @@ struct admin_service::impl {
       }
     }
     return error(405, "invalid_request_error", "method not allowed on " + req.path);
+  }
+
+  /// Unknown permissions, and allow lists naming agents, servers or tools that do not
+  /// exist, are a 400 naming the field.
+  std::optional<admin_result> check_access(const access_fields& a) {
+    if (a.permissions.has())
+      for (const auto& p : a.permissions.value)
+        if (!known_permission(p))
+          return bad_field("permissions", "unknown permission '" + p + "' (known: register_agents)");
+    if (a.agents.has())
+      for (const auto& n : a.agents.value)
+        if (!exists("a2a_agents", "name", n)) return bad_field("agents", "no agent named '" + n + "'");
+    if (a.tools.has()) {
+      auto live = gw.mcp_live.load();
+      for (const auto& t : a.tools.value) {
+        auto sep = t.find("__");
+        auto server = t.substr(0, sep);
+        if (!exists("mcp_servers", "name", server)) return bad_field("tools", "no MCP server named '" + server + "'");
+        if (sep == std::string::npos) continue;
+        auto tool = t.substr(sep + 2);
+        const mcp_server_live* l = nullptr;
+        if (live)
+          if (auto it = live->servers.find(server); it != live->servers.end() && !it->second.tools.empty())
+            l = &it->second;
+        if (!l) continue; // not listed yet (starting): the server's name is checked
+        bool found = false;
+        for (const auto& [name, _] : l->tools)
+          found = found || name == tool;
+        if (!found) return bad_field("tools", "MCP server '" + server + "' has no tool '" + tool + "'");
+      }
+    }
+    return std::nullopt;
+  }
+
+  void apply_access(const char* table, const std::string& id, const access_fields& a) {
+    auto set = [&](const char* col, const field<std::vector<std::string>>& f) {
+      if (!f.present) return;
+      db.prepare(std::string("UPDATE ") + table + " SET " + col + " = ? WHERE id = ?")
+          .bind(1, json::string_array(f.null ? std::vector<std::string>{} : f.value))
+          .bind(2, id)
+          .step();
+    };
+    set("permissions", a.permissions);
+    set("agents", a.agents);
+    set("tools", a.tools);
   }
 
   void apply_limits(const char* table, const std::string& id, const limit_fields& lim) {
@@ -457,8 +544,11 @@ struct admin_service::impl {
     auto expires = r.integer("expires_at", 1);
     limit_fields lim;
     lim.read(r);
+    access_fields access;
+    access.read(r, true);
     if (r.ok() && !name.has()) r.fail("name", "name is required");
     if (!r.ok()) return r.result();
+    if (auto e = check_access(access)) return *e;
     std::string key_role = role.has() ? role.value : "user";
     if (!rbac::known_role(key_role)) return bad_field("role", "role must be admin, operator, viewer or user");
     std::string team_id, user_id;
@@ -491,11 +581,22 @@ struct admin_service::impl {
     }
     if (expires.has() && expires.value <= clock::unix_seconds())
       return bad_field("expires_at", "expires_at must be in the future");
+    // No key makes one with more than it has: the caller's limits and expiry bound the
+    // new key's (absent ones are inherited, larger ones refused). Admins are unbounded.
+    std::string parent_id;
+    if (!is_admin(req.who)) {
+      auto bounds = caller_bounds(req.who.key_id);
+      if (auto refusal = bound_limits(bounds, lim, expires)) return *refusal;
+      if (self_service) {
+        parent_id = bounds.parent_id.empty() ? req.who.key_id : bounds.parent_id;
+        if (auto refusal = bound_access(bounds, access)) return *refusal;
+      }
+    }
     auto key = secrets::new_virtual_key();
     auto id = "key_" + secrets::random_hex(8);
     db.transaction([&] {
       auto st = db.prepare("INSERT INTO virtual_keys(id, name, key_hash, key_prefix, role, team_id, user_id, models,"
-                           " expires_at, created_at) VALUES (?,?,?,?,?,?,?,?,?,?)");
+                           " expires_at, created_at, parent_id) VALUES (?,?,?,?,?,?,?,?,?,?,?)");
       st.bind(1, id)
           .bind(2, name.value)
           .bind(3, secrets::sha256_hex(key))
@@ -509,8 +610,10 @@ struct admin_service::impl {
       else
         st.bind_null(9);
       st.bind(10, clock::unix_seconds());
+      st.bind_optional(11, parent_id);
       st.step();
       apply_limits("virtual_keys", id, lim);
+      apply_access("virtual_keys", id, access);
       audit(req.who, self_service ? "key.create.self" : "key.create", id,
             "{\"name\":" + json::quoted(name.value) + ",\"role\":" + json::quoted(key_role) + "}");
     });
@@ -520,6 +623,107 @@ struct admin_service::impl {
     admin_result res{201, std::move(view)};
     res.keys_changed = true;
     return res;
+  }
+
+  /// The calling key's own limits, expiry and maker.
+  struct key_bounds {
+    lowart::limits lim;
+    std::int64_t expires_at = 0;
+    std::string parent_id;
+    std::vector<std::string> permissions, agents, tools;
+  };
+  key_bounds caller_bounds(const std::string& key_id) {
+    key_bounds b;
+    auto st = db.prepare("SELECT COALESCE(rpm, 0), COALESCE(tpm, 0), COALESCE(max_parallel, 0),"
+                         " COALESCE(budget_tokens, 0), COALESCE(budget_cost, 0), COALESCE(budget_period, ''),"
+                         " COALESCE(expires_at, 0), COALESCE(parent_id, ''), permissions, agents, tools"
+                         " FROM virtual_keys WHERE id = ?");
+    st.bind(1, key_id);
+    if (!st.step()) return b;
+    b.lim = {st.integer(0), st.integer(1), st.integer(2), st.integer(3), st.real(4), st.text(5)};
+    b.expires_at = st.integer(6);
+    b.parent_id = st.text(7);
+    b.permissions = string_list(st.text(8));
+    b.agents = string_list(st.text(9));
+    b.tools = string_list(st.text(10));
+    return b;
+  }
+
+  /// A self-made key's permissions and allow lists are within its maker's (inherited
+  /// when absent).
+  std::optional<admin_result> bound_access(const key_bounds& b, access_fields& a) {
+    if (a.permissions.has())
+      for (const auto& p : a.permissions.value)
+        if (std::find(b.permissions.begin(), b.permissions.end(), p) == b.permissions.end())
+          return error(403, "permission_error", "your key does not have the permission '" + p + "'", "permissions");
+    auto within = [&](field<std::vector<std::string>>& f, const std::vector<std::string>& mine,
+                      const char* name) -> std::optional<admin_result> {
+      if (mine.empty()) return std::nullopt;
+      if (!f.has() || f.value.empty()) {
+        f.present = true;
+        f.null = false;
+        f.value = mine;
+        return std::nullopt;
+      }
+      for (const auto& x : f.value)
+        if (std::find(mine.begin(), mine.end(), x) == mine.end())
+          return error(403, "permission_error", std::string(name) + ": '" + x + "' is not allowed for your key", name);
+      return std::nullopt;
+    };
+    if (auto r = within(a.agents, b.agents, "agents")) return r;
+    return within(a.tools, b.tools, "tools");
+  }
+
+  /// Fills absent limits (and expiry) of a new key from the caller's and refuses larger
+  /// ones: 403 naming the field.
+  std::optional<admin_result> bound_limits(const key_bounds& b, limit_fields& lim, field<std::int64_t>& expires) {
+    auto over = [](const char* name, const std::string& mine) {
+      return error(403, "permission_error",
+                   std::string(name) + " may not be more than your key's (" + mine +
+                       "): a key made by a key "
+                       "never has more than it",
+                   name);
+    };
+    auto bound = [&](auto& f, auto mine, const char* name) -> std::optional<admin_result> {
+      if (mine <= 0) return std::nullopt;
+      if (!f.present) {
+        f.present = true;
+        f.null = false;
+        f.value = mine;
+        return std::nullopt;
+      }
+      if (f.null || f.value <= 0 || f.value > mine) { // 0 and null mean no limit
+        std::ostringstream text;
+        text << mine;
+        return over(name, text.str());
+      }
+      return std::nullopt;
+    };
+    if (auto r = bound(lim.rpm, b.lim.rpm, "rpm")) return r;
+    if (auto r = bound(lim.tpm, b.lim.tpm, "tpm")) return r;
+    if (auto r = bound(lim.max_parallel, b.lim.max_parallel, "max_parallel")) return r;
+    if (auto r = bound(lim.budget_tokens, b.lim.budget_tokens, "budget_tokens")) return r;
+    if (auto r = bound(lim.budget_cost, b.lim.budget_cost, "budget_cost")) return r;
+    if (b.lim.budget_tokens > 0 || b.lim.budget_cost > 0) {
+      auto mine = b.lim.budget_period.empty() ? std::string("month") : b.lim.budget_period;
+      if (!lim.budget_period.has()) {
+        lim.budget_period.present = true;
+        lim.budget_period.null = false;
+        lim.budget_period.value = mine;
+      } else if (lim.budget_period.value != mine) {
+        return over("budget_period", mine);
+      }
+    }
+    if (b.expires_at > 0) {
+      if (!expires.has()) {
+        expires.present = true;
+        expires.null = false;
+        expires.value = b.expires_at;
+      } else if (expires.value > b.expires_at) {
+        return over("expires_at", std::to_string(b.expires_at));
+      }
+    }
+    return std::nullopt;
   }
 
   std::vector<std::string> caller_models(const admin_caller& who) {
@@ -548,7 +752,14 @@ struct admin_service::impl {
           .bind(2, id)
           .step();
       changed = db.changes();
-      if (changed) audit(req.who, action, id);
+      if (changed) {
+        // The keys it made go with it.
+        db.prepare("UPDATE virtual_keys SET revoked_at = ? WHERE parent_id = ? AND revoked_at IS NULL")
+            .bind(1, clock::unix_seconds())
+            .bind(2, id)
+            .step();
+        audit(req.who, action, id);
+      }
     });
     if (!changed) return not_found("no active key with id '" + id + "'");
     admin_result res{200, "{\"id\":" + json::quoted(id) + ",\"revoked\":true}"};
@@ -586,6 +797,8 @@ struct admin_service::impl {
       if (req.method == "GET") return {200, one("virtual_keys", key_columns, id, key_json)};
       if (req.method == "DELETE") return revoke_key(req, id, "key.revoke");
       if (req.method == "PATCH" || req.method == "PUT") {
+        if (!is_admin(req.who) && id == req.who.key_id)
+          return error(403, "permission_error", "a key may not change itself; ask an admin");
         body_reader r;
         if (!r.parse(req.body)) return r.result();
         auto name = r.text("name");
@@ -595,7 +808,10 @@ struct admin_service::impl {
         auto team = r.text("team");
         limit_fields lim;
         lim.read(r);
+        access_fields access;
+        access.read(r, true);
         if (!r.ok()) return r.result();
+        if (auto e = check_access(access)) return *e;
         if (role.has()) {
           if (!rbac::known_role(role.value)) return bad_field("role", "role must be admin, operator, viewer or user");
           if (!is_admin(req.who)) return error(403, "permission_error", "only admins change a key's role", "role");
@@ -627,6 +843,7 @@ struct admin_service::impl {
           if (team.present)
             db.prepare("UPDATE virtual_keys SET team_id = ? WHERE id = ?").bind_optional(1, team_id).bind(2, id).step();
           apply_limits("virtual_keys", id, lim);
+          apply_access("virtual_keys", id, access);
           audit(req.who, "key.update", id);
         });
         admin_result res{200, one("virtual_keys", key_columns, id, key_json)};
@@ -1288,9 +1505,12 @@ void admin_service::publish_keys() {
   constexpr const char* limit_cols =
       "COALESCE(rpm, 0), COALESCE(tpm, 0), COALESCE(max_parallel, 0),"
       " COALESCE(budget_tokens, 0), COALESCE(budget_cost, 0), COALESCE(budget_period, '')";
-  auto st = d.db.prepare(std::string("SELECT id, name, key_hash, role, COALESCE(team_id, ''), COALESCE(user_id, ''),"
-                                     " models, COALESCE(expires_at, 0), ") +
-                         limit_cols + " FROM virtual_keys WHERE revoked_at IS NULL");
+  auto st = d.db.prepare(
+      std::string("SELECT id, name, key_hash, role, COALESCE(team_id, ''), COALESCE(user_id, ''),"
+                  " models, COALESCE(expires_at, 0), ") +
+      limit_cols + ", COALESCE(parent_id, ''), permissions, agents, tools FROM virtual_keys WHERE revoked_at IS NULL");
+  std::vector<std::shared_ptr<key_entry>> made;
+  std::unordered_map<std::string, lowart::limits> by_id;
   while (st.step()) {
     auto e = std::make_shared<key_entry>();
     e->id = st.text(0);
@@ -1310,13 +1530,26 @@ void admin_service::publish_keys() {
       }
     e->expires_at = st.integer(7);
     read_limits(st, 8, e->lim);
+    e->parent_id = st.text(14);
+    e->permissions = string_list(st.text(15));
+    e->agents = string_list(st.text(16));
+    e->tools = string_list(st.text(17));
+    by_id.emplace(e->id, e->lim);
+    made.push_back(std::move(e));
+  }
+  for (auto& e : made) {
+    if (!e->parent_id.empty())
+      if (auto p = by_id.find(e->parent_id); p != by_id.end()) e->parent_lim = p->second;
+    table->by_id.emplace(e->id, e);
     table->by_hash.emplace(e->hash, std::move(e));
   }
-  auto teams = d.db.prepare(std::string("SELECT id, ") + limit_cols + " FROM teams");
+  auto teams = d.db.prepare(std::string("SELECT id, ") + limit_cols + ", name, agents, tools FROM teams");
   while (teams.step()) {
     lowart::limits l;
     read_limits(teams, 1, l);
-    if (l.any()) table->teams.emplace(teams.text(0), std::move(l));
+    auto id = teams.text(0);
+    table->team_info[id] = team_entry{id, teams.text(7), string_list(teams.text(8)), string_list(teams.text(9))};
+    if (l.any()) table->teams.emplace(id, std::move(l));
   }
   d.gw.keys.publish(std::move(table));
 }
@@ -1365,7 +1598,9 @@ void admin_service::seed_budgets() {
     }
   };
   seed("SELECT k.id, COALESCE(k.budget_period, ''), COALESCE(SUM(u.prompt_tokens + u.completion_tokens), 0),"
-       " COALESCE(SUM(u.cost), 0) FROM virtual_keys k LEFT JOIN usage_records u ON u.key_id = k.id AND u.ts_ms >= ?2"
+       " COALESCE(SUM(u.cost), 0) FROM virtual_keys k LEFT JOIN usage_records u"
+       " ON (u.key_id = k.id OR u.key_id IN (SELECT c.id FROM virtual_keys c WHERE c.parent_id = k.id))"
+       " AND u.ts_ms >= ?2"
        " AND u.ts_ms >= CASE WHEN k.budget_period = 'day' THEN ?1 ELSE ?2 END"
        " WHERE k.revoked_at IS NULL AND (k.budget_tokens > 0 OR k.budget_cost > 0) GROUP BY k.id",
        "key:");

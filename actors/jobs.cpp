@@ -702,11 +702,15 @@ void meter(job_actor* self) {
   if (cost > 0) {
     auto keys = gw.keys.load();
     std::vector<rate_limiter::subject_ref> subjects;
-    std::string ids[2] = {"key:" + r.key_id, "team:" + r.team_id};
-    if (keys) {
-      if (auto k = keys->find_id(r.key_id); k && k->lim.any()) subjects.push_back({ids[0], &k->lim});
-      if (!r.team_id.empty())
-        if (auto t = keys->teams.find(r.team_id); t != keys->teams.end()) subjects.push_back({ids[1], &t->second});
+    std::string team_id = "team:" + r.team_id;
+    auto k = keys ? keys->find_id(r.key_id) : nullptr;
+    std::optional<key_subjects> of_key;
+    if (k) {
+      of_key.emplace(keys.get(), *k);
+      subjects = of_key->list;
+    } else if (keys && !r.team_id.empty()) {
+      // The key is gone (revoked): its team still pays.
+      if (auto t = keys->teams.find(r.team_id); t != keys->teams.end()) subjects.push_back({team_id, &t->second});
     }
     gw.limiter.charge(subjects, 0, cost, clock::unix_ms());
     if (gw.fleet && !subjects.empty()) gw.fleet->charge(fleet_subjects(subjects), 0, cost, clock::unix_ms());
@@ -902,15 +906,14 @@ created build_job(manager_actor* self, const caller& who, std::string_view model
   }
   // Limits: the job counts as a request now; its cost is booked when it finishes.
   std::vector<rate_limiter::subject_ref> subjects;
-  std::string ids[3];
   auto keys = gw.keys.load();
+  std::optional<key_subjects> of_key;
   if (key) {
-    if (key->lim.any()) subjects.push_back({ids[0] = "key:" + key->id, &key->lim});
-    if (!key->team_id.empty() && keys)
-      if (auto t = keys->teams.find(key->team_id); t != keys->teams.end())
-        subjects.push_back({ids[1] = "team:" + key->team_id, &t->second});
+    of_key.emplace(keys.get(), *key);
+    subjects = of_key->list;
   }
-  if (route->second.lim.any()) subjects.push_back({ids[2] = "model:" + route->second.name, &route->second.lim});
+  std::string model_id;
+  if (route->second.lim.any()) subjects.push_back({model_id = "model:" + route->second.name, &route->second.lim});
   if (!subjects.empty()) {
     rate_limiter::ticket ticket;
     auto d = gw.limiter.reserve(subjects, 0, clock::unix_ms(), ticket);

@@ -155,7 +155,7 @@ void launch(server_actor* self) {
   st.mode = "starting";
   st.listing.clear();
   publish_live(self);
-  mcp_process::spec spec{st.spec.command, st.spec.args, st.spec.env, st.spec.cwd};
+  mcp_process::spec spec{st.spec.command, st.spec.args, st.spec.env, st.spec.inherit_env, st.spec.cwd};
   auto me = caf::actor_cast<caf::actor>(self);
   asio::post(*st.ioc, [me, gen, spec, slot = st.slot, ioc = st.ioc] {
     mcp_process::callbacks cb;
@@ -513,6 +513,14 @@ struct caller {
   bool admin() const { return key_id == "master" || role == "admin" || role == "operator"; }
 };
 
+/// Is `qualified` within the calling key's and its team's tool allow lists?
+bool tool_allowed(const manager_actor* self, const caller& who, const std::string& qualified) {
+  if (who.key_id == "master") return true;
+  auto keys = self->state.gw->keys.load();
+  auto key = keys ? keys->find_id(who.key_id) : nullptr;
+  return key && keys->allows_tool(*key, qualified);
+}
+
 /// Runs a tool on its server actor.
 void run_tool(manager_actor* self, const std::string& qualified, const std::string& arguments, done_fn done,
               const std::string& request_id = {}) {
@@ -548,6 +556,13 @@ void call_under_policy(manager_actor* self, const caller& who, const std::string
   if (!found) {
     done(std::int32_t{404},
          error_json("no tool '" + qualified + "' (tools are named server__tool)", "not_found_error", "tool_not_found"));
+    return;
+  }
+  if (!tool_allowed(self, who, qualified)) {
+    metrics::mcp_calls(qualified, "denied").inc();
+    audit(self, who.key_id, "mcp.call_denied", qualified, R"({"reason":"not in the allow list"})");
+    done(std::int32_t{403}, error_json("tool '" + qualified + "' is not in this key's or its team's tool allow list",
+                                       "permission_error", "tool_not_allowed"));
     return;
   }
   auto table = st.gw->mcp.load();
@@ -642,6 +657,7 @@ std::vector<std::pair<std::string, std::string>> visible_tools(manager_actor* se
     if (l.state != "ready") continue;
     for (const auto& [tool, text] : l.tools) {
       auto qualified = server + std::string(separator) + tool;
+      if (!tool_allowed(self, who, qualified)) continue;
       auto policy = who.key_id == "master"
                         ? std::string("auto")
                         : table->policy_for(qualified, who.key_id, who.team_id, st.gw->config.mcp.default_policy);

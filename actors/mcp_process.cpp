@@ -120,15 +120,21 @@ public:
         return false;
       }
     }
-    // lowart's environment plus the server's own variables (which win).
+    // A short allowlist of lowart's environment (what a shell needs, like the MCP SDKs'
+    // default), the names the operator asked to inherit, then the server's own
+    // variables (which win). Nothing else of lowart's environment reaches the child.
     child_environment env;
     for (char** e = environ; e && *e; ++e) {
       std::string_view kv(*e);
-      auto name = kv.substr(0, kv.find('='));
-      bool overridden = false;
+      auto eq = kv.find('=');
+      if (eq == std::string_view::npos) continue;
+      auto name = kv.substr(0, eq);
+      bool wanted = mcp_env_allowed(name);
+      for (const auto& n : s.inherit)
+        wanted = wanted || n == name;
       for (const auto& [k, v] : s.env)
-        overridden = overridden || k == name;
-      if (!overridden) env.entries.emplace_back(kv);
+        wanted = wanted && k != name;
+      if (wanted) env.entries.emplace_back(kv);
     }
     for (const auto& [k, v] : s.env)
       env.entries.push_back(k + "=" + v);
@@ -240,6 +246,14 @@ private:
 };
 
 } // namespace
+
+bool mcp_env_allowed(std::string_view name) {
+  static constexpr std::string_view base[] = {"PATH", "HOME", "USER",   "LOGNAME", "SHELL",
+                                              "LANG", "TZ",   "TMPDIR", "TERM"};
+  for (auto b : base)
+    if (name == b) return true;
+  return name.starts_with("LC_");
+}
 
 int mcp_process::live_count() {
   return live_children.load();

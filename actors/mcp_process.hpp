@@ -10,6 +10,7 @@
 #include <map>
 #include <memory>
 #include <string>
+#include <string_view>
 #include <vector>
 
 namespace boost::asio {
@@ -18,12 +19,17 @@ class io_context;
 
 namespace lowart::actors {
 
+/// True for the names every child gets from lowart's environment: PATH, HOME, USER,
+/// LOGNAME, SHELL, LANG, LC_*, TZ, TMPDIR, TERM. Nothing else is passed unless named.
+bool mcp_env_allowed(std::string_view name);
+
 class mcp_process {
 public:
   struct spec {
     std::string command; ///< looked up in PATH unless it contains a '/'
     std::vector<std::string> args;
-    std::vector<std::pair<std::string, std::string>> env; ///< added to lowart's own environment
+    std::vector<std::pair<std::string, std::string>> env; ///< the server's own variables
+    std::vector<std::string> inherit; ///< names of lowart's environment passed on besides the allowlist
     std::string cwd;
   };
   struct callbacks {

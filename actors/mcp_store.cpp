@@ -74,11 +74,17 @@ struct mcp_store::impl {
         .step();
   }
 
-  bool command_allowed(const std::string& command) const {
-    auto base = std::filesystem::path(command).filename().string();
-    for (const auto& a : gw.config.mcp.allowed_commands)
-      if (a == command || a == base) return true;
-    return false;
+  /// Names lowart's own secrets live under: never passed to a child, even when asked.
+  std::string refused_inherit(const std::string& name) const {
+    if (name.rfind("LOWART_", 0) == 0) return "lowart's own settings and secrets (LOWART_*) are never passed on";
+    for (const auto& p : gw.config.providers)
+      if (!p.api_key_env.empty() && p.api_key_env == name)
+        return "'" + name + "' holds the key of provider '" + p.name + "'";
+    for (char c : name)
+      if (!(std::isalnum(static_cast<unsigned char>(c)) || c == '_')) return "'" + name + "' is not a variable name";
+    if (name.empty() || std::isdigit(static_cast<unsigned char>(name[0])))
+      return "'" + name + "' is not a variable name";
+    return "";
   }
 
   admin_result register_server(const admin_request& req) {
@@ -89,12 +95,11 @@ struct mcp_store::impl {
     auto args = r.element("args");
     auto env = r.element("env");
     auto cwd = r.text("cwd", 4096, true);
+    auto inherit = r.strings("inherit_env");
     if (!r.ok()) return r.result();
     if (!name.has() || !valid_name(name.value))
       return bad_field("name", "name is required: letters, digits, '-' and '_' (no '__'), at most 40");
     if (!command.has()) return bad_field("command", "command is required");
-    if (!command_allowed(command.value))
-      return bad_field("command", "command '" + command.value + "' is not in mcp.allowed_commands");
     std::vector<std::string> arg_list;
     if (args) {
       simdjson::dom::array arr;
@@ -118,6 +123,13 @@ struct mcp_store::impl {
     }
     if (cwd.has() && !cwd.value.empty() && !std::filesystem::is_directory(cwd.value))
       return bad_field("cwd", "cwd '" + cwd.value + "' is not a directory");
+    std::string field;
+    if (auto why = config::check_mcp_command(gw.config.mcp, command.value, arg_list, cwd.has() ? cwd.value : "", field);
+        !why.empty())
+      return bad_field(field, why);
+    std::vector<std::string> inherit_list = inherit.has() ? inherit.value : std::vector<std::string>{};
+    for (const auto& n : inherit_list)
+      if (auto why = refused_inherit(n); !why.empty()) return bad_field("inherit_env", why);
     std::string sealed;
     if (env_json != "{}") {
       if (!gw.keyring.can_seal())
@@ -128,18 +140,23 @@ struct mcp_store::impl {
     if (db.prepare("SELECT 1 FROM mcp_servers WHERE name = ?").bind(1, name.value).step())
       return error(409, "conflict", "an MCP server named '" + name.value + "' is already registered", "name");
     db.transaction([&] {
-      db.prepare("INSERT INTO mcp_servers(name, command, args, env, cwd, created_at) VALUES (?,?,?,?,?,?)")
+      db.prepare("INSERT INTO mcp_servers(name, command, args, env, cwd, created_at, inherit_env) VALUES "
+                 "(?,?,?,?,?,?,?)")
           .bind(1, name.value)
           .bind(2, command.value)
           .bind(3, json::string_array(arg_list))
           .bind(4, sealed)
           .bind(5, cwd.has() ? cwd.value : std::string())
           .bind(6, clock::unix_seconds())
+          .bind(7, json::string_array(inherit_list))
           .step();
       audit(req.who.key_id, "mcp.register", name.value, "{}");
     });
     json::object_writer w;
-    w.str("name", name.value).str("command", command.value).raw("args", json::string_array(arg_list));
+    w.str("name", name.value)
+        .str("command", command.value)
+        .raw("args", json::string_array(arg_list))
+        .raw("inherit_env", json::string_array(inherit_list));
     admin_result res{201, w.done()};
     res.mcp_changed = true;
     return res;
@@ -148,7 +165,8 @@ struct mcp_store::impl {
   admin_result list_servers() {
     auto live = gw.mcp_live.load();
     std::vector<std::string> items;
-    auto st = db.prepare("SELECT name, command, args, env, cwd, created_at FROM mcp_servers ORDER BY name");
+    auto st =
+        db.prepare("SELECT name, command, args, env, cwd, created_at, inherit_env FROM mcp_servers ORDER BY name");
     while (st.step()) {
       auto name = st.text(0);
       std::vector<std::string> env_keys;
@@ -166,6 +184,7 @@ struct mcp_store::impl {
           .raw("args", st.text(2))
           .raw("env_keys", json::string_array(env_keys)) // values never leave the database
           .str("cwd", st.text(4))
+          .raw("inherit_env", st.text(6))
           .num("created_at", st.integer(5));
       const mcp_server_live* l = nullptr;
       if (live)
@@ -430,7 +449,7 @@ std::pair<int, std::string> mcp_store::op(const std::string& name, const std::st
 void mcp_store::publish() {
   auto& d = *impl_;
   auto table = std::make_shared<mcp_table>();
-  auto st = d.db.prepare("SELECT name, command, args, env, cwd FROM mcp_servers ORDER BY name");
+  auto st = d.db.prepare("SELECT name, command, args, env, cwd, inherit_env FROM mcp_servers ORDER BY name");
   simdjson::dom::parser p;
   while (st.step()) {
     mcp_server_spec s;
@@ -458,6 +477,18 @@ void mcp_store::publish() {
         }
     }
     s.cwd = st.text(4);
+    std::string field;
+    if (auto why = config::check_mcp_command(d.gw.config.mcp, s.command, s.args, s.cwd, field); !why.empty()) {
+      // Registered under an older, wider allowlist: the current one decides what runs.
+      log::error("MCP server not started: mcp.allowed_commands does not allow it",
+                 {{"server", s.name}, {"reason", why}});
+      continue;
+    }
+    if (p.parse(st.text(5)).get_array().get(arr) == simdjson::SUCCESS)
+      for (auto a : arr) {
+        std::string_view v;
+        if (a.get_string().get(v) == simdjson::SUCCESS) s.inherit_env.emplace_back(v);
+      }
     table->servers.push_back(std::move(s));
   }
   auto pst = d.db.prepare("SELECT tool, policy, team_id, key_id FROM mcp_policies");

@@ -23,6 +23,7 @@
 #include <map>
 #include <memory>
 #include <mutex>
+#include <optional>
 #include <string>
 #include <unordered_map>
 #include <vector>
@@ -57,27 +58,102 @@ struct key_entry {
   std::vector<std::string> models; ///< allowed models; empty means every model
   std::int64_t expires_at = 0;     ///< unix seconds; 0 = never
   limits lim;                      ///< the key's own limits (its team's are in key_table::teams)
+  /// A self-made key (POST /v1/me/keys): the key that made it (the first of the chain),
+  /// whose limits its requests count against too. "" for keys made through /admin.
+  std::string parent_id;
+  limits parent_lim; ///< the parent's limits, as they were when this snapshot was built
 
-  bool allows_model(std::string_view model) const {
-    if (models.empty()) return true;
-    for (const auto& m : models)
-      if (m == model) return true;
+  /// Permissions beyond the role ("register_agents": may register agents through /v1/agents).
+  std::vector<std::string> permissions;
+  /// Allow lists like `models` (empty = no narrowing): agent names, and MCP servers or
+  /// tools ("server" or "server__tool").
+  std::vector<std::string> agents;
+  std::vector<std::string> tools;
+
+  bool allows_model(std::string_view model) const { return listed(models, model); }
+  bool has_permission(std::string_view p) const {
+    for (const auto& x : permissions)
+      if (x == p) return true;
+    return false;
+  }
+
+  /// An empty allow list allows everything; else `name` must be on it.
+  static bool listed(const std::vector<std::string>& list, std::string_view name) {
+    if (list.empty()) return true;
+    for (const auto& m : list)
+      if (m == name) return true;
+    return false;
+  }
+  /// A tool allow list names servers ("fs") or single tools ("fs__read_file").
+  static bool tool_listed(const std::vector<std::string>& list, std::string_view tool) {
+    if (list.empty()) return true;
+    auto server = tool.substr(0, tool.find("__"));
+    for (const auto& m : list)
+      if (m == tool || m == server) return true;
     return false;
   }
 };
 
+/// A team's allow lists (every team, also those without limits).
+struct team_entry {
+  std::string id, name;
+  std::vector<std::string> agents, tools;
+};
+
+/// Permission names a key may carry.
+inline bool known_permission(std::string_view p) {
+  return p == "register_agents";
+}
+
 /// Active (not revoked) keys by hash.
 struct key_table {
   std::unordered_map<std::string, std::shared_ptr<const key_entry>> by_hash;
-  std::unordered_map<std::string, limits> teams; ///< team id -> limits shared by its keys
+  std::unordered_map<std::string, std::shared_ptr<const key_entry>> by_id;
+  std::unordered_map<std::string, limits> teams;         ///< team id -> limits shared by its keys
+  std::unordered_map<std::string, team_entry> team_info; ///< team id -> allow lists
 
-  /// The active key with id `id` (a scan: for background work, not the request path,
-  /// which looks keys up by hash).
   std::shared_ptr<const key_entry> find_id(std::string_view id) const {
-    for (const auto& [_, k] : by_hash)
-      if (k->id == id) return k;
-    return nullptr;
+    auto it = by_id.find(std::string(id));
+    return it == by_id.end() ? nullptr : it->second;
   }
+  const team_entry* team(std::string_view id) const {
+    auto it = team_info.find(std::string(id));
+    return it == team_info.end() ? nullptr : &it->second;
+  }
+  /// May `key` use the agent `name` by its own and its team's allow lists?
+  bool allows_agent(const key_entry& key, std::string_view name) const {
+    if (!key_entry::listed(key.agents, name)) return false;
+    const auto* t = key.team_id.empty() ? nullptr : team(key.team_id);
+    return !t || key_entry::listed(t->agents, name);
+  }
+  /// ... and the MCP tool "server__tool"?
+  bool allows_tool(const key_entry& key, std::string_view tool) const {
+    if (!key_entry::tool_listed(key.tools, tool)) return false;
+    const auto* t = key.team_id.empty() ? nullptr : team(key.team_id);
+    return !t || key_entry::tool_listed(t->tools, tool);
+  }
+};
+
+/// The limit subjects a key's requests count against: the key itself, the key that made
+/// it (a self-made key shares its maker's counters, so minting keys multiplies nothing),
+/// and its team. Holds the subject names the refs point at: keep it in place while used.
+class key_subjects {
+public:
+  key_subjects(const key_table* keys, const key_entry& key) {
+    if (key.lim.any()) list.push_back({ids_[0] = "key:" + key.id, &key.lim});
+    if (!key.parent_id.empty() && key.parent_lim.any())
+      list.push_back({ids_[1] = "key:" + key.parent_id, &key.parent_lim});
+    if (!key.team_id.empty() && keys)
+      if (auto t = keys->teams.find(key.team_id); t != keys->teams.end())
+        list.push_back({ids_[2] = "team:" + key.team_id, &t->second});
+  }
+  key_subjects(const key_subjects&) = delete;
+  key_subjects& operator=(const key_subjects&) = delete;
+
+  std::vector<rate_limiter::subject_ref> list;
+
+private:
+  std::string ids_[3];
 };
 
 /// Token prices (currency units per 1M tokens) from a volume threshold on.
@@ -373,6 +449,7 @@ struct mcp_server_spec {
   std::string command;
   std::vector<std::string> args;
   std::vector<std::pair<std::string, std::string>> env;
+  std::vector<std::string> inherit_env; ///< lowart's variables passed on besides the allowlist
   std::string cwd;
   bool operator==(const mcp_server_spec&) const = default;
 };

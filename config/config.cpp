@@ -4,9 +4,13 @@
 
 #include <cctype>
 #include <cstdlib>
+#include <filesystem>
+#include <fnmatch.h>
 #include <fstream>
 #include <set>
 #include <sstream>
+#include <arpa/inet.h>
+#include <netinet/in.h>
 #include <unistd.h>
 
 namespace lowart::config {
@@ -103,6 +107,8 @@ load_result from_table(const toml::table& root) {
     r.get(*s, "server", "master_key", cfg.server.master_key);
     r.get(*s, "server", "log_level", cfg.server.log_level);
     r.get(*s, "server", "ui_dir", cfg.server.ui_dir);
+    r.get(*s, "server", "public_url", cfg.server.public_url);
+    r.get(*s, "server", "trusted_proxies", cfg.server.trusted_proxies);
   }
   if (auto* s = root["storage"].as_table()) {
     r.get(*s, "storage", "sqlite_path", cfg.storage.sqlite_path);
@@ -187,7 +193,27 @@ load_result from_table(const toml::table& root) {
     }
   }
   if (auto* m = root["mcp"].as_table()) {
-    r.get(*m, "mcp", "allowed_commands", cfg.mcp.allowed_commands);
+    if (auto* list = m->get("allowed_commands")) {
+      auto* arr = list->as_array();
+      if (!arr) r.fail("mcp.allowed_commands must be an array of commands or {command, args} tables");
+      cfg.mcp.allowed_commands.clear();
+      for (std::size_t i = 0; arr && i < arr->size(); ++i) {
+        auto where = "mcp.allowed_commands[" + std::to_string(i) + "]";
+        auto& item = *arr->get(i);
+        mcp_command_rule rule;
+        if (auto v = item.value<std::string>()) {
+          rule.command = *v;
+        } else if (auto* t = item.as_table()) {
+          r.get(*t, where, "command", rule.command);
+          r.get(*t, where, "args", rule.args);
+          rule.plain = false;
+        } else {
+          r.fail(where + " must be a command name or a {command, args} table");
+          continue;
+        }
+        cfg.mcp.allowed_commands.push_back(std::move(rule));
+      }
+    }
     r.get(*m, "mcp", "default_policy", cfg.mcp.default_policy);
     r.get(*m, "mcp", "init_timeout_ms", cfg.mcp.init_timeout_ms);
     r.get(*m, "mcp", "call_timeout_ms", cfg.mcp.call_timeout_ms);
@@ -244,6 +270,83 @@ const char* env(const char* name) {
   return (v && *v) ? v : nullptr;
 }
 
+std::string base_name(std::string_view command) {
+  auto slash = command.rfind('/');
+  return std::string(slash == std::string_view::npos ? command : command.substr(slash + 1));
+}
+
+bool glob_match(const std::string& pattern, const std::string& text) {
+  return ::fnmatch(pattern.c_str(), text.c_str(), 0) == 0;
+}
+
+/// Does a {command, args} rule's pattern list take `args`?
+bool args_match(const std::vector<std::string>& patterns, const std::vector<std::string>& args) {
+  for (std::size_t i = 0; i < patterns.size(); ++i) {
+    if (patterns[i] == "**") return true;
+    if (i >= args.size() || !glob_match(patterns[i], args[i])) return false;
+  }
+  return args.size() == patterns.size();
+}
+
+} // namespace
+
+bool package_runner(std::string_view command) {
+  static const std::set<std::string, std::less<>> runners = {"npx", "uvx",  "pipx", "bunx", "pnpx",   "pnpm",
+                                                              "npm", "yarn", "uv",   "bun",  "docker", "podman"};
+  return runners.count(base_name(command)) > 0;
+}
+
+bool interpreter(std::string_view command) {
+  static const std::set<std::string, std::less<>> names = {
+      "node", "nodejs", "deno", "python", "python3", "pypy", "pypy3", "perl", "ruby", "php", "lua", "lua5.4",
+      "luajit", "tclsh", "Rscript", "sh", "bash", "dash", "zsh", "ksh", "fish", "pwsh", "env", "busybox"};
+  auto name = base_name(command);
+  // python3.11 and the like
+  return names.count(name) > 0 || (name.rfind("python", 0) == 0 && name.find_first_not_of("python0123456789.") ==
+                                                                      std::string::npos);
+}
+
+std::string check_mcp_command(const mcp_config& mcp, const std::string& command, const std::vector<std::string>& args,
+                              const std::string& cwd, std::string& field) {
+  auto base = base_name(command);
+  bool named = false;
+  std::string plain_refusal;
+  for (const auto& rule : mcp.allowed_commands) {
+    if (rule.command != command && rule.command != base) continue;
+    named = true;
+    if (!rule.plain) {
+      if (args_match(rule.args, args)) return "";
+      continue;
+    }
+    if (!interpreter(command)) return "";
+    // An interpreter runs a script file, given first: no inline code (-e, -c, --eval,
+    // -p, -m, -r ...), no program read from stdin (stdin carries the MCP messages).
+    if (args.empty() || args[0].empty() || args[0][0] == '-') {
+      plain_refusal = "'" + command + "' must be given a script file as its first argument (flags before it, such as "
+                      "-e, -c, -m or --eval, run code the allowlist did not name)";
+      continue;
+    }
+    std::filesystem::path script(args[0]);
+    if (script.is_relative()) script = (cwd.empty() ? std::filesystem::current_path() : std::filesystem::path(cwd)) / script;
+    std::error_code ec;
+    if (!std::filesystem::is_regular_file(script, ec)) {
+      plain_refusal = "the script '" + args[0] + "' is not a file";
+      continue;
+    }
+    return "";
+  }
+  if (!named) {
+    field = "command";
+    return "command '" + command + "' is not in mcp.allowed_commands";
+  }
+  field = "args";
+  if (!plain_refusal.empty()) return plain_refusal;
+  return "these arguments of '" + command + "' match no entry of mcp.allowed_commands (entries name the arguments "
+         "a command may be given, e.g. {command = \"npx\", args = [\"-y\", \"<package>\", \"**\"]})";
+}
+
+namespace {
+
 bool parse_positive(const char* text, int& out) {
   char* end = nullptr;
   long v = std::strtol(text, &end, 10);
@@ -298,6 +401,7 @@ std::string apply_environment(gateway_config& cfg) {
   if (auto v = env("LOWART_SCRIPTS_DIR")) cfg.scripts.dir = v;
   if (auto v = env("LOWART_A2A_SECRET")) cfg.a2a.push_secret = v;
   if (auto v = env("LOWART_UI_DIR")) cfg.server.ui_dir = v;
+  if (auto v = env("LOWART_PUBLIC_URL")) cfg.server.public_url = v;
   if (auto v = env("LOWART_JOBS_DIR")) cfg.jobs.dir = v;
   if (auto v = env("LOWART_IO_THREADS"); v && !parse_positive(v, cfg.server.io_threads))
     return "LOWART_IO_THREADS must be a positive integer";
@@ -315,6 +419,20 @@ std::string validate(gateway_config& cfg) {
     return "server.uds_path must be set for LISTEN_MODE=UDS";
   if (cfg.server.io_threads < 1 || cfg.server.actor_threads < 1)
     return "server.io_threads and server.actor_threads must be at least 1";
+  if (auto& url = cfg.server.public_url; !url.empty()) {
+    while (!url.empty() && url.back() == '/')
+      url.pop_back();
+    auto scheme_end = url.find("://");
+    if ((!url.starts_with("http://") && !url.starts_with("https://")) || url.size() <= scheme_end + 3 ||
+        url[scheme_end + 3] == '/' || url.find_first_of("?#&@ \t\"'<>\\") != std::string::npos)
+      return "server.public_url must be http(s)://host[:port][/path], not '" + url + "'";
+  }
+  for (std::size_t i = 0; i < cfg.server.trusted_proxies.size(); ++i) {
+    const auto& ip = cfg.server.trusted_proxies[i];
+    unsigned char buf[sizeof(in6_addr)];
+    if (::inet_pton(AF_INET, ip.c_str(), buf) != 1 && ::inet_pton(AF_INET6, ip.c_str(), buf) != 1)
+      return "server.trusted_proxies[" + std::to_string(i) + "] '" + ip + "' is not an IP address";
+  }
   std::set<std::string> names;
   for (std::size_t i = 0; i < cfg.providers.size(); ++i) {
     auto& p = cfg.providers[i];
@@ -352,6 +470,17 @@ std::string validate(gateway_config& cfg) {
     for (const auto& f : cfg.models[i].fallbacks)
       if (!model_names.count(f)) return "models[" + std::to_string(i) + "].fallbacks names unknown model '" + f + "'";
   const auto& m = cfg.mcp;
+  for (std::size_t i = 0; i < m.allowed_commands.size(); ++i) {
+    const auto& rule = m.allowed_commands[i];
+    auto where = "mcp.allowed_commands[" + std::to_string(i) + "]";
+    if (rule.command.empty()) return where + ": command is required";
+    if (rule.plain && package_runner(rule.command))
+      return where + ": '" + rule.command +
+             "' runs any package it is given; allow it with its packages named, e.g. {command = \"" + rule.command +
+             "\", args = [\"-y\", \"@modelcontextprotocol/server-filesystem\", \"**\"]}";
+    for (std::size_t j = 0; j < rule.args.size(); ++j)
+      if (rule.args[j] == "**" && j + 1 != rule.args.size()) return where + ": \"**\" may only be the last pattern";
+  }
   if (m.default_policy != "auto" && m.default_policy != "confirm" && m.default_policy != "deny")
     return "mcp.default_policy must be auto, confirm or deny";
   if (m.init_timeout_ms < 100 || m.call_timeout_ms < 100 || m.max_wait_ms < 0 || m.session_grant_s < 1 ||

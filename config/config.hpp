@@ -5,6 +5,7 @@
 #include <cstdint>
 #include <optional>
 #include <string>
+#include <string_view>
 #include <vector>
 
 namespace lowart::config {
@@ -26,6 +27,11 @@ struct server_config {
   std::string master_key;                       ///< LOWART_MASTER_KEY: the admin bearer token
   std::string log_level = "info";               ///< LOWART_LOG
   std::string ui_dir = "web/dist";              ///< LOWART_UI_DIR: the built web console, served at /ui
+  /// LOWART_PUBLIC_URL: the scheme, host and optional path prefix clients reach lowart at
+  /// ("https://gw.example.com"); agent cards name it. "" = from the request's Host header.
+  std::string public_url;
+  /// Peers (IP addresses) whose X-Forwarded-Proto / X-Forwarded-Host are believed.
+  std::vector<std::string> trusted_proxies;
 };
 
 struct storage_config {
@@ -114,10 +120,32 @@ struct breaker_config {
   std::vector<std::string> failure_on = {"connect_error", "timeout", "5xx", "429", "mid_stream"};
 };
 
+/// One entry of [mcp] allowed_commands: a command (as given, or its base name) and what
+/// it may be started with.
+struct mcp_command_rule {
+  std::string command;
+  /// Argument patterns, one per argument (`*` and `?` globs; a last "**" takes any rest).
+  /// Empty with `plain`: any arguments, except that an interpreter (node, python3, a
+  /// shell, ...) must be given a script file first: no inline code, no flags before it.
+  std::vector<std::string> args;
+  bool plain = true; ///< a bare string in the list
+  bool operator==(const mcp_command_rule&) const = default;
+};
+
 /// MCP tool servers (stdio children) and their governance.
 struct mcp_config {
-  /// Commands a registered stdio server may run (the executable as given, or its base name).
-  std::vector<std::string> allowed_commands = {"node", "python3", "npx", "uvx"};
+  /// What a registered stdio server may run. Package runners (npx, uvx, ...) can be
+  /// allowed only with their packages named; plain interpreters only with a script file.
+  /// This list lives in lowart.toml alone: no API key can widen it.
+  std::vector<mcp_command_rule> allowed_commands = {
+      {"node", {}, true},
+      {"python3", {}, true},
+      {"npx", {"-y", "@modelcontextprotocol/server-filesystem", "**"}, false},
+      {"npx", {"-y", "@modelcontextprotocol/server-everything", "**"}, false},
+      {"npx", {"-y", "@modelcontextprotocol/server-memory", "**"}, false},
+      {"uvx", {"mcp-server-fetch", "**"}, false},
+      {"uvx", {"mcp-server-time", "**"}, false},
+  };
   std::string default_policy = "auto"; ///< for tools without a policy: auto | confirm | deny
   int init_timeout_ms = 10'000;        ///< initialize handshake
   int call_timeout_ms = 60'000;        ///< one tools/call (then notifications/cancelled)
@@ -190,6 +218,17 @@ std::string apply_environment(gateway_config& cfg);
 
 /// Cross-field checks (providers exist, kinds known, ...); returns an error or "".
 std::string validate(gateway_config& cfg);
+
+/// True for commands that fetch and run a package they are given (npx, uvx, ...).
+bool package_runner(std::string_view command);
+/// True for interpreters that can run inline code (node, python3, shells, ...).
+bool interpreter(std::string_view command);
+
+/// Whether [mcp] allowed_commands lets `command` run with `args` (a relative script path
+/// is looked up in `cwd`, or lowart's directory when empty): "" when it does, else why
+/// not, with `field` set to "command" or "args".
+std::string check_mcp_command(const mcp_config& mcp, const std::string& command, const std::vector<std::string>& args,
+                              const std::string& cwd, std::string& field);
 
 /// Splits "host:port" ("[::1]:80" too); false when malformed.
 bool split_host_port(const std::string& text, std::string& host, std::uint16_t& port);

@@ -512,24 +512,17 @@ bool proxy_call::check_request(simdjson::dom::object& obj) {
   if (obj["max_tokens"].get_int64().get(max_tokens) != simdjson::SUCCESS)
     if (obj["max_completion_tokens"].get_int64().get(max_tokens) != simdjson::SUCCESS) max_tokens = 0;
   prompt_estimate_ = static_cast<std::int64_t>(body_.size() / 4);
-  std::vector<rate_limiter::subject_ref> subjects;
-  std::string ids[3]; // the subject names, alive for the reservation
   auto keys = client_->worker().state.keys.load();
+  std::optional<key_subjects> of_key; // the subject names, alive for the reservation
+  std::vector<rate_limiter::subject_ref> subjects;
   if (!ctx_.who->master) {
-    const auto& key = *ctx_.who->key;
-    if (key.lim.any()) {
-      ids[0] = "key:" + key.id;
-      subjects.push_back({ids[0], &key.lim});
-    }
-    if (!key.team_id.empty() && keys)
-      if (auto t = keys->teams.find(key.team_id); t != keys->teams.end()) {
-        ids[1] = "team:" + key.team_id;
-        subjects.push_back({ids[1], &t->second});
-      }
+    of_key.emplace(keys.get(), *ctx_.who->key);
+    subjects = of_key->list;
   }
+  std::string model_id;
   if (route_->lim.any()) {
-    ids[2] = "model:" + route_->name;
-    subjects.push_back({ids[2], &route_->lim});
+    model_id = "model:" + route_->name;
+    subjects.push_back({model_id, &route_->lim});
   }
   if (stream_ && !client_usage_) {
     // Ask upstreams for their usage chunk so streams are metered exactly, and keep that

@@ -114,11 +114,16 @@ test('agent cards: the gateway and each agent, public', async () => {
 });
 
 test('an agent registers itself with its own key; another key cannot take its name or act as it', async () => {
-  const own = await createKey(gw, { name: 'self-registered' });
-  const r = await api(gw, 'POST', '/v1/agents', { key: own.key, body: { name: 'selfie', skills: ['pose'] } });
+  // Registering needs the permission; without it a key cannot claim a name or a skill.
+  const plain = await createKey(gw, { name: 'no-permission' });
+  const refused = await api(gw, 'POST', '/v1/agents', { key: plain.key, body: { name: 'selfie', skills: ['pose'] } });
+  assert.equal(refused.status, 403, refused.text);
+  const own = await createKey(gw, { name: 'self-registered', permissions: ['register_agents'] });
+  const r = await api(gw, 'POST', '/v1/agents', { key: own.key, body: { name: 'selfie', skills: ['pose'], shared: true } });
   assert.equal(r.status, 201, r.text);
   assert.equal(r.json.key_id, own.id);
-  const thief = await createKey(gw, { name: 'not-selfie' });
+  assert.equal(r.json.shared, false, 'a key cannot make its agent shared');
+  const thief = await createKey(gw, { name: 'not-selfie', permissions: ['register_agents'] });
   const taken = await api(gw, 'POST', '/v1/agents', { key: thief.key, body: { name: 'selfie', skills: ['x'] } });
   assert.equal(taken.status, 409);
   const pull = await api(gw, 'GET', '/v1/agents/selfie/tasks?wait_ms=0', { key: thief.key });

@@ -76,7 +76,7 @@ test('registration: commands outside the allowlist, bad names and duplicates are
   assert.equal(bad.status, 400);
   assert.match(bad.json.error.message, /allowed_commands/);
   assert.equal((await api(gw, 'POST', '/admin/mcp/register', { body: { name: 'a__b', command: 'node' } })).status, 400);
-  assert.equal((await api(gw, 'POST', '/admin/mcp/register', { body: { name: 'ev', command: 'node' } })).status, 409);
+  assert.equal((await api(gw, 'POST', '/admin/mcp/register', { body: { name: 'ev', command: 'node', args: [EVERYTHING, 'stdio'] } })).status, 409);
   assert.equal((await api(gw, 'POST', '/admin/mcp/register', { key: user, body: { name: 'x', command: 'node' } })).status, 403);
   // The env is sealed at rest: its value is nowhere in the database files.
   for (const f of fs.readdirSync(gw.dir).filter((n) => n.startsWith('lowart.db'))) {

@@ -152,3 +152,64 @@ TEST(upstream_target, splits_base_urls) {
   EXPECT_FALSE(parse_upstream("http://host:99999", t));
   EXPECT_FALSE(parse_upstream("unix:///x", t));
 }
+
+TEST(mcp_allowlist, plain_interpreters_run_a_script_file_only) {
+  config::mcp_config mcp; // the defaults
+  std::string field;
+  auto script = std::string(::testing::TempDir()) + "/lowart_mcp_script.js";
+  {
+    std::FILE* f = std::fopen(script.c_str(), "w");
+    ASSERT_NE(f, nullptr);
+    std::fclose(f);
+  }
+  EXPECT_EQ(config::check_mcp_command(mcp, "node", {script, "stdio"}, "", field), "");
+  EXPECT_EQ(config::check_mcp_command(mcp, "/usr/bin/node", {script}, "", field), "");
+  for (const auto& args : std::vector<std::vector<std::string>>{
+           {"-e", "1"}, {"--eval=1"}, {"-p", "1"}, {"--require", script, script}, {}, {"/no/such/file.js"}}) {
+    field.clear();
+    EXPECT_NE(config::check_mcp_command(mcp, "node", args, "", field), "");
+    EXPECT_EQ(field, "args");
+  }
+  field.clear();
+  EXPECT_NE(config::check_mcp_command(mcp, "python3", {"-c", "import os"}, "", field), "");
+  EXPECT_EQ(field, "args");
+  field.clear();
+  EXPECT_NE(config::check_mcp_command(mcp, "bash", {"-c", "id"}, "", field), "");
+  EXPECT_EQ(field, "command");
+  std::remove(script.c_str());
+}
+
+TEST(mcp_allowlist, package_runners_only_with_named_packages) {
+  config::mcp_config mcp;
+  std::string field;
+  EXPECT_EQ(config::check_mcp_command(mcp, "npx", {"-y", "@modelcontextprotocol/server-filesystem", "/srv", "/tmp"}, "",
+                                      field),
+            "");
+  EXPECT_EQ(config::check_mcp_command(mcp, "npx", {"-y", "@modelcontextprotocol/server-filesystem"}, "", field), "");
+  EXPECT_NE(config::check_mcp_command(mcp, "npx", {"-y", "cowsay"}, "", field), "");
+  EXPECT_EQ(field, "args");
+  EXPECT_NE(config::check_mcp_command(mcp, "npx", {"@modelcontextprotocol/server-filesystem"}, "", field), "");
+  mcp.allowed_commands = {{"uvx", {"mcp-server-git", "--repository", "/srv/*"}, false}};
+  EXPECT_EQ(config::check_mcp_command(mcp, "uvx", {"mcp-server-git", "--repository", "/srv/app"}, "", field), "");
+  EXPECT_NE(config::check_mcp_command(mcp, "uvx", {"mcp-server-git", "--repository", "/srv/app", "x"}, "", field), "");
+  EXPECT_NE(config::check_mcp_command(mcp, "uvx", {"mcp-server-git", "--repository"}, "", field), "");
+}
+
+TEST(mcp_allowlist, toml_entries_and_plain_runners_refused) {
+  auto ok = config::parse(R"(
+[mcp]
+allowed_commands = ["node", { command = "npx", args = ["-y", "@scope/server", "**"] }]
+)",
+                          "t");
+  ASSERT_TRUE(ok.config) << ok.error;
+  EXPECT_EQ(config::validate(*ok.config), "");
+  ASSERT_EQ(ok.config->mcp.allowed_commands.size(), 2u);
+  EXPECT_TRUE(ok.config->mcp.allowed_commands[0].plain);
+  EXPECT_FALSE(ok.config->mcp.allowed_commands[1].plain);
+  auto runner = config::parse("[mcp]\nallowed_commands = [\"npx\"]\n", "t");
+  ASSERT_TRUE(runner.config) << runner.error;
+  EXPECT_NE(config::validate(*runner.config).find("packages named"), std::string::npos);
+  auto mid = config::parse("[mcp]\nallowed_commands = [{ command = \"uvx\", args = [\"**\", \"x\"] }]\n", "t");
+  ASSERT_TRUE(mid.config);
+  EXPECT_NE(config::validate(*mid.config).find("last pattern"), std::string::npos);
+}
