@@ -221,3 +221,128 @@ test('an operator makes keys within its own limits and may not change its own ke
   const admin = await api(gw, 'POST', '/admin/keys', { body: { name: 'y', rpm: 500 } });
   assert.equal(admin.status, 201);
 });
+
+// --- tenancy: agents and tools reach only the teams that own or share them ---------------------
+
+const team = async (name) => {
+  const r = await api(gw, 'POST', '/admin/teams', { body: { name: `${name}-${randomBytes(3).toString('hex')}` } });
+  assert.equal(r.status, 201, r.text);
+  return r.json;
+};
+let rpcId = 0;
+const send = (key, target, text, skill) => api(gw, 'POST', target, {
+  key,
+  body: {
+    jsonrpc: '2.0', id: ++rpcId, method: 'message/send',
+    params: {
+      message: { role: 'user', kind: 'message', messageId: randomBytes(8).toString('hex'), parts: [{ kind: 'text', text }], ...(skill ? { metadata: { skill } } : {}) },
+      configuration: { blocking: false },
+    },
+  },
+});
+
+test('a key of another team cannot claim a skill and receive this team\'s tasks, nor see or call its agents', async () => {
+  const a = await team('team-a');
+  const b = await team('team-b');
+  const aUser = await createKey(gw, { name: 'a-user', team: a.id });
+  const aAgentKey = await createKey(gw, { name: 'a-agent', team: a.id });
+  const reg = await api(gw, 'POST', '/admin/agents', { body: { name: 'a-translator', skills: ['translate'], team: a.id, key_id: aAgentKey.id } });
+  assert.equal(reg.status, 201, reg.text);
+  assert.equal(reg.json.shared, false);
+  assert.equal(reg.json.team_id, a.id);
+  // Team B's user may register agents, and claims the same skill.
+  const bUser = await createKey(gw, { name: 'b-user', team: b.id, permissions: ['register_agents'] });
+  const claim = await api(gw, 'POST', '/v1/agents', { key: bUser.key, body: { name: 'b-thief', skills: ['translate'] } });
+  assert.equal(claim.status, 201, claim.text);
+  assert.equal(claim.json.team_id, b.id);
+
+  const texts = ['one', 'two', 'three', 'four'].map((w) => `secret text of team A ${w}`);
+  const ids = [];
+  for (const t of texts) {
+    const r = await send(aUser.key, '/a2a', t, 'translate');
+    assert.equal(r.status, 200, r.text);
+    assert.ok(r.json.result?.id, r.text);
+    ids.push(r.json.result.id);
+  }
+  // B's agent is handed nothing; every task sits at A's agent.
+  const pulled = await api(gw, 'GET', '/v1/agents/b-thief/tasks?wait_ms=0', { key: bUser.key });
+  assert.equal(pulled.status, 204, pulled.text);
+  const open = await api(gw, 'GET', '/admin/agents/tasks');
+  for (const id of ids) assert.equal(open.json.data.find((t) => t.task.id === id)?.agent, 'a-translator');
+  // B's by-skill task goes to B's own agent, never to A's.
+  const bSend = await send(bUser.key, '/a2a', 'from b', 'translate');
+  const bTask = (await api(gw, 'GET', '/admin/agents/tasks')).json.data.find((t) => t.task.id === bSend.json.result.id);
+  assert.equal(bTask.agent, 'b-thief');
+
+  // Listing: each team sees its own agents (and shared ones), never key ids.
+  const bList = await api(gw, 'GET', '/v1/agents', { key: bUser.key });
+  const bNames = bList.json.data.map((x) => x.name);
+  assert.ok(bNames.includes('b-thief') && !bNames.includes('a-translator'), JSON.stringify(bNames));
+  assert.ok(bList.json.data.every((x) => x.key_id === undefined));
+  const aNames = (await api(gw, 'GET', '/v1/agents', { key: aUser.key })).json.data.map((x) => x.name);
+  assert.ok(aNames.includes('a-translator') && !aNames.includes('b-thief'), JSON.stringify(aNames));
+  assert.equal((await api(gw, 'GET', '/v1/agents/a-translator', { key: bUser.key })).status, 404);
+  // Calling A's agent by name: HTTP 403 with a JSON-RPC error carrying the request's id.
+  const direct = await send(bUser.key, '/a2a/a-translator', 'let me in');
+  assert.equal(direct.status, 403, direct.text);
+  assert.equal(direct.json.jsonrpc, '2.0');
+  assert.equal(direct.json.id, rpcId);
+  assert.ok(direct.json.error && direct.json.error.code < 0);
+  // A team agent's card is not public; the gateway card lists no skill of it.
+  assert.equal((await fetch(`${gw.url}/a2a/a-translator/.well-known/agent-card.json`)).status, 404);
+  const card = await (await fetch(`${gw.url}/.well-known/agent-card.json`)).json();
+  assert.ok(!JSON.stringify(card.skills).includes('translate'), JSON.stringify(card.skills));
+  // An agent allow list narrows a key further, even within its team.
+  const narrow = await api(gw, 'POST', '/admin/keys', { body: { name: 'narrow', team: a.id, agents: ['b-thief'] } });
+  assert.equal(narrow.status, 201, narrow.text);
+  assert.equal((await send(narrow.json.key, '/a2a/a-translator', 'x')).status, 403);
+  // Without the permission, a key registers nothing.
+  assert.equal((await api(gw, 'POST', '/v1/agents', { key: aUser.key, body: { name: 'a-own', skills: ['translate'] } })).status, 403);
+});
+
+test('tool allow lists on keys and teams narrow the tools listed and callable', async () => {
+  const t = await team('tools-team');
+  const onlyEnv = await api(gw, 'POST', '/admin/keys', { body: { name: 'only-env', tools: ['envdump__env'] } });
+  assert.equal(onlyEnv.status, 201, onlyEnv.text);
+  assert.deepEqual(onlyEnv.json.tools, ['envdump__env']);
+  const reg = await register(undefined, { name: 'ev4', command: 'node', args: [EVERYTHING, 'stdio'] });
+  assert.equal(reg.status, 201, reg.text);
+  await waitFor(async () => (await api(gw, 'GET', '/admin/mcp')).json.data.find((s) => s.name === 'ev4')?.state === 'ready',
+    { timeoutMs: 20000, intervalMs: 100, what: 'ev4 ready' });
+  const names = (await api(gw, 'GET', '/v1/mcp/tools', { key: onlyEnv.json.key })).json.data.map((x) => x.name);
+  assert.deepEqual(names, ['envdump__env']);
+  const refused = await api(gw, 'POST', '/v1/mcp/tools/call', { key: onlyEnv.json.key, body: { name: 'ev4__echo', arguments: { message: 'x' } } });
+  assert.equal(refused.status, 403, refused.text);
+  assert.equal(refused.json.error.code, 'tool_not_allowed');
+  // A team's list applies to its keys; a key inside it may not widen it.
+  assert.equal((await api(gw, 'PATCH', `/admin/teams/${t.id}`, { body: { tools: ['ev4'] } })).status, 200);
+  const member = await createKey(gw, { name: 'member', team: t.id, tools: ['envdump'] });
+  await waitFor(async () => (await api(gw, 'GET', '/v1/mcp/tools', { key: member.key })).json.data.length === 0,
+    { timeoutMs: 3000, what: 'a key and team list with nothing in common' });
+  const teamOnly = await createKey(gw, { name: 'team-only', team: t.id });
+  const tn = (await api(gw, 'GET', '/v1/mcp/tools', { key: teamOnly.key })).json.data.map((x) => x.name);
+  assert.ok(tn.length > 0 && tn.every((n) => n.startsWith('ev4__')), JSON.stringify(tn));
+  // /mcp answers the same lists.
+  const mcp = await api(gw, 'POST', '/mcp', { key: onlyEnv.json.key, headers: { accept: 'application/json, text/event-stream' }, body: { jsonrpc: '2.0', id: 1, method: 'tools/list' } });
+  assert.deepEqual(mcp.json.result.tools.map((x) => x.name), ['envdump__env']);
+  assert.equal((await api(gw, 'DELETE', '/admin/mcp/ev4')).status, 200);
+});
+
+test('allow lists and permissions that name nothing real are a 400 naming the field', async () => {
+  for (const [body, param] of [[{ permissions: ['root'] }, 'permissions'], [{ agents: ['no-such-agent'] }, 'agents'],
+    [{ tools: ['no-such-server'] }, 'tools'], [{ tools: ['envdump__no-such-tool'] }, 'tools'], [{ agents: 'x' }, 'agents']]) {
+    const r = await api(gw, 'POST', '/admin/keys', { body: { name: 'bad', ...body } });
+    assert.equal(r.status, 400, `${JSON.stringify(body)}: ${r.text}`);
+    assert.equal(r.json.error.param, param, r.text);
+  }
+  const t = await team('bad-lists');
+  const r = await api(gw, 'PATCH', `/admin/teams/${t.id}`, { body: { agents: ['no-such-agent'] } });
+  assert.equal(r.status, 400);
+  assert.equal(r.json.error.param, 'agents');
+  // A self-made key cannot grant itself a permission its maker lacks.
+  const u = await api(gw, 'POST', '/admin/users', { body: { name: `perm-${randomBytes(3).toString('hex')}` } });
+  const k = await createKey(gw, { name: 'p', user_id: u.json.id });
+  const mint = await api(gw, 'POST', '/v1/me/keys', { key: k.key, body: { name: 'pp', permissions: ['register_agents'] } });
+  assert.equal(mint.status, 403, mint.text);
+  assert.equal(mint.json.error.param, 'permissions');
+});
