@@ -1,5 +1,12 @@
 #include "actors/mcp_process.hpp"
 
+// GCC 12 sees out-of-bounds copies in Boost.Process's launcher (its fd_whitelist
+// reassignment, inlined here) that are not there: a known false positive of
+// -Warray-bounds / -Wstringop-overflow / -Wrestrict on std::vector assignment.
+#pragma GCC diagnostic ignored "-Warray-bounds"
+#pragma GCC diagnostic ignored "-Wstringop-overflow"
+#pragma GCC diagnostic ignored "-Wrestrict"
+
 #include "actors/jsonrpc.hpp"
 
 #define BOOST_PROCESS_USE_STD_FS 1
@@ -26,9 +33,11 @@ using std::remove_pointer;
 #include <deque>
 #include <fcntl.h>
 #include <linux/close_range.h>
+#include <poll.h>
 #include <sys/prctl.h>
 #include <sys/syscall.h>
 #include <sys/types.h>
+#include <sys/wait.h>
 #include <unistd.h>
 
 extern char** environ;
@@ -42,26 +51,81 @@ namespace asio = boost::asio;
 std::atomic<int> live_children{0};
 namespace bp = boost::process::v2;
 
+/// lowart holds the write end of this pipe and nothing else does: when lowart dies, by
+/// any signal, the read end sees end-of-file. A child's guard waits on it.
+int death_pipe_read() {
+  static int fd = [] {
+    int p[2];
+    if (::pipe2(p, O_CLOEXEC) != 0) return -1;
+    return p[0]; // p[1] stays open, unused, for as long as lowart lives
+  }();
+  return fd;
+}
+
 /// Runs in the child between fork and exec: a process group of its own, so that the
-/// whole tree (npx -> node, a shell -> python) can be signalled at once.
-struct own_process_group {
-  template <class Launcher> bp::error_code on_exec_setup(Launcher&, const std::filesystem::path&, const char* const*) {
-    if (::setpgid(0, 0) != 0) return bp::error_code(errno, bp::system_category());
-    // lowart blocks SIGTERM/SIGINT in every thread (main waits for them with sigwait) and
-    // ignores SIGPIPE; a child must not inherit either, or it could not be stopped.
-    sigset_t none;
-    sigemptyset(&none);
-    ::sigprocmask(SIG_SETMASK, &none, nullptr);
-    ::signal(SIGPIPE, SIG_DFL);
-    // Should lowart itself be killed (SIGKILL, a crash), the child goes too: no orphan.
-    // (The signal follows the forking thread, the MCP io thread, which lives as long as
-    // lowart runs.)
+/// whole tree (npx -> node, a shell -> python) can be signalled at once, and a guard.
+/// The child forks once more: the grandchild goes on to exec the server; the child stays
+/// as its guard (no exec; async-signal-safe calls only). The guard waits for the server
+/// and exits with its status (reaped() then ends the rest of the group); should lowart die (SIGKILL, a crash), the
+/// guard sees the death pipe close and SIGKILLs the whole group — grandchildren that npx or uvx started included, which
+/// PR_SET_PDEATHSIG alone cannot reach.
+[[noreturn]] void guard_server(pid_t server, int guard_fd);
+
+/// The child's side of own_process_group.
+int setup_child(int guard_fd) {
+  if (::setpgid(0, 0) != 0) return errno;
+  // lowart blocks SIGTERM/SIGINT in every thread (main waits for them with sigwait) and
+  // ignores SIGPIPE; a child must not inherit either, or it could not be stopped.
+  sigset_t none;
+  sigemptyset(&none);
+  ::sigprocmask(SIG_SETMASK, &none, nullptr);
+  ::signal(SIGPIPE, SIG_DFL);
+  if (guard_fd >= 0) {
+    pid_t server = ::fork();
+    if (server < 0) return errno;
+    if (server > 0) guard_server(server, guard_fd); // never returns
+    // The server: goes with its guard, whatever ends it.
     ::prctl(PR_SET_PDEATHSIG, SIGKILL);
-    // Nothing of lowart's (listening sockets, the database, upstream connections) may
-    // leak into the child: every descriptor above stderr closes at exec.
-    if (::syscall(SYS_close_range, 3u, ~0u, CLOSE_RANGE_CLOEXEC) != 0)
-      for (int fd = 3; fd < 65536; ++fd)
-        ::fcntl(fd, F_SETFD, FD_CLOEXEC);
+    if (::getppid() == 1) ::_exit(127);
+  } else {
+    ::prctl(PR_SET_PDEATHSIG, SIGKILL); // no pipe: at least the direct child goes
+  }
+  // Nothing of lowart's (listening sockets, the database, upstream connections) may
+  // leak into the child: every descriptor above stderr closes at exec.
+  if (::syscall(SYS_close_range, 3u, ~0u, CLOSE_RANGE_CLOEXEC) != 0)
+    for (int fd = 3; fd < 65536; ++fd)
+      ::fcntl(fd, F_SETFD, FD_CLOEXEC);
+  return 0;
+}
+
+[[noreturn]] void guard_server(pid_t server, int guard_fd) {
+  // SIGTERM to the group is for the server (it gets its grace); the guard outlives it.
+  ::signal(SIGTERM, SIG_IGN);
+  ::signal(SIGINT, SIG_IGN);
+  // Hold nothing but the death pipe: not the server's stdio (its EOF is lowart's sign
+  // that it is gone), not lowart's sockets or database.
+  for (int fd = 0; fd < 3; ++fd)
+    ::close(fd);
+  if (guard_fd > 3) ::syscall(SYS_close_range, 3u, static_cast<unsigned>(guard_fd - 1), 0u);
+  ::syscall(SYS_close_range, static_cast<unsigned>(guard_fd + 1), ~0u, 0u);
+  for (;;) {
+    struct pollfd p {
+      guard_fd, POLLIN, 0
+    };
+    if (::poll(&p, 1, 200) > 0) { // lowart is gone
+      ::kill(-::getpgrp(), SIGKILL);
+      ::_exit(137);
+    }
+    int status = 0;
+    if (::waitpid(server, &status, WNOHANG) == server) // lowart reaps the guard, then ends the group
+      ::_exit(WIFEXITED(status) ? WEXITSTATUS(status) : 128 + WTERMSIG(status));
+  }
+}
+
+struct own_process_group {
+  int guard_fd = death_pipe_read();
+  template <class Launcher> bp::error_code on_exec_setup(Launcher&, const std::filesystem::path&, const char* const*) {
+    if (int e = setup_child(guard_fd)) return bp::error_code(e, bp::system_category());
     return {};
   }
 };
