@@ -11,6 +11,7 @@
 #include "config/config.hpp"
 #include "core/log.hpp"
 #include "core/tokenizer.hpp"
+#include "net/routing.hpp"
 #include "net/server.hpp"
 #include "net/ui_files.hpp"
 #include "storage/database.hpp"
@@ -194,7 +195,9 @@ int tokenize(const std::string& encoding, bool ids, const char* argv0) {
 
 int main(int argc, char** argv) {
   CLI::App app{"lowart: an AI API gateway (OpenAI and Anthropic compatible)"};
-  app.require_subcommand(1);
+  app.require_subcommand(0, 1); // one, unless --routes (checked below)
+  bool routes = false;
+  app.add_flag("--routes", routes, "print every endpoint (the route table) as JSON lines and exit");
   std::string config_path;
   auto* serve_cmd = app.add_subcommand("serve", "run the gateway");
   serve_cmd->add_option("-c,--config", config_path, "path of lowart.toml (optional: defaults + environment)");
@@ -210,6 +213,12 @@ int main(int argc, char** argv) {
       secrets_cmd->add_subcommand("rotate", "re-encrypt stored provider keys under LOWART_ENCRYPTION_KEY");
   rotate_cmd->add_option("-c,--config", config_path, "path of lowart.toml (for storage.sqlite_path)");
   CLI11_PARSE(app, argc, argv);
+  if (routes) {
+    for (const auto& r : lowart::net::route_table())
+      std::puts(lowart::net::route_json(r).c_str());
+    return 0;
+  }
+  if (app.get_subcommands().empty()) return app.exit(CLI::RequiredError::Subcommand(1));
   if (version_cmd->parsed()) {
     std::puts("lowart 0.1.0");
     return 0;

@@ -371,10 +371,14 @@ async function launchGateway({ configPath, env, dir, masterKey, port }) {
   return gw;
 }
 
-/** JSON request to the gateway with the master key (or `key`); resolves { status, headers, json, text }. */
-export async function api(gw, method, p, { body, key = gw.masterKey, headers = {} } = {}) {
+/**
+ * JSON request to the gateway with the master key (or `key`; null: none); resolves
+ * { status, headers, json, text }. `redirect: 'manual'` answers a redirect as it is.
+ */
+export async function api(gw, method, p, { body, key = gw.masterKey, headers = {}, redirect } = {}) {
   const res = await fetch(gw.url + p, {
     method,
+    redirect,
     headers: {
       ...(key ? { authorization: `Bearer ${key}` } : {}),
       ...(body !== undefined ? { 'content-type': 'application/json' } : {}),
