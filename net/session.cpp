@@ -18,6 +18,7 @@
 #include <boost/asio/write.hpp>
 #include <boost/beast/http/read.hpp>
 
+#include <cctype>
 #include <charconv>
 #include <ctime>
 
@@ -168,6 +169,26 @@ std::string_view presented_key(const http::request<http::string_body>& req) {
                             x_api_key != req.end() ? std::string_view(x_api_key->value()) : std::string_view{});
 }
 
+/// A host[:port] that can stand in a URL as is (no scheme, path, query, credentials or space).
+bool plain_host(std::string_view host) {
+  if (host.empty() || host.size() > 255) return false;
+  for (char c : host)
+    if (!std::isalnum(static_cast<unsigned char>(c)) && c != '.' && c != '-' && c != ':' && c != '[' && c != ']' &&
+        c != '_')
+      return false;
+  return true;
+}
+
+/// The first value of a comma-separated forwarding header, without spaces around it.
+std::string_view first_value(std::string_view list) {
+  list = list.substr(0, list.find(','));
+  while (!list.empty() && list.front() == ' ')
+    list.remove_prefix(1);
+  while (!list.empty() && list.back() == ' ')
+    list.remove_suffix(1);
+  return list;
+}
+
 } // namespace
 
 session::session(server_worker& worker, tcp_stream&& stream)
@@ -314,6 +335,25 @@ void session::handle(http::request<http::string_body>&& req) {
   auto method = req.method();
   auto& state = worker_.state;
 
+  // The route table (routing.hpp) lists what lowart serves: a path it does not list is
+  // 404 and a method it does not list for the path 405, before anything else is decided
+  // (no key is looked at), so an endpoint missing from the table cannot be reached.
+  const route_entry* entry = find_route(path);
+  auto info = entry ? route_info{entry->label, entry->format} : unlisted_route(path);
+  if (!entry || !(entry->methods & method_bit_of(ctx.method))) {
+    ctx.route = info.route;
+    ctx.format = info.format;
+    if (ctx.format == api_format::jsonrpc) ctx.rpc_id = jsonrpc_id(req.body());
+    if (!entry)
+      respond_error(ctx, error_kind::not_found, "unknown endpoint " + ctx.method + " " + ctx.path,
+                    ctx.format == api_format::admin ? "" : "unknown_url");
+    else
+      respond_error(ctx, error_kind::method_not_allowed,
+                    "use " + method_names(entry->methods, " or ") + " for " + ctx.path, {},
+                    "Allow: " + method_names(entry->methods, ", ") + "\r\n");
+    return;
+  }
+
   // Public probes and metrics.
   if (path == "/healthz") {
     ctx.route = "healthz";
@@ -332,10 +372,11 @@ void session::handle(http::request<http::string_body>&& req) {
   }
 
   // The metrics label is known from the path alone, so refusals count under their route.
-  auto info = route_of(path);
   bool admin = info.route == "admin";
   ctx.route = info.route;
   ctx.format = info.format;
+  // Refusals on a JSON-RPC endpoint (/mcp, /a2a...) are JSON-RPC errors with the request's id.
+  if (ctx.format == api_format::jsonrpc) ctx.rpc_id = jsonrpc_id(req.body());
   if (state.draining.load(std::memory_order_relaxed)) {
     ctx.keep_alive = false;
     respond_error(ctx, error_kind::unavailable, "the gateway is shutting down");
@@ -374,7 +415,24 @@ void session::handle(http::request<http::string_body>&& req) {
     call.method = ctx.method;
     call.path = ctx.path;
     call.role = "public";
-    if (auto host = req.find(http::field::host); host != req.end()) call.query = "host=" + std::string(host->value());
+    call.query = "base=" + public_base(req);
+    // A key, when one is presented and valid, also shows the cards of its team's agents;
+    // without one (or with a bad one) only shared agents' cards are public.
+    if (auto presented = presented_key(req); !presented.empty()) {
+      const auto& master = state.config.server.master_key;
+      if (!master.empty() && secrets::constant_time_equal(presented, master)) {
+        call.key_id = "master";
+        call.role = "admin";
+      } else if (auto keys = state.keys.load()) {
+        auto hash = secrets::sha256_hex(presented);
+        if (auto it = keys->by_hash.find(hash); it != keys->by_hash.end() &&
+                                                 secrets::constant_time_equal(it->second->hash, hash) &&
+                                                 !(it->second->expires_at && it->second->expires_at <= clock::unix_seconds())) {
+          call.key_id = it->second->id;
+          call.role = it->second->role;
+        }
+      }
+    }
     auto shared = std::make_shared<request_context>(std::move(ctx));
     worker_.runtime.a2a(std::move(call), [held = std::make_shared<session_ref>(shared_from_this()),
                                           shared](int status, std::string body, std::string type) {
@@ -387,11 +445,16 @@ void session::handle(http::request<http::string_body>&& req) {
   }
 
   // Authentication: the master key, or a virtual key from the snapshot (hash + lookup).
+  // Every 401 carries a Bearer challenge (RFC 6750), naming an invalid token as such.
+  auto unauthorized = [&](std::string_view message, std::string_view code, bool presented) {
+    respond_error(ctx, error_kind::unauthorized, message, admin ? "" : code,
+                  presented ? "WWW-Authenticate: Bearer realm=\"lowart\", error=\"invalid_token\"\r\n"
+                            : "WWW-Authenticate: Bearer realm=\"lowart\"\r\n");
+  };
   auto key = presented_key(req);
   if (key.empty()) {
-    respond_error(ctx, error_kind::unauthorized,
-                  "missing API key: send 'Authorization: Bearer <key>' or 'x-api-key: <key>'",
-                  admin ? "" : "invalid_api_key");
+    unauthorized("missing API key: send 'Authorization: Bearer <key>' or 'x-api-key: <key>'", "invalid_api_key",
+                 false);
     return;
   }
   const auto& master = state.config.server.master_key;
@@ -409,11 +472,11 @@ void session::handle(http::request<http::string_body>&& req) {
       }
     }
     if (!found) {
-      respond_error(ctx, error_kind::unauthorized, "invalid API key", admin ? "" : "invalid_api_key");
+      unauthorized("invalid API key", "invalid_api_key", true);
       return;
     }
     if (found->expires_at && found->expires_at <= clock::unix_seconds()) {
-      respond_error(ctx, error_kind::unauthorized, "API key has expired", admin ? "" : "expired_api_key");
+      unauthorized("API key has expired", "expired_api_key", true);
       return;
     }
   }
@@ -423,8 +486,7 @@ void session::handle(http::request<http::string_body>&& req) {
     std::string_view role = ctx.who->master ? std::string_view{"admin"} : std::string_view{ctx.who->key->role};
     if (admin) {
       // The role table is checked here, before any actor is asked (rbac.hpp).
-      auto resource = path.substr(std::min<std::size_t>(path.size(), 7));
-      resource = resource.substr(0, resource.find('/'));
+      auto resource = entry->resource;
       if (!rbac::may(role, ctx.method, resource)) {
         respond_error(ctx, error_kind::forbidden,
                       role == "user" ? "this key may not use the admin API"
@@ -573,8 +635,7 @@ void session::forward_to_actors(request_context& ctx, http::request<http::string
   }
   if (a2a) {
     call.request_id = shared->request_id;
-    if (auto host = req.find(http::field::host); host != req.end())
-      call.query = "host=" + std::string(host->value()) + (call.query.empty() ? "" : "&" + call.query);
+    call.query = "base=" + public_base(req) + (call.query.empty() ? "" : "&" + call.query);
     // message/stream and tasks/resubscribe answer with events: the bus writes them to a
     // stream registered under the request id.
     bool stream = shared->method == "POST" && (call.body.find("\"message/stream\"") != std::string::npos ||
@@ -641,6 +702,41 @@ void session::watch_client(std::function<void()> on_gone) {
                         if (gone && !self->closed_) on_gone();
                       });
   });
+}
+
+std::string session::public_base(const http::request<http::string_body>& req) {
+  const auto& cfg = worker_.state.config.server;
+  if (!cfg.public_url.empty()) return cfg.public_url;
+  std::string_view scheme = "http";
+  std::string_view host;
+  if (auto it = req.find(http::field::host); it != req.end()) host = it->value();
+  // Forwarding headers are believed only from a configured proxy: anyone else could
+  // point the cards at a host of their choosing.
+  bool trusted = false;
+  if (auto* tcp = std::get_if<0>(&stream_); tcp && !cfg.trusted_proxies.empty()) {
+    beast::error_code ec;
+    auto peer = tcp->socket().remote_endpoint(ec).address();
+    if (!ec && peer.is_v6() && peer.to_v6().is_v4_mapped())
+      peer = asio::ip::make_address_v4(asio::ip::v4_mapped, peer.to_v6());
+    for (const auto& entry : cfg.trusted_proxies) {
+      boost::system::error_code bad;
+      auto addr = asio::ip::make_address(entry, bad);
+      if (!ec && !bad && addr == peer) trusted = true;
+    }
+  }
+  if (trusted) {
+    if (auto it = req.find("x-forwarded-proto"); it != req.end()) {
+      auto proto = first_value(it->value());
+      if (beast::iequals(proto, "https"))
+        scheme = "https";
+      else if (beast::iequals(proto, "http"))
+        scheme = "http";
+    }
+    if (auto it = req.find("x-forwarded-host"); it != req.end() && plain_host(first_value(it->value())))
+      host = first_value(it->value());
+  }
+  if (!plain_host(host)) host = cfg.listen;
+  return std::string(scheme) + "://" + std::string(host);
 }
 
 void session::respond_readiness(request_context& ctx) {
@@ -741,7 +837,7 @@ void session::respond(request_context& ctx, int status, std::string_view content
   out_.clear();
   out_.reserve(256 + body.size());
   append_head(out_, ctx, status, content_type, extra_headers, body.size());
-  out_ += body;
+  if (ctx.method != "HEAD") out_ += body; // HEAD: the head GET would have, no body (RFC 9110 9.3.2)
   record(ctx, status);
   bool keep_alive = ctx.keep_alive;
   send_out([self = shared_from_this(), keep_alive](bool ok) {
@@ -771,7 +867,10 @@ template <class Then> void session::send_out(Then&& then) {
 
 void session::respond_error(request_context& ctx, error_kind kind, std::string_view message, std::string_view code,
                             std::string_view extra_headers, std::string_view param) {
-  respond(ctx, status_of(kind), "application/json", error_body(ctx.format, kind, message, code, param), extra_headers);
+  respond(ctx, status_of(kind), "application/json",
+          ctx.format == api_format::jsonrpc ? jsonrpc_error_body(ctx.rpc_id, kind, message, code)
+                                            : error_body(ctx.format, kind, message, code, param),
+          extra_headers);
 }
 
 void session::write_raw(std::string data, std::function<void(bool ok)> done) {

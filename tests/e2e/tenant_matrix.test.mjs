@@ -209,16 +209,12 @@ const MATRIX = {
   // A team's agent is not shared: its card is no one's business outside the team.
   'GET /a2a/{name}/.well-known/agent-card.json': {
     req: () => ({ path: `/a2a/${R.agent}/.well-known/agent-card.json` }),
-    expect: {
-      ...open(404),
-      ...Object.fromEntries(['master', 'admin', 'operator', 'viewer', 'user', 'agent'].map((c) => [c,
-        bug(200, "the card of a team's agent is 404 even with a key of that team (the session asks for cards without the key)")])),
-    },
+    expect: { ...open(404), ...Object.fromEntries(['master', 'admin', 'operator', 'viewer', 'user', 'agent'].map((c) => [c, 200])) },
   },
   'POST /a2a': {
     rpc: true,
     req: () => ({ path: '/a2a', body: rpcBody('message/send', { message: message('by skill', { skill: 'mx-skill' }), configuration: nonBlocking }) }),
-    expect: teams(200, bug(any('rpc-error', 403), "by-skill dispatch reaches team A's agent from team B (issue 18, item 2)")),
+    expect: teams(200, any('rpc-error', 403)),
   },
   'POST /a2a #tasks/get of team A user\'s task': {
     rpc: true,
@@ -245,11 +241,7 @@ const MATRIX = {
   },
   'DELETE /v1/agents/{name}': {
     req: async () => ({ path: `/v1/agents/${await freshAgent()}` }),
-    expect: every(200, {
-      viewer: bug(403, 'a key that may not delete the agent gets 405 (use GET or DELETE), not 403'),
-      user: bug(403, 'a key that may not delete the agent gets 405 (use GET or DELETE), not 403'),
-      other: bug(any(403, 404), 'a key that may not delete the agent gets 405 (use GET or DELETE), not 403/404'),
-    }),
+    expect: every(200, { viewer: 403, user: 403, other: any(403, 404) }),
   },
   'GET /v1/agents/{name}/tasks': {
     req: () => ({ path: `/v1/agents/${R.agent}/tasks?wait_ms=0` }),
