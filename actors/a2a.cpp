@@ -17,6 +17,8 @@
 #include <ctime>
 #include <deque>
 #include <map>
+#include <random>
+#include <set>
 
 namespace lowart::actors {
 namespace {
@@ -153,11 +155,16 @@ struct task_rec {
   std::string status_time;
   std::vector<std::string> history;   ///< Message JSON
   std::vector<std::string> artifacts; ///< Artifact JSON
-  std::string delivery = "queued";    ///< queued | delivered | acked | waiting | done | dead
+  /// queued (at `agent`, not yet handed out) | retry (waiting for retry_at_ms) | delivered
+  /// | acked | waiting (input-required) | done | dead
+  std::string delivery = "queued";
   std::int64_t attempts = 0;
   std::int64_t lease_until_ms = 0;
   std::string last_error;
   std::int64_t created_ms = 0;
+  std::int64_t submitted_ms = 0;  ///< sent (or answered after input-required): task_deadline_ms counts from here
+  std::int64_t queued_ms = 0;     ///< queued at its agent since: handout_ms counts from here
+  std::int64_t retry_at_ms = 0;   ///< delivery "retry": when it is delivered again
   std::vector<std::string> tried; ///< agents it was delivered to
 
   std::string to_json() const {
@@ -177,6 +184,9 @@ struct task_rec {
         .num("lease_until_ms", lease_until_ms)
         .str("last_error", last_error)
         .num("created_ms", created_ms)
+        .num("submitted_ms", submitted_ms)
+        .num("queued_ms", queued_ms)
+        .num("retry_at_ms", retry_at_ms)
         .raw("tried", json::string_array(tried));
     return w.done();
   }
@@ -213,6 +223,10 @@ struct task_rec {
     optional_field(o["attempts"].get_int64().get(t.attempts));
     optional_field(o["lease_until_ms"].get_int64().get(t.lease_until_ms));
     optional_field(o["created_ms"].get_int64().get(t.created_ms));
+    t.submitted_ms = t.created_ms;
+    optional_field(o["submitted_ms"].get_int64().get(t.submitted_ms));
+    optional_field(o["queued_ms"].get_int64().get(t.queued_ms));
+    optional_field(o["retry_at_ms"].get_int64().get(t.retry_at_ms));
     return t;
   }
 
@@ -542,6 +556,7 @@ struct agent_entry {
   caf::actor actor;
   std::int64_t last_seen_ms = 0;
   int push_failures = 0;
+  int polling = 0; ///< long polls open now: an agent waiting for work is live
 };
 
 struct stream_sub {
@@ -569,6 +584,7 @@ struct bus_state {
   std::map<std::int64_t, std::pair<caf::response_promise, std::string>> remote_calls;
   std::int64_t next_remote = 0;
   bool loaded = false;
+  std::mt19937_64 rng{std::random_device{}()};
 };
 using bus_actor = caf::stateful_actor<bus_state>;
 
@@ -593,7 +609,7 @@ void spawn_agent(bus_actor* self, const agent_rec& rec) {
 
 bool live(const bus_state& st, const agent_entry& e) {
   if (!e.rec.push_url.empty()) return e.push_failures < 3;
-  return clock::unix_ms() - e.last_seen_ms <= st.gw->config.a2a.live_ms;
+  return e.polling > 0 || clock::unix_ms() - e.last_seen_ms <= st.gw->config.a2a.live_ms;
 }
 
 std::int64_t load_of(const bus_state& st, const std::string& agent) {
@@ -643,6 +659,8 @@ void deliver(bus_actor* self, task_rec& t) {
   if (it == st.agents.end()) return;
   t.delivery = "queued";
   t.lease_until_ms = 0;
+  t.retry_at_ms = 0;
+  t.queued_ms = clock::unix_ms();
   self->send(it->second.actor, deliver_atom::value, t.id,
              delivery_body(t.agent, t.view(), st.gw->config.a2a.ack_timeout_ms));
 }
@@ -670,15 +688,109 @@ void redeliver(bus_actor* self, task_rec& t, const std::string& why) {
     notify(self, t, true);
     return;
   }
-  if (!t.skill.empty()) {
-    auto next = pick_agent(st, t.skill, t.tried, t.sender_key);
-    if (!next.empty()) t.agent = next;
-  }
-  log::info("a2a task delivered again", {{"task", t.id}, {"agent", t.agent}, {"reason", why}, {"attempt", t.attempts}});
+  // The next delivery waits: retry_backoff_ms doubling per attempt, up to
+  // retry_max_backoff_ms, +-50 % jitter (an agent that is down for a moment does not
+  // burn every attempt at once).
+  auto backoff = static_cast<double>(cfg.retry_backoff_ms);
+  for (std::int64_t i = 1; i < t.attempts && backoff < cfg.retry_max_backoff_ms; ++i)
+    backoff *= 2;
+  backoff = std::min<double>(backoff, cfg.retry_max_backoff_ms);
+  std::uniform_real_distribution<double> jitter(0.5, 1.5);
+  t.delivery = "retry";
+  t.retry_at_ms = clock::unix_ms() + static_cast<std::int64_t>(backoff * jitter(st.rng));
+  t.lease_until_ms = 0;
+  log::info("a2a task to be delivered again", {{"task", t.id},
+                                               {"agent", t.agent},
+                                               {"reason", why},
+                                               {"attempt", t.attempts},
+                                               {"in_ms", t.retry_at_ms - clock::unix_ms()}});
   if (t.state != "submitted") set_state(t, "submitted");
+  save_task(self, t);
+  notify(self, t, true);
+}
+
+/// Ends a task no agent took: failed, with the reason as its status message.
+void fail_untaken(bus_actor* self, task_rec& t, const std::string& why) {
+  auto& st = self->state;
+  if (auto a = st.agents.find(t.agent); a != st.agents.end()) self->send(a->second.actor, retract_atom::value, t.id);
+  t.last_error = why;
+  t.delivery = "done";
+  set_state(t, "failed", agent_message(why, t.id, t.context_id));
+  log::warn("a2a task failed: no agent took it", {{"task", t.id}, {"agent", t.agent}, {"reason", why}});
+  save_task(self, t);
+  notify(self, t, true);
+}
+
+/// Hands a task to `agent` instead of the one it waits at (it was never handed out: no
+/// attempt is spent).
+void move_task(bus_actor* self, task_rec& t, const std::string& agent, const std::string& why) {
+  auto& st = self->state;
+  if (auto a = st.agents.find(t.agent); a != st.agents.end()) self->send(a->second.actor, retract_atom::value, t.id);
+  log::info("a2a task moved to another agent", {{"task", t.id}, {"from", t.agent}, {"to", agent}, {"reason", why}});
+  t.agent = agent;
   deliver(self, t);
   save_task(self, t);
   notify(self, t, true);
+}
+
+/// Tasks not handed out: due retries go out (by skill to the best agent then); a task
+/// queued at an agent that is gone, not live, or has not taken it within handout_ms goes
+/// to another live agent with its skill; past task_deadline_ms an untaken task fails.
+void sweep_untaken(bus_actor* self, std::int64_t now) {
+  auto& st = self->state;
+  const auto& cfg = st.gw->config.a2a;
+  std::vector<std::string> ids;
+  for (const auto& [id, t] : st.tasks)
+    if (t.delivery == "queued" || t.delivery == "retry") ids.push_back(id);
+  for (const auto& id : ids) {
+    auto& t = st.tasks.at(id);
+    auto agent = st.agents.find(t.agent);
+    bool gone = agent == st.agents.end();
+    if (now - t.submitted_ms > cfg.task_deadline_ms) {
+      fail_untaken(self, t,
+                   "no agent took the task within " + std::to_string(cfg.task_deadline_ms / 1000) + " s" +
+                       (t.last_error.empty() ? std::string() : " (last: " + t.last_error + ")"));
+      continue;
+    }
+    if (t.delivery == "retry") {
+      if (now < t.retry_at_ms) continue;
+      if (!t.skill.empty())
+        if (auto next = pick_agent(st, t.skill, t.tried, t.sender_key); !next.empty()) t.agent = next;
+      if (st.agents.find(t.agent) == st.agents.end()) {
+        if (t.skill.empty()) fail_untaken(self, t, "agent " + t.agent + " no longer exists");
+        continue; // by skill, no agent now: it waits (up to the deadline) for one
+      }
+      log::info("a2a task delivered again", {{"task", t.id}, {"agent", t.agent}, {"attempt", t.attempts}});
+      deliver(self, t);
+      save_task(self, t);
+      notify(self, t, true);
+      continue;
+    }
+    // Queued. A pushing agent hands out by itself (failures come back as retries).
+    if (!gone && !agent->second.rec.push_url.empty()) continue;
+    bool stale = gone || !live(st, agent->second) || now - t.queued_ms > cfg.handout_ms;
+    if (!stale) continue;
+    if (t.skill.empty()) {
+      if (gone) fail_untaken(self, t, "agent " + t.agent + " no longer exists");
+      continue; // sent by name: it waits for that agent, up to the deadline
+    }
+    auto tried = t.tried;
+    tried.push_back(t.agent);
+    auto next = pick_agent(st, t.skill, tried, t.sender_key);
+    if (next.empty() || next == t.agent) {
+      if (gone) {
+        t.delivery = "retry"; // waits for an agent with the skill, up to the deadline
+        t.retry_at_ms = now + cfg.retry_backoff_ms;
+        save_task(self, t);
+      }
+      continue;
+    }
+    auto& other = st.agents.at(next);
+    if (!live(st, other) && !gone) continue; // nowhere better to go
+    move_task(self, t, next,
+              gone ? "agent " + t.agent + " was deleted"
+                   : (!live(st, agent->second) ? t.agent + " is not live" : t.agent + " did not take it in time"));
+  }
 }
 
 /// message/send's result: the Task (0.3), or {"task": Task} (1.0).
@@ -943,12 +1055,14 @@ void rpc(bus_actor* self, const caller& who, const std::string& name, const std:
       set_state(*t, "submitted");
       t->attempts = 0;
       t->tried.clear();
+      t->submitted_ms = clock::unix_ms();
     } else {
       task_rec fresh;
       fresh.id = secrets::random_uuid();
       fresh.context_id = context_id.empty() ? secrets::random_uuid() : std::string(context_id);
       fresh.sender_key = who.key_id;
       fresh.created_ms = clock::unix_ms();
+      fresh.submitted_ms = fresh.created_ms;
       if (target) {
         fresh.agent = target->rec.name;
       } else {
@@ -1083,12 +1197,24 @@ void agent_api(bus_actor* self, const caller& who, const std::string& method, co
     std::int64_t wait = 0;
     if (auto p = query.find("wait_ms="); p != std::string::npos) wait = std::atoll(query.c_str() + p + 8);
     wait = std::clamp<std::int64_t>(wait, 0, st.gw->config.a2a.max_wait_ms);
+    // An agent waiting in a long poll is live for as long as it waits, and seen when it ends.
+    ++agent.polling;
+    auto poll_done = [self, name] {
+      if (auto a = self->state.agents.find(name); a != self->state.agents.end()) {
+        a->second.polling = std::max(0, a->second.polling - 1);
+        a->second.last_seen_ms = clock::unix_ms();
+      }
+    };
     self->request(agent.actor, std::chrono::milliseconds(wait + 5000), pull_atom::value, wait)
-        .then([=](std::int32_t status, const std::string& text,
-                  const std::string& type) mutable { rp.deliver(status, text, type); },
-              [=](caf::error& err) mutable {
-                rp.deliver(std::int32_t{503}, admin_error("unavailable", caf::to_string(err)), json_type);
-              });
+        .then(
+            [=](std::int32_t status, const std::string& text, const std::string& type) mutable {
+              poll_done();
+              rp.deliver(status, text, type);
+            },
+            [=](caf::error& err) mutable {
+              poll_done();
+              rp.deliver(std::int32_t{503}, admin_error("unavailable", caf::to_string(err)), json_type);
+            });
     return;
   }
   // tasks/{id}/ack | tasks/{id}/status
@@ -1341,7 +1467,7 @@ caf::behavior bus(bus_actor* self, gateway_state* gw, boost::asio::io_context* i
                           if (auto t = task_rec::from(item)) {
                             auto& task = self->state.tasks[t->id] = std::move(*t);
                             // Whatever was handed out before the restart is handed out again.
-                            if (task.delivery != "waiting") deliver(self, task);
+                            if (task.delivery != "waiting" && task.delivery != "retry") deliver(self, task);
                             ++n;
                           }
                       self->state.loaded = true;
@@ -1446,6 +1572,51 @@ caf::behavior bus(bus_actor* self, gateway_state* gw, boost::asio::io_context* i
           rp.deliver(std::int32_t{200}, "{\"object\":\"list\",\"data\":" + json::array(items) + "}", json_type);
           return {};
         }
+        if (admin_path && rest.rfind("dead-letters/", 0) == 0 && rest.size() > 20 &&
+            rest.compare(rest.size() - 7, 7, "/replay") == 0) {
+          // A dead letter sent once more: attempts start again, by skill to the best agent.
+          if (method != "POST") {
+            rp.deliver(std::int32_t{405}, admin_error("invalid_request_error", "use POST"), json_type);
+            return {};
+          }
+          auto task_id = rest.substr(13, rest.size() - 13 - 7);
+          self->request(s.store, store_timeout, a2a_store_atom::value, std::string("task_get"), task_id)
+              .then(
+                  [=](std::int32_t status, const std::string& row) mutable {
+                    simdjson::dom::parser p;
+                    simdjson::dom::element doc;
+                    std::optional<task_rec> t;
+                    if (status == 200 && p.parse(row).get(doc) == simdjson::SUCCESS) t = task_rec::from(doc);
+                    if (!t || t->delivery != "dead") {
+                      rp.deliver(std::int32_t{404}, admin_error("not_found_error", "no dead letter " + task_id),
+                                 json_type);
+                      return;
+                    }
+                    auto& bus_st = self->state;
+                    if (t->skill.empty() && !bus_st.agents.count(t->agent)) {
+                      rp.deliver(std::int32_t{409}, admin_error("conflict", "agent " + t->agent + " no longer exists"),
+                                 json_type);
+                      return;
+                    }
+                    t->attempts = 0;
+                    t->tried.clear();
+                    t->submitted_ms = clock::unix_ms();
+                    set_state(*t, "submitted");
+                    if (!t->skill.empty())
+                      if (auto next = pick_agent(bus_st, t->skill, {}, t->sender_key); !next.empty()) t->agent = next;
+                    auto& task = bus_st.tasks[t->id] = std::move(*t);
+                    deliver(self, task);
+                    save_task(self, task);
+                    notify(self, task, true);
+                    log::info("a2a dead letter replayed",
+                              {{"task", task.id}, {"agent", task.agent}, {"by", who.key_id}});
+                    rp.deliver(std::int32_t{200}, task.view(), json_type);
+                  },
+                  [=](caf::error& err) mutable {
+                    rp.deliver(std::int32_t{503}, admin_error("storage_error", caf::to_string(err)), json_type);
+                  });
+          return {};
+        }
         if (admin_path && rest == "dead-letters") {
           self->request(s.store, store_timeout, a2a_store_atom::value, std::string("dead_letters"), std::string())
               .then(
@@ -1499,6 +1670,11 @@ caf::behavior bus(bus_actor* self, gateway_state* gw, boost::asio::io_context* i
                     [=](caf::error& err) mutable {
                       rp.deliver(std::int32_t{503}, admin_error("storage_error", caf::to_string(err)), json_type);
                     });
+            return {};
+          }
+          if (method == "DELETE") {
+            rp.deliver(std::int32_t{403},
+                       admin_error("permission_error", "only the agent's own key or an admin deletes it"), json_type);
             return {};
           }
           rp.deliver(std::int32_t{405}, admin_error("invalid_request_error", "use GET or DELETE"), json_type);
@@ -1589,6 +1765,7 @@ caf::behavior bus(bus_actor* self, gateway_state* gw, boost::asio::io_context* i
                     t.delivery == "delivered" ? "not acknowledged by " + t.agent + " in time"
                                               : "no report from " + t.agent + " within the lease");
         }
+        sweep_untaken(self, now);
         // Finished tasks leave memory (the database has them).
         for (auto it = s.tasks.begin(); it != s.tasks.end();)
           if (it->second.delivery == "done" || it->second.delivery == "dead")

@@ -248,6 +248,10 @@ load_result from_table(const toml::table& root) {
     r.get(*a, "a2a", "live_ms", cfg.a2a.live_ms);
     r.get(*a, "a2a", "request_timeout_ms", cfg.a2a.request_timeout_ms);
     r.get(*a, "a2a", "push_secret", cfg.a2a.push_secret);
+    r.get(*a, "a2a", "handout_ms", cfg.a2a.handout_ms);
+    r.get(*a, "a2a", "task_deadline_ms", cfg.a2a.task_deadline_ms);
+    r.get(*a, "a2a", "retry_backoff_ms", cfg.a2a.retry_backoff_ms);
+    r.get(*a, "a2a", "retry_max_backoff_ms", cfg.a2a.retry_max_backoff_ms);
   }
   if (auto* b = root["breaker"].as_table()) {
     r.get(*b, "breaker", "window_s", cfg.breaker.window_s);
@@ -504,7 +508,8 @@ std::string validate(gateway_config& cfg) {
            "(>= 100 ms) are out of range";
   const auto& a2a = cfg.a2a;
   if (a2a.ack_timeout_ms < 100 || a2a.lease_ms < 100 || a2a.max_attempts < 1 || a2a.max_wait_ms < 100 ||
-      a2a.live_ms < 100 || a2a.request_timeout_ms < 100)
+      a2a.live_ms < 100 || a2a.request_timeout_ms < 100 || a2a.handout_ms < 100 || a2a.task_deadline_ms < 100 ||
+      a2a.retry_backoff_ms < 1 || a2a.retry_max_backoff_ms < a2a.retry_backoff_ms)
     return "a2a: timeouts must be at least 100 ms and max_attempts at least 1";
   const auto& b = cfg.breaker;
   if (b.window_s < 1 || b.window_s > 60) return "breaker.window_s must be 1 to 60";

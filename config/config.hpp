@@ -181,7 +181,17 @@ struct jobs_config {
 struct a2a_config {
   int ack_timeout_ms = 30'000;     ///< a delivered task not acknowledged by then is delivered again
   int lease_ms = 60'000;           ///< an acknowledged task with no status report by then is delivered again
-  int max_attempts = 5;            ///< deliveries before a task goes to the dead letters
+  /// Deliveries before a task goes to the dead letters. Between two, lowart waits
+  /// retry_backoff_ms doubling up to retry_max_backoff_ms (each +-50 % jitter): with the
+  /// defaults a task is tried for about four minutes.
+  int max_attempts = 8;
+  int retry_backoff_ms = 5'000;
+  int retry_max_backoff_ms = 60'000;
+  /// A task queued at a pulling agent that does not take it this long (or that stops being
+  /// live) goes to another live agent with the skill; a task sent by name waits.
+  int handout_ms = 30'000;
+  /// A task no agent has taken by this long after it was sent fails ("no agent took it").
+  int task_deadline_ms = 600'000;
   int max_wait_ms = 60'000;        ///< longest blocking message/send and long poll
   int live_ms = 30'000;            ///< a pulling agent seen this recently is live (for skill dispatch)
   int request_timeout_ms = 10'000; ///< one push delivery or remote agent call

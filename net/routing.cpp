@@ -110,6 +110,7 @@ constexpr std::array table{
     admin_route(get | post, "/admin/agents", "agents"),
     admin_route(get, "/admin/agents/tasks", "agents"),
     admin_route(get, "/admin/agents/dead-letters", "agents"),
+    admin_route(post, "/admin/agents/dead-letters/{id}/replay", "agents"),
     admin_route(get | del, "/admin/agents/{name}", "agents"),
 };
 

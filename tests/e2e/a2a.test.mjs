@@ -41,6 +41,8 @@ lease_ms = 1200
 max_attempts = 3
 max_wait_ms = 8000
 live_ms = 2000
+retry_backoff_ms = 100
+retry_max_backoff_ms = 400
 push_secret = "${SECRET}"
 `;
 

@@ -365,6 +365,8 @@ const MATRIX = {
   'POST /admin/agents': { req: () => ({ path: '/admin/agents', body: { name: uniq('mx-admin-agent'), skills: ['mx-spare'] } }), expect: operators(201) },
   'GET /admin/agents/tasks': { req: () => ({ path: '/admin/agents/tasks' }), expect: viewers(200) },
   'GET /admin/agents/dead-letters': { req: () => ({ path: '/admin/agents/dead-letters' }), expect: viewers(200) },
+  // (a2a_faults.test.mjs replays a real dead letter; here the role check on an unknown one)
+  'POST /admin/agents/dead-letters/{id}/replay': { req: () => ({ path: `/admin/agents/dead-letters/${randomUUID()}/replay` }), expect: operators(404) },
   'GET /admin/agents/{name}': { req: () => ({ path: `/admin/agents/${R.agent}` }), expect: viewers(200) },
   'DELETE /admin/agents/{name}': { req: async () => ({ path: `/admin/agents/${await freshAgent()}` }), expect: operators(200) },
 };
