@@ -936,13 +936,25 @@ void rpc(bus_actor* self, const caller& who, const std::string& name, const std:
   auto started = clock::unix_ms();
   simdjson::dom::parser parser;
   simdjson::dom::element doc;
-  if (parser.parse(body).get(doc) != simdjson::SUCCESS || !doc.is_object()) {
+  if (parser.parse(body).get(doc) != simdjson::SUCCESS) {
     rp.deliver(std::int32_t{200}, rpc_error("null", -32700, "parse error: the body is not JSON"), json_type);
+    return;
+  }
+  if (!doc.is_object()) { // a batch (or a bare value): refused as a whole, as JSON-RPC 2.0 allows
+    rp.deliver(std::int32_t{200},
+               rpc_error("null", -32600,
+                         doc.is_array() ? "invalid request: batches are not supported; send one request per call"
+                                        : "invalid request: not a JSON-RPC request object"),
+               json_type);
     return;
   }
   simdjson::dom::element id_el;
   std::string rpc_id = doc["id"].get(id_el) == simdjson::SUCCESS ? simdjson::minify(id_el) : "null";
-  std::string_view method;
+  std::string_view method, version;
+  if (doc["jsonrpc"].get_string().get(version) != simdjson::SUCCESS || version != "2.0") {
+    rp.deliver(std::int32_t{200}, rpc_error(rpc_id, -32600, "invalid request: jsonrpc must be \"2.0\""), json_type);
+    return;
+  }
   if (doc["method"].get_string().get(method) != simdjson::SUCCESS) {
     rp.deliver(std::int32_t{200}, rpc_error(rpc_id, -32600, "invalid request: method is required"), json_type);
     return;

@@ -687,11 +687,22 @@ void serve_mcp_endpoint(manager_actor* self, const caller& who, const std::strin
   if (method == "GET") return deliver(405, error_json("POST JSON-RPC messages to /mcp", "invalid_request_error"));
   if (method == "DELETE") return deliver(200, "{}");
   simdjson::dom::element msg;
-  if (st.parser.parse(body).get(msg) != simdjson::SUCCESS || !msg.is_object())
+  if (st.parser.parse(body).get(msg) != simdjson::SUCCESS)
     return deliver(400, R"({"jsonrpc":"2.0","id":null,"error":{"code":-32700,"message":"parse error"}})");
-  std::string_view m;
+  if (msg.is_array()) // MCP 2025-06-18 has no batches; JSON-RPC refuses what it does not serve with -32600
+    return deliver(
+        400,
+        R"({"jsonrpc":"2.0","id":null,"error":{"code":-32600,"message":"invalid request: batches are not supported; send one message per request"}})");
+  if (!msg.is_object())
+    return deliver(
+        400,
+        R"({"jsonrpc":"2.0","id":null,"error":{"code":-32600,"message":"invalid request: not a JSON-RPC object"}})");
+  std::string_view m, version;
   simdjson::dom::element id_el;
   std::string id = msg["id"].get(id_el) == simdjson::SUCCESS ? simdjson::minify(id_el) : std::string();
+  if (msg["jsonrpc"].get_string().get(version) != simdjson::SUCCESS || version != "2.0")
+    return deliver(400, "{\"jsonrpc\":\"2.0\",\"id\":" + (id.empty() ? std::string("null") : id) +
+                            R"(,"error":{"code":-32600,"message":"invalid request: jsonrpc must be \"2.0\""}})");
   // Notifications and responses from the client need no answer.
   if (msg["method"].get_string().get(m) != simdjson::SUCCESS || id.empty()) return deliver(202, "");
   auto result = [id](const std::string& r) {

@@ -127,6 +127,16 @@ std::string jsonrpc_id(std::string_view body) {
   return simdjson::minify(id);
 }
 
+std::string jsonrpc_method(std::string_view body) {
+  thread_local simdjson::dom::parser parser;
+  simdjson::dom::element doc;
+  std::string_view method;
+  if (body.empty() || parser.parse(body.data(), body.size(), true).get(doc) != simdjson::SUCCESS ||
+      doc["method"].get_string().get(method) != simdjson::SUCCESS)
+    return {};
+  return std::string(method); // escapes decoded: "message\/stream" is message/stream
+}
+
 error_kind kind_of_status(int status) {
   switch (status) {
   case 400:

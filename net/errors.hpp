@@ -47,5 +47,8 @@ std::string jsonrpc_error_body(std::string_view id_json, error_kind kind, std::s
 /// The id of a JSON-RPC request body as JSON text; "null" when the body is not a JSON
 /// object with an id.
 std::string jsonrpc_id(std::string_view body);
+/// The "method" of a JSON-RPC request object, decoded; "" when there is none (not JSON, a
+/// batch, no method).
+std::string jsonrpc_method(std::string_view body);
 
 } // namespace lowart::net

@@ -638,10 +638,10 @@ void session::forward_to_actors(request_context& ctx, http::request<http::string
     call.query = "base=" + public_base(req) + (call.query.empty() ? "" : "&" + call.query);
     // message/stream and tasks/resubscribe answer with events: the bus writes them to a
     // stream registered under the request id.
-    bool stream = shared->method == "POST" && (call.body.find("\"message/stream\"") != std::string::npos ||
-                                               call.body.find("\"tasks/resubscribe\"") != std::string::npos ||
-                                               call.body.find("\"SendStreamingMessage\"") != std::string::npos ||
-                                               call.body.find("\"SubscribeToTask\"") != std::string::npos);
+    // Read from the parsed body (escapes decoded), not searched for in its text.
+    auto rpc_method = shared->method == "POST" ? jsonrpc_method(call.body) : std::string();
+    bool stream = rpc_method == "message/stream" || rpc_method == "tasks/resubscribe" ||
+                  rpc_method == "SendStreamingMessage" || rpc_method == "SubscribeToTask";
     if (!stream) {
       worker_.runtime.a2a(std::move(call), [done](int status, std::string body, std::string type) {
         if (status != 0) done(status, std::move(body), std::move(type));

@@ -173,3 +173,47 @@ test('a task that exhausts its attempts is a dead letter, and replaying it deliv
     p.srv.close();
   }
 });
+
+test('JSON-RPC is read as JSON: an escaped method streams, jsonrpc must be "2.0", batches are refused with -32600', async () => {
+  await register('json-agent', ['jk']);
+  const raw = (p, text, key = sender.key) => fetch(`${gw.url}${p}`, {
+    method: 'POST', headers: { authorization: `Bearer ${key}`, 'content-type': 'application/json', accept: 'application/json, text/event-stream' }, body: text,
+  });
+  // PHP's json_encode writes "message\/stream": the same method.
+  const msg = JSON.stringify({ role: 'user', kind: 'message', messageId: randomUUID(), parts: [{ kind: 'text', text: 'escaped' }] });
+  const ctl = new AbortController();
+  const res = await raw('/a2a/json-agent', `{"jsonrpc":"2.0","id":7,"method":"message\\/stream","params":{"message":${msg}}}`);
+  assert.equal(res.status, 200);
+  assert.match(res.headers.get('content-type'), /text\/event-stream/);
+  const reader = res.body.getReader();
+  const first = new TextDecoder().decode((await reader.read()).value);
+  assert.match(first, /^data: /);
+  const event = JSON.parse(first.slice(6).split('\n')[0]);
+  assert.equal(event.id, 7);
+  assert.equal(event.result.kind, 'task');
+  await reader.cancel();
+  ctl.abort();
+  // The agent takes it and reports, so it ends.
+  const got = await poll('json-agent', 3000);
+  assert.equal(got.status, 200);
+  await report('json-agent', got.json.task.id, 'completed');
+
+  for (const body of [
+    `{"jsonrpc":"1.0","id":1,"method":"tasks/get","params":{"id":"x"}}`,
+    `{"id":2,"method":"tasks/get","params":{"id":"x"}}`,
+  ]) {
+    const r = await (await raw('/a2a', body)).json();
+    assert.equal(r.error.code, -32600, JSON.stringify(r));
+    assert.equal(r.id, JSON.parse(body).id);
+  }
+  for (const p of ['/a2a', '/mcp']) {
+    const batch = await raw(p, `[{"jsonrpc":"2.0","id":1,"method":"tasks/get","params":{"id":"x"}},{"jsonrpc":"2.0","id":2,"method":"ping"}]`);
+    const r = await batch.json();
+    assert.equal(r.jsonrpc, '2.0');
+    assert.equal(r.error.code, -32600, `${p}: ${JSON.stringify(r)}`);
+    assert.equal(r.id, null);
+  }
+  const mcpVersion = await (await raw('/mcp', '{"jsonrpc":"1.0","id":3,"method":"ping"}')).json();
+  assert.equal(mcpVersion.error.code, -32600);
+  assert.equal(mcpVersion.id, 3);
+});
