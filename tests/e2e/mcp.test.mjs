@@ -276,12 +276,14 @@ test('a client that hangs up mid-call gets its tool call cancelled upstream', as
 test('registered servers survive a restart; unregister and shutdown leave no process behind', async () => {
   const before = await servers();
   const oldPids = [before.ev.pid, before.fs.pid];
-  const lowartPid = gw.proc.pid;
   const stopped = await gw.stop('SIGTERM', 10000);
   assert.equal(stopped.code, 0);
   for (const pid of oldPids) assert.ok(!alive(pid), `child ${pid} still alive after shutdown`);
-  const orphans = await run('pgrep', ['-P', String(lowartPid)]);
-  assert.equal(orphans.stdout.trim(), '');
+  // Each server runs in a process group of its own (led by its guard): none is left.
+  for (const pgid of oldPids) {
+    const left = await run('pgrep', ['-g', String(pgid)]);
+    assert.equal(left.stdout.trim(), '', `processes of group ${pgid} outlived the shutdown`);
+  }
 
   gw = await gateway();
   const ev = await ready('ev');
