@@ -103,22 +103,46 @@ test('thousands of idle connections are closed after idle_timeout_ms; others are
   await waitFor(async () => (await openConnections()) <= 2, { timeoutMs: 3000, what: 'connections freed' });
 });
 
-test('connections over server.max_connections are closed at once; the gateway recovers', async () => {
+test('exactly the connections over server.max_connections are closed at once; the gateway recovers', async () => {
+  // A gateway of its own with a long idle timeout: no connection here can close by idling.
+  const mock = await startMock();
+  const small = await startGateway({
+    config: renderConfig({
+      server: { idle_timeout_ms: 60000, header_timeout_ms: 60000, max_connections: 200 },
+      providers: [{ name: 'mock', base_url: `${mock.url}/v1` }],
+      models: [{ name: 'gpt-demo', deployments: [{ provider: 'mock', model: 'mock-model' }] }],
+    }),
+  });
+  const connect = () => new Promise((resolve, reject) => {
+    const s = net.connect(small.port, '127.0.0.1');
+    s.once('connect', () => resolve(s));
+    s.once('error', reject);
+  });
   const held = [];
-  for (let i = 0; i < 1600; i++) {
-    const s = await open();
+  for (let i = 0; i < 230; i++) {
+    const s = await connect();
     s.on('error', () => {});
     s.resume();
+    s.closedAt = null;
+    s.once('close', () => { s.closedAt = Date.now(); });
     held.push(s);
   }
-  await sleep(300);
-  const refused = held.filter((s) => s.destroyed || s.readableEnded).length;
-  assert.ok(refused >= 90, `only ${refused} of the 100 over the limit were closed`);
+  const t0 = Date.now();
+  await waitFor(() => held.filter((s) => s.closedAt).length >= 30, { timeoutMs: 1000, what: 'the 30 over the limit closed' });
+  await sleep(500); // and no more than those
+  const closed = held.map((s, i) => (s.closedAt ? i : -1)).filter((i) => i >= 0);
+  assert.equal(closed.length, 30, `${closed.length} closed`);
+  assert.ok(closed.every((i) => i >= 200), `a connection under the limit was closed: ${closed.filter((i) => i < 200)}`);
+  assert.ok(Date.now() - t0 < 1500);
+  // A held connection under the limit still gets answered.
+  held[0].write('GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n');
+  const answer = await new Promise((resolve) => held[0].once('data', (d) => resolve(String(d))));
+  assert.match(answer, /^HTTP\/1.1 200/);
   for (const s of held) s.destroy();
   await waitFor(async () => {
-    try { return (await chat()).status === 200; } catch { return false; }
+    try { return (await api(small, 'GET', '/healthz')).status === 200; } catch { return false; }
   }, { timeoutMs: 5000, what: 'service after the flood' });
-  await waitFor(async () => (await openConnections()) <= 2, { timeoutMs: 3000, what: 'connections freed' });
+  await small.stop();
 });
 
 test('a client that stops reading a stream is cut off after idle_timeout_ms; the upstream is let go', async () => {
