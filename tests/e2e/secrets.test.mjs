@@ -25,7 +25,13 @@ const newKey = () => randomBytes(32).toString('hex');
 /** The key id lowart writes into sealed values: the first 8 hex digits of SHA-256(raw key). */
 const keyId = (hex) => createHash('sha256').update(Buffer.from(hex, 'hex')).digest('hex').slice(0, 8);
 const uniq = (prefix) => `${prefix}-${randomBytes(4).toString('hex')}`;
-const secretKey = () => `sk-vendor-SECRET-${randomBytes(12).toString('hex')}`;
+/** Every provider key a test made: the last test of 'encryption at rest' scans the flushed log for all. */
+const madeSecrets = [];
+const secretKey = () => {
+  const k = `sk-vendor-SECRET-${randomBytes(12).toString('hex')}`;
+  madeSecrets.push(k);
+  return k;
+};
 
 /** Encryption settings for a gateway: `key` (or none), never an inherited PREVIOUS. */
 const encEnv = (key) => ({ LOWART_ENCRYPTION_KEY: key ?? '', LOWART_ENCRYPTION_KEY_PREVIOUS: '', LOWART_ENCRYPTION_KEY_FILE: '' });
@@ -224,6 +230,16 @@ describe('encryption at rest', () => {
     assert.equal(JSON.parse(stats.last_body).model, 'sealed-upstream');
     assert.ok(!(await databaseBytes(gw.dbPath)).includes(secret), 'the plain api key is in the SQLite files');
     assert.ok(!gw.rawLogs().includes(secret), 'the plain api key is in the logs');
+  });
+
+  test('after SIGTERM has flushed the log, no provider key used above is in it', async () => {
+    // The log writer batches lines; only a stopped gateway's output is complete.
+    const stopped = await gw.stop('SIGTERM', 10000);
+    assert.equal(stopped.code, 0);
+    const logs = gw.rawLogs();
+    assert.ok(logs.includes('/admin/providers'), 'the access log of the calls above is there (so the scan can fail)');
+    assert.ok(madeSecrets.length >= 3);
+    for (const s of madeSecrets) assert.ok(!logs.includes(s), 'a provider key is in the log');
   });
 });
 
