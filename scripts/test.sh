@@ -6,7 +6,8 @@
 #      driven by the official `openai` npm client, curl and promtool, and the web
 #      console (built first by scripts/build_web.sh) in Debian's chromium; two replicas
 #      sharing real redis-server and PostgreSQL servers (started by the tests on
-#      loopback); then the storage-heavy suites again with PostgreSQL as the database
+#      loopback); then the storage-heavy suites again with PostgreSQL as the database, and
+#      the concurrency-heavy ones again with 4 I/O threads and 2 actor threads
 #   4. each libFuzzer target for FUZZ_SECONDS (10) on its seeds and regression inputs
 # Ends with one line "total: N passed, M failed". Exit code 0 only if all passed.
 set -uo pipefail
@@ -77,6 +78,15 @@ LOWART_E2E_POSTGRES=1 LOWART_BIN=$root/build/lowart LOWART_MOCK_BIN=$root/build/
   mcp.test.mjs a2a.test.mjs jobs.test.mjs ops.test.mjs durability.test.mjs scripts.test.mjs 2>&1 | tee "$log/e2e-pg.txt"
 [[ ${PIPESTATUS[0]} -eq 0 ]] || status=1
 count_e2e "$log/e2e-pg.txt"
+
+# The suites where threads meet (limiter shards, per-thread pools, shared breakers, fleet
+# batches) once more with 4 I/O threads and 2 actor threads: with one of each, "exactly N
+# under concurrency" would be true by construction.
+echo "== end-to-end tests with 4 I/O threads and 2 actor threads"
+LOWART_IO_THREADS=4 LOWART_ACTOR_THREADS=2 LOWART_BIN=$root/build/lowart LOWART_MOCK_BIN=$root/build/lowart-mock \
+  tests/e2e/run.sh --only-files limits.test.mjs resilience.test.mjs proxy.test.mjs fleet.test.mjs 2>&1 | tee "$log/e2e-threads.txt"
+[[ ${PIPESTATUS[0]} -eq 0 ]] || status=1
+count_e2e "$log/e2e-threads.txt"
 
 echo "== fuzz (each target briefly; make fuzz runs longer)"
 FUZZ_SECONDS=${FUZZ_SECONDS:-10} scripts/fuzz.sh 2>&1 | tee "$log/fuzz.txt"
