@@ -172,9 +172,11 @@ test('Anthropic SDK: a mid-stream upstream error becomes an Anthropic error even
 
 test('Anthropic SDK: passthrough to an Anthropic upstream with the provider key and version', async () => {
   await mockReset(mock);
+  // A version that is neither the SDK's default nor lowart's own: it must be the client's
+  // that reaches the upstream, and the beta header with it.
   const client = new Anthropic({
     baseURL: gw.url, apiKey: key, maxRetries: 0, timeout: 5000,
-    defaultHeaders: { 'anthropic-beta': 'prompt-caching-2024-07-31' },
+    defaultHeaders: { 'anthropic-version': '2023-01-01', 'anthropic-beta': 'prompt-caching-2024-07-31' },
   });
   const msg = await client.messages.create({
     model: 'claude-native', max_tokens: 32, messages: [{ role: 'user', content: 'native hello' }],
@@ -184,8 +186,14 @@ test('Anthropic SDK: passthrough to an Anthropic upstream with the provider key 
   const stats = await mockStats(mock);
   assert.match(stats.last_path, /\/v1\/messages$/);
   assert.equal(stats.last_x_api_key, PROVIDER_KEY, 'the client key never reaches the upstream');
-  assert.equal(stats.last_anthropic_version, '2023-06-01');
+  assert.equal(stats.last_anthropic_version, '2023-01-01');
+  assert.equal(stats.last_anthropic_beta, 'prompt-caching-2024-07-31');
   assert.equal(stats.last_authorization, null);
+  // Without the client's header, lowart sends its default.
+  await api(gw, 'POST', '/v1/messages', { key, body: { model: 'claude-native', max_tokens: 8, messages: [{ role: 'user', content: 'x' }] } });
+  const plain = await mockStats(mock);
+  assert.equal(plain.last_anthropic_version, '2023-06-01');
+  assert.equal(plain.last_anthropic_beta, null);
 
   const final = await client.messages.stream({
     model: 'claude-native', max_tokens: 32, messages: [{ role: 'user', content: 'native stream words' }],
@@ -399,6 +407,18 @@ test('/v1/messages refuses in Anthropic\'s envelope: bad JSON, no key, unknown m
 
   await assert.rejects(anthropic().messages.create({ model: 'nope', max_tokens: 5, messages: [{ role: 'user', content: 'x' }] }),
     (e) => e instanceof Anthropic.NotFoundError);
+
+  // Limits: a key with rpm 1 gets its second request refused as Anthropic's rate_limit_error.
+  const limited = (await createKey(gw, { name: 'anthropic-rpm-1', rpm: 1 })).key;
+  const once = { model: 'claude-native', max_tokens: 5, messages: [{ role: 'user', content: 'x' }] };
+  assert.equal((await api(gw, 'POST', '/v1/messages', { key: limited, body: once })).status, 200);
+  const over = await api(gw, 'POST', '/v1/messages', { key: limited, body: once });
+  assert.equal(over.status, 429, over.text);
+  assert.deepEqual(Object.keys(over.json), ['type', 'error']);
+  assert.equal(over.json.error.type, 'rate_limit_error');
+  assert.ok(Number(over.headers.get('retry-after')) >= 1);
+  await assert.rejects(new Anthropic({ baseURL: gw.url, apiKey: limited, maxRetries: 0 }).messages.create(once),
+    (e) => e instanceof Anthropic.RateLimitError);
 });
 
 test('GET /v1/models lists the key\'s models for both SDKs; count_tokens answers', async () => {

@@ -29,7 +29,8 @@
 //   GET  .../models            one model, "mock-model".
 //   GET  .../healthz           200 "ok".
 //   GET  .../mock/stats        {"requests","by_model","last_authorization","last_body","last_path",
-//                              "last_x_api_key","last_anthropic_version"} over the chat, messages,
+//                              "last_x_api_key","last_anthropic_version","last_anthropic_beta"}
+//                              over the chat, messages,
 //                              count_tokens and embeddings requests seen so far; the last_* fields
 //                              describe the latest of them (a header field is null when that request
 //                              had no such header).
@@ -442,6 +443,7 @@ public:
     assign_optional(last_authorization_, header_value(req, "authorization"));
     assign_optional(last_x_api_key_, header_value(req, "x-api-key"));
     assign_optional(last_anthropic_version_, header_value(req, "anthropic-version"));
+    assign_optional(last_anthropic_beta_, header_value(req, "anthropic-beta"));
     assign(last_body_, req.body());
     assign(last_path_, path);
   }
@@ -455,6 +457,7 @@ public:
     last_path_.reset();
     last_x_api_key_.reset();
     last_anthropic_version_.reset();
+    last_anthropic_beta_.reset();
   }
 
   void append_json(std::string& out) const {
@@ -480,6 +483,8 @@ public:
     append_optional(out, last_x_api_key_);
     out += R"(,"last_anthropic_version":)";
     append_optional(out, last_anthropic_version_);
+    out += R"(,"last_anthropic_beta":)";
+    append_optional(out, last_anthropic_beta_);
     out += '}';
   }
 
@@ -517,6 +522,7 @@ private:
   std::optional<std::string> last_path_;
   std::optional<std::string> last_x_api_key_;
   std::optional<std::string> last_anthropic_version_;
+  std::optional<std::string> last_anthropic_beta_;
 };
 
 // Anthropic prompt caching, simplified so tests can predict it: a cacheable text is written to the
