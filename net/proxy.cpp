@@ -5,6 +5,7 @@
 #include "core/log.hpp"
 #include "net/sse.hpp"
 #include "net/translate.hpp"
+#include "net/validate.hpp"
 #include "net/worker.hpp"
 #include "net/write_now.hpp"
 #include "scripting/hooks.hpp"
@@ -470,6 +471,11 @@ bool proxy_call::read_body(simdjson::dom::object& obj) {
     return false;
   }
   ctx_.model = std::string(model);
+  if (kind_ != proxy_kind::embeddings)
+    if (auto problem = check_chat_request(obj, kind_ == proxy_kind::messages)) {
+      client_->respond_error(ctx_, error_kind::bad_request, problem.message, {}, {}, problem.param);
+      return false;
+    }
   stream_ = false;
   client_usage_ = false;
   if (kind_ != proxy_kind::embeddings) {

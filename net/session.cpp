@@ -298,6 +298,8 @@ void session::on_read(beast::error_code ec) {
     }
     if (ec == http::error::header_limit)
       respond_error(ctx, error_kind::headers_too_large, "request headers are too large");
+    else if (ec == http::error::bad_content_length)
+      respond_error(ctx, error_kind::bad_request, "Content-Length is not a valid length");
     else
       respond_error(ctx, error_kind::payload_too_large,
                     "request body is larger than " + std::to_string(worker_.state.config.server.max_body_bytes) +

@@ -268,14 +268,16 @@ describe('fallback to the next candidate', () => {
 
   test('an upstream 4xx other than 429 is passed through without fallback or retry', async () => {
     await mockReset(mock);
-    // The mock answers 400 to a chat request whose messages is not an array (before any fault mode).
-    const r = await chat(gw, 'primary-4xx', { body: { model: 'primary-4xx', messages: 'not an array' } });
+    // The mock answers 400 to a tool without a function name (before any fault mode); lowart
+    // does not check tools, so the upstream's refusal is what comes back.
+    const badTool = { messages: [{ role: 'user', content: 'x' }], tools: [{ type: 'function', function: {} }] };
+    const r = await chat(gw, 'primary-4xx', { body: { model: 'primary-4xx', ...badTool } });
     assert.equal(r.status, 400, r.text);
-    assert.equal(r.json.error.message, "'messages' must be an array");
+    assert.equal(r.json.error.message, 'each tool must have a string function.name');
     assert.equal(r.deployment, 'mock/mock-model-first');
     assert.equal(r.fallbacks, '0');
     // retry-500 has retries = 2: a 400 is not retried either.
-    const again = await chat(gw, 'retry-500', { body: { model: 'retry-500', messages: 'not an array' } });
+    const again = await chat(gw, 'retry-500', { body: { model: 'retry-500', ...badTool } });
     assert.equal(again.status, 400, again.text);
     assert.deepEqual((await mockStats(mock)).by_model, { 'mock-model-first': 1, 'mock-fail-500': 1 });
   });
