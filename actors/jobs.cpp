@@ -143,6 +143,25 @@ std::vector<std::pair<std::string, std::string>> backends_of(const gateway_state
   return out;
 }
 
+/// lowart's own prompt id of a job: the UUID its id is made of (build_job makes both from
+/// one UUID). Every hand-over sends it as prompt_id and client_id; `rec.prompt_id` is the
+/// id the backend answered with, which is the same id unless the backend names prompts
+/// itself (ComfyUI before client ids were honoured, proxies in front of ComfyUI). The
+/// client id stays in the backend's queue and history entries (extra_data.client_id), so
+/// a prompt whose answer was never stored is still found by it.
+std::string own_prompt_id(const job_record& r) {
+  std::string_view hex = r.id;
+  if (hex.size() != 36 || hex.substr(0, 4) != "job_") return r.prompt_id;
+  hex.remove_prefix(4);
+  std::string out;
+  out.reserve(36);
+  for (std::size_t i = 0; i < hex.size(); ++i) {
+    if (i == 8 || i == 12 || i == 16 || i == 20) out += '-';
+    out += hex[i];
+  }
+  return out;
+}
+
 // --- one job -------------------------------------------------------------------------------------
 
 /// Jobs that chose a backend but whose POST /prompt has not been answered yet: the
@@ -267,11 +286,11 @@ void fail(job_actor* self, std::string message) {
   finish(self);
 }
 
-/// A hand-over failed: try again later (maybe elsewhere), or give up.
+/// An attempt to hand the job over failed (it is counted in rec.attempts already): try
+/// again later (maybe elsewhere), or give up.
 void hand_over_failed(job_actor* self, const std::string& why) {
   auto& st = self->state;
   auto& cfg = st.gw->config.jobs;
-  ++st.rec.attempts;
   if (st.rec.attempts >= cfg.submit_attempts) {
     fail(self, "no ComfyUI backend took the job after " + std::to_string(st.rec.attempts) + " attempt(s): " + why);
     return;
@@ -341,9 +360,30 @@ void on_progress(job_actor* self, const std::string& text) {
 void submit(job_actor* self) {
   auto& r = self->state.rec;
   watch_progress(self);
+  auto own = own_prompt_id(r);
   json::object_writer body;
-  body.raw("prompt", r.workflow).str("client_id", r.prompt_id).str("prompt_id", r.prompt_id);
+  body.raw("prompt", r.workflow).str("client_id", own).str("prompt_id", own);
   call(self, "POST", r.backend + "/prompt", body.done(), "submit");
+}
+
+/// Hands the job to its chosen backend: the attempt is counted and stored first, so a job
+/// is handed over at most submit_attempts times in all, restarts included (a backend that
+/// keeps losing it cannot make it run without end).
+void hand_over(job_actor* self, const std::string& why_again = {}) {
+  auto& st = self->state;
+  if (st.rec.attempts >= st.gw->config.jobs.submit_attempts) {
+    if (st.handing_over) {
+      handovers::all().add(st.rec.deployment, -1);
+      st.handing_over = false;
+    }
+    fail(self, "no ComfyUI backend took the job after " + std::to_string(st.rec.attempts) + " attempt(s): " + why_again);
+    return;
+  }
+  ++st.rec.attempts;
+  st.rec.submitted = false;
+  save_then(self, [self] {
+    if (!self->state.cancelled) submit(self);
+  });
 }
 
 void choose_backend(job_actor* self) {
@@ -361,30 +401,44 @@ void choose_backend(job_actor* self) {
     call(self, "GET", st.candidates[i].second + "/queue", {}, "probe:" + std::to_string(i));
 }
 
-std::int64_t queue_length_of(std::string_view body, std::string_view prompt_id, bool& running, bool& pending) {
+/// A backend's /queue: its length (-1 when unreadable) and where the job is in it.
+struct queue_view {
+  std::int64_t length = -1;
+  bool running = false, pending = false;
+  std::string prompt_id; ///< the job's id there (found by its prompt id or by lowart's client id)
+};
+
+/// Entries are ComfyUI's queue items [number, prompt_id, prompt, extra_data, outputs], the
+/// running ones included (queue_running); `r` null only measures the queue.
+queue_view read_queue(std::string_view body, const job_record* r) {
+  queue_view out;
   simdjson::dom::parser parser;
   simdjson::dom::element doc;
-  running = pending = false;
-  if (parser.parse(body).get(doc) != simdjson::SUCCESS) return -1;
+  if (parser.parse(body).get(doc) != simdjson::SUCCESS) return out;
+  auto own = r ? own_prompt_id(*r) : std::string();
   std::int64_t n = 0;
   for (const char* which : {"queue_running", "queue_pending"}) {
     simdjson::dom::array arr;
-    if (doc[which].get_array().get(arr) != simdjson::SUCCESS) return -1;
+    if (doc[which].get_array().get(arr) != simdjson::SUCCESS) return out;
     for (auto item : arr) {
       ++n;
-      std::string_view id;
-      if (!prompt_id.empty() && item.at(1).get_string().get(id) == simdjson::SUCCESS && id == prompt_id)
-        (which[6] == 'r' ? running : pending) = true;
+      std::string_view id, client;
+      if (!r || item.at(1).get_string().get(id) != simdjson::SUCCESS) continue;
+      optional_field(item.at(3)["client_id"].get_string().get(client));
+      if (id == r->prompt_id || client == own) {
+        (which[6] == 'r' ? out.running : out.pending) = true;
+        out.prompt_id = std::string(id);
+      }
     }
   }
-  return n;
+  out.length = n;
+  return out;
 }
 
 void on_probe(job_actor* self, std::size_t index, int status, const std::string& body, const std::string& error) {
   auto& st = self->state;
   if (index >= st.candidates.size()) return;
-  bool running = false, pending = false;
-  auto n = status == 200 ? queue_length_of(body, {}, running, pending) : -1;
+  auto n = status == 200 ? read_queue(body, nullptr).length : -1;
   st.queue_length[index] = n;
   if (n < 0)
     st.probe_errors += (st.probe_errors.empty() ? "" : "; ") + st.candidates[index].second + ": " +
@@ -407,19 +461,17 @@ void on_probe(job_actor* self, std::size_t index, int status, const std::string&
     }
   }
   if (best == st.candidates.size()) {
+    ++st.rec.attempts;
     hand_over_failed(self, "unreachable: " + st.probe_errors);
     return;
   }
-  // The backend and the prompt id are stored before the prompt is sent: after a crash
-  // the job is looked up there instead of being queued again.
+  // The backend is stored before the prompt is sent: after a crash the job is looked up
+  // there instead of being queued again.
   st.rec.deployment = st.candidates[best].first;
   st.rec.backend = st.candidates[best].second;
-  st.rec.submitted = false;
   handovers::all().add(st.rec.deployment, 1);
   st.handing_over = true;
-  save_then(self, [self] {
-    if (!self->state.cancelled) submit(self);
-  });
+  hand_over(self);
 }
 
 void on_submit(job_actor* self, int status, const std::string& body, const std::string& error) {
@@ -429,11 +481,21 @@ void on_submit(job_actor* self, int status, const std::string& body, const std::
     st.handing_over = false;
   }
   if (status == 200) {
+    // From now on the prompt is known by the id the backend answered with (lowart's own
+    // unless the backend names prompts itself), stored before anything else happens.
+    simdjson::dom::parser parser;
+    simdjson::dom::element doc;
+    std::string_view id;
+    if (parser.parse(body).get(doc) == simdjson::SUCCESS && doc["prompt_id"].get_string().get(id) == simdjson::SUCCESS &&
+        !id.empty())
+      st.rec.prompt_id = std::string(id);
+    else
+      st.rec.prompt_id = own_prompt_id(st.rec);
     st.rec.submitted = true;
     st.unreachable_since = 0;
-    save(self);
-    log::info("job handed to ComfyUI", {{"job", st.rec.id}, {"backend", st.rec.deployment}});
-    poll_later(self);
+    log::info("job handed to ComfyUI",
+              {{"job", st.rec.id}, {"backend", st.rec.deployment}, {"prompt_id", st.rec.prompt_id}});
+    save_then(self, [self] { poll_later(self); });
     return;
   }
   if (status >= 400 && status < 500) {
@@ -477,19 +539,26 @@ void poll_failed(job_actor* self, const std::string& why) {
 
 void on_poll_queue(job_actor* self, int status, const std::string& body, const std::string& error) {
   auto& st = self->state;
-  bool running = false, pending = false;
-  auto n = status == 200 ? queue_length_of(body, st.rec.prompt_id, running, pending) : -1;
-  if (n < 0) {
+  auto q = status == 200 ? read_queue(body, &st.rec) : queue_view{};
+  if (q.length < 0) {
     poll_failed(self, error.empty() ? "/queue answered " + std::to_string(status) : error);
     return;
   }
   st.unreachable_since = 0;
-  st.in_queue = running || pending;
-  if (running && st.rec.status != "running") {
+  st.in_queue = q.running || q.pending;
+  bool changed = false;
+  if (st.in_queue && (q.prompt_id != st.rec.prompt_id || !st.rec.submitted)) {
+    // Found by lowart's client id: a hand-over whose answer was never stored.
+    st.rec.prompt_id = q.prompt_id;
+    st.rec.submitted = true;
+    changed = true;
+  }
+  if (q.running && st.rec.status != "running") {
     st.rec.status = "running";
     if (st.rec.progress < 0) st.rec.progress = 0;
-    save(self);
+    changed = true;
   }
+  if (changed) save(self);
   // Queue first, then history: a prompt that left the queue before this answer is in
   // the history by the time it is asked.
   call(self, "GET", st.rec.backend + "/history/" + url_encode(st.rec.prompt_id), {}, "history");
@@ -497,7 +566,13 @@ void on_poll_queue(job_actor* self, int status, const std::string& body, const s
 
 void fetch_outputs(job_actor* self);
 
-void on_history(job_actor* self, int status, const std::string& body, const std::string& error) {
+/// How many of a backend's latest history entries are searched for a prompt by lowart's
+/// client id (only for a hand-over whose answer was never stored).
+constexpr int history_search_items = 200;
+
+/// `by_client`: `body` is the backend's latest history (GET /history?max_items=...), searched
+/// for the entry of lowart's client id; else GET /history/{prompt id}.
+void on_history(job_actor* self, int status, const std::string& body, const std::string& error, bool by_client) {
   auto& st = self->state;
   if (status != 200) {
     poll_failed(self, error.empty() ? "/history answered " + std::to_string(status) : error);
@@ -509,15 +584,40 @@ void on_history(job_actor* self, int status, const std::string& body, const std:
     poll_failed(self, "/history answered something that is not JSON");
     return;
   }
-  if (doc[st.rec.prompt_id].get(entry) != simdjson::SUCCESS) {
+  bool found = false;
+  if (by_client) {
+    simdjson::dom::object all;
+    auto own = own_prompt_id(st.rec);
+    if (doc.get_object().get(all) == simdjson::SUCCESS)
+      for (auto item : all) {
+        std::string_view client;
+        // An entry's "prompt" is the queue item [number, prompt_id, prompt, extra_data, outputs].
+        if (item.value["prompt"].at(3)["client_id"].get_string().get(client) != simdjson::SUCCESS || client != own)
+          continue;
+        st.rec.prompt_id = std::string(item.key); // the latest, should there be several
+        entry = item.value;
+        found = true;
+      }
+    if (found) {
+      st.rec.submitted = true;
+      save(self);
+    }
+  } else {
+    found = doc[st.rec.prompt_id].get(entry) == simdjson::SUCCESS;
+  }
+  if (!found) {
     if (st.in_queue) return poll_later(self);
+    if (!by_client && !st.rec.submitted) {
+      // Handed over, but the backend's answer was never stored (lowart stopped meanwhile):
+      // the backend may know the prompt under an id of its own.
+      call(self, "GET", st.rec.backend + "/history?max_items=" + std::to_string(history_search_items), {},
+           "history:find");
+      return;
+    }
     // Neither queued nor finished: the backend lost it (restarted, or never got it).
     log::warn("job unknown to its backend; handing it over again",
-              {{"job", st.rec.id}, {"backend", st.rec.deployment}});
-    st.rec.submitted = false;
-    save_then(self, [self] {
-      if (!self->state.cancelled) submit(self);
-    });
+              {{"job", st.rec.id}, {"backend", st.rec.deployment}, {"attempts", st.rec.attempts}});
+    hand_over(self, st.rec.deployment + " does not know the prompt it was handed");
     return;
   }
   std::string_view status_str;
@@ -774,15 +874,14 @@ caf::behavior job(job_actor* self, gateway_state* gw, boost::asio::io_context* i
         auto& s = self->state;
         if (tag == "webhook") return on_webhook(self, status, error);
         if (tag == "cancel:queue") {
-          bool running = false, pending = false;
-          queue_length_of(body, s.rec.prompt_id, running, pending);
-          if (running || pending) {
+          auto q = read_queue(body, &s.rec);
+          if (q.running || q.pending) {
             json::object_writer w;
-            if (running)
-              w.str("prompt_id", s.rec.prompt_id);
+            if (q.running)
+              w.str("prompt_id", q.prompt_id);
             else
-              w.raw("delete", json::string_array({s.rec.prompt_id}));
-            call(self, "POST", s.rec.backend + (running ? "/interrupt" : "/queue"), w.done(), "cancel:done");
+              w.raw("delete", json::string_array({q.prompt_id}));
+            call(self, "POST", s.rec.backend + (q.running ? "/interrupt" : "/queue"), w.done(), "cancel:done");
             return;
           }
           return finish(self);
@@ -795,7 +894,8 @@ caf::behavior job(job_actor* self, gateway_state* gw, boost::asio::io_context* i
         if (tag.rfind("probe:", 0) == 0) return on_probe(self, std::stoul(tag.substr(6)), status, body, error);
         if (tag == "submit") return on_submit(self, status, body, error);
         if (tag == "queue") return on_poll_queue(self, status, body, error);
-        if (tag == "history") return on_history(self, status, body, error);
+        if (tag == "history") return on_history(self, status, body, error, false);
+        if (tag == "history:find") return on_history(self, status, body, error, true);
         if (tag.rfind("view:", 0) == 0) return on_view(self, tag.substr(5), status, body, error, type);
       },
       [=](poll_atom) {

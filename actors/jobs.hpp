@@ -16,8 +16,10 @@ namespace lowart::actors {
 /// supervisor, which delegates to persistence) for unfinished jobs and resumes them; a
 /// timer deletes finished jobs and their files after jobs.ttl_s.
 ///
-/// A job actor hands its prompt to the backend with the shortest queue (under an id
-/// lowart chose and stored first, so a restart never queues it twice), polls /queue and
+/// A job actor hands its prompt to the backend with the shortest queue (the backend and
+/// the attempt stored first; sent under lowart's own prompt id and client id, then known by
+/// the id the backend answers with, stored before anything else; so a restart never queues
+/// it twice, and a job is handed over at most submit_attempts times), polls /queue and
 /// /history, fetches the outputs through /view into jobs.dir/<job id>/, meters the job,
 /// and calls its webhook (HMAC-SHA256 signed). Every state change is saved.
 ///

@@ -20,7 +20,7 @@ namespace lowart::actors {
 
 struct job_record {
   std::string id;        ///< "job_..." (what clients see)
-  std::string prompt_id; ///< the id lowart gives the prompt at the backend
+  std::string prompt_id; ///< the prompt's id at the backend: lowart's own until the backend answers with its own
   std::string key_id;
   std::string team_id;
   std::string model;
@@ -37,7 +37,7 @@ struct job_record {
   std::string webhook;
   std::string webhook_state;
   double cost = 0;
-  std::int64_t attempts = 0;
+  std::int64_t attempts = 0; ///< attempts to hand the job over (counted before each; <= submit_attempts)
   std::string request_id;
   std::int64_t created_ms = 0;
   std::int64_t updated_ms = 0;

@@ -3,13 +3,20 @@
 // enough to the real thing that a real client works against it. Images are tiny valid PNGs
 // kept in memory. Node builtins only; the WebSocket server side is written by hand.
 //
-// As a process:  node comfyui_mock.mjs --port 0 [--step-ms 20] [--concurrency 1] [--name a]
+// As a process:  node comfyui_mock.mjs --port 0 [--step-ms 20] [--concurrency 1] [--name a] [--own-prompt-ids]
+//   --own-prompt-ids: POST /prompt ignores the client's prompt_id and queues the prompt under an
+//   id of its own, as ComfyUI releases before client ids were honoured do (and proxies in front
+//   of ComfyUI); the answer's prompt_id is the only name of the prompt from then on.
 //   prints "comfyui-mock listening on 127.0.0.1:<port>" once listening; exits on SIGTERM/SIGINT.
 //   --exit-on-stdin-close also exits when stdin reaches EOF (spawnComfyMock uses it so that a
 //   mock never outlives a test runner that was killed outright).
 // As a module:   startComfyMock(opts) runs it in-process; spawnComfyMock(opts) as a child.
 //
 // Test-control endpoints (not ComfyUI): GET /mock/stats, POST /mock/config, POST /mock/reset.
+// /mock/stats counts runs by prompt id (`executions`) and by the client_id the prompt was sent
+// with (`runs_by_client`: with --own-prompt-ids every hand-over gets a new prompt id, so this is
+// how a test sees one job run twice). /mock/config `lose_prompts: true` answers POST /prompt as
+// usual but forgets the prompt at once (a backend that restarted right after accepting it).
 // Every route is also served under /api/... as newer ComfyUI versions do.
 
 import http from 'node:http';
@@ -165,8 +172,10 @@ function wsAttach(socket, head, onGone) {
  * Starts a mock ComfyUI on 127.0.0.1. Resolves with { port, url, close() } once listening.
  * `stepMs` is the time one sampler step takes; `concurrency` how many prompts run at once.
  */
-export async function startComfyMock({ port = 0, stepMs = 20, concurrency = 1, name = 'a', host = '127.0.0.1' } = {}) {
-  const initialConfig = { step_ms: stepMs, concurrency, refuse_prompts: false, latency_ms: 0 };
+export async function startComfyMock({
+  port = 0, stepMs = 20, concurrency = 1, name = 'a', host = '127.0.0.1', ownPromptIds = false,
+} = {}) {
+  const initialConfig = { step_ms: stepMs, concurrency, refuse_prompts: false, latency_ms: 0, lose_prompts: false };
   let config = { ...initialConfig };
   let pending = []; // queue entries: [number, prompt_id, prompt, extra_data, outputs_to_execute]
   const running = new Set(); // run records, see startRun()
@@ -179,7 +188,7 @@ export async function startComfyMock({ port = 0, stepMs = 20, concurrency = 1, n
   let lastStatus = -1;
   let closed = false;
   const freshStats = () => ({
-    submitted: 0, executions: {}, completed: 0, failed: 0, interrupted: 0, deleted: 0,
+    submitted: 0, executions: {}, runs_by_client: {}, lost: 0, completed: 0, failed: 0, interrupted: 0, deleted: 0,
     max_concurrent_seen: 0, view_requests: 0, history_requests: 0, queue_requests: 0,
     interrupt_requests: 0, ws_connects: 0,
   });
@@ -231,6 +240,8 @@ export async function startComfyMock({ port = 0, stepMs = 20, concurrency = 1, n
     };
     running.add(run);
     stats.executions[id] = (stats.executions[id] ?? 0) + 1;
+    const client = extra.client_id ?? '';
+    stats.runs_by_client[client] = (stats.runs_by_client[client] ?? 0) + 1;
     stats.max_concurrent_seen = Math.max(stats.max_concurrent_seen, running.size);
     const timestamp = Date.now();
     run.messages.push(['execution_start', { prompt_id: id, timestamp }]);
@@ -373,21 +384,24 @@ export async function startComfyMock({ port = 0, stepMs = 20, concurrency = 1, n
     }
     const outputs = Object.keys(prompt).filter((id) => OUTPUT_NODES.has(prompt[id].class_type));
     if (!outputs.length) return [400, promptError('prompt_no_outputs', 'Prompt has no outputs')];
-    const id = typeof body.prompt_id === 'string' && body.prompt_id ? body.prompt_id : crypto.randomUUID();
+    const honoured = !ownPromptIds && typeof body.prompt_id === 'string' && body.prompt_id;
+    const id = honoured ? body.prompt_id : crypto.randomUUID();
     const extra = isObj(body.extra_data) ? { ...body.extra_data } : {};
     if (typeof body.client_id === 'string') extra.client_id = body.client_id;
     const entry = [number++, id, prompt, extra, outputs]; // no dedupe by prompt_id, like ComfyUI
-    if (body.front === true) pending.unshift(entry); else pending.push(entry);
     stats.submitted++;
+    if (config.lose_prompts) stats.lost++;
+    else if (body.front === true) pending.unshift(entry);
+    else pending.push(entry);
     pump();
     return [200, { prompt_id: id, number: entry[0], node_errors: {} }];
   }
 
   function postConfig(body) {
     const num = (k, min) => body[k] === undefined || (typeof body[k] === 'number' && Number.isFinite(body[k]) && body[k] >= min);
-    if (!num('step_ms', 0) || !num('latency_ms', 0) || !num('concurrency', 1)
-      || (body.refuse_prompts !== undefined && typeof body.refuse_prompts !== 'boolean')) {
-      return [400, { error: 'step_ms, latency_ms: numbers >= 0; concurrency: integer >= 1; refuse_prompts: boolean' }];
+    const flag = (k) => body[k] === undefined || typeof body[k] === 'boolean';
+    if (!num('step_ms', 0) || !num('latency_ms', 0) || !num('concurrency', 1) || !flag('refuse_prompts') || !flag('lose_prompts')) {
+      return [400, { error: 'step_ms, latency_ms: numbers >= 0; concurrency: integer >= 1; refuse_prompts, lose_prompts: booleans' }];
     }
     for (const k of Object.keys(initialConfig)) if (body[k] !== undefined) config[k] = body[k];
     config.concurrency = Math.floor(config.concurrency);
@@ -460,14 +474,14 @@ export async function startComfyMock({ port = 0, stepMs = 20, concurrency = 1, n
       return [200, png, { 'content-type': 'image/png', 'content-disposition': `filename="${filename}"` }];
     }
     if (path === '/system_stats' && get) {
-      return [200, { system: { os: 'posix', comfyui_version: 'mock', python_version: 'mock', mock_name: name }, devices: [] }];
+      return [200, { system: { os: 'posix', comfyui_version: 'mock', python_version: 'mock', mock_name: name, own_prompt_ids: ownPromptIds }, devices: [] }];
     }
     if ((path === '/object_info' || path.startsWith('/object_info/')) && get) return [200, {}];
     if (path === '/ws' && get) return [400, { error: 'expected a WebSocket upgrade' }];
     if (path === '/mock/stats' && get) {
       const progress = Object.fromEntries([...running].map((r) => [r.id, { value: r.step, max: r.steps }]));
       return [200, {
-        name, ...stats, running: [...running].map((r) => r.id), pending: pending.map((e) => e[1]),
+        name, own_prompt_ids: ownPromptIds, ...stats, running: [...running].map((r) => r.id), pending: pending.map((e) => e[1]),
         progress, ws_clients: clients.size, config,
       }];
     }
@@ -571,13 +585,13 @@ let exitHookInstalled = false;
  * `stop(signal, ms)` signals it, waits up to `ms` for it to exit, then SIGKILLs it; it
  * resolves with { code, signal, forced }. Children left running die with the test process.
  */
-export async function spawnComfyMock({ port = 0, stepMs = 20, concurrency = 1, name = 'a' } = {}) {
+export async function spawnComfyMock({ port = 0, stepMs = 20, concurrency = 1, name = 'a', ownPromptIds = false } = {}) {
   if (!exitHookInstalled) {
     exitHookInstalled = true;
     process.on('exit', () => { for (const c of children) { try { c.kill('SIGKILL'); } catch { /* gone */ } } });
   }
   const args = [THIS_FILE, '--port', String(port), '--step-ms', String(stepMs), '--concurrency', String(concurrency),
-    '--name', String(name), '--exit-on-stdin-close'];
+    '--name', String(name), '--exit-on-stdin-close', ...(ownPromptIds ? ['--own-prompt-ids'] : [])];
   const proc = spawn(process.execPath, args, { stdio: ['pipe', 'pipe', 'pipe'] });
   children.add(proc);
   const out = { stdout: '', stderr: '' };
@@ -633,7 +647,7 @@ export async function spawnComfyMock({ port = 0, stepMs = 20, concurrency = 1, n
 // --- command line ----------------------------------------------------------------------------
 
 function parseArgs(argv) {
-  const opts = { port: 0, stepMs: 20, concurrency: 1, name: 'a', exitOnStdinClose: false };
+  const opts = { port: 0, stepMs: 20, concurrency: 1, name: 'a', exitOnStdinClose: false, ownPromptIds: false };
   const num = (flag, v, min, max) => {
     const n = Number(v);
     if (v === undefined || v === '' || !Number.isFinite(n) || n < min || n > max) throw new Error(`${flag}: expected a number in [${min}, ${max}], got ${v}`);
@@ -647,6 +661,7 @@ function parseArgs(argv) {
     else if (flag === '--concurrency') opts.concurrency = Math.floor(num(flag, take(), 1, 1e4));
     else if (flag === '--name') opts.name = take() ?? 'a';
     else if (flag === '--exit-on-stdin-close') opts.exitOnStdinClose = true;
+    else if (flag === '--own-prompt-ids') opts.ownPromptIds = true;
     else throw new Error(`unknown argument: ${argv[i]}`);
   }
   return opts;

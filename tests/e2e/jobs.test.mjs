@@ -4,7 +4,9 @@
 // twice; a backend that is down (job fails with a clear error after retries) or goes
 // down mid-job; cancel (running: interrupted, queued: deleted); 100 concurrent jobs over
 // two backends balanced by queue length; per-key scoping; signed webhooks with retry;
-// metering; expiry; and the workflow script's refusals.
+// metering; expiry; the workflow script's refusals; and a backend that names prompts
+// itself (--own-prompt-ids): run once, handed over once, after a SIGKILL too, and at most
+// submit_attempts hand-overs to a backend that loses every prompt, across a restart.
 
 import { after, before, test } from 'node:test';
 import assert from 'node:assert/strict';
@@ -265,7 +267,11 @@ test('100 concurrent jobs over two backends: all succeed, both backends work, no
   for (const s of [ea, eb]) for (const n of Object.values(s.executions)) assert.equal(n, 1);
 });
 
+/** Hand-overs (POST /prompt) the two backends took so far, together. */
+const handedOver = async () => (await stats(a)).submitted + (await stats(b)).submitted;
+
 test('a gateway killed mid-job picks the job up after a restart; it runs exactly once', async () => {
+  const before = await handedOver();
   const r = await submit({ model: 'sdxl', input: { prompt: 'survive a crash', steps: 150 } }); // ~0.75 s
   assert.equal(r.status, 202);
   await waitFor(async () => (await getJob(r.json.id)).json.status === 'running', { what: 'job running' });
@@ -273,11 +279,11 @@ test('a gateway killed mid-job picks the job up after a restart; it runs exactly
   gw = await gateway([a, b]);
   const job = await finished(r.json.id);
   assert.equal(job.status, 'succeeded', JSON.stringify(job));
-  const all = { ...(await stats(a)).executions, ...(await stats(b)).executions };
-  const promptIds = Object.keys(all);
   const [{ prompt_id: pid }] = await sqliteQuery(gw.dbPath, `SELECT prompt_id FROM jobs WHERE id = '${r.json.id}'`);
-  assert.ok(promptIds.includes(pid), 'the backend ran the prompt lowart chose');
-  assert.equal(all[pid], 1, 'not run twice');
+  // Summed over both backends: a prompt run once on each is a prompt run twice.
+  const runs = ((await stats(a)).executions[pid] ?? 0) + ((await stats(b)).executions[pid] ?? 0);
+  assert.equal(runs, 1, 'the backends ran the prompt lowart stored, once in all');
+  assert.equal(await handedOver(), before + 1, 'handed over once in all, restart included');
   await gw.waitForLog((l) => l.msg === 'jobs resumed after a restart');
 });
 
@@ -292,6 +298,105 @@ test('a job queued while the gateway is down is handed over after the restart', 
   const [{ prompt_id: pid }] = await sqliteQuery(gw.dbPath, `SELECT prompt_id FROM jobs WHERE id = '${r.json.id}'`);
   const runs = ((await stats(a)).executions[pid] ?? 0) + ((await stats(b)).executions[pid] ?? 0);
   assert.equal(runs, 1);
+});
+
+// --- a ComfyUI that names prompts itself (releases before client ids, proxies in front) ---
+
+/** lowart's own prompt id of a job: the UUID its job id is made of (sent as prompt_id and client_id). */
+const ownPromptId = (jobId) => jobId.slice(4).replace(/^(.{8})(.{4})(.{4})(.{4})(.{12})$/, '$1-$2-$3-$4-$5');
+const jobRow = async (id) =>
+  (await sqliteQuery(gw.dbPath, `SELECT prompt_id, attempts FROM jobs WHERE id = '${id}'`))[0];
+
+/** Runs `body` against a gateway whose only backend is a fresh mock in --own-prompt-ids mode. */
+async function withOwnIdBackend(body) {
+  const c = await spawnComfyMock({ stepMs: 5, concurrency: 2, name: 'c', ownPromptIds: true });
+  await gw.stop();
+  gw = await gateway([c]);
+  try {
+    await body(c);
+  } finally {
+    await gw.stop();
+    await c.stop();
+    gw = await gateway([a, b]);
+  }
+}
+
+test('a backend that chooses its own prompt ids: the job runs once, handed over once', async () => {
+  await withOwnIdBackend(async (c) => {
+    const r = await submit({ model: 'sdxl', input: { prompt: 'named by the backend', steps: 20 } });
+    assert.equal(r.status, 202, r.text);
+    const job = await finished(r.json.id, { timeoutMs: 8000 });
+    assert.equal(job.status, 'succeeded', JSON.stringify(job));
+    const s = await stats(c);
+    assert.equal(s.submitted, 1, 'one hand-over reached the backend');
+    assert.deepEqual(s.runs_by_client, { [ownPromptId(job.id)]: 1 }, 'one run');
+    const row = await jobRow(job.id);
+    assert.notEqual(row.prompt_id, ownPromptId(job.id), 'the mock really named the prompt itself');
+    assert.equal(s.executions[row.prompt_id], 1, 'lowart follows the id the backend answered with');
+    assert.equal(row.attempts, 1, 'the job counts one hand-over');
+  });
+});
+
+test('a backend that chooses its own prompt ids: a gateway killed mid-job still has the job run once', async () => {
+  await withOwnIdBackend(async (c) => {
+    const r = await submit({ model: 'sdxl', input: { prompt: 'named, then orphaned', steps: 150 } }); // ~0.75 s
+    assert.equal(r.status, 202, r.text);
+    await waitFor(async () => (await stats(c)).running.length === 1, { what: 'the job running at the backend' });
+    await gw.stop('SIGKILL');
+    gw = await gateway([c]);
+    const job = await finished(r.json.id, { timeoutMs: 8000 });
+    assert.equal(job.status, 'succeeded', JSON.stringify(job));
+    const s = await stats(c);
+    assert.equal(s.submitted, 1, 'not handed over again after the restart');
+    assert.deepEqual(s.runs_by_client, { [ownPromptId(job.id)]: 1 });
+    assert.equal((await jobRow(job.id)).attempts, 1);
+  });
+});
+
+test('a backend that chooses its own prompt ids: a gateway killed before storing the answer finds the job by client id', async () => {
+  // Killed while POST /prompt is on its way (the backend answers 400 ms late): lowart never
+  // learnt the backend's id. After the restart it finds the prompt by its client id, in the
+  // queue (still running) or in the history (finished while lowart was down).
+  for (const where of ['queue', 'history']) {
+    await withOwnIdBackend(async (c) => {
+      await mockConfig(c, { latency_ms: 400 });
+      const r = await submit({ model: 'sdxl', input: { prompt: `orphaned in the ${where}`, steps: where === 'queue' ? 300 : 2 } });
+      assert.equal(r.status, 202, r.text);
+      await waitFor(async () => (await jobRow(r.json.id))?.attempts === 1, { what: 'the hand-over stored' });
+      await gw.stop('SIGKILL');
+      await mockConfig(c, { latency_ms: 0 });
+      await waitFor(async () => (await stats(c)).submitted === 1, { what: 'the backend to take the prompt' });
+      if (where === 'history') await waitFor(async () => (await stats(c)).completed === 1, { what: 'the run to end' });
+      else assert.equal((await stats(c)).running.length, 1);
+      gw = await gateway([c]);
+      const job = await finished(r.json.id, { timeoutMs: 8000 });
+      assert.equal(job.status, 'succeeded', `${where}: ${JSON.stringify(job)}`);
+      const s = await stats(c);
+      assert.equal(s.submitted, 1, `${where}: not handed over again`);
+      assert.deepEqual(s.runs_by_client, { [ownPromptId(job.id)]: 1 }, where);
+      const row = await jobRow(job.id);
+      assert.equal(s.executions[row.prompt_id], 1, `${where}: lowart adopted the backend's id`);
+      assert.equal(row.attempts, 1, where);
+    });
+  }
+});
+
+test('hand-overs are bounded by submit_attempts, across restarts too', async () => {
+  await withOwnIdBackend(async (c) => {
+    // The backend accepts every prompt and forgets it at once: each poll finds the job
+    // gone and lowart hands it over again, at most submit_attempts (3) times in all.
+    await mockConfig(c, { lose_prompts: true, latency_ms: 300 });
+    const r = await submit({ model: 'sdxl', input: { prompt: 'lost every time', steps: 2 } });
+    assert.equal(r.status, 202, r.text);
+    await waitFor(async () => (await stats(c)).submitted === 1, { what: 'the first hand-over' });
+    await gw.stop('SIGKILL'); // the next hand-over is >= 600 ms away (/queue and /history first)
+    gw = await gateway([c]);
+    const job = await finished(r.json.id, { timeoutMs: 10000 });
+    assert.equal(job.status, 'failed', JSON.stringify(job));
+    assert.match(job.error, /after 3 attempt\(s\)/);
+    assert.equal((await stats(c)).submitted, 3, 'three hand-overs in all, the restart in between');
+    assert.equal((await jobRow(job.id)).attempts, 3);
+  });
 });
 
 test('signed webhooks: retried until the receiver takes them; the signature verifies', async () => {
