@@ -301,7 +301,8 @@ std::size_t bpe_tokenizer::vocabulary() const {
   return impl_->ranks.size();
 }
 
-template <class Sink> void bpe_tokenizer::run(std::string_view text, Sink&& sink, bool exact) const {
+template <class Sink, class PieceEnd>
+void bpe_tokenizer::run(std::string_view text, Sink&& sink, bool exact, PieceEnd&& piece_end) const {
   const auto& d = *impl_;
   thread_local std::unique_ptr<pcre2_match_data, decltype(&pcre2_match_data_free)> match{
       pcre2_match_data_create(4, nullptr), &pcre2_match_data_free};
@@ -329,6 +330,7 @@ template <class Sink> void bpe_tokenizer::run(std::string_view text, Sink&& sink
   while (at < text.size()) {
     if (at >= valid_end) {
       byte_token(text[at++]);
+      piece_end(at);
       valid_end = valid_utf8_prefix(text, at);
       continue;
     }
@@ -336,8 +338,10 @@ template <class Sink> void bpe_tokenizer::run(std::string_view text, Sink&& sink
                    : pcre2_match(d.pattern, subject, valid_end, at, 0, match.get(), nullptr);
     if (rc < 0) {
       // No match: the rest of the stretch goes out byte by byte.
-      while (at < valid_end)
+      while (at < valid_end) {
         byte_token(text[at++]);
+        piece_end(at);
+      }
       continue;
     }
     auto* ov = pcre2_get_ovector_pointer(match.get());
@@ -403,6 +407,7 @@ template <class Sink> void bpe_tokenizer::run(std::string_view text, Sink&& sink
       }
     }
     at = end;
+    piece_end(at);
   }
 }
 
@@ -410,15 +415,76 @@ std::vector<std::uint32_t> bpe_tokenizer::encode(std::string_view text) const {
   std::vector<std::uint32_t> out;
   out.reserve(text.size() / 3 + 1);
   run(
-      text, [&](std::uint32_t id) { out.push_back(id); }, true);
+      text, [&](std::uint32_t id) { out.push_back(id); }, true, [](std::size_t) {});
   return out;
 }
 
 std::size_t bpe_tokenizer::count(std::string_view text) const {
   std::size_t n = 0;
   run(
-      text, [&](std::uint32_t) { ++n; }, false);
+      text, [&](std::uint32_t) { ++n; }, false, [](std::size_t) {});
   return n;
+}
+
+namespace {
+
+/// The code point of the UTF-8 sequence at `i` (-1: not a valid sequence start).
+long code_point_at(std::string_view text, std::size_t i) {
+  if (i >= text.size() || valid_utf8_prefix(text.substr(0, std::min(text.size(), i + 4)), i) == i) return -1;
+  auto u = [&](std::size_t k) { return static_cast<long>(static_cast<unsigned char>(text[i + k])); };
+  long c = u(0);
+  if (c < 0x80) return c;
+  if (c < 0xE0) return ((c & 0x1F) << 6) | (u(1) & 0x3F);
+  if (c < 0xF0) return ((c & 0x0F) << 12) | ((u(1) & 0x3F) << 6) | (u(2) & 0x3F);
+  return ((c & 0x07) << 18) | ((u(1) & 0x3F) << 12) | ((u(2) & 0x3F) << 6) | (u(3) & 0x3F);
+}
+
+/// A character no tiktoken pattern treats as (or near) whitespace: not \s in PCRE2's or
+/// JavaScript's Unicode sense, not a control character, and valid UTF-8.
+bool solid(long c) {
+  if (c <= 0x20 || c == 0x7F || (c >= 0x80 && c <= 0xA0) || (c >= 0x2000 && c <= 0x200D)) return false;
+  for (long space : {0x1680L, 0x180EL, 0x2028L, 0x2029L, 0x202FL, 0x205FL, 0x3000L, 0xFEFFL})
+    if (c == space) return false;
+  return true;
+}
+
+bool solid_before(std::string_view text, std::size_t i) {
+  std::size_t start = i;
+  while (start > 0 && i - start < 4) {
+    --start;
+    if ((static_cast<unsigned char>(text[start]) & 0xC0) != 0x80) break;
+  }
+  return start < i && valid_utf8_prefix(text.substr(0, i), start) == i && solid(code_point_at(text, start));
+}
+
+} // namespace
+
+std::size_t bpe_tokenizer::count_settled(std::string_view text, std::size_t& used) const {
+  used = 0;
+  if (text.size() <= settle_margin) return 0;
+  const std::size_t limit = text.size() - settle_margin;
+  std::size_t n = 0, settled = 0;
+  run(
+      text, [&](std::uint32_t) { ++n; }, false,
+      [&](std::size_t end) {
+        if (end <= limit && solid_before(text, end)) {
+          used = end;
+          settled = n;
+        }
+      });
+  return settled;
+}
+
+std::string_view encoding_for_model(std::string_view model) {
+  if (model.starts_with("ft:")) model.remove_prefix(3);
+  if (auto slash = model.rfind('/'); slash != std::string_view::npos) model.remove_prefix(slash + 1);
+  // tiktoken's MODEL_TO_ENCODING / MODEL_PREFIX_TO_ENCODING, newest families first
+  // ("gpt-4o" before "gpt-4").
+  for (std::string_view p : {"gpt-4o", "chatgpt-4o", "gpt-4.1", "gpt-4.5", "gpt-5", "o1", "o3", "o4", "gpt-oss"})
+    if (model.starts_with(p)) return "o200k_base";
+  for (std::string_view p : {"gpt-4", "gpt-3.5", "gpt-35", "text-embedding-ada-002", "text-embedding-3"})
+    if (model.starts_with(p)) return "cl100k_base";
+  return {};
 }
 
 } // namespace lowart

@@ -4,6 +4,7 @@
 // (tests/e2e/tokenizer.test.mjs, token ids compared with js-tiktoken).
 
 #include "core/tokenizer.hpp"
+#include "tests/unit/tokenizers.hpp"
 
 #include <gtest/gtest.h>
 
@@ -14,13 +15,8 @@ using lowart::bpe_tokenizer;
 
 namespace {
 
-std::shared_ptr<const bpe_tokenizer> load(const char* name) {
-  try {
-    return bpe_tokenizer::load(LOWART_TOKENIZER_DIR, name);
-  } catch (const std::exception& e) {
-    ADD_FAILURE() << e.what();
-    return nullptr;
-  }
+auto load(const char* name) {
+  return lowart::testing::load_tokenizer(name);
 }
 
 std::vector<std::string> samples() {
