@@ -77,6 +77,24 @@ private:
   std::string out_;
 };
 
+/// Builds one JSON array by appending already-encoded elements.
+class array_writer {
+public:
+  array_writer() : out_("[") {}
+  void add(std::string_view encoded) {
+    if (out_.size() > 1) out_ += ',';
+    out_ += encoded;
+  }
+  bool empty() const { return out_.size() == 1; }
+  std::string done() {
+    out_ += ']';
+    return std::move(out_);
+  }
+
+private:
+  std::string out_;
+};
+
 /// `[a,b,...]` from already-encoded elements.
 std::string array(const std::vector<std::string>& encoded);
 /// `["a","b"]` from plain strings.

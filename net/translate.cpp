@@ -56,23 +56,7 @@ std::string minified(element e) {
   return simdjson::minify(e);
 }
 
-/// `[a,b,...]` built as it goes.
-class array_writer {
-public:
-  array_writer() : out_("[") {}
-  void add(std::string_view encoded) {
-    if (out_.size() > 1) out_ += ',';
-    out_ += encoded;
-  }
-  bool empty() const { return out_.size() == 1; }
-  std::string done() {
-    out_ += ']';
-    return std::move(out_);
-  }
-
-private:
-  std::string out_;
-};
+using json::array_writer;
 
 /// Text of a content value: a string, or the text parts of an array joined by `sep`.
 std::string text_of(element content, std::string_view sep = "\n") {
