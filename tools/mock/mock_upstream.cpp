@@ -26,11 +26,12 @@
 //                              required; the prompt cache is neither read nor written.
 //   POST .../embeddings        one embedding of 8 deterministic floats per input (a string, an array
 //                              of strings, a token array or an array of token arrays).
+//   POST .../responses         OpenAI Responses, below.
 //   GET  .../models            one model, "mock-model".
 //   GET  .../healthz           200 "ok".
 //   GET  .../mock/stats        {"requests","by_model","last_authorization","last_body","last_path",
 //                              "last_x_api_key","last_anthropic_version","last_anthropic_beta"}
-//                              over the chat, messages,
+//                              over the chat, messages, responses,
 //                              count_tokens and embeddings requests seen so far; the last_* fields
 //                              describe the latest of them (a header field is null when that request
 //                              had no such header).
@@ -98,6 +99,29 @@
 //     {"index":1,"content_block":{"type":"tool_use","id":"toolu_mock_<n>","name","input":{}}};
 //     content_block_delta {"index":1,"delta":{"type":"input_json_delta","partial_json":piece}} with
 //     A cut as for OpenAI; content_block_stop 1; message_delta with "tool_use"; message_stop.
+//
+// OpenAI Responses. input is a string or a list of items (message {"role","content":string|parts},
+// function_call {"arguments"}, function_call_output {"output"}; other types are ignored);
+// previous_response_id and item_reference are a 400 (the mock stores nothing: lowart sends the whole
+// conversation). Prompt words: instructions, message texts, function_call arguments and
+// function_call_output texts. Text answer: "mock reply: " + the echo of the last message's content
+// (of the string input), or "mock reply: tool said " + the echo of the output when the last item is a
+// function_call_output. Tool call, when "tools" (each needs a string "name") is non-empty, the last
+// item is no function_call_output and tool_choice is not "none": of tool_choice.name, else tools[0].name,
+// arguments A as for OpenAI chat. JSON: {"id":"resp_mock_<n>","object":"response","created_at",
+// "status":"completed",...,"output":[item],"usage":{"input_tokens","input_tokens_details":
+// {"cached_tokens":0},"output_tokens","output_tokens_details":{"reasoning_tokens":0},"total_tokens"}}
+// with item {"id":"msg_mock_<n>","type":"message","status":"completed","content":[{"type":
+// "output_text","annotations":[],"text":reply}],"role":"assistant"} or {"id":"fc_mock_<n>","type":
+// "function_call","status":"completed","arguments":A,"call_id":"call_mock_<n>","name"}. Stream: named
+// events, each data {"type":<the event name>,"sequence_number":0,1,...}: response.created and
+// response.in_progress (status in_progress, no output, usage null), response.output_item.added (the
+// item in_progress, empty), for text response.content_part.added, response.output_text.delta per word
+// (as in the chat stream), response.output_text.done, response.content_part.done; for a tool call
+// response.function_call_arguments.delta per piece of A (cut as for chat) and .done; then
+// response.output_item.done and response.completed (the whole response). mid-error sends
+// "event: error" {"type":"error","code":"server_error","message":"mock mid-stream failure","param":
+// null} after the second piece and ends the stream; no-usage leaves usage null.
 //
 // Fault modes apply to every request the statistics count. A request's mode comes from its
 // x-mock-mode header (an unknown value is a 400), else from its model when that is "mock-<mode>",
@@ -1646,6 +1670,254 @@ asio::awaitable<bool> handle_embeddings(connection<Stream>& c, const request& re
   co_return co_await send(c, 200, json_type, c.body);
 }
 
+// --- OpenAI Responses -------------------------------------------------------------------------------
+
+struct responses_request {
+  std::string_view model;
+  bool stream = false;
+  bool tool_call = false;
+  std::string_view tool_name;
+  std::uint64_t prompt_words = 0;
+  const json::value* instructions = nullptr;
+  const json::value* tools = nullptr;
+};
+
+// Reads a Responses request into `r` and the reply text (or a tool call's arguments) into `reply`.
+std::string_view read_responses(const json::value& document, responses_request& r, std::string& reply) {
+  const auto* root = document.if_object();
+  if (!root) return "request body must be a JSON object";
+  if (const auto* model = string_member(root, "model")) r.model = to_view(*model);
+  if (const auto* stream = root->if_contains("stream"); stream && stream->is_bool()) r.stream = stream->get_bool();
+  if (const auto* previous = root->if_contains("previous_response_id"); previous && !previous->is_null())
+    return "previous_response_id is not supported by lowart-mock (it stores nothing)";
+  r.instructions = root->if_contains("instructions");
+  if (r.instructions && r.instructions->is_string()) r.prompt_words += count_words(to_view(r.instructions->get_string()));
+  const auto* input = root->if_contains("input");
+  if (!input) return "Missing required parameter: 'input'.";
+  const json::value* last_content = nullptr;
+  const json::value* last_user_content = nullptr;
+  bool last_is_output = false;
+  if (input->is_string()) {
+    last_content = last_user_content = input;
+    r.prompt_words += count_words(to_view(input->get_string()));
+  } else if (input->is_array()) {
+    for (const auto& item : input->get_array()) {
+      const auto* object = item.if_object();
+      if (!object) return "each input item must be an object";
+      const auto* type = string_member(object, "type");
+      const std::string_view kind = type ? to_view(*type) : std::string_view("message");
+      if (kind == "item_reference") return "item_reference is not supported by lowart-mock (it stores nothing)";
+      last_is_output = kind == "function_call_output";
+      if (kind == "message") {
+        last_content = object->if_contains("content");
+        if (!last_content) return "each message needs content";
+        if (has_string_member(*object, "role", "user")) last_user_content = last_content;
+        for_each_text(*last_content, [&](std::string_view text) { r.prompt_words += count_words(text); });
+      } else if (kind == "function_call") {
+        if (const auto* arguments = string_member(object, "arguments")) r.prompt_words += count_words(to_view(*arguments));
+      } else if (kind == "function_call_output") {
+        last_content = object->if_contains("output");
+        if (last_content) for_each_text(*last_content, [&](std::string_view text) { r.prompt_words += count_words(text); });
+      }
+    }
+  } else {
+    return "'input' must be a string or an array";
+  }
+  r.tools = root->if_contains("tools");
+  if (r.tools && r.tools->is_array()) {
+    for (const auto& tool : r.tools->get_array())
+      if (!tool.is_object() || !string_member(&tool.get_object(), "name")) return "each tool must have a string name";
+    if (!r.tools->get_array().empty() && !last_is_output) {
+      r.tool_call = true;
+      r.tool_name = to_view(*string_member(&r.tools->get_array().front().get_object(), "name"));
+      if (const auto* choice = root->if_contains("tool_choice")) {
+        if (const auto* text = choice->if_string(); text && *text == "none") r.tool_call = false;
+        if (const auto* named = choice->is_object() ? string_member(&choice->get_object(), "name") : nullptr)
+          r.tool_name = to_view(*named);
+      }
+    }
+  }
+  if (r.tool_call)
+    assign_tool_arguments(reply, last_user_content);
+  else
+    assign_echo(reply, last_is_output ? tool_reply_prefix : reply_prefix, last_content);
+  return {};
+}
+
+// The Response object around `output` (a JSON array), `status` and the usage (omitted for no-usage).
+void append_response(std::string& out, const responses_request& r, std::string_view model, std::uint64_t id,
+                     std::time_t created, std::string_view status, std::string_view output, bool usage,
+                     std::uint64_t completion_words) {
+  out += R"({"id":"resp_mock_)";
+  append_uint(out, id);
+  out += R"(","object":"response","created_at":)";
+  append_uint(out, static_cast<std::uint64_t>(created));
+  out += R"(,"status":)";
+  lowart::json::append_quoted(out, status);
+  out += R"(,"error":null,"incomplete_details":null,"instructions":)";
+  out += r.instructions && r.instructions->is_string() ? json::serialize(*r.instructions) : "null";
+  out += R"(,"model":)";
+  lowart::json::append_quoted(out, model);
+  out += R"(,"output":)";
+  out += output;
+  out += R"(,"parallel_tool_calls":true,"previous_response_id":null,"temperature":1,"text":{"format":{"type":"text"}},)"
+         R"("tool_choice":"auto","tools":)";
+  out += r.tools && r.tools->is_array() ? json::serialize(*r.tools) : "[]";
+  out += R"(,"top_p":1,"truncation":"disabled","usage":)";
+  if (!usage) {
+    out += "null";
+  } else {
+    out += R"({"input_tokens":)";
+    append_uint(out, r.prompt_words);
+    out += R"(,"input_tokens_details":{"cached_tokens":0},"output_tokens":)";
+    append_uint(out, completion_words);
+    out += R"(,"output_tokens_details":{"reasoning_tokens":0},"total_tokens":)";
+    append_uint(out, r.prompt_words + completion_words);
+    out += '}';
+  }
+  out += R"(,"metadata":{}})";
+}
+
+// The one output item: the message with the reply, or the function call. `done` false: as it
+// starts in a stream (no text, no arguments, in_progress).
+void append_output_item(std::string& out, const responses_request& r, std::uint64_t id, std::string_view reply,
+                        bool done) {
+  if (r.tool_call) {
+    out += R"({"id":"fc_mock_)";
+    append_uint(out, id);
+    out += R"(","type":"function_call","status":)";
+    out += done ? R"("completed")" : R"("in_progress")";
+    out += R"(,"arguments":)";
+    lowart::json::append_quoted(out, done ? reply : "");
+    out += R"(,"call_id":"call_mock_)";
+    append_uint(out, id);
+    out += R"(","name":)";
+    lowart::json::append_quoted(out, r.tool_name);
+    out += '}';
+    return;
+  }
+  out += R"({"id":"msg_mock_)";
+  append_uint(out, id);
+  out += R"(","type":"message","status":)";
+  out += done ? R"("completed")" : R"("in_progress")";
+  out += R"(,"content":)";
+  if (done) {
+    out += R"([{"type":"output_text","annotations":[],"text":)";
+    lowart::json::append_quoted(out, reply);
+    out += "}]";
+  } else {
+    out += "[]";
+  }
+  out += R"(,"role":"assistant"})";
+}
+
+// Starts one Responses event in c.body: "event: <type>\ndata: {"type":..,"sequence_number":n".
+void begin_responses_event(std::string& out, std::string_view type, std::uint64_t& seq) {
+  out.assign("event: ");
+  out += type;
+  out += "\ndata: {\"type\":";
+  lowart::json::append_quoted(out, type);
+  out += ",\"sequence_number\":";
+  append_uint(out, seq++);
+}
+
+template <class Stream>
+asio::awaitable<bool> stream_response(connection<Stream>& c, const responses_request& r, std::string_view model,
+                                      std::uint64_t id, std::time_t created, fault f) {
+  stream_pacing pacing = pacing_for(c, f, protocol::openai);
+  std::uint64_t seq = 0;
+  std::string item_id = (r.tool_call ? "fc_mock_" : "msg_mock_") + std::to_string(id);
+  auto response = [&](std::string_view status, bool with_output) {
+    std::string output = "[";
+    if (with_output) append_output_item(output, r, id, c.reply, true);
+    output += ']';
+    std::string out;
+    append_response(out, r, model, id, created, status, output, with_output && f.kind != fault_kind::no_usage,
+                    count_words(c.reply));
+    return out;
+  };
+  auto simple = [&](std::string_view type, std::string_view members) {
+    begin_responses_event(c.body, type, seq);
+    c.body += ',';
+    c.body += members;
+    c.body += "}\n\n";
+  };
+  start_event_stream(c);
+  simple("response.created", "\"response\":" + response("in_progress", false));
+  if (!co_await send_event(c, false)) co_return false;
+  simple("response.in_progress", "\"response\":" + response("in_progress", false));
+  if (!co_await send_paced(c, pacing)) co_return false;
+  std::string added = "\"output_index\":0,\"item\":";
+  append_output_item(added, r, id, c.reply, false);
+  simple("response.output_item.added", added);
+  if (!co_await send_paced(c, pacing)) co_return false;
+  std::string ref = "\"item_id\":\"" + item_id + "\",\"output_index\":0";
+  if (!r.tool_call) {
+    simple("response.content_part.added",
+           ref + R"(,"content_index":0,"part":{"type":"output_text","annotations":[],"text":""})");
+    if (!co_await send_paced(c, pacing)) co_return false;
+  }
+  unsigned index = 0;
+  for (std::size_t begin = 0; begin < c.reply.size(); ++index) {
+    const std::size_t end = r.tool_call ? argument_piece_end(c.reply, begin)
+                                        : piece_end(c.reply, begin, index + 1 == c.state.opts.stream_chunks);
+    std::string piece = ref + (r.tool_call ? "" : ",\"content_index\":0") + ",\"delta\":";
+    lowart::json::append_quoted(piece, std::string_view(c.reply).substr(begin, end - begin));
+    simple(r.tool_call ? "response.function_call_arguments.delta" : "response.output_text.delta", piece);
+    if (!co_await send_paced(c, pacing)) co_return false;
+    begin = end;
+    if (pacing.strikes_after_piece(begin == c.reply.size())) {
+      if (f.kind == fault_kind::reset) co_return co_await strike(c, pacing);
+      simple("error", R"("code":"server_error","message":"mock mid-stream failure","param":null)");
+      co_return co_await send_paced(c, pacing, true) && c.keep_alive;
+    }
+  }
+  std::string whole;
+  lowart::json::append_quoted(whole, c.reply);
+  if (r.tool_call) {
+    simple("response.function_call_arguments.done", ref + ",\"arguments\":" + whole);
+  } else {
+    simple("response.output_text.done", ref + ",\"content_index\":0,\"text\":" + whole);
+    if (!co_await send_paced(c, pacing)) co_return false;
+    simple("response.content_part.done",
+           ref + R"(,"content_index":0,"part":{"type":"output_text","annotations":[],"text":)" + whole + "}");
+  }
+  if (!co_await send_paced(c, pacing)) co_return false;
+  std::string done = "\"output_index\":0,\"item\":";
+  append_output_item(done, r, id, c.reply, true);
+  simple("response.output_item.done", done);
+  if (!co_await send_paced(c, pacing)) co_return false;
+  simple("response.completed", "\"response\":" + response("completed", true));
+  co_return co_await send_paced(c, pacing, true) && c.keep_alive;
+}
+
+template <class Stream>
+asio::awaitable<bool> handle_responses(connection<Stream>& c, const request& req, std::string_view path) {
+  json::monotonic_resource arena(c.json_arena.data(), c.json_arena.size());
+  boost::system::error_code parse_error;
+  json::value document = json::parse(json::string_view(req.body().data(), req.body().size()), parse_error, &arena);
+  responses_request r;
+  std::string_view invalid = parse_error ? "request body is not valid JSON" : read_responses(document, r, c.reply);
+  c.state.stats.record(path, req, r.model);
+  if (!invalid.empty()) co_return co_await send_error(c, 400, invalid);
+
+  auto f = resolve_fault(req, r.model, c.state.opts.default_fault);
+  if (!f) co_return co_await send_error(c, 400, "unknown x-mock-mode");
+  if (auto verdict = co_await run_fault(c, *f, r.stream)) co_return *verdict;
+
+  const std::string_view model = r.model.empty() ? default_model : r.model;
+  const std::uint64_t id = c.state.next_id.fetch_add(1, std::memory_order_relaxed);
+  const std::time_t created = std::time(nullptr);
+  if (r.stream) co_return co_await stream_response(c, r, model, id, created, *f);
+  std::string output = "[";
+  append_output_item(output, r, id, c.reply, true);
+  output += ']';
+  c.body.clear();
+  append_response(c.body, r, model, id, created, "completed", output, f->kind != fault_kind::no_usage,
+                  count_words(c.reply));
+  co_return co_await send(c, 200, json_type, c.body);
+}
+
 // Answers one request; returns whether the connection can take another.
 template <class Stream> asio::awaitable<bool> handle_request(connection<Stream>& c, const request& req) {
   const std::string_view target = to_view(req.target());
@@ -1655,6 +1927,7 @@ template <class Stream> asio::awaitable<bool> handle_request(connection<Stream>&
     if (path.ends_with("/messages")) co_return co_await handle_messages(c, req, path);
     if (path.ends_with("/messages/count_tokens")) co_return co_await handle_count_tokens(c, req, path);
     if (path.ends_with("/embeddings")) co_return co_await handle_embeddings(c, req, path);
+    if (path.ends_with("/responses")) co_return co_await handle_responses(c, req, path);
     if (path.ends_with("/mock/reset")) {
       c.state.stats.reset();
       c.state.cache.clear();
