@@ -84,6 +84,26 @@ void runtime::a2a(admin_call call, reply_fn done) {
              std::chrono::milliseconds(impl_->state.config.a2a.max_wait_ms + 10'000));
 }
 
+void runtime::responses(std::string op, std::string a, std::string b, std::function<void(int, std::string)> done) {
+  if (!impl_->system || !impl_->root) {
+    done(503, "{}");
+    return;
+  }
+  impl_->system->spawn([root = impl_->root, op = std::move(op), a = std::move(a), b = std::move(b),
+                        done = std::move(done)](caf::event_based_actor* self) {
+    self->request(root, std::chrono::seconds(10), responses_store_atom::value, op, a, b)
+        .then([done](std::int32_t status, std::string body) { done(status, std::move(body)); },
+              [done](caf::error& err) { done(err == caf::sec::request_timeout ? 504 : 503, "{}"); });
+  });
+}
+
+void runtime::responses_save(std::string record) {
+  // Sent from this thread into the root's mailbox, which hands it on in order: every
+  // responses() asked after this returns finds the record.
+  if (impl_->system && impl_->root)
+    caf::anon_send(impl_->root, responses_store_atom::value, std::string("save"), std::move(record), std::string());
+}
+
 void runtime::mcp_cancel(const std::string& request_id) {
   if (impl_->system && impl_->root) caf::anon_send(impl_->root, mcp_cancel_atom::value, request_id);
 }

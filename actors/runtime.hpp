@@ -53,6 +53,11 @@ public:
   /// a2a.max_wait_ms + 10 s (a blocking message/send or a long poll waits there). A
   /// status of 0 means the answer went out on the stream registered under the request id.
   void a2a(admin_call call, reply_fn done);
+  /// A stored-responses operation (responses_store.hpp); `done` runs on a CAF thread with
+  /// its status and JSON (503 when the database is not open, 504 after 10 s).
+  void responses(std::string op, std::string a, std::string b, std::function<void(int, std::string)> done);
+  /// Stores a response record, without waiting: a later responses() call sees it.
+  void responses_save(std::string record);
   /// The client of MCP request `request_id` went away: cancel its tool call, if any.
   void mcp_cancel(const std::string& request_id);
 

@@ -190,6 +190,9 @@ caf::behavior supervisor(supervisor_actor* self, gateway_state* gw) {
       [=](a2a_store_atom a, const std::string& op, const std::string& x) {
         return self->delegate(self->state.persistence.handle, a, op, x);
       },
+      [=](responses_store_atom a, const std::string& op, const std::string& x, const std::string& y) {
+        return self->delegate(self->state.persistence.handle, a, op, x, y);
+      },
       [=](a2a_atom a, const std::string& method, const std::string& path, const std::string& query,
           const std::string& body, const std::string& key_id, const std::string& role, const std::string& team_id,
           const std::string& user_id, const std::string& request_id) -> caf::delegated<caf::message> {
