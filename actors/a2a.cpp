@@ -16,7 +16,9 @@
 
 #include <ctime>
 #include <deque>
+#include <functional>
 #include <map>
+#include <optional>
 #include <random>
 #include <set>
 
@@ -599,6 +601,30 @@ void save_task(bus_actor* self, const task_rec& t) {
           });
 }
 
+/// Saves a task and answers `rp` only once the database has it, so that a 2xx an agent or
+/// sender gets is durable (answering first lost completions to a SIGKILL right after the
+/// answer, and the task ran again). `then` runs first (notifications); on a storage error
+/// the answer is `failure` with status 503.
+void save_then_answer(bus_actor* self, const task_rec& t, caf::response_promise rp, std::int32_t status,
+                      std::string body, std::string failure, std::function<void()> then = {}) {
+  self->request(self->state.store, store_timeout, a2a_store_atom::value, std::string("task_put"), t.to_json())
+      .then(
+          [rp, status, body = std::move(body), failure, then, id = t.id](std::int32_t stored,
+                                                                          const std::string&) mutable {
+            if (stored != 200) {
+              log::error("a2a task not saved", {{"task", id}, {"status", stored}});
+              rp.deliver(std::int32_t{503}, failure, json_type);
+              return;
+            }
+            if (then) then();
+            rp.deliver(status, body, json_type);
+          },
+          [rp, failure, id = t.id](caf::error& err) mutable {
+            log::error("a2a task not saved", {{"task", id}, {"error", caf::to_string(err)}});
+            rp.deliver(std::int32_t{503}, failure, json_type);
+          });
+}
+
 void spawn_agent(bus_actor* self, const agent_rec& rec) {
   auto& st = self->state;
   auto& e = st.agents[rec.name];
@@ -1051,6 +1077,7 @@ void rpc(bus_actor* self, const caller& who, const std::string& name, const std:
     if (message["metadata"]["skill"].get_string().get(skill) != simdjson::SUCCESS)
       optional_field(params["metadata"]["skill"].get_string().get(skill));
     task_rec* t = nullptr;
+    std::optional<task_rec> before; // a reply to input-required: the task as it was
     if (!task_id.empty()) {
       // A reply to a task that asked for input: the same agent carries on.
       auto it = st.tasks.find(std::string(task_id));
@@ -1063,6 +1090,7 @@ void rpc(bus_actor* self, const caller& who, const std::string& name, const std:
         answer(rpc_error(rpc_id, -32002, "task " + t->id + " is " + t->state + ", not waiting for input"));
         return;
       }
+      before = *t;
       t->history.push_back(normalize_message(message, t->id, t->context_id));
       set_state(*t, "submitted");
       t->attempts = 0;
@@ -1094,25 +1122,55 @@ void rpc(bus_actor* self, const caller& who, const std::string& name, const std:
       t = &st.tasks.emplace(fresh.id, std::move(fresh)).first->second;
       metrics::a2a_tasks("submitted").inc();
     }
-    deliver(self, *t);
-    save_task(self, *t);
+    auto id_of_task = t->id;
     meter(*st.gw, who, t->agent, 200, started);
     log::info("a2a task submitted",
               {{"task", t->id}, {"agent", t->agent}, {"skill", t->skill}, {"request_id", who.request_id}});
-    if (stream) {
-      st.streams.emplace(t->id, stream_sub{who.request_id, rpc_id, v1});
-      if (!st.gw->streams.emit(who.request_id, "data: " + rpc_result(rpc_id, send_result(*t, v1)) + "\n\n"))
-        st.streams.erase(t->id);
-      rp.deliver(std::int32_t{0}, std::string(), json_type);
-      return;
-    }
-    if (!blocking) {
-      answer(rpc_result(rpc_id, send_result(*t, v1)));
-      return;
-    }
-    st.waiters.emplace(t->id, send_waiter{rp, rpc_id, v1});
-    // Bounded: past max_wait_ms the sender gets the task as it is then.
-    self->delayed_send(self, std::chrono::milliseconds(st.gw->config.a2a.max_wait_ms), scan_atom::value, t->id);
+    // Stored before an agent sees it or the sender hears of it: no agent runs a task a crash
+    // then loses, and a task id a sender got is never lost. Until then it is "storing" (the
+    // sweep leaves it alone); the database gets it as queued.
+    t->delivery = "queued";
+    t->queued_ms = clock::unix_ms();
+    auto row = t->to_json();
+    t->delivery = "storing";
+    auto stored = [=](bool ok) mutable {
+      auto& s = self->state;
+      auto it = s.tasks.find(id_of_task);
+      if (it == s.tasks.end() || !ok) {
+        if (it != s.tasks.end() && before)
+          it->second = *before; // the reply is not taken: the task waits for input as it did
+        else if (it != s.tasks.end())
+          s.tasks.erase(it);
+        rp.deliver(std::int32_t{200}, rpc_error(rpc_id, -32603, "storage: the task could not be stored"), json_type);
+        return;
+      }
+      auto& task = it->second;
+      if (task.delivery == "storing") deliver(self, task);
+      if (stream) {
+        s.streams.emplace(task.id, stream_sub{who.request_id, rpc_id, v1});
+        if (!s.gw->streams.emit(who.request_id, "data: " + rpc_result(rpc_id, send_result(task, v1)) + "\n\n"))
+          s.streams.erase(task.id);
+        rp.deliver(std::int32_t{0}, std::string(), json_type);
+        return;
+      }
+      if (!blocking) {
+        rp.deliver(std::int32_t{200}, rpc_result(rpc_id, send_result(task, v1)), json_type);
+        return;
+      }
+      s.waiters.emplace(task.id, send_waiter{rp, rpc_id, v1});
+      // Bounded: past max_wait_ms the sender gets the task as it is then.
+      self->delayed_send(self, std::chrono::milliseconds(s.gw->config.a2a.max_wait_ms), scan_atom::value, task.id);
+    };
+    self->request(st.store, store_timeout, a2a_store_atom::value, std::string("task_put"), row)
+        .then(
+            [=](std::int32_t status, const std::string&) mutable {
+              if (status != 200) log::error("a2a task not saved", {{"task", id_of_task}, {"status", status}});
+              stored(status == 200);
+            },
+            [=](caf::error& err) mutable {
+              log::error("a2a task not saved", {{"task", id_of_task}, {"error", caf::to_string(err)}});
+              stored(false);
+            });
     return;
   }
   if (method == "tasks/get" || method == "tasks/cancel" || method == "tasks/resubscribe") {
@@ -1148,9 +1206,9 @@ void rpc(bus_actor* self, const caller& who, const std::string& name, const std:
         self->send(a->second.actor, retract_atom::value, t.id);
       set_state(t, "canceled");
       t.delivery = "done";
-      save_task(self, t);
-      notify(self, t, true);
-      answer(rpc_result(rpc_id, t.view_for(v1)));
+      save_then_answer(self, t, rp, 200, rpc_result(rpc_id, t.view_for(v1)),
+                       rpc_error(rpc_id, -32603, "storage: the task could not be stored"),
+                       [self, copy = t]() mutable { notify(self, copy, true); });
       return;
     }
     // Finished tasks are read from the database.
@@ -1260,8 +1318,7 @@ void agent_api(bus_actor* self, const caller& who, const std::string& method, co
       metrics::a2a_delivery_seconds().observe(static_cast<double>(now - t.created_ms) / 1000.0);
     }
     t.lease_until_ms = now + st.gw->config.a2a.lease_ms;
-    save_task(self, t);
-    rp.deliver(std::int32_t{200}, t.view(), json_type);
+    save_then_answer(self, t, rp, 200, t.view(), admin_error("storage_error", "the task could not be stored"));
     return;
   }
   if (action != "status") {
@@ -1310,10 +1367,10 @@ void agent_api(bus_actor* self, const caller& who, const std::string& method, co
   t.lease_until_ms = now + st.gw->config.a2a.lease_ms;
   if (terminal(t.state)) t.delivery = "done";
   if (t.state == "input-required") t.delivery = "waiting";
-  save_task(self, t);
   (void)changed;
-  notify(self, t, true, new_artifacts);
-  rp.deliver(std::int32_t{200}, t.view(), json_type);
+  // Senders hear of the report, and the agent gets its 200, once it is stored.
+  save_then_answer(self, t, rp, 200, t.view(), admin_error("storage_error", "the report could not be stored"),
+                   [self, copy = t, new_artifacts]() mutable { notify(self, copy, true, new_artifacts); });
   if (t.delivery == "done") st.tasks.erase(t_it);
 }
 
@@ -1478,8 +1535,14 @@ caf::behavior bus(bus_actor* self, gateway_state* gw, boost::asio::io_context* i
                         for (auto item : list)
                           if (auto t = task_rec::from(item)) {
                             auto& task = self->state.tasks[t->id] = std::move(*t);
-                            // Whatever was handed out before the restart is handed out again.
-                            if (task.delivery != "waiting" && task.delivery != "retry") deliver(self, task);
+                            // A task an agent holds keeps its lease: the agent may still be
+                            // working on it and report, and the scan hands it out again only
+                            // once the lease runs out (handing it out at once ran it twice).
+                            // Queued tasks are queued again; retries wait for their time.
+                            bool leased = (task.delivery == "delivered" || task.delivery == "acked") &&
+                                          task.lease_until_ms > 0;
+                            if (task.delivery != "waiting" && task.delivery != "retry" && !leased)
+                              deliver(self, task);
                             ++n;
                           }
                       self->state.loaded = true;

@@ -19,6 +19,8 @@ namespace lowart::actors {
 ///   closed -> open      failure rate over the window >= threshold with enough requests
 ///   open -> half-open   after open_ms (timer)
 ///   half-open -> closed a probe succeeded;  half-open -> open  a probe failed
+/// A probe that got no answer (the request's deadline, the client gone) is neither: it
+/// gives its place back (breaker_control::return_probe) and the next request probes.
 /// Every transition is logged and reflected in gateway_breaker_state{deployment}.
 ///
 /// In a fleet, `announce` tells the other replicas when this breaker opens or closes on

@@ -4,8 +4,10 @@
 //
 //   limits     RPM/TPM buckets and budgets of keys, teams and models live in Redis and
 //              are checked and taken by one server-side Lua script per request, so a
-//              limit of 100 RPM is 100 for the fleet. max_parallel stays per replica (a
-//              replica that dies would otherwise hold fleet-wide slots for ever).
+//              limit of 100 RPM is 100 for the fleet. Budgets count what is used plus
+//              what requests in flight reserved; a reservation ends when its request
+//              settles, or at its deadline when its replica died. max_parallel stays per
+//              replica (a replica that dies would otherwise hold fleet-wide slots for ever).
 //   broadcast  admin changes (keys, providers and models, prices, MCP) and breaker
 //              transitions go out on one pub/sub channel; every replica reloads.
 //   Redis down the configured policy: "open" keeps serving with each replica's own
@@ -81,15 +83,28 @@ public:
   /// "open" or "closed".
   virtual bool fail_open() const = 0;
 
-  /// Checks and takes one request (and `estimate` tokens) from every subject, all or
-  /// nothing. `done` runs on worker `worker`'s thread: `reached` false when Redis did
-  /// not answer in time (the policy then applies).
+  /// What one request reserves: its token estimate (from TPM buckets and token budgets)
+  /// and that estimate's cost (from cost budgets), held in Redis until the request
+  /// settles or, should its replica die, for `hold_ms` (its deadline and a margin).
+  struct estimate {
+    std::int64_t tokens = 0;
+    double cost = 0;
+    std::int64_t hold_ms = 0;
+  };
+  /// Checks and takes one request and the estimate from every subject, all or nothing.
+  /// `done` runs on worker `worker`'s thread: `reached` false when Redis did not answer
+  /// in time (the policy then applies). Returns the reservation's name for settle().
   using reserve_done = std::function<void(bool reached, const limit_decision& decision)>;
-  virtual void reserve(std::size_t worker, const std::vector<fleet_subject>& subjects, std::int64_t estimate,
-                       std::int64_t now_ms, reserve_done done) = 0;
-  /// Corrects the token bucket by what was really used and books the budgets.
-  virtual void settle(std::size_t worker, const std::vector<fleet_subject>& subjects, std::int64_t estimate,
-                      std::int64_t real_tokens, double cost, std::int64_t now_ms) = 0;
+  virtual std::string reserve(std::size_t worker, const std::vector<fleet_subject>& subjects, const estimate& e,
+                              std::int64_t now_ms, reserve_done done) = 0;
+  /// Ends the reservation: corrects the token bucket by what was really used and books
+  /// the budgets (batched per I/O thread; the reservation counts until the batch lands).
+  virtual void settle(std::size_t worker, const std::vector<fleet_subject>& subjects, const std::string& reservation,
+                      std::int64_t estimate, std::int64_t real_tokens, double cost, std::int64_t now_ms) = 0;
+  /// Drops a reservation whose answer never came (Redis timed out): it may have been
+  /// taken. Nothing is booked; the token bucket keeps what it may have lost.
+  virtual void release(std::size_t worker, const std::vector<fleet_subject>& subjects,
+                       const std::string& reservation) = 0;
   /// Books spend without a reservation (a finished background job); any thread.
   virtual void charge(const std::vector<fleet_subject>& subjects, std::int64_t tokens, double cost,
                       std::int64_t now_ms) = 0;

@@ -60,7 +60,7 @@ void rate_limiter::refill(bucket& b, double capacity, double per_ms, std::int64_
 }
 
 limit_decision rate_limiter::reserve(const std::vector<subject_ref>& subjects, std::int64_t estimate,
-                                     std::int64_t now_ms, ticket& out, bool parallel_only) {
+                                     std::int64_t now_ms, ticket& out, bool parallel_only, double estimate_cost) {
   limit_decision d;
   out = {};
   ticket::entry found[4];
@@ -110,7 +110,12 @@ limit_decision rate_limiter::reserve(const std::vector<subject_ref>& subjects, s
     }
     if (l.tpm && !parallel_only) {
       refill(st.tokens, static_cast<double>(l.tpm), static_cast<double>(l.tpm) / 60000.0, now_ms);
-      auto need = static_cast<double>(std::min(estimate, l.tpm));
+      if (estimate > l.tpm) { // more than a full minute's worth: it can never fit
+        d.requested_tokens = estimate;
+        refuse(i, "tpm", 60000);
+        break;
+      }
+      auto need = static_cast<double>(estimate);
       if (st.tokens.tokens < need) {
         refuse(i, "tpm", static_cast<std::int64_t>((need - st.tokens.tokens) * 60000.0 / static_cast<double>(l.tpm)));
         break;
@@ -121,14 +126,22 @@ limit_decision rate_limiter::reserve(const std::vector<subject_ref>& subjects, s
       break;
     }
     if ((l.budget_tokens || l.budget_cost > 0) && !parallel_only) {
+      // The estimate must fit beside what is used and what requests in flight reserved.
+      // Refused by the used part alone, it waits for the next period; by reservations,
+      // a second (they settle, usually for less).
       roll_period(st, l, now_ms);
       auto until_reset = st.period_end - now_ms;
-      if (l.budget_tokens && st.used_tokens >= l.budget_tokens) {
-        refuse(i, "budget_tokens", until_reset);
+      auto need = std::max<std::int64_t>(estimate, 1);
+      if (l.budget_tokens && st.used_tokens + st.reserved_tokens + need > l.budget_tokens) {
+        refuse(i, "budget_tokens", st.used_tokens + need > l.budget_tokens ? until_reset : 1000);
         break;
       }
-      if (l.budget_cost > 0 && st.used_cost >= l.budget_cost) {
-        refuse(i, "budget_cost", until_reset);
+      auto over = [&](double reserved) {
+        auto sum = st.used_cost + reserved;
+        return sum >= l.budget_cost || sum + estimate_cost > l.budget_cost;
+      };
+      if (l.budget_cost > 0 && over(st.reserved_cost)) {
+        refuse(i, "budget_cost", over(0) ? until_reset : 1000);
         break;
       }
     }
@@ -146,7 +159,7 @@ limit_decision rate_limiter::reserve(const std::vector<subject_ref>& subjects, s
     }
     if (l.tpm && (!d.limit_tokens || st.tokens.tokens < static_cast<double>(d.remaining_tokens))) {
       d.limit_tokens = l.tpm;
-      d.remaining_tokens = static_cast<std::int64_t>(st.tokens.tokens) - (d.allowed ? std::min(estimate, l.tpm) : 0);
+      d.remaining_tokens = static_cast<std::int64_t>(st.tokens.tokens) - (d.allowed ? estimate : 0);
       d.reset_tokens_ms = static_cast<std::int64_t>((static_cast<double>(l.tpm) - st.tokens.tokens) * 60000.0 /
                                                     static_cast<double>(l.tpm));
     }
@@ -156,12 +169,18 @@ limit_decision rate_limiter::reserve(const std::vector<subject_ref>& subjects, s
       auto& st = *found[i].st;
       const auto& l = *found[i].lim;
       if (l.rpm && !parallel_only) st.requests.tokens -= 1.0;
-      if (l.tpm && !parallel_only) st.tokens.tokens -= static_cast<double>(std::min(estimate, l.tpm));
+      if (l.tpm && !parallel_only) st.tokens.tokens -= static_cast<double>(estimate);
+      if ((l.budget_tokens || l.budget_cost > 0) && !parallel_only) {
+        st.reserved_tokens += estimate;
+        st.reserved_cost += estimate_cost;
+        ++st.reservations;
+      }
       ++st.inflight;
       out.entries[i] = found[i];
     }
     out.count = n;
     out.estimate = estimate;
+    out.estimate_cost = estimate_cost;
     out.active = true;
     out.parallel_only = parallel_only;
   }
@@ -183,8 +202,14 @@ void rate_limiter::settle(ticket& t, std::int64_t real_tokens, double cost, std:
     if (st.inflight > 0) --st.inflight;
     if (t.parallel_only) continue;
     if (l.tpm) // the estimate was taken: correct it by what was really used
-      st.tokens.tokens -= static_cast<double>(real_tokens - std::min(t.estimate, l.tpm));
+      st.tokens.tokens -= static_cast<double>(real_tokens - t.estimate);
     if (l.budget_tokens || l.budget_cost > 0) {
+      st.reserved_tokens -= t.estimate;
+      st.reserved_cost -= t.estimate_cost;
+      if (--st.reservations <= 0) { // none in flight: no rounding left behind either
+        st.reservations = st.reserved_tokens = 0;
+        st.reserved_cost = 0;
+      }
       roll_period(st, l, now_ms);
       st.used_tokens += real_tokens;
       st.used_cost += cost;

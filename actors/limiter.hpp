@@ -6,9 +6,12 @@
 //   tpm           tokens per minute     (token bucket; reserve an estimate, settle the truth)
 //   max_parallel  requests in flight
 //   budget_tokens / budget_cost per day or month (UTC calendar periods)
-// reserve() takes everything or nothing; settle() returns the concurrency slot and
-// corrects tokens and budgets with the real usage. State is sharded behind small
-// mutexes (one I/O thread per shard in practice, so uncontended).
+// reserve() takes everything or nothing: a request, its token estimate from the TPM
+// bucket, a concurrency slot, and its token and cost estimates from the budgets, which
+// count what is used plus what requests in flight reserved; an estimate that does not fit
+// is refused. settle() returns the slot and replaces the estimates by the real usage.
+// State is sharded behind small mutexes (one I/O thread per shard in practice, so
+// uncontended).
 
 #include <array>
 #include <cstdint>
@@ -36,6 +39,8 @@ struct limit_decision {
   std::string reason;  ///< rpm | tpm | parallel | budget_tokens | budget_cost
   std::string subject; ///< "key", "team" or "model"
   std::int64_t retry_after_s = 0;
+  /// reason "tpm": the request's own estimate is over the limit (it can never fit); 0 else.
+  std::int64_t requested_tokens = 0;
   // Tightest request and token limits among the subjects (0 = none).
   std::int64_t limit_requests = 0, remaining_requests = 0, reset_requests_ms = 0;
   std::int64_t limit_tokens = 0, remaining_tokens = 0, reset_tokens_ms = 0;
@@ -62,6 +67,10 @@ public:
     std::int64_t period_end = 0;
     std::int64_t used_tokens = 0;
     double used_cost = 0;
+    // What requests in flight reserved from the budgets (counted until they settle).
+    std::int64_t reserved_tokens = 0;
+    double reserved_cost = 0;
+    std::int64_t reservations = 0;
   };
   struct shard {
     std::mutex mutex;
@@ -79,6 +88,7 @@ public:
     std::array<entry, 4> entries{};
     std::size_t count = 0;
     std::int64_t estimate = 0;
+    double estimate_cost = 0;
     bool active = false;
     bool parallel_only = false;
   };
@@ -86,10 +96,11 @@ public:
   /// At most 4 subjects (key, team, model, and one spare). `now_ms` is wall-clock
   /// milliseconds (periods are calendar days/months in UTC).
   /// `parallel_only`: checks and takes max_parallel alone (a fleet keeps the rest in Redis).
+  /// `estimate_cost`: what the estimate would cost (reserved from budget_cost).
   limit_decision reserve(const std::vector<subject_ref>& subjects, std::int64_t estimate_tokens, std::int64_t now_ms,
-                         ticket& out, bool parallel_only = false);
+                         ticket& out, bool parallel_only = false, double estimate_cost = 0);
 
-  /// Returns the concurrency slots and books the real tokens and cost.
+  /// Returns the concurrency slots, releases the reservation and books the real tokens and cost.
   void settle(ticket& t, std::int64_t real_tokens, double cost, std::int64_t now_ms);
 
   /// Books spend that no reservation was taken for (a background job's cost when it

@@ -4,8 +4,10 @@
 #include "actors/admin_service.hpp"
 #include "actors/jobs_store.hpp"
 #include "actors/mcp_store.hpp"
+#include "actors/responses_store.hpp"
 #include "actors/messages.hpp"
 #include "actors/state.hpp"
+#include "core/clock.hpp"
 #include "core/json_text.hpp"
 #include "core/log.hpp"
 #include "core/metrics.hpp"
@@ -38,6 +40,14 @@ std::string redacted_url(const std::string& url) {
   auto colon = url.find(':', scheme + 3);
   if (colon == std::string::npos || colon > at) return url;
   return url.substr(0, colon) + ":***" + url.substr(at);
+}
+
+/// A usage record's source as one of the literals it is made of (records outlive the text
+/// they were read from).
+std::string_view usage_source_of(std::string_view text) {
+  for (std::string_view known : {"upstream", "counted", "estimated"})
+    if (text == known) return known;
+  return {};
 }
 
 /// Usage records the database did not take, one JSON line each, in a local file that
@@ -74,7 +84,8 @@ public:
           .num("cached_tokens", r.cached_tokens)
           .real("latency_ms", r.latency_ms)
           .real("cost", r.cost)
-          .num("price_version", r.price_version);
+          .num("price_version", r.price_version)
+          .str("usage_source", r.usage_source);
       text += w.done();
       text += '\n';
     }
@@ -143,6 +154,7 @@ public:
       r.latency_ms = real("latency_ms");
       r.cost = real("cost");
       r.price_version = integer("price_version");
+      r.usage_source = usage_source_of(text("usage_source"));
       out.push_back(std::move(r));
     }
     return out;
@@ -174,6 +186,8 @@ struct persistence_state {
   std::unique_ptr<mcp_store> mcp;
   std::unique_ptr<jobs_store> jobs;
   std::unique_ptr<a2a_store> a2a;
+  std::unique_ptr<responses_store> responses;
+  std::int64_t responses_swept_ms = 0; ///< when expired responses were last looked for
   metrics::counter records_ok = metrics::usage_records("ok");
   metrics::counter records_lost = metrics::usage_records("error");
   std::size_t dropped_seen = 0; ///< usage_queue::dropped() at the last flush
@@ -213,6 +227,7 @@ struct persistence_state {
     mcp->publish();
     jobs = std::make_unique<jobs_store>(*db, *gw);
     a2a = std::make_unique<a2a_store>(*db, gw->fleet ? gw->config.cluster.replica_id : std::string());
+    responses = std::make_unique<responses_store>(*db);
     if (db->dialect() == storage::dialect::postgres) {
       // Several replicas share this database: keys, catalog, prices and MCP changes reach
       // every one of them through it too, with or without Redis (without, limits and
@@ -227,7 +242,7 @@ struct persistence_state {
                                 {"journal_mode", db->journal_mode()}});
   }
 
-  /// Binds one record's 14 columns (request_id ... price_version) from parameter base + 1,
+  /// Binds one record's 15 columns (request_id ... usage_source) from parameter base + 1,
   /// without copying its text: `r` outlives the statement's step and reset.
   static storage::statement& bind_usage(storage::statement& st, int base, const usage_record& r) {
     return st.bind_view(base + 1, r.request_id)
@@ -243,7 +258,8 @@ struct persistence_state {
         .bind(base + 11, r.cached_tokens)
         .bind(base + 12, r.latency_ms)
         .bind(base + 13, r.cost)
-        .bind(base + 14, r.price_version);
+        .bind(base + 14, r.price_version)
+        .bind_view(base + 15, r.usage_source.empty() ? std::string_view("") : r.usage_source); // '', not NULL
   }
 
   /// Spooled records may be in the database already (the connection died during a COMMIT
@@ -253,8 +269,8 @@ struct persistence_state {
     db->transaction([&] {
       auto st =
           db->prepare("INSERT INTO usage_records(request_id, ts_ms, key_id, route, model, deployment, status, stream,"
-                      " prompt_tokens, completion_tokens, cached_tokens, latency_ms, cost, price_version)"
-                      " SELECT ?,?,?,?,?,?,?,?,?,?,?,?,?,?"
+                      " prompt_tokens, completion_tokens, cached_tokens, latency_ms, cost, price_version, usage_source)"
+                      " SELECT ?,?,?,?,?,?,?,?,?,?,?,?,?,?,?"
                       " WHERE NOT EXISTS (SELECT 1 FROM usage_records WHERE ts_ms = ?2 AND request_id = ?1)");
       for (const auto& r : rows) {
         bind_usage(st, 0, r);
@@ -270,17 +286,17 @@ struct persistence_state {
   /// round trip per 200 rows).
   void insert_usage(const std::vector<usage_record>& rows) {
     bool pg = db->dialect() == storage::dialect::postgres;
-    const std::size_t per_statement = pg ? 200 : 1; // 14 parameters each, well under both limits
+    const std::size_t per_statement = pg ? 200 : 1; // 15 parameters each, well under both limits
     db->transaction([&] {
       std::optional<storage::statement> single;
       for (std::size_t at = 0; at < rows.size(); at += per_statement) {
         auto n = std::min(per_statement, rows.size() - at);
         auto statement_for = [&](std::size_t count) {
           std::string sql = "INSERT INTO usage_records(request_id, ts_ms, key_id, route, model, deployment, status,"
-                            " stream, prompt_tokens, completion_tokens, cached_tokens, latency_ms, cost, price_version)"
-                            " VALUES ";
+                            " stream, prompt_tokens, completion_tokens, cached_tokens, latency_ms, cost, price_version,"
+                            " usage_source) VALUES ";
           for (std::size_t i = 0; i < count; ++i)
-            sql += i ? ",(?,?,?,?,?,?,?,?,?,?,?,?,?,?)" : "(?,?,?,?,?,?,?,?,?,?,?,?,?,?)";
+            sql += i ? ",(?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)" : "(?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)";
           return db->prepare(sql);
         };
         std::optional<storage::statement> multi;
@@ -289,7 +305,7 @@ struct persistence_state {
         auto& st = n == 1 ? *single : *multi;
         for (std::size_t i = 0; i < n; ++i) {
           const auto& r = rows[at + i];
-          int b = static_cast<int>(i) * 14;
+          int b = static_cast<int>(i) * 15;
           bind_usage(st, b, r);
         }
         st.step();
@@ -417,6 +433,20 @@ struct persistence_state {
     }
   }
 
+  /// Retention of stored responses: those older than [storage] responses_ttl_s go,
+  /// looked for every min(ttl, 60 s).
+  void expire_responses() {
+    auto ttl_ms = std::max<std::int64_t>(1, gw->config.storage.responses_ttl_s) * 1000;
+    auto now = clock::unix_ms();
+    if (!responses || now - responses_swept_ms < std::min<std::int64_t>(ttl_ms, 60'000)) return;
+    responses_swept_ms = now;
+    try {
+      responses->op("expire", std::to_string(now - ttl_ms), {});
+    } catch (const std::exception& e) {
+      log::error("deleting expired responses failed", {{"error", e.what()}});
+    }
+  }
+
   usage_spool spool;
   static constexpr const char* notify_channel = "lowart_changes";
   bool pg_notify = false; ///< PostgreSQL: changes also go by LISTEN/NOTIFY
@@ -452,6 +482,7 @@ caf::behavior persistence(persistence_actor* self, gateway_state* gw, bool own_t
         if (self->state.db) {
           self->state.flush_usage();
           self->state.take_notifications(self);
+          self->state.expire_responses();
         }
         self->delayed_send(self, std::chrono::milliseconds(gw->config.storage.usage_flush_ms), tick_atom::value);
       },
@@ -487,6 +518,18 @@ caf::behavior persistence(persistence_actor* self, gateway_state* gw, bool own_t
           return {static_cast<std::int32_t>(status), std::move(body)};
         } catch (const std::exception& e) {
           log::error("a2a storage operation failed", {{"op", op}, {"error", e.what()}});
+          return {std::int32_t{500}, std::string("{}")};
+        }
+      },
+      [=](responses_store_atom, const std::string& op, const std::string& a,
+          const std::string& b) -> caf::result<std::int32_t, std::string> {
+        auto& st = self->state;
+        if (!st.responses) return {std::int32_t{503}, std::string("{}")};
+        try {
+          auto [status, body] = st.responses->op(op, a, b);
+          return {static_cast<std::int32_t>(status), std::move(body)};
+        } catch (const std::exception& e) {
+          log::error("responses storage operation failed", {{"op", op}, {"error", e.what()}});
           return {std::int32_t{500}, std::string("{}")};
         }
       },

@@ -284,6 +284,11 @@ public:
     return true;
   }
   void allow_probes(int n) { probes_left_.store(n, std::memory_order_release); }
+  /// A probe that decided nothing (no answer: the request's deadline, the client gone)
+  /// gives its place back, while the breaker is still half-open.
+  void return_probe() {
+    if (mode() == breaker_mode::half_open) probes_left_.fetch_add(1, std::memory_order_acq_rel);
+  }
 
   /// Records one outcome in the bucket of second `now_s`.
   void record(std::int64_t now_s, bool failed) {
@@ -395,6 +400,10 @@ struct usage_record {
   double latency_ms = 0;
   double cost = 0;
   std::int64_t price_version = 0;
+  /// Where the token counts come from: "upstream" (its usage), "counted" (lowart's own
+  /// count, exact for the model's tokenizer), "estimated" (lowart's count, part of it an
+  /// estimate: tools, images, a tokenizer that is not public), "" (no tokens).
+  std::string_view usage_source;
 };
 
 /// Requests append, the persistence actor takes everything at each flush. A mutex
@@ -597,8 +606,10 @@ struct gateway_state {
   std::shared_ptr<const net::ui_bundle> ui;  ///< the web console's files (null: not built); set by main
   /// The one thread's io_context that MCP child processes use (owned by the runtime).
   boost::asio::io_context* mcp_io = nullptr;
-  /// Counts tokens when an upstream reports no usage (null when the ranks are missing).
+  /// Counts tokens when an upstream reports no usage (null when the ranks are missing):
+  /// o200k_base, and cl100k_base for the models tiktoken maps to it.
   std::shared_ptr<const bpe_tokenizer> tokenizer;
+  std::shared_ptr<const bpe_tokenizer> tokenizer_cl100k;
   rate_limiter limiter;
   std::atomic<bool> ready{false};     ///< storage open, snapshots published
   std::atomic<bool> draining{false};  ///< SIGTERM seen: refuse new work

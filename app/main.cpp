@@ -65,6 +65,7 @@ int serve(const std::string& config_path, const char* argv0) {
 
   try {
     state.tokenizer = lowart::bpe_tokenizer::load(tokenizer_dir(argv0), "o200k_base");
+    state.tokenizer_cl100k = lowart::bpe_tokenizer::load(tokenizer_dir(argv0), "cl100k_base");
   } catch (const std::exception& e) {
     lowart::log::warn("no tokenizer: responses without upstream usage are billed at an estimate",
                       {{"error", e.what()}});

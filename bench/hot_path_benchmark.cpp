@@ -8,6 +8,7 @@
 #include "core/secrets.hpp"
 #include "core/tokenizer.hpp"
 #include "net/sse.hpp"
+#include "net/usage_count.hpp"
 
 #include <benchmark/benchmark.h>
 #include <simdjson.h>
@@ -205,6 +206,78 @@ void bm_tokenize_unique_1kb(benchmark::State& state) {
   count_windows(state, *tok, corpus);
 }
 BENCHMARK(bm_tokenize_unique_1kb);
+
+/// The data of an OpenAI stream whose completion is about `kb` KiB of `flavour` text
+/// (0: English words, 1: CJK, 2: code), one word per event like vendors send it.
+std::vector<std::string> completion_events(std::size_t kb, int flavour, std::size_t& text_bytes) {
+  // (In JSON escapes: "\\n" is one character of the completion.)
+  const std::vector<std::vector<const char*>> words = {
+      {" the",  " capital", " of",      " France",      " is",  " Paris",   ".",      " It",
+       " sits", " on",      " Seine",   " river",       " and", " has",     " about", " 2",
+       ".",     "1",        " million", " inhabitants", ",",    " they're", " naïve"},
+      {"东京", "是", "日本", "的", "首都", "，", "人口", "约", "一千四百万", "。", "北京", "天气", "很好"},
+      {"for", " (",    "int",  " i", " =", " 0", ";",  " i", " <", " n", ";",    " ++", "i",
+       ")",   " {\\n", "    ", "x",  "->", "y",  " =", " *", "p",  "++", ";\\n", "}\\n"}};
+  std::vector<std::string> out;
+  std::uint64_t seed = 11;
+  text_bytes = 0;
+  while (text_bytes < kb * 1024) {
+    seed = seed * 6364136223846793005ull + 1442695040888963407ull;
+    const auto& pool = words[static_cast<std::size_t>(flavour)];
+    std::string w = pool[(seed >> 33) % pool.size()];
+    text_bytes += w.size();
+    out.push_back(
+        R"({"id":"chatcmpl-AXmock0000000000000000000001","object":"chat.completion.chunk","created":1732600000,"model":"gpt-4o-mini-2024-07-18","choices":[{"index":0,"delta":{"content":")" +
+        w + R"("},"logprobs":null,"finish_reason":null}]})");
+  }
+  return out;
+}
+
+/// Reports "us_per_KiB": CPU microseconds per KiB of completion text (printed as a plain
+/// number of microseconds).
+void per_kib(benchmark::State& state, std::size_t text_bytes) {
+  state.counters["us_per_KiB"] =
+      benchmark::Counter(static_cast<double>(text_bytes) / 1024.0 * 1e-6,
+                         benchmark::Counter::kIsIterationInvariantRate | benchmark::Counter::kInvert);
+}
+
+void bm_count_completion(benchmark::State& state) {
+  // lowart's own count of a stream whose upstream sent no usage: every event held as it
+  // is relayed, then read and counted once at the end (what finish_request pays on the
+  // I/O thread). Reported as microseconds per KiB of completion text.
+  auto tok = load_o200k(state);
+  if (!tok) return;
+  std::size_t text_bytes = 0;
+  auto events =
+      completion_events(static_cast<std::size_t>(state.range(0)), static_cast<int>(state.range(1)), text_bytes);
+  net::completion_text text;
+  for (auto _ : state) {
+    text.reset(net::protocol::openai);
+    for (const auto& e : events)
+      text.add_event(e, tok.get());
+    benchmark::DoNotOptimize(text.count(*tok).tokens);
+  }
+  per_kib(state, text_bytes);
+  state.counters["events"] = static_cast<double>(events.size());
+}
+// Args: KiB of completion, text kind (0 English, 1 CJK, 2 code).
+BENCHMARK(bm_count_completion)->Args({1, 0})->Args({4, 0})->Args({16, 0})->Args({128, 0})->Args({4, 1})->Args({4, 2});
+
+void bm_hold_completion(benchmark::State& state) {
+  // What a stream whose upstream does report usage pays for the chance that it will not:
+  // holding each relayed event's data (no parsing, no counting).
+  std::size_t text_bytes = 0;
+  auto events = completion_events(4, 0, text_bytes);
+  net::completion_text text;
+  for (auto _ : state) {
+    text.reset(net::protocol::openai);
+    for (const auto& e : events)
+      text.add_event(e, nullptr);
+    benchmark::DoNotOptimize(text.held());
+  }
+  per_kib(state, text_bytes);
+}
+BENCHMARK(bm_hold_completion);
 
 void bm_metrics_per_request(benchmark::State& state) {
   // What session::record and proxy settle spend on Prometheus per request.

@@ -115,6 +115,7 @@ load_result from_table(const toml::table& root) {
     r.get(*s, "storage", "usage_flush_ms", cfg.storage.usage_flush_ms);
     r.get(*s, "storage", "url", cfg.storage.url);
     r.get(*s, "storage", "spool_path", cfg.storage.spool_path);
+    r.get(*s, "storage", "responses_ttl_s", cfg.storage.responses_ttl_s);
   }
   if (auto* s = root["cluster"].as_table()) {
     r.get(*s, "cluster", "redis_url", cfg.cluster.redis_url);
@@ -123,6 +124,7 @@ load_result from_table(const toml::table& root) {
     r.get(*s, "cluster", "replica_id", cfg.cluster.replica_id);
     r.get(*s, "cluster", "prefix", cfg.cluster.prefix);
   }
+  if (auto* s = root["limits"].as_table()) r.get(*s, "limits", "default_max_tokens", cfg.limits.default_max_tokens);
   if (auto* arr = root["providers"].as_array()) {
     for (std::size_t i = 0; i < arr->size(); ++i) {
       auto where = "providers[" + std::to_string(i) + "]";
@@ -140,6 +142,7 @@ load_result from_table(const toml::table& root) {
       r.get(*t, where, "ca_file", p.ca_file);
       r.get(*t, where, "verify_tls", p.verify_tls);
       r.get(*t, where, "include_usage", p.include_usage);
+      r.get(*t, where, "responses", p.responses);
       r.get(*t, where, "connect_timeout_ms", p.connect_timeout_ms);
       r.get(*t, where, "first_byte_timeout_ms", p.first_byte_timeout_ms);
       r.get(*t, where, "idle_timeout_ms", p.idle_timeout_ms);

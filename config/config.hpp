@@ -46,6 +46,9 @@ struct storage_config {
   /// Usage records the database did not take (it is down) wait here, one JSON line
   /// each, and are written when it answers again ("" = beside sqlite_path).
   std::string spool_path;
+  /// Stored responses (POST /v1/responses with store) are deleted this long after they
+  /// were made; the persistence actor looks for them every min(ttl, 60 s).
+  int responses_ttl_s = 30 * 86'400;
 };
 
 /// Several replicas: shared limits, breakers and change broadcasts through Redis.
@@ -59,6 +62,14 @@ struct cluster_config {
   std::string prefix = "lowart"; ///< Redis key prefix (several fleets on one Redis)
 };
 
+/// What a request is assumed to use before it runs: reserved from TPM limits and budgets
+/// at admission, settled to the real usage when it ends.
+struct limits_config {
+  /// Completion tokens assumed for a chat or messages request that states no max_tokens
+  /// (nor max_completion_tokens); 0 reserves the prompt alone.
+  std::int64_t default_max_tokens = 1024;
+};
+
 struct provider_config {
   std::string name;
   std::string kind = "openai"; ///< openai | anthropic | comfyui
@@ -68,6 +79,7 @@ struct provider_config {
   std::string ca_file;         ///< extra trust anchors for TLS upstreams
   bool verify_tls = true;
   bool include_usage = true; ///< upstream understands stream_options.include_usage
+  bool responses = false;    ///< kind openai: the upstream serves /responses (the Responses API is passed through)
   int connect_timeout_ms = 5'000;
   int first_byte_timeout_ms = 120'000; ///< request sent -> response head
   int idle_timeout_ms = 120'000;       ///< between two reads of a streamed body
@@ -206,6 +218,7 @@ struct gateway_config {
   std::vector<model_config> models;
   breaker_config breaker;
   cluster_config cluster;
+  limits_config limits;
   scripts_config scripts;
   jobs_config jobs;
   a2a_config a2a;

@@ -25,23 +25,30 @@ using net::redis_connection;
 using net::redis_reply;
 
 // Per subject one hash: r/rt request bucket and its time, t/tt token bucket and its
-// time, ps the budget period's start, ut/uc tokens and cost used in it. Times are the
-// Redis server's clock (TIME), so replicas with skewed clocks still share one bucket.
-// ARGV: estimate, then per subject: rpm, tpm, budget_tokens, budget_cost, period start,
-// period end (ms). Returns {allowed, reason, subject index, wait ms, limit_requests,
-// remaining_requests, reset_requests_ms, limit_tokens, remaining_tokens, reset_tokens_ms}.
+// time, ps the budget period's start, ut/uc tokens and cost used in it, qt/qc tokens and
+// cost reserved by requests in flight; and one sorted set of those reservations (member
+// "<id>|<tokens>|<cost>", score its expiry). Times are the Redis server's clock (TIME),
+// so replicas with skewed clocks still share one bucket and one expiry.
+// KEYS, 2 per subject: its hash, its reservations. ARGV: estimate tokens, estimate cost,
+// the reservation member, how long it is held (ms), then per subject: rpm, tpm,
+// budget_tokens, budget_cost, period start, period end (ms). Returns {allowed, reason,
+// subject index, wait ms, limit_requests, remaining_requests, reset_requests_ms,
+// limit_tokens, remaining_tokens, reset_tokens_ms, requested tokens (an estimate over
+// the TPM limit itself)}.
 constexpr const char* reserve_lua = R"lua(
 local t = redis.call('TIME')
 local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
-local est = tonumber(ARGV[1])
+local est, ecost, member, hold = tonumber(ARGV[1]), tonumber(ARGV[2]), ARGV[3], tonumber(ARGV[4])
+local n = #KEYS / 2
 local st = {}
 local deny = nil
-for i = 1, #KEYS do
-  local b = 2 + (i - 1) * 6
+for i = 1, n do
+  local hk, zk = KEYS[2 * i - 1], KEYS[2 * i]
+  local b = 5 + (i - 1) * 6
   local rpm, tpm = tonumber(ARGV[b]), tonumber(ARGV[b + 1])
   local btok, bcost = tonumber(ARGV[b + 2]), tonumber(ARGV[b + 3])
   local ps, pe = ARGV[b + 4], tonumber(ARGV[b + 5])
-  local h = redis.call('HMGET', KEYS[i], 'r', 'rt', 't', 'tt', 'ps', 'ut', 'uc')
+  local h = redis.call('HMGET', hk, 'r', 'rt', 't', 'tt', 'ps', 'ut', 'uc', 'qt', 'qc')
   local s = {}
   if rpm > 0 then
     local r, rt = tonumber(h[1]), tonumber(h[2])
@@ -53,20 +60,46 @@ for i = 1, #KEYS do
     local k, kt = tonumber(h[3]), tonumber(h[4])
     if k == nil or kt == nil then k = tpm else k = math.min(tpm, k + math.max(0, now - kt) * tpm / 60000) end
     s.t = k
-    local need = math.min(est, tpm)
-    if k < need and not deny then deny = {i, 'tpm', math.ceil((need - k) * 60000 / tpm)} end
+    if est > tpm and not deny then deny = {i, 'tpm', 60000, est} end
+    if k < est and not deny then deny = {i, 'tpm', math.ceil((est - k) * 60000 / tpm)} end
   end
   if btok > 0 or bcost > 0 then
+    s.budget = true
     local ut, uc = tonumber(h[6]) or 0, tonumber(h[7]) or 0
+    local qt, qc = tonumber(h[8]) or 0, tonumber(h[9]) or 0
+    -- Reservations never settled (their replica died) end with their deadline.
+    local gone = redis.call('ZRANGEBYSCORE', zk, '-inf', now)
+    if #gone > 0 then
+      redis.call('ZREMRANGEBYSCORE', zk, '-inf', now)
+      if redis.call('ZCARD', zk) == 0 then
+        qt = 0; qc = 0
+        redis.call('HSET', hk, 'qt', 0, 'qc', 0)
+      else
+        local dt, dc = 0, 0
+        for _, m in ipairs(gone) do
+          local a, c = string.match(m, '|([^|]*)|([^|]*)$')
+          dt = dt + (tonumber(a) or 0); dc = dc + (tonumber(c) or 0)
+        end
+        qt = tonumber(redis.call('HINCRBY', hk, 'qt', -dt))
+        qc = tonumber(redis.call('HINCRBYFLOAT', hk, 'qc', -dc))
+      end
+    end
     if h[5] ~= ps then ut = 0; uc = 0; s.reset = true end
-    if btok > 0 and ut >= btok and not deny then deny = {i, 'budget_tokens', pe - now} end
-    if bcost > 0 and uc >= bcost and not deny then deny = {i, 'budget_cost', pe - now} end
+    -- The estimate must fit beside what is used and what is reserved. Refused by the
+    -- used part alone, it waits for the next period; by reservations, a second.
+    local need = math.max(est, 1)
+    if btok > 0 and not deny and ut + qt + need > btok then
+      deny = {i, 'budget_tokens', (ut + need > btok) and (pe - now) or 1000}
+    end
+    if bcost > 0 and not deny and (uc + qc >= bcost or uc + qc + ecost > bcost) then
+      deny = {i, 'budget_cost', (uc >= bcost or uc + ecost > bcost) and (pe - now) or 1000}
+    end
   end
   st[i] = s
 end
 local lr, rr, rsr, lt, rtk, rst = 0, 0, 0, 0, 0, 0
-for i = 1, #KEYS do
-  local b = 2 + (i - 1) * 6
+for i = 1, n do
+  local b = 5 + (i - 1) * 6
   local rpm, tpm = tonumber(ARGV[b]), tonumber(ARGV[b + 1])
   local s = st[i]
   local take = deny and 0 or 1
@@ -74,51 +107,78 @@ for i = 1, #KEYS do
     lr = rpm; rr = math.floor(s.r) - take; rsr = math.floor((rpm - s.r + take) * 60000 / rpm)
   end
   if s.t then
-    local need = deny and 0 or math.min(est, tpm)
+    local need = deny and 0 or est
     if lt == 0 or s.t - need < rtk then
       lt = tpm; rtk = math.floor(s.t - need); rst = math.floor((tpm - s.t) * 60000 / tpm)
     end
   end
 end
 if deny then
-  return {0, deny[2], deny[1], math.floor(deny[3]), lr, math.max(0, rr), rsr, lt, math.max(0, rtk), rst}
+  return {0, deny[2], deny[1], math.floor(deny[3]), lr, math.max(0, rr), rsr, lt, math.max(0, rtk), rst, deny[4] or 0}
 end
-for i = 1, #KEYS do
-  local b = 2 + (i - 1) * 6
-  local tpm = tonumber(ARGV[b + 1])
+for i = 1, n do
+  local hk, zk = KEYS[2 * i - 1], KEYS[2 * i]
+  local b = 5 + (i - 1) * 6
   local ps, pe = ARGV[b + 4], tonumber(ARGV[b + 5])
   local s = st[i]
   local f = {}
   if s.r then f[#f + 1] = 'r'; f[#f + 1] = tostring(s.r - 1); f[#f + 1] = 'rt'; f[#f + 1] = now end
-  if s.t then f[#f + 1] = 't'; f[#f + 1] = tostring(s.t - math.min(est, tpm)); f[#f + 1] = 'tt'; f[#f + 1] = now end
+  if s.t then f[#f + 1] = 't'; f[#f + 1] = tostring(s.t - est); f[#f + 1] = 'tt'; f[#f + 1] = now end
   if s.reset then f[#f + 1] = 'ps'; f[#f + 1] = ps; f[#f + 1] = 'ut'; f[#f + 1] = 0; f[#f + 1] = 'uc'; f[#f + 1] = 0 end
-  if #f > 0 then redis.call('HSET', KEYS[i], unpack(f)) end
+  if #f > 0 then redis.call('HSET', hk, unpack(f)) end
   local ttl = 120000
   if pe > 0 then ttl = math.max(ttl, pe - now + 86400000) end
-  redis.call('PEXPIRE', KEYS[i], ttl)
+  if s.budget then
+    redis.call('HINCRBY', hk, 'qt', est)
+    if ecost ~= 0 then redis.call('HINCRBYFLOAT', hk, 'qc', ARGV[2]) end
+    redis.call('ZADD', zk, now + hold, member)
+    redis.call('PEXPIRE', zk, math.max(ttl, hold + 60000))
+  end
+  redis.call('PEXPIRE', hk, ttl)
 end
-return {1, '', 0, 0, lr, math.max(0, rr), rsr, lt, math.max(0, rtk), rst}
+return {1, '', 0, 0, lr, math.max(0, rr), rsr, lt, math.max(0, rtk), rst, 0}
 )lua";
 
 // Per subject, what this replica's finished requests of the last few milliseconds add
-// up to. ARGV, 7 per subject: tokens back to the bucket (the estimates taken minus the
-// tokens really used; negative when more was used), has tpm (0/1), has budget (0/1),
-// period start, period end, tokens used, cost.
+// up to. KEYS as for reserve_lua; ARGV per subject: tokens back to the bucket (the
+// estimates taken minus the tokens really used; negative when more was used), has tpm
+// (0/1), has budget (0/1), period start, period end, tokens used, cost, the number of
+// reservations ended, then their members. A reservation already expired (and so already
+// no longer counted) is just not found.
 constexpr const char* settle_lua = R"lua(
-for i = 1, #KEYS do
-  local b = 1 + (i - 1) * 7
+local b = 1
+for i = 1, #KEYS / 2 do
+  local hk, zk = KEYS[2 * i - 1], KEYS[2 * i]
   local back, tpm, budget = tonumber(ARGV[b]), ARGV[b + 1], ARGV[b + 2]
   local ps, pe, used, cost = ARGV[b + 3], tonumber(ARGV[b + 4]), tonumber(ARGV[b + 5]), tonumber(ARGV[b + 6])
-  if tpm == '1' and back ~= 0 and redis.call('HEXISTS', KEYS[i], 't') == 1 then
-    redis.call('HINCRBYFLOAT', KEYS[i], 't', back)
+  local ended = tonumber(ARGV[b + 7])
+  if tpm == '1' and back ~= 0 and redis.call('HEXISTS', hk, 't') == 1 then
+    redis.call('HINCRBYFLOAT', hk, 't', back)
   end
   if budget == '1' then
-    if redis.call('HGET', KEYS[i], 'ps') ~= ps then redis.call('HSET', KEYS[i], 'ps', ps, 'ut', 0, 'uc', 0) end
-    redis.call('HINCRBY', KEYS[i], 'ut', used)
-    redis.call('HINCRBYFLOAT', KEYS[i], 'uc', cost)
+    if redis.call('HGET', hk, 'ps') ~= ps then redis.call('HSET', hk, 'ps', ps, 'ut', 0, 'uc', 0) end
+    redis.call('HINCRBY', hk, 'ut', used)
+    redis.call('HINCRBYFLOAT', hk, 'uc', cost)
+    if ended > 0 then
+      local dt, dc = 0, 0
+      for j = 1, ended do
+        local m = ARGV[b + 7 + j]
+        if redis.call('ZREM', zk, m) == 1 then
+          local a, c = string.match(m, '|([^|]*)|([^|]*)$')
+          dt = dt + (tonumber(a) or 0); dc = dc + (tonumber(c) or 0)
+        end
+      end
+      if redis.call('ZCARD', zk) == 0 then
+        redis.call('HSET', hk, 'qt', 0, 'qc', 0) -- none in flight: no rounding left behind
+      else
+        if dt ~= 0 then redis.call('HINCRBY', hk, 'qt', -dt) end
+        if dc ~= 0 then redis.call('HINCRBYFLOAT', hk, 'qc', -dc) end
+      end
+    end
     local t = redis.call('TIME')
-    redis.call('PEXPIRE', KEYS[i], math.max(120000, pe - tonumber(t[1]) * 1000 + 86400000))
+    redis.call('PEXPIRE', hk, math.max(120000, pe - tonumber(t[1]) * 1000 + 86400000))
   end
+  b = b + 8 + ended
 end
 return 1
 )lua";
@@ -265,16 +325,25 @@ public:
   }
   bool fail_open() const override { return open_; }
 
-  void reserve(std::size_t worker, const std::vector<fleet_subject>& subjects, std::int64_t estimate,
-               std::int64_t now_ms, reserve_done done) override {
+  std::string reserve(std::size_t worker, const std::vector<fleet_subject>& subjects, const estimate& e,
+                      std::int64_t now_ms, reserve_done done) override {
+    // The member names the reservation and carries its amounts, so that whoever ends it
+    // (its settle, or the expiry in a later script call) takes back exactly those.
+    auto member = reservation_prefix_ + std::to_string(next_reservation_.fetch_add(1, std::memory_order_relaxed)) +
+                  '|' + std::to_string(e.tokens) + '|' + num(e.cost);
     std::vector<std::string> args;
-    args.reserve(4 + subjects.size() * 7);
+    args.reserve(7 + subjects.size() * 8);
     args.emplace_back("EVALSHA");
     args.push_back(reserve_sha());
-    args.push_back(std::to_string(subjects.size()));
-    for (const auto& s : subjects)
+    args.push_back(std::to_string(subjects.size() * 2));
+    for (const auto& s : subjects) {
       args.push_back(key_of(s.id));
-    args.push_back(std::to_string(estimate));
+      args.push_back(held_of(s.id));
+    }
+    args.push_back(std::to_string(e.tokens));
+    args.push_back(num(e.cost));
+    args.push_back(member);
+    args.push_back(std::to_string(std::max<std::int64_t>(1, e.hold_ms)));
     for (const auto& s : subjects) {
       bool budget = s.lim.budget_tokens || s.lim.budget_cost > 0;
       args.push_back(std::to_string(s.lim.rpm));
@@ -286,7 +355,7 @@ public:
     }
     workers_[worker]->conn->send(args, [done = std::move(done), subjects](const redis_reply* r) {
       limit_decision d;
-      if (!r || r->type != redis_reply::array || r->items.size() < 10) {
+      if (!r || r->type != redis_reply::array || r->items.size() < 11) {
         if (r && r->type == redis_reply::error) log::error("redis limit script failed", {{"error", r->text}});
         done(false, d);
         return;
@@ -298,6 +367,7 @@ public:
         auto i = static_cast<std::size_t>(std::max<long long>(1, v[2].number) - 1);
         if (i < subjects.size()) d.subject = subjects[i].id.substr(0, subjects[i].id.find(':'));
         d.retry_after_s = std::max<std::int64_t>(1, (v[3].number + 999) / 1000);
+        d.requested_tokens = v[10].number;
       }
       d.limit_requests = v[4].number;
       d.remaining_requests = v[5].number;
@@ -307,6 +377,7 @@ public:
       d.reset_tokens_ms = v[9].number;
       done(true, d);
     });
+    return member;
   }
 
   /// One subject's share of settles not yet sent to Redis.
@@ -317,17 +388,20 @@ public:
     std::int64_t period_start = 0, period_end = 0;
     std::int64_t used = 0;
     double cost = 0;
+    std::vector<std::string> ended; ///< reservations these settles end
   };
-  using settle_batch = std::map<std::string, settle_delta>; ///< by Redis key
+  using settle_batch = std::map<std::string, settle_delta>; ///< by subject id
 
-  static void add(settle_batch& batch, const std::string& key, const limits& lim, std::int64_t estimate,
-                  std::int64_t real, double cost, std::int64_t now_ms, bool tokens) {
+  /// `reservation`: the member reserve() named ("" for a charge without one); `tokens`
+  /// false: no estimate was taken from the token bucket.
+  static void add(settle_batch& batch, const std::string& subject, const limits& lim, const std::string& reservation,
+                  std::int64_t estimate, std::int64_t real, double cost, std::int64_t now_ms, bool tokens) {
     bool budget = lim.budget_tokens || lim.budget_cost > 0;
     if (!(tokens && lim.tpm) && !budget) return;
-    auto& d = batch[key];
+    auto& d = batch[subject];
     if (tokens && lim.tpm) {
       d.tpm = true;
-      d.back += std::min(estimate, lim.tpm) - real;
+      d.back += estimate - real;
     }
     if (budget) {
       d.budget = true;
@@ -335,13 +409,16 @@ public:
       d.period_end = rate_limiter::period_end(lim.budget_period, now_ms);
       d.used += real;
       d.cost += cost;
+      if (!reservation.empty()) d.ended.push_back(reservation);
     }
   }
 
   std::vector<std::string> settle_args(const settle_batch& batch) const {
-    std::vector<std::string> args{"EVALSHA", settle_sha(), std::to_string(batch.size())};
-    for (const auto& [key, _] : batch)
-      args.push_back(key);
+    std::vector<std::string> args{"EVALSHA", settle_sha(), std::to_string(batch.size() * 2)};
+    for (const auto& [subject, _] : batch) {
+      args.push_back(key_of(subject));
+      args.push_back(held_of(subject));
+    }
     for (const auto& [_, d] : batch) {
       args.push_back(std::to_string(d.back));
       args.push_back(d.tpm ? "1" : "0");
@@ -350,18 +427,32 @@ public:
       args.push_back(std::to_string(d.period_end));
       args.push_back(std::to_string(d.used));
       args.push_back(num(d.cost));
+      args.push_back(std::to_string(d.ended.size()));
+      args.insert(args.end(), d.ended.begin(), d.ended.end());
     }
     return args;
   }
 
-  void settle(std::size_t worker, const std::vector<fleet_subject>& subjects, std::int64_t estimate,
-              std::int64_t real_tokens, double cost, std::int64_t now_ms) override {
+  void settle(std::size_t worker, const std::vector<fleet_subject>& subjects, const std::string& reservation,
+              std::int64_t estimate, std::int64_t real_tokens, double cost, std::int64_t now_ms) override {
     // Settles are batched per I/O thread for settle_ms: one script call for many requests
-    // instead of one each (the budgets in Redis lag by at most that; the database has every
-    // record at once).
+    // instead of one each. The cap does not move meanwhile: the reservation (usually
+    // larger than what was used) counts until the batch ends it; the database has every
+    // record at once.
     auto& w = *workers_[worker];
     for (const auto& s : subjects)
-      add(w.pending, key_of(s.id), s.lim, estimate, real_tokens, cost, now_ms, true);
+      add(w.pending, s.id, s.lim, reservation, estimate, real_tokens, cost, now_ms, true);
+    arm_settles(workers_[worker], settle_interval);
+  }
+
+  void release(std::size_t worker, const std::vector<fleet_subject>& subjects,
+               const std::string& reservation) override {
+    auto& w = *workers_[worker];
+    auto now_ms = std::chrono::duration_cast<std::chrono::milliseconds>(
+                      std::chrono::system_clock::now().time_since_epoch())
+                      .count();
+    for (const auto& s : subjects)
+      add(w.pending, s.id, s.lim, reservation, 0, 0, 0, now_ms, false);
     arm_settles(workers_[worker], settle_interval);
   }
 
@@ -397,6 +488,7 @@ public:
     into.back += d.back;
     into.tpm = into.tpm || d.tpm;
     into.budget = into.budget || d.budget;
+    into.ended.insert(into.ended.end(), d.ended.begin(), d.ended.end());
     if (d.period_start >= into.period_start) {
       if (d.period_start > into.period_start) into.used = 0, into.cost = 0; // a new period
       into.period_start = d.period_start;
@@ -411,7 +503,7 @@ public:
     if (!background_io_) return;
     settle_batch batch;
     for (const auto& s : subjects)
-      add(batch, key_of(s.id), s.lim, 0, tokens, cost, now_ms, false);
+      add(batch, s.id, s.lim, {}, 0, tokens, cost, now_ms, false);
     if (batch.empty()) return;
     auto args = settle_args(batch);
     asio::post(*background_io_, [self = shared_from_this(), args = std::move(args)] {
@@ -546,6 +638,8 @@ private:
   }
 
   std::string key_of(const std::string& subject) const { return prefix_ + ":lim:" + subject; }
+  /// The subject's reservations in flight (a sorted set by expiry).
+  std::string held_of(const std::string& subject) const { return prefix_ + ":held:" + subject; }
   std::string breakers_key() const { return prefix_ + ":breakers"; }
 
   void deliver(const std::string& message) {
@@ -588,6 +682,15 @@ private:
   std::string settle_sha_ = sha1_hex(settle_lua);
   std::string seed_sha_ = sha1_hex(seed_lua);
   std::string replica_;
+  /// Reservation names: the replica and its start (a restarted replica never reuses a
+  /// name its previous run may have left in Redis), then a counter.
+  std::string reservation_prefix_ =
+      replica_ + ':' +
+      std::to_string(
+          std::chrono::duration_cast<std::chrono::milliseconds>(std::chrono::system_clock::now().time_since_epoch())
+              .count()) +
+      ':';
+  std::atomic<std::uint64_t> next_reservation_{0};
   std::string prefix_;
   std::string channel_;
   bool open_;

@@ -3,8 +3,10 @@
 #include "core/clock.hpp"
 #include "core/json_text.hpp"
 #include "core/log.hpp"
+#include "net/responses.hpp"
 #include "net/sse.hpp"
 #include "net/translate.hpp"
+#include "net/usage_count.hpp"
 #include "net/validate.hpp"
 #include "net/worker.hpp"
 #include "net/write_now.hpp"
@@ -143,73 +145,15 @@ void append_chunk_size(std::string& out, std::size_t n) {
   out.append(buf + i, sizeof buf - static_cast<std::size_t>(i));
 }
 
-/// Counts the text of a request body in the client's protocol the way tiktoken counts
-/// chat prompts: each message costs its content plus 3 tokens of framing (4 with a name),
-/// and 3 more prime the answer. For Anthropic bodies the system prompt counts as one
-/// message and tool blocks count by their JSON text (Anthropic's own tokenizer is not
-/// public, so this is an estimate there).
-std::int64_t count_prompt(const bpe_tokenizer& tok, proxy_kind kind, simdjson::dom::element doc) {
-  auto n = [&](std::string_view text) { return static_cast<std::int64_t>(tok.count(text)); };
-  std::int64_t prompt = 0;
-  if (kind == proxy_kind::embeddings) {
-    std::string_view text;
-    simdjson::dom::array inputs;
-    if (doc["input"].get_string().get(text) == simdjson::SUCCESS)
-      prompt = n(text);
-    else if (doc["input"].get_array().get(inputs) == simdjson::SUCCESS)
-      for (auto in : inputs)
-        if (in.get_string().get(text) == simdjson::SUCCESS) prompt += n(text);
-    return prompt;
-  }
-  // Text of a content value: a string, or an array of parts/blocks.
-  auto content = [&](simdjson::dom::element c) {
-    std::string_view text;
-    if (c.get_string().get(text) == simdjson::SUCCESS) return n(text);
-    std::int64_t sum = 0;
-    simdjson::dom::array parts;
-    if (c.get_array().get(parts) != simdjson::SUCCESS) return sum;
-    for (auto part : parts) {
-      simdjson::dom::element inner;
-      if (part["text"].get_string().get(text) == simdjson::SUCCESS)
-        sum += n(text);
-      else if (part["input"].get(inner) == simdjson::SUCCESS)
-        sum += n(simdjson::minify(inner));
-      else if (part["content"].get(inner) == simdjson::SUCCESS) {
-        // A tool_result block: its content is a string or text blocks.
-        simdjson::dom::array blocks;
-        if (inner.get_string().get(text) == simdjson::SUCCESS)
-          sum += n(text);
-        else if (inner.get_array().get(blocks) == simdjson::SUCCESS)
-          for (auto b : blocks)
-            if (b["text"].get_string().get(text) == simdjson::SUCCESS) sum += n(text);
-      }
-    }
-    return sum;
-  };
-  simdjson::dom::element system;
-  if (kind == proxy_kind::messages && doc["system"].get(system) == simdjson::SUCCESS) prompt += 3 + content(system);
-  simdjson::dom::array messages;
-  if (doc["messages"].get_array().get(messages) != simdjson::SUCCESS) return prompt;
-  for (auto m : messages) {
-    prompt += 3;
-    std::string_view text;
-    if (m["role"].get_string().get(text) == simdjson::SUCCESS) prompt += n(text);
-    if (m["name"].get_string().get(text) == simdjson::SUCCESS) prompt += 1 + n(text);
-    simdjson::dom::element c;
-    if (m["content"].get(c) == simdjson::SUCCESS) prompt += content(c);
-    simdjson::dom::array calls;
-    if (m["tool_calls"].get_array().get(calls) == simdjson::SUCCESS)
-      for (auto call : calls) {
-        if (call["function"]["name"].get_string().get(text) == simdjson::SUCCESS) prompt += n(text);
-        if (call["function"]["arguments"].get_string().get(text) == simdjson::SUCCESS) prompt += n(text);
-      }
-  }
-  return prompt + 3;
-}
-
-std::int64_t count_prompt(const bpe_tokenizer& tok, proxy_kind kind, std::string_view body) {
+/// The prompt of a body in `proto`'s shape (see count_prompt in net/usage_count.hpp).
+own_count count_prompt(const bpe_tokenizer& tok, protocol proto, proxy_kind kind, std::string_view body,
+                       std::string_view encoding) {
   simdjson::dom::element doc;
-  return parse_reused(body, doc) == simdjson::SUCCESS ? count_prompt(tok, kind, doc) : 0;
+  if (parse_reused(body, doc) != simdjson::SUCCESS) return {};
+  auto shape = kind == proxy_kind::embeddings ? prompt_shape::embeddings
+               : proto == protocol::anthropic ? prompt_shape::anthropic_messages
+                                              : prompt_shape::openai_chat;
+  return count_prompt(tok, shape, doc, encoding);
 }
 
 protocol protocol_of(const deployment& dep) {
@@ -265,8 +209,9 @@ enum class failure_class { connect_error, timeout, status_5xx, status_429, mid_s
 
 class proxy_call : public std::enable_shared_from_this<proxy_call> {
 public:
-  proxy_call(session_ptr client, request_context&& ctx, proxy_kind kind, std::string&& body)
-      : client_(std::move(client)), ctx_(std::move(ctx)), kind_(kind),
+  proxy_call(session_ptr client, request_context&& ctx, proxy_kind kind, std::string&& body,
+             std::shared_ptr<responses::exchange> responses)
+      : client_(std::move(client)), ctx_(std::move(ctx)), kind_(kind), responses_(std::move(responses)),
         client_proto_(kind == proxy_kind::messages ? protocol::anthropic : protocol::openai), body_(std::move(body)),
         retry_timer_(client_->worker().ioc) {}
 
@@ -278,6 +223,15 @@ private:
   bool check_request(simdjson::dom::object& obj);
   /// Everything checked and reserved: pick a deployment and go.
   void admitted();
+  /// The request's deadline, all attempts included (ms from its start).
+  std::int64_t total_ms() const {
+    return route_->timeout_ms ? route_->timeout_ms : candidates_.front()->settings->total_timeout_ms;
+  }
+  /// How long past its deadline a fleet reservation outlives a replica that died holding it.
+  static constexpr std::int64_t reservation_margin_ms = 2000;
+  /// What `prompt` and `completion` tokens of the requested model would cost at most
+  /// (the dearest of its base and tier prices, cached input at the input price).
+  double estimated_cost(std::int64_t prompt, std::int64_t completion) const;
   /// Fleet mode: asks Redis (true: the answer comes later through fleet_answer).
   bool ask_fleet(const std::vector<rate_limiter::subject_ref>& subjects, std::int64_t estimate);
   void fleet_answer(bool reached, const limit_decision& d);
@@ -322,14 +276,30 @@ private:
   std::string gateway_headers() const;
   std::string ratelimit_headers() const;
   void count_usage();
-  /// lowart's own count of the client's prompt, computed at most once per request.
-  std::int64_t prompt_count() {
-    if (!prompt_count_) {
-      auto tok = client_->worker().state.tokenizer;
-      prompt_count_ = tok ? count_prompt(*tok, kind_, body_) : 0;
-    }
-    return *prompt_count_;
+  /// The encoding of the current deployment's model ("" when tiktoken does not know it:
+  /// o200k_base stands in, and lowart's counts are estimates), and its tokenizer (null
+  /// without ranks); chosen when the attempt begins.
+  std::string_view encoding() const { return encoding_; }
+  const bpe_tokenizer* tokenizer() const { return tok_; }
+  void choose_tokenizer() {
+    const auto& state = client_->worker().state;
+    encoding_ = encoding_for_model(dep_->upstream_model);
+    tok_ = state.tokenizer_cl100k && encoding_ == "cl100k_base" ? state.tokenizer_cl100k.get() : state.tokenizer.get();
   }
+  /// lowart's own count of the prompt as the current upstream gets it (the translated
+  /// body when protocols differ), computed once per tokenizer and protocol.
+  std::int64_t prompt_count() {
+    auto tok = tokenizer();
+    if (!tok) return 0;
+    if (prompt_tok_ != tok || prompt_proto_ != up_proto_) {
+      bool translated = up_proto_ != client_proto_ && translated_;
+      prompt_count_ = count_prompt(*tok, up_proto_, kind_, translated ? *translated_ : body_, encoding());
+      prompt_tok_ = tok;
+      prompt_proto_ = up_proto_;
+    }
+    return prompt_count_.tokens;
+  }
+  /// lowart's count of the relayed completion (marks the usage as lowart's).
   std::int64_t count_completion();
   std::chrono::milliseconds remaining() const;
   /// A timeout of `ms`, shortened to the request's deadline (and noted when it was).
@@ -352,12 +322,21 @@ private:
   session_ptr client_;
   request_context ctx_;
   proxy_kind kind_;
+  /// POST /v1/responses: the exchange converting to and from the chat request in body_.
+  std::shared_ptr<responses::exchange> responses_;
+  bool passthrough_ = false; ///< ... and the current deployment speaks Responses itself
   protocol client_proto_;                ///< what the client speaks
   protocol up_proto_ = protocol::openai; ///< what the current attempt's upstream speaks
   protocol last_upstream_proto_ = protocol::openai;
   std::unique_ptr<stream_translator> xlate_; ///< set when the two differ on a stream
   bool usage_final_ = false;                 ///< the upstream's closing usage arrived (not just message_start's)
-  std::optional<std::int64_t> prompt_count_; ///< see prompt_count()
+  std::string_view encoding_;                ///< see encoding()
+  const bpe_tokenizer* tok_ = nullptr;       ///< see tokenizer()
+  own_count prompt_count_;                   ///< see prompt_count()
+  const bpe_tokenizer* prompt_tok_ = nullptr;
+  protocol prompt_proto_ = protocol::openai;
+  bool counted_ = false;                     ///< some of usage_ is lowart's own count
+  bool estimated_ = false;                   ///< ... and some of that is an estimate
   std::optional<std::string> translated_;    ///< the body in the other protocol, once made
   bool translated_usage_ = false;            ///< ... with stream_options.include_usage
   std::string body_; ///< the client's body (usage option already injected); model set per attempt
@@ -385,15 +364,13 @@ private:
   bool stream_ = false;
   bool strip_usage_chunk_ = false; ///< we asked for include_usage, the client did not
   bool client_usage_ = false;      ///< the client asked for stream_options.include_usage
-  /// What was relayed, kept for counting should the upstream report no usage: event data
-  /// separated by '\x1e' (which valid JSON cannot hold raw), or a JSON answer's body.
-  /// Bounded: past 1 MiB the stream's deltas are counted and the text dropped.
-  std::string delivered_;
-  bool delivered_is_body_ = false;
-  std::int64_t completion_counted_ = 0; ///< deltas already counted and dropped
+  /// What was relayed, kept for counting should the upstream report no usage (bounded:
+  /// see completion_text).
+  completion_text completion_;
   std::string upstream_request_;
   upstream_ptr conn_;
   bool retried_stale_ = false;
+  bool request_written_ = false; ///< the upstream request was taken whole by the connection
   std::optional<http::response_parser<http::buffer_body>> parser_;
   std::optional<http::response_parser<http::string_body>> full_;
   /// A stream's read buffer, made when the first stream read starts: a JSON answer does
@@ -416,6 +393,8 @@ private:
   // Fleet mode: the subjects as Redis checks them, and whether Redis holds a reservation.
   std::vector<fleet_subject> fleet_subjects_;
   std::int64_t fleet_estimate_ = 0;
+  double estimate_cost_ = 0; ///< what the estimate would cost (reserved from cost budgets)
+  std::string fleet_reservation_;
   bool fleet_wait_ = false;
   bool fleet_ticket_ = false;
 };
@@ -427,8 +406,7 @@ void proxy_call::start() {
 }
 
 void proxy_call::admitted() {
-  auto total_ms = route_->timeout_ms ? route_->timeout_ms : candidates_.front()->settings->total_timeout_ms;
-  deadline_ = ctx_.start + std::chrono::milliseconds(total_ms);
+  deadline_ = ctx_.start + std::chrono::milliseconds(total_ms());
   if (stream_) pending_.reserve(8 * 1024); // one burst of events without regrowing
   next_candidate();
 }
@@ -514,9 +492,6 @@ bool proxy_call::check_request(simdjson::dom::object& obj) {
 
   // Limits and budgets of the key, its team and the model: all or nothing, before any
   // upstream is asked. The estimate is the prompt (about 4 bytes a token) plus max_tokens.
-  std::int64_t max_tokens = 0;
-  if (obj["max_tokens"].get_int64().get(max_tokens) != simdjson::SUCCESS)
-    if (obj["max_completion_tokens"].get_int64().get(max_tokens) != simdjson::SUCCESS) max_tokens = 0;
   prompt_estimate_ = static_cast<std::int64_t>(body_.size() / 4);
   auto keys = client_->worker().state.keys.load();
   std::optional<key_subjects> of_key; // the subject names, alive for the reservation
@@ -537,21 +512,44 @@ bool proxy_call::check_request(simdjson::dom::object& obj) {
   }
   if (!subjects.empty()) {
     keys_ = std::move(keys); // the limits referenced by the ticket live in these snapshots
-    auto estimate = prompt_estimate_ + std::max<std::int64_t>(0, max_tokens);
     auto& state = client_->worker().state;
-    if (state.fleet) {
-      bool shared = false;
-      for (const auto& sub : subjects)
-        shared = shared || sub.lim->rpm || sub.lim->tpm || sub.lim->budget_tokens || sub.lim->budget_cost > 0;
-      if (shared) return ask_fleet(subjects, estimate);
+    // The completion: max_tokens (or max_completion_tokens) for each of n choices, else
+    // the configured default; embeddings have none.
+    std::int64_t max_tokens = 0, n = 1;
+    if (kind_ != proxy_kind::embeddings) {
+      if (obj["max_tokens"].get_int64().get(max_tokens) != simdjson::SUCCESS &&
+          obj["max_completion_tokens"].get_int64().get(max_tokens) != simdjson::SUCCESS)
+        max_tokens = state.config.limits.default_max_tokens;
+      if (obj["n"].get_int64().get(n) != simdjson::SUCCESS || n < 1) n = 1;
     }
-    limit_ = state.limiter.reserve(subjects, estimate, clock::unix_ms(), ticket_);
+    auto completion = std::max<std::int64_t>(0, max_tokens) * n;
+    auto estimate = prompt_estimate_ + completion;
+    bool cost_budget = false, shared = false;
+    for (const auto& sub : subjects) {
+      cost_budget = cost_budget || sub.lim->budget_cost > 0;
+      shared = shared || sub.lim->rpm || sub.lim->tpm || sub.lim->budget_tokens || sub.lim->budget_cost > 0;
+    }
+    if (cost_budget) estimate_cost_ = estimated_cost(prompt_estimate_, completion);
+    if (state.fleet && shared) return ask_fleet(subjects, estimate);
+    limit_ = state.limiter.reserve(subjects, estimate, clock::unix_ms(), ticket_, false, estimate_cost_);
     if (!limit_.allowed) {
       refuse_limited();
       return false;
     }
   }
   return true;
+}
+
+double proxy_call::estimated_cost(std::int64_t prompt, std::int64_t completion) const {
+  auto prices = client_->worker().state.prices.load();
+  auto p = prices ? prices->by_model.find(ctx_.model) : decltype(prices->by_model.end()){};
+  if (!prices || p == prices->by_model.end()) return 0;
+  auto in = std::max(p->second.input_per_1m, p->second.cached_input_per_1m), out = p->second.output_per_1m;
+  for (const auto& t : p->second.tiers) {
+    in = std::max({in, t.input_per_1m, t.cached_input_per_1m});
+    out = std::max(out, t.output_per_1m);
+  }
+  return (static_cast<double>(prompt) * in + static_cast<double>(completion) * out) / 1e6 + p->second.per_request;
 }
 
 bool proxy_call::ask_fleet(const std::vector<rate_limiter::subject_ref>& subjects, std::int64_t estimate) {
@@ -567,8 +565,10 @@ bool proxy_call::ask_fleet(const std::vector<rate_limiter::subject_ref>& subject
     return false;
   }
   fleet_wait_ = true;
-  state.fleet->reserve(
-      worker, fleet_subjects_, estimate, clock::unix_ms(),
+  // Held in Redis past the request's deadline only should this replica die before settling.
+  lowart::fleet::estimate e{estimate, estimate_cost_, total_ms() + reservation_margin_ms};
+  fleet_reservation_ = state.fleet->reserve(
+      worker, fleet_subjects_, e, clock::unix_ms(),
       [self = shared_from_this()](bool reached, const limit_decision& d) { self->fleet_answer(reached, d); });
   return true;
 }
@@ -576,6 +576,8 @@ bool proxy_call::ask_fleet(const std::vector<rate_limiter::subject_ref>& subject
 void proxy_call::fleet_answer(bool reached, const limit_decision& d) {
   fleet_wait_ = false;
   if (!reached) {
+    // The script may have run: its reservation goes when Redis answers again.
+    client_->worker().state.fleet->release(client_->worker().index, fleet_subjects_, fleet_reservation_);
     client_->worker().state.limiter.settle(ticket_, 0, 0, clock::unix_ms());
     if (fleet_down()) admitted();
     return;
@@ -601,7 +603,8 @@ bool proxy_call::fleet_down() {
     return false;
   }
   // Fail open: this replica's own limits, from the same subjects.
-  limit_ = state.limiter.reserve(subject_refs(fleet_subjects_), fleet_estimate_, clock::unix_ms(), ticket_);
+  limit_ = state.limiter.reserve(subject_refs(fleet_subjects_), fleet_estimate_, clock::unix_ms(), ticket_, false,
+                                 estimate_cost_);
   if (!limit_.allowed) {
     refuse_limited();
     return false;
@@ -612,6 +615,15 @@ bool proxy_call::fleet_down() {
 void proxy_call::refuse_limited() {
   metrics::ratelimited(limit_.reason).inc();
   auto headers = ratelimit_headers() + "retry-after: " + std::to_string(limit_.retry_after_s) + "\r\n";
+  if (limit_.requested_tokens) { // waiting will not help: say what to change
+    client_->respond_error(ctx_, error_kind::rate_limited,
+                           "request too large for this " + limit_.subject + "'s tokens per minute (tpm): it asks for " +
+                               std::to_string(limit_.requested_tokens) +
+                               " tokens (the prompt, about 4 bytes a token, plus max_tokens), more than the limit; "
+                               "lower max_tokens",
+                           "rate_limit_exceeded", headers);
+    return;
+  }
   client_->respond_error(ctx_, error_kind::rate_limited,
                          "rate limit reached for this " + limit_.subject + " (" + limit_.reason + "); retry in " +
                              std::to_string(limit_.retry_after_s) + " s",
@@ -620,7 +632,8 @@ void proxy_call::refuse_limited() {
 
 void proxy_call::describe_call(json::object_writer& w) const {
   w.str("model", ctx_.model)
-      .str("route", kind_ == proxy_kind::embeddings ? "embeddings"
+      .str("route", kind_ == proxy_kind::responses    ? "responses"
+                    : kind_ == proxy_kind::embeddings ? "embeddings"
                     : kind_ == proxy_kind::messages ? "messages"
                                                     : "chat")
       .str("request_id", ctx_.request_id);
@@ -658,6 +671,7 @@ void proxy_call::script_failed(std::string message, int status) {
   finish_request(status);
   if (head_sent_) {
     append_stream_error(pending_, client_proto_, kind, message, "script_error");
+    if (responses_) responses_->convert(pending_, true, passthrough_);
     std::string out;
     append_chunk_size(out, pending_.size());
     out += pending_;
@@ -793,8 +807,9 @@ void proxy_call::begin_attempt() {
   // Nothing of an earlier attempt reached the client: its usage and text do not count.
   usage_ = {};
   usage_final_ = false;
-  delivered_.clear();
-  completion_counted_ = 0;
+  counted_ = estimated_ = false;
+  choose_tokenizer();
+  completion_.reset(protocol_of(*dep_));
   parser_.reset();
   full_.reset();
   if (!build_upstream_request()) return; // a provider script refused or failed: answered
@@ -808,7 +823,10 @@ bool proxy_call::build_upstream_request() {
   up_proto_ = protocol_of(*dep_);
   bool anthropic = up_proto_ == protocol::anthropic;
   std::string body;
-  if (up_proto_ == client_proto_) {
+  passthrough_ = responses_ && !anthropic && dep_->settings->responses;
+  if (passthrough_) {
+    body = responses_->upstream_request();
+  } else if (up_proto_ == client_proto_) {
     body = body_;
   } else {
     // Translated once per request (retries and fallbacks reuse it); only the stream
@@ -829,7 +847,8 @@ bool proxy_call::build_upstream_request() {
     xlate_ = make_stream_translator(up_proto_, client_proto_, std::move(opt));
   }
   if (dep_->upstream_model != ctx_.model) json::set_member(body, "model", json::quoted(dep_->upstream_model));
-  if (!anthropic && client_proto_ == protocol::openai && strip_usage_chunk_ && dep_->settings->include_usage) {
+  if (!anthropic && !passthrough_ && client_proto_ == protocol::openai && strip_usage_chunk_ &&
+      dep_->settings->include_usage) {
     if (auto where = json::find_member(body, "stream_options"); where && body[where->begin] == '{') {
       std::string options = body.substr(where->begin, where->end - where->begin);
       json::set_member(options, "include_usage", "true");
@@ -840,7 +859,8 @@ bool proxy_call::build_upstream_request() {
   }
   const auto& target = dep_->target;
   const auto& settings = *dep_->settings;
-  std::string_view path = anthropic                         ? "/messages"
+  std::string_view path = passthrough_                      ? "/responses"
+                          : anthropic                       ? "/messages"
                           : kind_ == proxy_kind::embeddings ? "/embeddings"
                                                             : "/chat/completions";
   hook_answer provider_hook;
@@ -933,6 +953,7 @@ void proxy_call::on_connection(connect_failure failure, std::string detail, upst
 }
 
 void proxy_call::send_request() {
+  request_written_ = false;
   std::size_t sent = 0;
   if (!conn_->tls()) { // TLS records go through the stream; plain TCP is written at once
     beast::error_code ec;
@@ -951,6 +972,7 @@ void proxy_call::send_request() {
 }
 
 void proxy_call::read_header() {
+  request_written_ = true;
   // The wait for the answer starts now. (Keeping the expiry set before the write made this
   // timer older than the others armed meanwhile: the reactor's earliest, which costs a
   // timerfd_settime syscall every time.)
@@ -985,9 +1007,14 @@ void proxy_call::read_header() {
 
 void proxy_call::upstream_failed(beast::error_code ec, std::string_view during) {
   bool timeout = ec == beast::error::timeout;
-  // A pooled connection the upstream closed while idle fails before any response byte:
-  // not the upstream's fault, so try once more on a fresh connection.
-  if (!timeout && conn_ && conn_->maybe_stale && !retried_stale_) {
+  // The request goes out again (once, on a fresh connection) only when the upstream cannot
+  // have read it: a pooled connection whose write failed (EPIPE, ECONNRESET: the upstream
+  // had closed it before the request was taken, so at most a part of it got there). One
+  // idle for a second or more was peeked just before (upstream_pool::acquire): a read of
+  // 0 bytes or a reset there dropped it before anything was written. Once the write was
+  // taken whole, a failure is the attempt's: the upstream may have read the request, run
+  // it and then reset, and a second copy would run (and bill) it twice.
+  if (!timeout && conn_ && conn_->reused && !request_written_ && !retried_stale_) {
     retried_stale_ = true;
     conn_.reset();
     acquire(true);
@@ -1053,11 +1080,10 @@ void proxy_call::on_full_body(beast::error_code ec) {
   }
   auto& body = res.body();
   // The upstream's answer is kept for counting only when it reports no usage.
-  delivered_is_body_ = true;
   std::string type(res[http::field::content_type]);
   if (type.empty()) type = "application/json";
   if (up_proto_ != client_proto_) {
-    delivered_ = body;
+    completion_.set_body(body);
     if (status >= 400)
       body = translate_error(body, status, client_proto_);
     else if (up_proto_ == protocol::anthropic)
@@ -1074,8 +1100,9 @@ void proxy_call::on_full_body(beast::error_code ec) {
       else
         read_openai_usage(usage, usage_);
     }
-    if (!usage_.present) delivered_ = body;
+    if (!usage_.present) completion_.set_body(body);
   }
+  if (responses_ && status < 400) body = responses_->answer(body, passthrough_, usage_);
   usage_final_ = usage_.present;
   settle_attempt(std::to_string(status), false, false);
   if (!route_->script.empty() && !response_hooks(status, body, type, false)) return;
@@ -1143,7 +1170,7 @@ void proxy_call::close_translation() {
   if (!usage_final_) {
     // The upstream's usage did not arrive (or only message_start's): count what it sent.
     if (usage_.present)
-      usage_.completion = completion_counted_ + count_completion();
+      usage_.completion = count_completion();
     else
       count_usage();
     usage_final_ = true;
@@ -1178,13 +1205,8 @@ void proxy_call::on_event(const sse_event& upstream_event) {
   }
   const sse_event& ev = changed ? *changed : upstream_event;
   if (ev.has_data && ev.data != "[DONE]") {
-    // Kept for counting should the upstream report no usage (bounded, see delivered_).
-    delivered_ += ev.data;
-    delivered_ += '\x1e';
-    if (delivered_.size() > 1024 * 1024) {
-      completion_counted_ += count_completion();
-      delivered_.clear();
-    }
+    // Kept for counting should the upstream report no usage (bounded, see completion_text).
+    completion_.add_event(ev.data, tokenizer());
   }
   if (xlate_) {
     if (!ev.has_data) return;
@@ -1196,6 +1218,7 @@ void proxy_call::on_event(const sse_event& upstream_event) {
     return;
   }
   if (up_proto_ == protocol::anthropic) return on_anthropic_event(ev);
+  if (passthrough_ && ev.has_data && responses_->event_usage(ev.data, usage_)) usage_final_ = true;
   if (!content_seen_) content_seen_ = has_content(ev);
   if (ev.has_data && ev.data == "[DONE]" && client_usage_ && !usage_.present) {
     // The client asked for usage and the upstream sent none: lowart's own count goes
@@ -1234,6 +1257,7 @@ void proxy_call::on_event(const sse_event& upstream_event) {
 }
 
 void proxy_call::flush_to_client(bool done) {
+  if (responses_) responses_->convert(pending_, done, passthrough_);
   std::string out;
   out.reserve(pending_.size() + 512);
   if (!head_sent_) {
@@ -1269,6 +1293,7 @@ void proxy_call::stream_broke(std::string_view message) {
   }
   // Bytes already reached the client: end the stream with an error event it can see.
   append_stream_error(pending_, client_proto_, error_kind::bad_gateway, message, "upstream_error");
+  if (responses_) responses_->convert(pending_, true, passthrough_);
   std::string out;
   append_chunk_size(out, pending_.size());
   out += pending_;
@@ -1291,9 +1316,10 @@ void proxy_call::finish_stream() {
 
 void proxy_call::client_gone() {
   // The client stopped reading or went away: drop the upstream (its answer is not
-  // complete) and still account for what was delivered.
+  // complete) and still account for what was delivered. Not a success either: a probe
+  // whose client left decides nothing (settle_attempt).
   conn_.reset();
-  settle_attempt(std::to_string(upstream_status_), false, false);
+  settle_attempt(std::to_string(upstream_status_), true, false);
   finish_request(499);
   client_->end_streamed(ctx_, 499, false);
 }
@@ -1428,75 +1454,38 @@ void proxy_call::settle_attempt(std::string_view label, bool failed, bool breake
   metrics::upstream_requests(dep_->id, label).inc();
   dep_->upstream_duration.observe(static_cast<double>(upstream_us) / 1e6);
   // Breaker bookkeeping: every outcome lands in the window; only failures and probe
-  // results are reported to the breaker actor.
+  // results are reported to the breaker actor. A probe decides only with an answer: a
+  // counted failure re-opens the breaker, an answer that is no failure closes it. One
+  // that got neither (the request's deadline, the client gone, a failure the breaker does
+  // not count) hands its probe back: the breaker stays half-open, the next request probes.
   auto& breaker = *dep_->breaker;
   bool bad = failed && breaker_counts;
   breaker.record(clock::steady_seconds(), bad);
-  if (probe_ || bad) {
+  if (probe_ && failed && !bad)
+    breaker.return_probe();
+  else if (probe_ || bad) {
     if (breaker.report) breaker.report(probe_, !bad);
   }
   probe_ = false;
 }
 
 void proxy_call::count_usage() {
-  auto tok = client_->worker().state.tokenizer;
-  if (!tok || usage_.present) return;
+  if (!tokenizer() || usage_.present) return;
   usage_.prompt = prompt_count();
-  usage_.completion = completion_counted_ + count_completion();
+  usage_.completion = count_completion();
   usage_.cached = 0;
   usage_.present = true;
+  estimated_ = estimated_ || prompt_count_.estimated;
 }
 
 std::int64_t proxy_call::count_completion() {
-  // Stream deltas, or the message of a JSON answer (which may span lines).
-  auto tok = client_->worker().state.tokenizer;
+  // Every choice's (block's) text across all relayed events, counted once.
+  auto tok = tokenizer();
   if (!tok) return 0;
-  std::int64_t completion = 0;
-  auto n = [&](std::string_view text) { completion += static_cast<std::int64_t>(tok->count(text)); };
-  auto count_document = [&](std::string_view text) {
-    simdjson::dom::element doc;
-    if (text.empty() || parse_reused(text, doc) != simdjson::SUCCESS) return;
-    std::string_view s;
-    if (up_proto_ == protocol::anthropic) {
-      // A content_block_delta (text or tool input piece), or a whole message's blocks.
-      if (doc["delta"]["text"].get_string().get(s) == simdjson::SUCCESS ||
-          doc["delta"]["partial_json"].get_string().get(s) == simdjson::SUCCESS)
-        n(s);
-      simdjson::dom::array blocks;
-      if (doc["content"].get_array().get(blocks) == simdjson::SUCCESS)
-        for (auto b : blocks) {
-          simdjson::dom::element input;
-          if (b["text"].get_string().get(s) == simdjson::SUCCESS)
-            n(s);
-          else if (b["input"].get(input) == simdjson::SUCCESS)
-            n(simdjson::minify(input));
-        }
-      return;
-    }
-    simdjson::dom::array choices;
-    if (doc["choices"].get_array().get(choices) != simdjson::SUCCESS) return;
-    for (auto c : choices) {
-      auto message = c["delta"].error() == simdjson::SUCCESS ? c["delta"] : c["message"];
-      if (message["content"].get_string().get(s) == simdjson::SUCCESS) n(s);
-      simdjson::dom::array calls;
-      if (message["tool_calls"].get_array().get(calls) == simdjson::SUCCESS)
-        for (auto call : calls) {
-          if (call["function"]["name"].get_string().get(s) == simdjson::SUCCESS) n(s);
-          if (call["function"]["arguments"].get_string().get(s) == simdjson::SUCCESS) n(s);
-        }
-    }
-  };
-  if (delivered_is_body_) {
-    count_document(delivered_);
-    return completion;
-  }
-  std::string_view rest = delivered_;
-  while (!rest.empty()) {
-    auto event = rest.substr(0, rest.find('\x1e'));
-    rest.remove_prefix(std::min(rest.size(), event.size() + 1));
-    count_document(event);
-  }
-  return completion;
+  auto n = completion_.count(*tok);
+  counted_ = true;
+  estimated_ = estimated_ || n.estimated || encoding().empty();
+  return n.tokens;
 }
 
 void proxy_call::finish_request(int status) {
@@ -1504,16 +1493,18 @@ void proxy_call::finish_request(int status) {
   finished_ = true;
   if (xlate_ && !usage_.present) usage_ = xlate_->usage();
   if (stream_ && usage_.present && !usage_final_)
-    usage_.completion = completion_counted_ + count_completion(); // interrupted: bill what was delivered
+    usage_.completion = count_completion(); // interrupted: bill what was delivered
   if (!usage_.present && dep_ && (status < 400 || head_sent_))
     count_usage(); // the upstream reported nothing: bill what lowart counts
   // Price by the model the client asked for; bill the prompt estimate when the upstream
-  // reported nothing (token counting for that case arrives with the tokenizer).
+  // reported nothing and lowart has no tokenizer to count with.
   auto prices = client_->worker().state.prices.load();
   double cost = 0;
   std::int64_t price_version = 0;
   auto real_tokens = usage_.present ? usage_.prompt + usage_.completion : (status < 400 ? prompt_estimate_ : 0);
-  if (prices && status < 400) {
+  // A failed request with usage (a stream cut off, a client gone) is priced for what was
+  // relayed, as its tokens are.
+  if (prices && (status < 400 || usage_.present)) {
     if (auto p = prices->by_model.find(ctx_.model); p != prices->by_model.end()) {
       // Volume tiers go by the team's tokens for this model this month, before this request.
       std::int64_t volume = 0;
@@ -1530,7 +1521,8 @@ void proxy_call::finish_request(int status) {
   if (fleet_ticket_) {
     fleet_ticket_ = false;
     auto& state = client_->worker().state;
-    state.fleet->settle(client_->worker().index, fleet_subjects_, fleet_estimate_, real_tokens, cost, clock::unix_ms());
+    state.fleet->settle(client_->worker().index, fleet_subjects_, fleet_reservation_, fleet_estimate_, real_tokens, cost,
+                        clock::unix_ms());
     // This replica's own budget counters follow too: they decide while Redis is away
     // (on_redis_down = open), and must not start from zero then.
     state.limiter.charge(subject_refs(fleet_subjects_), real_tokens, cost, clock::unix_ms());
@@ -1555,6 +1547,7 @@ void proxy_call::finish_request(int status) {
   rec.latency_ms = std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() - ctx_.start).count();
   rec.cost = cost;
   rec.price_version = price_version;
+  rec.usage_source = !usage_.present ? "" : !counted_ ? "upstream" : estimated_ ? "estimated" : "counted";
   client_->worker().state.usage.push(std::move(rec));
 }
 
@@ -1564,12 +1557,15 @@ std::string count_tokens_body(const bpe_tokenizer* tok, std::string_view body) {
   simdjson::dom::element doc;
   if (body.empty() || parse_reused(body, doc) != simdjson::SUCCESS || !doc.is_object()) return {};
   json::object_writer w;
-  w.num("input_tokens", tok ? count_prompt(*tok, proxy_kind::messages, doc) : static_cast<long long>(body.size() / 4));
+  w.num("input_tokens", tok ? count_prompt(*tok, prompt_shape::anthropic_messages, doc, {}).tokens
+                            : static_cast<long long>(body.size() / 4));
   return w.done();
 }
 
-void start_proxy(session_ptr client, request_context&& ctx, proxy_kind kind, std::string&& body) {
-  std::make_shared<proxy_call>(std::move(client), std::move(ctx), kind, std::move(body))->start();
+void start_proxy(session_ptr client, request_context&& ctx, proxy_kind kind, std::string&& body,
+                 std::shared_ptr<responses::exchange> responses) {
+  std::make_shared<proxy_call>(std::move(client), std::move(ctx), kind, std::move(body), std::move(responses))
+      ->start();
 }
 
 } // namespace lowart::net

@@ -3,9 +3,15 @@
 
 namespace lowart::net {
 
+namespace responses {
+class exchange;
+}
+
 /// chat: POST /v1/chat/completions (OpenAI); messages: POST /v1/messages (Anthropic);
 /// either may be served by an upstream of either protocol (net/translate.hpp).
-enum class proxy_kind { chat, embeddings, messages };
+/// responses: POST /v1/responses, served as the chat request its exchange made
+/// (net/responses.hpp), or passed through to upstreams that speak Responses.
+enum class proxy_kind { chat, embeddings, messages, responses };
 
 /// Serves one OpenAI-compatible request from an upstream deployment: validates the
 /// body, picks the deployment from the route snapshot, leases a pooled connection,
@@ -16,6 +22,7 @@ enum class proxy_kind { chat, embeddings, messages };
 /// not a JSON object.
 std::string count_tokens_body(const bpe_tokenizer* tok, std::string_view body);
 
-void start_proxy(session_ptr client, request_context&& ctx, proxy_kind kind, std::string&& body);
+void start_proxy(session_ptr client, request_context&& ctx, proxy_kind kind, std::string&& body,
+                 std::shared_ptr<responses::exchange> responses = {});
 
 } // namespace lowart::net

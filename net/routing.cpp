@@ -50,6 +50,13 @@ constexpr std::array table{
     at(post, "/messages", "messages", anthropic),
     at(post, "/v1/messages/count_tokens", "count_tokens", anthropic),
     at(post, "/messages/count_tokens", "count_tokens", anthropic),
+    // The Responses API; a stored response belongs to the key that made it.
+    at(post, "/v1/responses", "responses"),
+    at(post, "/responses", "responses"),
+    at(get | del, "/v1/responses/{id}", "responses"),
+    at(get | del, "/responses/{id}", "responses"),
+    at(get, "/v1/responses/{id}/input_items", "responses"),
+    at(get, "/responses/{id}/input_items", "responses"),
     // Background jobs (a job belongs to the key that made it).
     at(get | post, "/v1/jobs", "jobs"),
     at(get | post, "/jobs", "jobs"),

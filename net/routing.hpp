@@ -20,7 +20,8 @@ namespace lowart::net {
 
 struct route_info {
   std::string_view route = "other"; ///< the metrics label: healthz, readyz, metrics, ui, admin, me, chat,
-                                    ///< embeddings, models, messages, count_tokens, jobs, mcp, a2a, other
+                                    ///< embeddings, models, messages, count_tokens, responses, jobs, mcp,
+                                    ///< a2a, other
   api_format format = api_format::openai;
 };
 

@@ -9,6 +9,7 @@
 #include "core/request_id.hpp"
 #include "core/secrets.hpp"
 #include "net/proxy.hpp"
+#include "net/responses_route.hpp"
 #include "net/routing.hpp"
 #include "net/ui_files.hpp"
 #include "net/worker.hpp"
@@ -573,6 +574,11 @@ void session::handle(http::request<http::string_body>&& req) {
       respond_error(ctx, error_kind::bad_request, "the request body must be a JSON object");
     else
       respond(ctx, 200, "application/json", body);
+    return;
+  }
+  if (ctx.route == "responses") {
+    // The Responses API: its conversation from the store, then the proxy (net/responses_route.hpp).
+    serve_responses(shared_from_this(), std::move(ctx), req);
     return;
   }
   std::optional<proxy_kind> kind;

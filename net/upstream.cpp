@@ -80,11 +80,10 @@ void upstream_pool::acquire(const deployment& dep, std::chrono::milliseconds con
       auto conn = std::move(list.back());
       list.pop_back();
       auto idle = now - conn->idle_since;
-      // A connection idle for under a second is taken as is (a failure before any
-      // response byte is retried on a fresh one); older ones are peeked first.
+      // A connection idle for under a second is taken as is; older ones are peeked first
+      // (a close or reset by the upstream shows there, before the request is written).
       if (idle < max_idle_age && (idle < std::chrono::seconds(1) || conn->looks_alive())) {
         conn->reused = true;
-        conn->maybe_stale = idle >= std::chrono::seconds(1);
         done(connect_failure::none, {}, std::move(conn));
         return;
       }

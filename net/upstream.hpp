@@ -57,12 +57,9 @@ public:
   bool looks_alive();
 
   std::string pool_key;
-  bool reused = false; ///< came out of the pool
-  /// Came out of the pool after an idle time in which an upstream may close it: only
-  /// then is a failure before any response byte taken for a stale connection and the
-  /// request sent again. A fresher connection that breaks is the upstream's doing, and a
-  /// POST must not be sent twice.
-  bool maybe_stale = false;
+  /// Came out of the pool: a write that fails on it means the upstream had closed it while
+  /// idle, and the request is sent again on a fresh one (see proxy_call::upstream_failed).
+  bool reused = false;
   std::chrono::steady_clock::time_point idle_since;
   beast::flat_buffer buffer; ///< read buffer, kept with the connection
 

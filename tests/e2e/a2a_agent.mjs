@@ -3,21 +3,36 @@
 //   GW=http://127.0.0.1:3000 KEY=sk-... AGENT=alpha MODE=echo node a2a_agent.mjs
 // MODE: echo (default) | ack-then-die (acknowledges one task, then exits mid-task) |
 //       ack-only (acknowledges, never reports) | ask (asks for input once, then answers)
+// A task whose acknowledgement is not answered 200 is not this agent's: it is dropped. A
+// task text with "work=<ms>" takes that long between "working" and the result.
+// LOG_EVENTS=1 prints one JSON line per task received and per ack/report (with send and
+// answer times), for tests that count executions (chaos.test.mjs).
 const { GW, KEY, AGENT } = process.env;
 const MODE = process.env.MODE || 'echo';
+const LOG_EVENTS = process.env.LOG_EVENTS === '1';
 const auth = { authorization: `Bearer ${KEY}`, 'content-type': 'application/json' };
+const event = (e) => { if (LOG_EVENTS) process.stdout.write(`${JSON.stringify({ ...e, agent: AGENT, pid: process.pid })}\n`); };
 
+/** POST to the agent API; the HTTP status, or 0 when lowart could not be reached. */
 async function post(path, body) {
-  const r = await fetch(`${GW}/v1/agents/${AGENT}/${path}`, {
-    method: 'POST', headers: auth, body: JSON.stringify(body ?? {}), signal: AbortSignal.timeout(5000),
-  });
-  return r.status;
+  const sent = Date.now();
+  let status = 0;
+  try {
+    const r = await fetch(`${GW}/v1/agents/${AGENT}/${path}`, {
+      method: 'POST', headers: auth, body: JSON.stringify(body ?? {}), signal: AbortSignal.timeout(5000),
+    });
+    status = r.status;
+    await r.arrayBuffer();
+  } catch { /* the gateway is down or restarting */ }
+  event({ ev: 'post', path, state: body?.state ?? 'ack', sent, at: Date.now(), status });
+  return status;
 }
 
 const textOf = (message) => (message?.parts ?? []).filter((p) => p.kind === 'text').map((p) => p.text).join(' ');
 
 async function handle(task) {
-  await post(`tasks/${task.id}/ack`);
+  event({ ev: 'got', task: task.id, at: Date.now(), text: textOf(task.history.filter((m) => m.role === 'user').at(-1)) });
+  if (await post(`tasks/${task.id}/ack`) !== 200) return;
   if (MODE === 'ack-then-die') {
     console.log(`died holding ${task.id}`);
     process.exit(0);
@@ -50,6 +65,8 @@ async function handle(task) {
     });
     return;
   }
+  const work = Number(text.match(/\bwork=(\d+)\b/)?.[1] ?? 0);
+  if (work) await new Promise((res) => setTimeout(res, work));
   await post(`tasks/${task.id}/status`, {
     state: 'completed',
     message: `${AGENT}: ${text.toUpperCase()}`,
@@ -66,6 +83,11 @@ for (;;) {
     await new Promise((res) => setTimeout(res, 100)); // the gateway restarts: try again
     continue;
   }
-  if (r.status === 200) await handle((await r.json()).task);
-  else if (r.status !== 204) await new Promise((res) => setTimeout(res, 100));
+  if (r.status === 200) {
+    try {
+      await handle((await r.json()).task);
+    } catch (e) {
+      console.error(`agent ${AGENT}: ${e.message}`); // e.g. the answer was cut off: poll on
+    }
+  } else if (r.status !== 204) await new Promise((res) => setTimeout(res, 100));
 }

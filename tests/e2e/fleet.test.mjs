@@ -9,7 +9,7 @@ import { after, before, describe, test } from 'node:test';
 import assert from 'node:assert/strict';
 import { randomBytes } from 'node:crypto';
 import {
-  api, cleanupAll, createKey, metricValue, mockReset, mockStats, parseMetrics, sleep, startGateway, startMock,
+  api, cleanupAll, createKey, metricValue, mockReset, mockStats, parseMetrics, pool, sleep, startGateway, startMock,
   TIME_SCALE, waitFor,
 } from './harness.mjs';
 import { cleanupServices, startPostgres, startRedis } from './services.mjs';
@@ -22,6 +22,9 @@ let b; // on_redis_down = closed
 let budgetKey; // spent in one test, still spent after Redis lost its counters in a later one
 
 const masterKey = `sk-master-${randomBytes(16).toString('hex')}`;
+// The request deadline of model "held" (an upstream that never answers): reservations a
+// killed replica held expire after it.
+const HELD_DEADLINE_MS = 2000 * TIME_SCALE;
 const encryptionKey = randomBytes(32).toString('base64');
 
 function fleetConfig(policy) {
@@ -55,6 +58,17 @@ priority = 0
 provider = "mock"
 model = "mock-model-backup"
 priority = 1
+[[models]]
+name = "priced"
+[[models.deployments]]
+provider = "mock"
+model = "mock-model"
+[[models]]
+name = "held"
+timeout_ms = ${HELD_DEADLINE_MS}
+[[models.deployments]]
+provider = "mock"
+model = "mock-hang"
 `;
 }
 
@@ -73,6 +87,26 @@ async function startReplica(policy, id) {
 
 const chat = (gw, key, model = 'gpt-demo') =>
   api(gw, 'POST', '/v1/chat/completions', { key, body: { model, messages: [{ role: 'user', content: 'hello fleet' }] } });
+
+// The mock counts words: 23 prompt words and its answer, "mock reply: " + their echo,
+// 25 words: 48 tokens a request, with max_tokens 25 stating the answer's size.
+const prompt23 = Array.from({ length: 23 }, (_, i) => `w${i}`).join(' ');
+const body48 = (model = 'gpt-demo') => ({ model, max_tokens: 25, messages: [{ role: 'user', content: prompt23 }] });
+const chat48 = (gw, key, model) => api(gw, 'POST', '/v1/chat/completions', { key, body: body48(model) });
+
+// 'hello fleet': 2 prompt and 4 completion tokens; max_tokens 4 states the answer's size.
+const small = (gw, key) => api(gw, 'POST', '/v1/chat/completions',
+  { key, body: { model: 'gpt-demo', max_tokens: 4, messages: [{ role: 'user', content: 'hello fleet' }] } });
+
+/** The 200 records of a key in PostgreSQL, once there are `count` of them. */
+async function billed(keyId, count) {
+  await waitFor(async () => Number(await pg.psql(`SELECT COUNT(*) FROM usage_records WHERE key_id = '${keyId}' AND status = 200`)) === count,
+    { timeoutMs: 5000 * TIME_SCALE, what: `${count} usage rows` });
+  const [tokens, cost] = (await pg.psql(
+    `SELECT COALESCE(SUM(prompt_tokens + completion_tokens), 0), COALESCE(SUM(cost), 0) FROM usage_records WHERE key_id = '${keyId}' AND status = 200`))
+    .split('|').map(Number);
+  return { tokens, cost };
+}
 
 /** Waits until `gw` answers `key` with something other than 401 (the key reached it). */
 async function keyKnown(gw, key) {
@@ -147,16 +181,13 @@ describe('two replicas, one Redis, one PostgreSQL', () => {
   });
 
   test('a token budget is one budget for the fleet: spend on one replica counts on the other', async () => {
-    const first = await chat(a, undefined);
-    const perRequest = first.json.usage.total_tokens;
-    assert.ok(perRequest > 0, first.text);
-    const budget = perRequest * 3 + 1; // four requests fit (the last one starts below the budget)
+    const budget = 100;
     const k = await createKey(a, { name: 'fleet-budget', budget_tokens: budget, budget_period: 'day' });
     budgetKey = k;
     await keyKnown(b, k.key);
     const statuses = [];
-    for (let i = 0; i < 8; i++) {
-      const r = await chat(i % 2 ? b : a, k.key);
+    for (let i = 0; i < 40; i++) {
+      const r = await small(i % 2 ? b : a, k.key);
       statuses.push(r.status);
       if (r.status === 429) {
         assert.match(r.json.error.message, /budget_tokens/, r.text);
@@ -164,7 +195,109 @@ describe('two replicas, one Redis, one PostgreSQL', () => {
       }
       await sleep(50); // the spend is booked in Redis when the answer is done
     }
-    assert.deepEqual(statuses, [200, 200, 200, 200, 429], 'both replicas draw from one budget');
+    const ok = statuses.filter((s) => s === 200).length;
+    assert.equal(statuses.at(-1), 429, statuses.join(','));
+    assert.ok(ok >= 4, `both replicas draw from one budget: ${statuses.join(',')}`);
+    const { tokens } = await billed(k.id, ok);
+    assert.ok(tokens <= budget, `billed ${tokens} of a budget of ${budget}`);
+  });
+
+  test('a token budget holds for the fleet under load: 60 requests, 8 in flight, both replicas', async () => {
+    const budget = 1000;
+    const k = await createKey(a, { name: 'fleet-budget-load', budget_tokens: budget, budget_period: 'day' });
+    await keyKnown(b, k.key);
+    await mockReset(mock);
+    const results = await pool(60, 8, (i) => chat48(i % 2 ? b : a, k.key));
+    const ok = results.filter((r) => r.status === 200);
+    for (const r of results) {
+      if (r.status === 200) assert.equal(r.json.usage.total_tokens, 48, r.text);
+      else {
+        assert.equal(r.status, 429, r.text);
+        assert.match(r.json.error.message, /budget_tokens/, r.text);
+      }
+    }
+    const { tokens } = await billed(k.id, ok.length);
+    const estimate = Math.floor(JSON.stringify(body48()).length / 4) + 25; // what each request reserves
+    console.log(`fleet token budget ${budget}: ${ok.length} admitted, ${tokens} tokens billed, estimate ${estimate}`);
+    assert.ok(tokens <= budget + 48, `billed ${tokens} tokens of a budget of ${budget} (one request is 48)`);
+    assert.ok(tokens >= budget - 8 * estimate, `the budget was used: ${tokens} of ${budget}`);
+    assert.equal((await mockStats(mock)).requests, ok.length, 'upstream calls == admitted requests');
+    assert.ok(results.some((r, i) => r.status === 200 && i % 2) && results.some((r, i) => r.status === 200 && !(i % 2)));
+  });
+
+  test('a cost budget with a fractional price holds for the fleet under load', async () => {
+    const price = { input_per_1m: 0.15, output_per_1m: 0.6, per_request: 0.00001 };
+    const set = await api(a, 'PUT', '/admin/prices/priced', { body: price });
+    assert.equal(set.status, 201, set.text);
+    const perRequest = (23 * price.input_per_1m + 25 * price.output_per_1m) / 1e6 + price.per_request;
+    // Both replicas price the model before the run (the change reaches b through Redis).
+    for (const gw of [a, b]) {
+      await waitFor(async () => {
+        const id = `probe-${randomBytes(6).toString('hex')}`;
+        const r = await api(gw, 'POST', '/v1/chat/completions', { body: body48('priced'), headers: { 'x-request-id': id } });
+        assert.equal(r.status, 200, r.text);
+        let cost = 0;
+        await waitFor(async () => {
+          const row = await pg.psql(`SELECT cost FROM usage_records WHERE request_id = '${id}'`);
+          cost = Number(row);
+          return row !== '';
+        }, { timeoutMs: 3000 * TIME_SCALE, what: 'the probe record' });
+        return Math.abs(cost - perRequest) < 1e-12;
+      }, { timeoutMs: 3000 * TIME_SCALE, intervalMs: 100, what: 'the price on both replicas' });
+    }
+    const budget = 0.0004; // about 21 requests
+    const k = await createKey(a, { name: 'fleet-cost-load', budget_cost: budget, budget_period: 'month' });
+    await keyKnown(b, k.key);
+    await mockReset(mock);
+    const results = await pool(60, 8, (i) => chat48(i % 2 ? b : a, k.key, 'priced'));
+    const ok = results.filter((r) => r.status === 200);
+    for (const r of results)
+      if (r.status !== 200) {
+        assert.equal(r.status, 429, r.text);
+        assert.match(r.json.error.message, /budget_cost/, r.text);
+      }
+    const { cost } = await billed(k.id, ok.length);
+    console.log(`fleet cost budget ${budget}: ${ok.length} admitted, ${cost} billed, ${perRequest} a request`);
+    assert.ok(Math.abs(cost - ok.length * perRequest) < 1e-12, `${cost} is ${ok.length} requests at ${perRequest}`);
+    assert.ok(cost <= budget + perRequest + 1e-12, `billed ${cost} of a budget of ${budget}`);
+    assert.ok(ok.length >= 12, `the budget was used: ${ok.length} requests`);
+    assert.equal((await mockStats(mock)).requests, ok.length, 'upstream calls == admitted requests');
+  });
+
+  test('reservations of a SIGKILLed replica expire after the request deadline, never leak', async () => {
+    const k = await createKey(a, { name: 'fleet-held', budget_tokens: 300, budget_period: 'day' });
+    const c = await startReplica('open', 'replica-held');
+    await keyKnown(c, k.key);
+    await mockReset(mock);
+    // Four requests to an upstream that never answers, each reserving about 70 of 300.
+    const held = { model: 'held', max_tokens: 50, messages: [{ role: 'user', content: 'wait for me' }] };
+    const estimate = Math.floor(JSON.stringify(held).length / 4) + 50;
+    assert.ok(4 * estimate <= 300 && 5 * estimate > 300, `estimate ${estimate}`);
+    const pending = Array.from({ length: 4 }, () =>
+      api(c, 'POST', '/v1/chat/completions', { key: k.key, body: held }).catch((e) => e));
+    await waitFor(async () => (await mockStats(mock)).by_model?.['mock-hang'] === 4,
+      { timeoutMs: 3000 * TIME_SCALE, what: 'four requests upstream' });
+    const reservedAt = Date.now();
+    const probe = () => api(a, 'POST', '/v1/chat/completions', { key: k.key, body: { ...held, model: 'gpt-demo' } });
+    const full = await probe();
+    assert.equal(full.status, 429, `the four reservations fill the budget on the other replica: ${full.text}`);
+    assert.match(full.json.error.message, /budget_tokens/);
+    await c.stop('SIGKILL');
+    await Promise.all(pending);
+    assert.equal((await probe()).status, 429, 'the dead replica\'s reservations still count');
+    let admitted;
+    await waitFor(async () => {
+      admitted = await probe();
+      return admitted.status === 200;
+    }, { timeoutMs: HELD_DEADLINE_MS + 5000 * TIME_SCALE, intervalMs: 100, what: 'the held reservations to expire' });
+    const took = Date.now() - reservedAt;
+    assert.ok(took >= HELD_DEADLINE_MS - 500, `usable again after ${took} ms, not before the deadline (${HELD_DEADLINE_MS} ms)`);
+    console.log(`reservations of a killed replica expired after ${took} ms (deadline ${HELD_DEADLINE_MS} ms)`);
+    // The expired ones went with the admitted request's script call, its own with its settle.
+    await waitFor(async () => Number(await redis.cli('ZCARD', `lowart:held:key:${k.id}`)) === 0,
+      { timeoutMs: 1000 * TIME_SCALE, what: 'no reservation left in Redis' });
+    const fields = await redis.cli('HMGET', `lowart:lim:key:${k.id}`, 'qt', 'qc');
+    assert.deepEqual(fields.trim().split(/\s+/).map(Number), [0, 0], 'nothing counted as reserved');
   });
 
   test('a breaker opened through one replica is open in the other', async () => {
@@ -263,6 +396,13 @@ describe('two replicas, one Redis, one PostgreSQL', () => {
     assert.match(ra.json.checks.redis.effect, /per replica/);
     for (let i = 0; i < 3; i++) assert.equal((await chat(a, k.key)).status, 200);
     assert.equal(await metric(a, 'gateway_redis_up'), 0);
+    // Its own limits, not none: rpm 5 lets exactly 5 of 20 through this replica.
+    const own = await createKey(a, { name: 'fleet-own-limits', rpm: 5 });
+    await mockReset(mock);
+    const burst = await Promise.all(Array.from({ length: 20 }, () => chat(a, own.key)));
+    assert.equal(burst.filter((r) => r.status === 200).length, 5, burst.map((r) => r.status).join(','));
+    assert.equal(burst.filter((r) => r.status === 429).length, 15);
+    assert.equal((await mockStats(mock)).requests, 5, 'refused requests never reach the upstream');
     // Replica b (closed): refuses limited requests with a clear error and is not ready.
     await waitFor(async () => (await api(b, 'GET', '/readyz', { key: null })).status === 503,
       { timeoutMs: 5000 * TIME_SCALE, what: 'replica b to report not ready' });
@@ -295,7 +435,7 @@ describe('two replicas, one Redis, one PostgreSQL', () => {
     // (Strict: a request let through would spend more, so the first one must be refused.)
     await a.waitForLog((l) => l.msg === 'redis connected' && l.connection === 'subscriber', 5000 * TIME_SCALE);
     await sleep(300 * TIME_SCALE); // the resync: reload from the database, seed Redis
-    const spent = await chat(b, budgetKey.key);
+    const spent = await small(b, budgetKey.key);
     assert.equal(spent.status, 429, spent.text);
     assert.match(spent.json.error.message, /budget_tokens/);
     // After the reconnect the replicas share the limit again (a fresh key proves it).

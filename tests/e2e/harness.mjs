@@ -88,6 +88,19 @@ export async function tempDir(prefix = 'lowart-e2e-') {
 
 export const sleep = (ms) => new Promise((r) => setTimeout(r, ms));
 
+/** Runs `total` jobs with at most `concurrency` at a time; returns their results in order. */
+export async function pool(total, concurrency, job) {
+  const results = new Array(total);
+  let next = 0;
+  await Promise.all(Array.from({ length: concurrency }, async () => {
+    while (next < total) {
+      const i = next++;
+      results[i] = await job(i);
+    }
+  }));
+  return results;
+}
+
 /** A TCP port that was free a moment ago (bind port 0, read it, close). */
 export function freePort() {
   return new Promise((resolve, reject) => {

@@ -84,15 +84,25 @@ test('a model limit applies across keys', async () => {
   assert.equal(statuses.filter((s) => s === 200).length, 3, statuses.join(','));
 });
 
+// "one two three" with max_tokens 5: the mock reports 3 prompt + 5 completion tokens;
+// lowart reserves body bytes / 4 + 5 before each request.
+const stated = { model: 'gpt-demo', max_tokens: 5, messages: [{ role: 'user', content: 'one two three' }] };
+const statedEstimate = Math.floor(JSON.stringify(stated).length / 4) + 5;
+const chatStated = (key) => api(gw, 'POST', '/v1/chat/completions', { key, body: stated });
+
 test('a token budget, once spent, refuses the next request with 429 before any upstream call', async () => {
-  // The mock reports 3 prompt + 5 completion tokens for "one two three".
-  const k = await createKey(gw, { name: 'budget', budget_tokens: 20, budget_period: 'day' });
+  const budget = 40;
+  const k = await createKey(gw, { name: 'budget', budget_tokens: budget, budget_period: 'day' });
   await mockReset(mock);
   const statuses = [];
-  for (let i = 0; i < 5; i++) statuses.push((await chat(k.key)).status);
-  assert.deepEqual(statuses, [200, 200, 200, 429, 429], '8 tokens each: the budget of 20 is spent after 3');
-  assert.equal((await mockStats(mock)).requests, 3);
-  const refused = await chat(k.key);
+  for (let i = 0; i < 6; i++) statuses.push((await chatStated(k.key)).status);
+  // Request i is admitted while 8 * i used + its estimate fit the budget.
+  const fit = Math.floor((budget - statedEstimate) / 8) + 1;
+  assert.ok(fit >= 2 && fit < 6, `estimate ${statedEstimate}`);
+  assert.deepEqual(statuses, [...Array(fit).fill(200), ...Array(6 - fit).fill(429)],
+    `8 tokens each, ${statedEstimate} reserved: ${fit} fit a budget of ${budget}`);
+  assert.equal((await mockStats(mock)).requests, fit);
+  const refused = await chatStated(k.key);
   assert.match(refused.json.error.message, /budget_tokens/);
   assert.ok(Number(refused.headers.get('retry-after')) > 60, 'a budget resets with its period');
 });
@@ -100,11 +110,14 @@ test('a token budget, once spent, refuses the next request with 429 before any u
 test('a cost budget uses the model price; usage records carry cost and price version', async () => {
   const price = await api(gw, 'PUT', '/admin/prices/gpt-demo', { body: { input_per_1m: 1000000, output_per_1m: 2000000 } });
   assert.equal(price.status, 201, price.text);
-  // 3 prompt tokens at 1.0 + 5 completion tokens at 2.0 = 13.0 per request.
-  const k = await createKey(gw, { name: 'spender', budget_cost: 30, budget_period: 'month' });
+  // 3 prompt tokens at 1.0 + 5 completion tokens at 2.0 = 13.0 per request; each reserves
+  // its estimate's cost, (body bytes / 4) at 1.0 + 5 at 2.0.
+  const reserved = (statedEstimate - 5) * 1 + 5 * 2;
+  const budget = 26 + reserved; // the third fits (26 spent), the fourth not (39 spent)
+  const k = await createKey(gw, { name: 'spender', budget_cost: budget, budget_period: 'month' });
   const statuses = [];
-  for (let i = 0; i < 4; i++) statuses.push((await chat(k.key)).status);
-  assert.deepEqual(statuses, [200, 200, 200, 429], 'spent 39 >= 30 after three');
+  for (let i = 0; i < 4; i++) statuses.push((await chatStated(k.key)).status);
+  assert.deepEqual(statuses, [200, 200, 200, 429], `13 each, ${reserved} reserved: three fit ${budget}`);
   await waitFor(async () => (await sqliteQuery(gw.dbPath, `SELECT COUNT(*) AS n FROM usage_records WHERE key_id = '${k.id}'`))[0]?.n >= 3,
     { timeoutMs: 3000, what: 'usage rows' });
   const rows = await sqliteQuery(gw.dbPath, `SELECT cost, price_version FROM usage_records WHERE key_id = '${k.id}' AND status = 200`);

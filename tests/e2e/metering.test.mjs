@@ -1,6 +1,8 @@
-// Metering without upstream usage: lowart counts with its own tokenizer (o200k_base),
-// puts its count in the usage chunk a client asked for, and bills interrupted streams
-// for what was delivered.
+// Metering without upstream usage: lowart counts with its own tokenizer (o200k_base, which
+// stands in for a model tiktoken does not know: the record says "estimated"), counting the
+// whole relayed text once (not delta by delta), puts its count in the usage chunk a client
+// asked for, and bills interrupted streams for what was delivered. The generated property
+// test is billing_property.test.mjs.
 
 import { after, before, test } from 'node:test';
 import assert from 'node:assert/strict';
@@ -45,7 +47,7 @@ const promptTokens = messages.reduce((n, m) => n + 3 + enc.encode(m.role).length
 async function usageRow(requestId) {
   let rows = [];
   await waitFor(async () => {
-    rows = await sqliteQuery(gw.dbPath, `SELECT prompt_tokens, completion_tokens, status FROM usage_records WHERE request_id = '${requestId}'`);
+    rows = await sqliteQuery(gw.dbPath, `SELECT prompt_tokens, completion_tokens, status, usage_source FROM usage_records WHERE request_id = '${requestId}'`);
     return rows.length === 1;
   }, { timeoutMs: 3000, what: 'the usage record' });
   return rows[0];
@@ -60,9 +62,9 @@ test('a stream from an upstream that sends no usage is billed with the exact tok
   assert.ok(!events.some((e) => e !== '[DONE]' && JSON.parse(e).usage), 'no usage chunk was asked for');
   const row = await usageRow(r.headers.get('x-request-id'));
   assert.equal(Number(row.prompt_tokens), promptTokens);
-  // Each delta is counted on its own, as it was delivered.
-  const deltas = events.filter((e) => e !== '[DONE]').map((e) => JSON.parse(e).choices[0]?.delta?.content ?? '');
-  assert.equal(Number(row.completion_tokens), deltas.reduce((n, d) => n + enc.encode(d).length, 0));
+  // The whole reply counted once: a word split across two deltas is one word.
+  assert.equal(Number(row.completion_tokens), enc.encode(reply).length);
+  assert.equal(row.usage_source, 'estimated', 'mock-no-usage is not a model tiktoken knows');
 });
 
 test('when the client asks for include_usage and the upstream sends none, lowart usage chunk carries its count', async () => {
@@ -75,7 +77,7 @@ test('when the client asks for include_usage and the upstream sends none, lowart
   const last = JSON.parse(events.at(-2));
   assert.deepEqual(last.choices, []);
   const deltas = events.slice(0, -2).map((e) => JSON.parse(e).choices[0]?.delta?.content ?? '');
-  const completion = deltas.reduce((n, d) => n + enc.encode(d).length, 0);
+  const completion = enc.encode(deltas.join('')).length;
   assert.deepEqual(last.usage, { prompt_tokens: promptTokens, completion_tokens: completion, total_tokens: promptTokens + completion });
 });
 
@@ -97,6 +99,6 @@ test('an interrupted stream is billed for what was delivered', async () => {
   assert.ok(delivered.join('').length > 0, r.text);
   const row = await usageRow(r.headers.get('x-request-id'));
   assert.equal(Number(row.status), 502);
-  assert.equal(Number(row.completion_tokens), delivered.reduce((n, d) => n + enc.encode(d).length, 0));
+  assert.equal(Number(row.completion_tokens), enc.encode(delivered.join('')).length);
   assert.ok(Number(row.prompt_tokens) > 0);
 });

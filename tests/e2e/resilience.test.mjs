@@ -11,7 +11,7 @@ import assert from 'node:assert/strict';
 import OpenAI from 'openai';
 import {
   api, canConnect, cleanupAll, freePort, isOpenAIErrorEnvelope, metricValue, mockReset, mockStats, parseMetrics,
-  sleep, sqliteQuery, sseData, startGateway, startMock, waitFor, REQUEST_TIMEOUT_MS,
+  pool, sleep, sqliteQuery, sseData, startGateway, startMock, waitFor, REQUEST_TIMEOUT_MS,
 } from './harness.mjs';
 
 after(cleanupAll);
@@ -84,19 +84,6 @@ async function breakerOf(gw, deployment) {
 const waitForBreaker = (gw, deployment, state, timeoutMs = 3000) =>
   waitFor(async () => (await breakerOf(gw, deployment)).state === state,
     { timeoutMs, intervalMs: 20, what: `breaker of ${deployment} to be ${state}` });
-
-/** Runs `total` jobs with at most `concurrency` at a time; returns their results in order. */
-async function pool(total, concurrency, job) {
-  const results = new Array(total);
-  let next = 0;
-  await Promise.all(Array.from({ length: concurrency }, async () => {
-    while (next < total) {
-      const i = next++;
-      results[i] = await job(i);
-    }
-  }));
-  return results;
-}
 
 /** Transition log lines of one deployment, as "from>to". */
 const transitions = (gw, deployment) => gw.logs()

@@ -127,6 +127,13 @@ const nonBlocking = { blocking: false };
 
 const chat = { model: 'gpt-demo', messages: [{ role: 'user', content: 'hello' }] };
 const messages = { model: 'gpt-demo', max_tokens: 16, messages: [{ role: 'user', content: 'hello' }] };
+const responseBody = { model: 'gpt-demo', input: 'hello' };
+/** A stored response of team A's user: its id. */
+const freshResponse = async () => {
+  const r = await send('user', 'POST', '/v1/responses', { body: responseBody });
+  if (r.status !== 200) throw new Error(`setup: a response answered ${r.status}: ${r.text}`);
+  return r.json.id;
+};
 const has = (list, pred) => Array.isArray(list?.data) && list.data.some(pred);
 
 // --- the table -----------------------------------------------------------------------------------
@@ -159,6 +166,27 @@ const MATRIX = {
   'POST /messages': { req: () => ({ path: '/messages', body: messages }), expect: every(200) },
   'POST /v1/messages/count_tokens': { req: () => ({ path: '/v1/messages/count_tokens', body: messages }), expect: every(200) },
   'POST /messages/count_tokens': { req: () => ({ path: '/messages/count_tokens', body: messages }), expect: every(200) },
+  // The Responses API: a stored response is its key's alone (404 for every other key, the master key too).
+  'POST /v1/responses': { req: () => ({ path: '/v1/responses', body: responseBody }), expect: every(200) },
+  'POST /responses': { req: () => ({ path: '/responses', body: responseBody }), expect: every(200) },
+  'POST /v1/responses #continues a stored response': {
+    req: () => ({ path: '/v1/responses', body: { ...responseBody, previous_response_id: R.response.id } }),
+    expect: every(404, { user: 200 }),
+  },
+  'GET /v1/responses/{id}': { req: () => ({ path: `/v1/responses/${R.response.id}` }), expect: every(404, { user: 200 }) },
+  'GET /responses/{id}': { req: () => ({ path: `/responses/${R.response.id}` }), expect: every(404, { user: 200 }) },
+  'DELETE /v1/responses/{id}': {
+    req: async () => ({ path: `/v1/responses/${await freshResponse()}` }), expect: every(404, { user: 200 }),
+  },
+  'DELETE /responses/{id}': {
+    req: async () => ({ path: `/responses/${await freshResponse()}` }), expect: every(404, { user: 200 }),
+  },
+  'GET /v1/responses/{id}/input_items': {
+    req: () => ({ path: `/v1/responses/${R.response.id}/input_items` }), expect: every(404, { user: 200 }),
+  },
+  'GET /responses/{id}/input_items': {
+    req: () => ({ path: `/responses/${R.response.id}/input_items` }), expect: every(404, { user: 200 }),
+  },
 
   // Jobs belong to the key that made them (team A's user); the master key sees all.
   'GET /v1/jobs': {
@@ -453,6 +481,7 @@ model = "sdxl"
     if (j?.status === 'failed' || j?.status === 'cancelled') throw Object.assign(new Error(JSON.stringify(j)), { fatal: true });
     return j?.status === 'succeeded' && j;
   }, { timeoutMs: 15000, what: "team A's job" });
+  R.response = { id: await freshResponse() };
   await must('POST', '/admin/mcp/register', { name: 'ev', command: 'node', args: [EVERYTHING, 'stdio'] });
   await must('POST', '/admin/mcp/policies', { tool: 'ev__echo', policy: 'confirm', key_id: keys.user.id });
   await waitFor(async () => (await must('GET', '/admin/mcp')).data.find((s) => s.name === 'ev')?.state === 'ready',

@@ -386,6 +386,24 @@ TEST_F(actor_test, breaker_opens_on_the_failure_rate_probes_after_the_open_perio
   EXPECT_EQ(ok + failed, 0) << "closing starts a fresh window";
 }
 
+TEST(breaker_control, a_probe_without_an_answer_gives_its_place_back_and_closes_nothing) {
+  breaker_control c;
+  c.set_mode(breaker_mode::half_open);
+  c.allow_probes(1);
+  bool probe = false;
+  ASSERT_TRUE(c.admit(probe));
+  ASSERT_TRUE(probe);
+  EXPECT_FALSE(c.admit(probe)) << "the one probe is out";
+  c.return_probe();
+  EXPECT_EQ(c.mode(), breaker_mode::half_open);
+  EXPECT_TRUE(c.admit(probe)) << "the next request probes";
+  EXPECT_TRUE(probe);
+  c.set_mode(breaker_mode::open);
+  c.return_probe(); // the breaker moved on meanwhile: nothing to give back
+  c.set_mode(breaker_mode::half_open);
+  EXPECT_FALSE(c.admit(probe));
+}
+
 TEST(breaker_control, window_counts_only_recent_seconds) {
   breaker_control c;
   c.record(100, true);

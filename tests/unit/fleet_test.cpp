@@ -150,7 +150,7 @@ TEST(fleet, two_replicas_share_one_rpm_bucket_in_a_real_redis_and_see_it_go) {
   std::string reason;
   for (int i = 0; i < 12; ++i) {
     auto& f = i % 2 ? one : two;
-    f->reserve(0, subjects, 0, 1'795'000'000'000, [&](bool reached, const lowart::limit_decision& d) {
+    f->reserve(0, subjects, {}, 1'795'000'000'000, [&](bool reached, const lowart::limit_decision& d) {
       ++answers;
       ASSERT_TRUE(reached);
       if (d.allowed) {
@@ -166,36 +166,91 @@ TEST(fleet, two_replicas_share_one_rpm_bucket_in_a_real_redis_and_see_it_go) {
   EXPECT_EQ(refused, 7);
   EXPECT_EQ(reason, "rpm");
 
-  // TPM: an estimate of 800 of 1000 leaves 200; the settle gives back what was not used.
-  lowart::limits tl;
-  tl.tpm = 1000;
-  tl.budget_tokens = 150;
-  tl.budget_period = "day";
-  std::vector<lowart::fleet_subject> tokens{{"key:tokens", tl}};
-  auto ask = [&](lowart::fleet& f, std::int64_t estimate) {
+  // Periods as the requests would name them now (the script compares them with Redis's clock).
+  const std::int64_t now =
+      std::chrono::duration_cast<std::chrono::milliseconds>(std::chrono::system_clock::now().time_since_epoch())
+          .count();
+  auto wait_ms = [&](int ms) {
+    auto until = std::chrono::steady_clock::now() + std::chrono::milliseconds(ms);
+    run_until(ioc, [&] { return std::chrono::steady_clock::now() > until; });
+  };
+  std::string reservation;
+  auto ask = [&](lowart::fleet& f, const std::vector<lowart::fleet_subject>& of, std::int64_t tokens, double cost = 0,
+                 std::int64_t hold_ms = 60'000) {
     std::optional<lowart::limit_decision> out;
-    f.reserve(0, tokens, estimate, 1'795'000'000'000, [&](bool, const lowart::limit_decision& d) { out = d; });
+    reservation = f.reserve(0, of, {tokens, cost, hold_ms}, now, [&](bool, const lowart::limit_decision& d) { out = d; });
     EXPECT_TRUE(run_until(ioc, [&] { return out.has_value(); }));
     return out.value_or(lowart::limit_decision{});
   };
-  ASSERT_TRUE(ask(*one, 800).allowed);
-  auto short_of_tokens = ask(*two, 800);
+
+  // TPM: an estimate of 800 of 1000 leaves 200; the settle gives back what was not used.
+  lowart::limits tl;
+  tl.tpm = 1000;
+  std::vector<lowart::fleet_subject> tokens{{"key:tokens", tl}};
+  ASSERT_TRUE(ask(*one, tokens, 800).allowed);
+  auto first = reservation;
+  auto short_of_tokens = ask(*two, tokens, 800);
   EXPECT_FALSE(short_of_tokens.allowed);
   EXPECT_EQ(short_of_tokens.reason, "tpm");
-  one->settle(0, tokens, 800, 100, 0.0, 1'795'000'000'000); // 700 back, 100 of the budget used
-  auto after = std::chrono::steady_clock::now() + std::chrono::milliseconds(60);
-  run_until(ioc, [&] { return std::chrono::steady_clock::now() > after; }); // the batch goes after 10 ms
-  ASSERT_TRUE(ask(*two, 800).allowed) << "the settle on one replica gave the tokens back for both";
-  two->settle(0, tokens, 800, 100, 0.0, 1'795'000'000'000); // 200 of 150 budget tokens used
-  after = std::chrono::steady_clock::now() + std::chrono::milliseconds(60);
-  run_until(ioc, [&] { return std::chrono::steady_clock::now() > after; });
-  auto over_budget = ask(*one, 10);
-  EXPECT_FALSE(over_budget.allowed);
-  EXPECT_EQ(over_budget.reason, "budget_tokens");
+  EXPECT_EQ(short_of_tokens.requested_tokens, 0) << "it would fit a full bucket";
+  one->settle(0, tokens, first, 800, 100, 0.0, now); // 700 back
+  wait_ms(60);                                        // the batch goes after 10 ms
+  ASSERT_TRUE(ask(*two, tokens, 800).allowed) << "the settle on one replica gave the tokens back for both";
+  auto too_large = ask(*one, tokens, 1500);
+  EXPECT_EQ(too_large.reason, "tpm");
+  EXPECT_EQ(too_large.requested_tokens, 1500) << "more than the limit itself never fits";
+
+  // Budgets count what requests in flight reserved, until they settle.
+  lowart::limits bl;
+  bl.budget_tokens = 150;
+  bl.budget_period = "day";
+  std::vector<lowart::fleet_subject> budget{{"key:budget", bl}};
+  ASSERT_TRUE(ask(*one, budget, 100).allowed);
+  auto held = reservation;
+  auto in_flight = ask(*two, budget, 100);
+  EXPECT_FALSE(in_flight.allowed) << "100 reserved of 150: another 100 does not fit";
+  EXPECT_EQ(in_flight.reason, "budget_tokens");
+  EXPECT_EQ(in_flight.retry_after_s, 1) << "refused by a reservation: it may settle soon";
+  one->settle(0, budget, held, 100, 40, 0.0, now); // it used 40
+  wait_ms(60);
+  ASSERT_TRUE(ask(*two, budget, 100).allowed) << "40 used + 100 reserved fit 150";
+  EXPECT_FALSE(ask(*one, budget, 20).allowed) << "40 used + 100 reserved + 20 is over 150";
+  auto spent = ask(*one, budget, 120);
+  EXPECT_EQ(spent.reason, "budget_tokens");
+  EXPECT_GT(spent.retry_after_s, 60) << "40 used + 120 is over 150 whatever settles: the next period";
+
+  // A reservation whose replica never settles ends with its hold time.
+  lowart::limits el;
+  el.budget_tokens = 100;
+  el.budget_period = "day";
+  std::vector<lowart::fleet_subject> expiring{{"key:expiring", el}};
+  ASSERT_TRUE(ask(*one, expiring, 90, 0, 200).allowed);
+  EXPECT_FALSE(ask(*two, expiring, 50).allowed);
+  wait_ms(300);
+  ASSERT_TRUE(ask(*two, expiring, 50).allowed) << "the held 90 expired";
+  auto late = reservation;
+  // A reservation whose answer was lost is released.
+  EXPECT_FALSE(ask(*one, expiring, 60).allowed);
+  two->release(0, expiring, late);
+  wait_ms(60);
+  EXPECT_TRUE(ask(*one, expiring, 60).allowed) << "the released 50 no longer counts";
+
+  // Cost budgets the same way, with fractional costs.
+  lowart::limits cl;
+  cl.budget_cost = 1.0;
+  cl.budget_period = "month";
+  std::vector<lowart::fleet_subject> cost{{"team:cost", cl}};
+  ASSERT_TRUE(ask(*one, cost, 10, 0.6).allowed);
+  auto dear = reservation;
+  EXPECT_EQ(ask(*two, cost, 10, 0.6).reason, "budget_cost");
+  one->settle(0, cost, dear, 10, 10, 0.25, now);
+  wait_ms(60);
+  EXPECT_TRUE(ask(*two, cost, 10, 0.6).allowed) << "0.25 used + 0.6 fit 1.0";
+  EXPECT_FALSE(ask(*one, cost, 10, 0.2).allowed) << "0.25 + 0.6 reserved + 0.2 is over 1.0";
 
   server.stop();
   bool answered = false, reached = true;
-  one->reserve(0, subjects, 0, 1'795'000'000'000, [&](bool r, const lowart::limit_decision&) {
+  one->reserve(0, subjects, {}, 1'795'000'000'000, [&](bool r, const lowart::limit_decision&) {
     answered = true;
     reached = r;
   });

@@ -85,6 +85,64 @@ TEST(rate_limiter, budgets_refuse_once_spent_and_reset_with_the_period) {
   EXPECT_TRUE(rl.reserve(s, 0, next_day, t).allowed) << "a new day, a new budget";
 }
 
+TEST(rate_limiter, budgets_count_the_reservations_in_flight_until_they_settle) {
+  rate_limiter rl;
+  limits l;
+  l.budget_tokens = 1000;
+  l.budget_period = "day";
+  std::vector<rate_limiter::subject_ref> s{{"key:a", &l}};
+  std::vector<rate_limiter::ticket> held(8);
+  int admitted = 0;
+  for (auto& t : held) // eight in flight, 120 each: 960 reserved, the ninth does not fit
+    admitted += rl.reserve(s, 120, t0, t).allowed ? 1 : 0;
+  EXPECT_EQ(admitted, 8);
+  rate_limiter::ticket ninth;
+  auto d = rl.reserve(s, 120, t0, ninth);
+  EXPECT_EQ(d.reason, "budget_tokens");
+  EXPECT_EQ(d.retry_after_s, 1) << "refused by reservations: they settle soon";
+  for (auto& t : held)
+    rl.settle(t, 48, 0, t0); // each used 48: 384 used, nothing reserved
+  for (int i = 0; i < 5; ++i) { // 384 + 5 * 120 = 984
+    rate_limiter::ticket t;
+    ASSERT_TRUE(rl.reserve(s, 120, t0, t).allowed) << i;
+    rl.settle(t, 120, 0, t0);
+  }
+  auto spent = rl.reserve(s, 120, t0, ninth);
+  EXPECT_EQ(spent.reason, "budget_tokens");
+  EXPECT_GT(spent.retry_after_s, 60) << "used 984 + 120 is over 1000 whatever settles: the next period";
+  EXPECT_TRUE(rl.reserve(s, 16, t0, ninth).allowed) << "a smaller estimate still fits";
+}
+
+TEST(rate_limiter, cost_budgets_reserve_the_estimated_cost) {
+  rate_limiter rl;
+  limits l;
+  l.budget_cost = 0.001;
+  l.budget_period = "month";
+  std::vector<rate_limiter::subject_ref> s{{"team:t", &l}};
+  rate_limiter::ticket a, b;
+  ASSERT_TRUE(rl.reserve(s, 100, t0, a, false, 0.0006).allowed);
+  EXPECT_EQ(rl.reserve(s, 100, t0, b, false, 0.0006).reason, "budget_cost");
+  rl.settle(a, 100, 0.00025, t0);
+  EXPECT_TRUE(rl.reserve(s, 100, t0, b, false, 0.0006).allowed) << "0.00025 used + 0.0006 fit 0.001";
+  rate_limiter::ticket c;
+  EXPECT_FALSE(rl.reserve(s, 100, t0, c, false, 0.0002).allowed);
+}
+
+TEST(rate_limiter, an_estimate_over_the_tpm_limit_itself_is_refused_for_good) {
+  rate_limiter rl;
+  limits l;
+  l.tpm = 100;
+  std::vector<rate_limiter::subject_ref> s{{"key:a", &l}};
+  rate_limiter::ticket t;
+  auto d = rl.reserve(s, 150, t0, t);
+  EXPECT_FALSE(d.allowed);
+  EXPECT_EQ(d.reason, "tpm");
+  EXPECT_EQ(d.requested_tokens, 150);
+  EXPECT_EQ(d.limit_tokens, 100);
+  EXPECT_EQ(d.remaining_tokens, 100) << "nothing was taken";
+  EXPECT_TRUE(rl.reserve(s, 100, t0, t).allowed);
+}
+
 TEST(rate_limiter, seeded_spending_counts_against_the_budget) {
   rate_limiter rl;
   limits l;
