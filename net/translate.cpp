@@ -5,6 +5,8 @@
 
 #include <simdjson.h>
 
+#include <algorithm>
+#include <map>
 #include <vector>
 
 namespace lowart::net {
@@ -842,31 +844,13 @@ public:
     }
     simdjson::dom::array calls;
     if (delta["tool_calls"].get_array().get(calls) == simdjson::SUCCESS) {
-      for (auto call : calls) {
-        std::int64_t index = 0;
-        if (call["index"].get_int64().get(index) != simdjson::SUCCESS) index = 0;
-        if (open_ != block::tool || open_tool_ != index) {
-          close_block(out);
-          auto id = string_of(call, "id");
-          json::object_writer b;
-          b.str("type", "tool_use")
-              .str("id", id.empty() ? "toolu_" + std::to_string(next_block_) : std::string(id))
-              .str("name", string_of(call["function"], "name"))
-              .raw("input", "{}");
-          open_block(out, b.done(), block::tool);
-          open_tool_ = index;
-        }
-        if (auto args = string_of(call["function"], "arguments"); !args.empty()) {
-          json::object_writer d;
-          d.str("type", "input_json_delta").str("partial_json", args);
-          delta_event(out, d.done());
-        }
-      }
+      for (auto call : calls)
+        tool_piece(out, call);
     }
     if (auto finish = string_of(choice, "finish_reason"); !finish.empty()) {
       content_seen_ = true;
       stop_ = anthropic_stop_reason(finish);
-      close_block(out);
+      finish_blocks(out);
     }
     return false;
   }
@@ -876,7 +860,7 @@ public:
     closed_ = true;
     if (errored_) return;
     if (!started_) start(out);
-    close_block(out);
+    finish_blocks(out);
     json::object_writer delta;
     delta.str("stop_reason", stop_).raw("stop_sequence", "null");
     json::object_writer w;
@@ -914,6 +898,7 @@ private:
   }
   void close_block(std::string& out) {
     if (open_ == block::none) return;
+    if (open_ == block::tool) calls_[open_tool_].closed = true;
     json::object_writer w;
     w.str("type", "content_block_stop").num("index", next_block_);
     append_named_event(out, "content_block_stop", w.done());
@@ -926,6 +911,100 @@ private:
     w.str("type", "content_block_delta").num("index", next_block_).raw("delta", delta);
     append_named_event(out, "content_block_delta", w.done());
   }
+
+  // --- tool calls -------------------------------------------------------------------------
+  // OpenAI numbers tool calls and may interleave their pieces (index 0, 1, 0, 2, ...);
+  // Anthropic's blocks do not interleave. Tool call i is the i-th tool_use block: the
+  // open call's pieces go out at once, a piece of another call waits until that call's
+  // block may open — when the open call's arguments are complete JSON (or at the end).
+  struct tool_call {
+    std::string id;
+    std::string name;
+    std::vector<std::string> held; ///< pieces that arrived before its block could open
+    int depth = 0;                 ///< JSON nesting of the arguments so far
+    bool in_string = false, escaped = false, started = false, complete = false;
+    bool opened = false, closed = false;
+
+    void scan(std::string_view piece) {
+      for (char c : piece) {
+        if (in_string) {
+          if (escaped)
+            escaped = false;
+          else if (c == '\\')
+            escaped = true;
+          else if (c == '"')
+            in_string = false;
+        } else if (c == '"') {
+          in_string = true;
+        } else if (c == '{' || c == '[') {
+          started = true;
+          ++depth;
+        } else if ((c == '}' || c == ']') && depth > 0 && --depth == 0) {
+          complete = started;
+        }
+      }
+    }
+  };
+
+  void tool_piece(std::string& out, element call) {
+    std::int64_t index = 0;
+    if (call["index"].get_int64().get(index) != simdjson::SUCCESS) index = 0;
+    if (index < 0 || index > 4096) return;
+    auto& c = calls_[index];
+    if (c.id.empty()) c.id = string_of(call, "id");
+    if (c.name.empty()) c.name = string_of(call["function"], "name");
+    // A piece after its block closed (its arguments were complete) has no block to go to.
+    if (auto args = string_of(call["function"], "arguments"); !args.empty() && !c.closed) {
+      c.scan(args);
+      if (open_ == block::tool && open_tool_ == index) {
+        input_delta(out, args);
+      } else {
+        c.held.emplace_back(args);
+        held_bytes_ += args.size();
+      }
+    }
+    // Open the next call's block whenever the open one is done with (or holding the
+    // others grew too large: then the open one ends early and loses what comes later).
+    for (;;) {
+      if (open_ == block::tool && !calls_[open_tool_].complete && held_bytes_ < (1u << 20)) return;
+      auto next = std::find_if(calls_.begin(), calls_.end(), [](const auto& kv) { return !kv.second.opened; });
+      if (next == calls_.end()) return;
+      close_block(out);
+      open_call(out, next->first, next->second);
+    }
+  }
+  void open_call(std::string& out, std::int64_t index, tool_call& c) {
+    json::object_writer b;
+    b.str("type", "tool_use")
+        .str("id", c.id.empty() ? "toolu_" + std::to_string(next_block_) : c.id)
+        .str("name", c.name)
+        .raw("input", "{}");
+    open_block(out, b.done(), block::tool);
+    open_tool_ = index;
+    c.opened = true;
+    for (const auto& piece : c.held) {
+      input_delta(out, piece);
+      held_bytes_ -= piece.size();
+    }
+    c.held.clear();
+  }
+  /// The end: the open block closes, calls still waiting get their blocks in order.
+  void finish_blocks(std::string& out) {
+    close_block(out);
+    for (auto& [index, c] : calls_) {
+      if (c.opened) continue;
+      open_call(out, index, c);
+      close_block(out);
+    }
+  }
+  void input_delta(std::string& out, std::string_view piece) {
+    json::object_writer d;
+    d.str("type", "input_json_delta").str("partial_json", piece);
+    delta_event(out, d.done());
+  }
+  std::map<std::int64_t, tool_call> calls_; ///< by OpenAI index
+  std::size_t held_bytes_ = 0;
+  // --- end of tool calls ------------------------------------------------------------------
 
   options opt_;
   std::string id_;
