@@ -18,24 +18,10 @@ namespace lowart::net {
 
 namespace {
 
-/// Holds a session while an actor answers; the last release happens on the session's own
-/// thread (a session must end there).
-struct held_session {
-  explicit held_session(session_ptr s) : ptr(std::move(s)) {}
-  held_session(const held_session&) = delete;
-  held_session& operator=(const held_session&) = delete;
-  ~held_session() {
-    if (!ptr) return;
-    auto exec = ptr->executor();
-    asio::post(exec, [p = std::move(ptr)]() mutable { p.reset(); });
-  }
-  session_ptr ptr;
-};
-
 /// Asks the store and answers on the session's thread: then(status, json).
 template <class Then>
 void ask_store(const session_ptr& client, std::string op, std::string a, std::string b, Then then) {
-  auto held = std::make_shared<held_session>(client);
+  auto held = std::make_shared<session_ref>(client);
   client->worker().runtime.responses(std::move(op), std::move(a), std::move(b),
                                      [held, then = std::move(then)](int status, std::string body) mutable {
                                        auto self = held->ptr;

@@ -58,6 +58,11 @@ struct request_context {
   /// The client's headers as a JSON object for Lua hooks (credentials left out); filled
   /// only while some model or provider has a script.
   std::string headers_json;
+  /// A refusal's reason code (the error's `code`, else its kind), for its usage record.
+  std::string error_code;
+  /// Set once a usage record for this request was written (the proxy meters what it
+  /// admitted, agents meter their calls): the session then writes no refusal record.
+  bool usage_recorded = false;
 };
 
 class session : public std::enable_shared_from_this<session> {
@@ -136,5 +141,16 @@ private:
 };
 
 using session_ptr = std::shared_ptr<session>;
+
+/// A session held by an actor's callback: the last reference may go away on a CAF
+/// thread, but a session must end on its own I/O thread (its destructor unlinks it from
+/// the worker's session list), so the release is posted there (session.cpp).
+struct session_ref {
+  explicit session_ref(session_ptr s) : ptr(std::move(s)) {}
+  session_ref(const session_ref&) = delete;
+  session_ref& operator=(const session_ref&) = delete;
+  ~session_ref();
+  session_ptr ptr;
+};
 
 } // namespace lowart::net
