@@ -9,7 +9,9 @@ namespace lowart::net {
 
 namespace {
 
-constexpr unsigned get = m_get, head = m_head, post = m_post, put = m_put, patch = m_patch, del = m_delete;
+// (not every method has an endpoint of its own: clang would warn about the unused ones)
+[[maybe_unused]] constexpr unsigned get = m_get, head = m_head, post = m_post, put = m_put, patch = m_patch,
+                                    del = m_delete;
 constexpr unsigned probe = m_get | m_head;
 constexpr unsigned edit = m_get | m_put | m_patch | m_delete; // one admin record: read, change, remove
 constexpr auto openai = api_format::openai;

@@ -8,7 +8,7 @@
 set -uo pipefail
 cd "$(dirname "$0")/.."
 secs=${FUZZ_SECONDS:-60}
-targets=(sse translate jsonrpc config http)
+targets=(sse translate responses jsonrpc config http)
 if [[ ! -f build-fuzz/build.ninja ]]; then
   cmake --preset fuzz >/dev/null || { echo "fuzz: configure failed"; echo "fuzz: 0 passed, 1 failed"; exit 1; }
 fi
