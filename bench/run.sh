@@ -1,8 +1,8 @@
 #!/usr/bin/env bash
 # make bench: wrk against the mock directly and through lowart (auth, metrics, usage
-# metering on), JSON and SSE, at 1 and 32 connections. Prints req/s, p50/p99 and the
-# CPU microseconds lowart spent per request (utime+stime from /proc), then the
-# microbenchmarks of the hot-path pieces.
+# metering on), JSON and SSE, chat and the Responses API, at 1 and 32 connections.
+# Prints req/s, p50/p99 and the CPU microseconds lowart spent per request (utime+stime
+# from /proc), then the microbenchmarks of the hot-path pieces.
 #   BENCH_DURATION=10 BENCH_CONNS="32 1" BENCH_LOG=info bench/run.sh
 # Run it on an otherwise idle machine: wrk, the mock and lowart share the cores.
 set -euo pipefail
@@ -25,12 +25,23 @@ name = "mock"
 base_url = "http://127.0.0.1:$mock_port/v1"
 api_key = "sk-upstream-bench"
 [[providers]]
+name = "mock-responses"
+base_url = "http://127.0.0.1:$mock_port/v1"
+api_key = "sk-upstream-bench"
+responses = true
+[[providers]]
 name = "down"
 base_url = "http://127.0.0.1:$closed_port/v1"
 [[models]]
 name = "gpt-4o-mini"
 [[models.deployments]]
 provider = "mock"
+model = "mock-model"
+# The Responses API passed through to an upstream that speaks it.
+[[models]]
+name = "responses-pass"
+[[models.deployments]]
+provider = "mock-responses"
 model = "mock-model"
 # The failover case: the primary refuses connections, the backup is the mock.
 [[models]]
@@ -60,6 +71,10 @@ key=$(curl -fsS "http://127.0.0.1:$gw_port/admin/keys" -H "Authorization: Bearer
 json_body='{"model":"gpt-4o-mini","messages":[{"role":"system","content":"You are a concise, helpful assistant. Answer in plain English, cite facts you are sure of, and keep answers under 120 words unless asked otherwise."},{"role":"user","content":"Hi! I am planning a weekend trip and need some quick facts."},{"role":"assistant","content":"Sure - tell me where you are going and what you would like to know."},{"role":"user","content":"What is the capital of France, which river runs through it, and roughly how many people live there? One short paragraph please."}],"temperature":0.7,"max_tokens":256}'
 stream_body=${json_body%\}}',"stream":true,"stream_options":{"include_usage":true}}'
 failover_body=${json_body/gpt-4o-mini/failover}
+# The same conversation for POST /v1/responses (stored, as by default).
+responses_body='{"model":"gpt-4o-mini","instructions":"You are a concise, helpful assistant. Answer in plain English, cite facts you are sure of, and keep answers under 120 words unless asked otherwise.","input":[{"role":"user","content":"Hi! I am planning a weekend trip and need some quick facts."},{"role":"assistant","content":"Sure - tell me where you are going and what you would like to know."},{"role":"user","content":"What is the capital of France, which river runs through it, and roughly how many people live there? One short paragraph please."}],"temperature":0.7,"max_output_tokens":256}'
+responses_stream_body=${responses_body%\}}',"stream":true}'
+responses_pass_body=${responses_body/gpt-4o-mini/responses-pass}
 
 cpu_ticks() { awk '{print $14 + $15}' "/proc/$1/stat"; }
 clk=$(getconf CLK_TCK)
@@ -92,8 +107,12 @@ for c in $conns; do
   run direct-stream "http://127.0.0.1:$mock_port/v1/chat/completions" "$stream_body" $c
   run lowart-stream "http://127.0.0.1:$gw_port/v1/chat/completions" "$stream_body" $c "$key"
   run lowart-failover "http://127.0.0.1:$gw_port/v1/chat/completions" "$failover_body" $c "$key"
+  run lowart-responses "http://127.0.0.1:$gw_port/v1/responses" "$responses_body" $c "$key"
+  run lowart-resp-stream "http://127.0.0.1:$gw_port/v1/responses" "$responses_stream_body" $c "$key"
+  run lowart-resp-pass "http://127.0.0.1:$gw_port/v1/responses" "$responses_pass_body" $c "$key"
 done
 echo "# lowart-failover: primary refuses connections, backup serves; compare its latency with lowart-json"
+echo "# lowart-responses, -resp-stream: POST /v1/responses translated to chat (stored); -resp-pass: passed through"
 echo
 echo "# usage records written: $(sqlite3 "$work/bench.db" 'select count(*) from usage_records' 2>/dev/null || echo '?') (flushed every 25 ms)"
 echo
