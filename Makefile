@@ -1,5 +1,5 @@
 # The README's two commands are `make run` and `make test`; everything else is a helper.
-.PHONY: run test build unit bench bench-peers bench-streams bench-fleet soak tsan fuzz replicas clean
+.PHONY: run test build unit bench bench-peers bench-streams bench-fleet soak tsan fuzz replicas chaos clean
 
 run:            ## build and run the gateway with the demo route
 	scripts/run.sh
@@ -26,6 +26,10 @@ tsan:           ## ThreadSanitizer: unit tests, then the e2e suite against a TSa
 	@if ls build-tsan/reports/tsan.* >/dev/null 2>&1; then \
 	  echo "ThreadSanitizer reports in build-tsan/reports:"; grep -h WARNING build-tsan/reports/tsan.*; exit 1; \
 	else echo "ThreadSanitizer: no reports"; fi
+
+chaos:          ## tests/e2e/chaos.test.mjs for CHAOS_ROUNDS (10) rounds, the first with CHAOS_SEED (random)
+	scripts/setup.sh && scripts/build.sh default lowart lowart-mock
+	CHAOS_ROUNDS=$(or $(CHAOS_ROUNDS),10) tests/e2e/run.sh --only-files chaos.test.mjs
 
 replicas:       ## two replicas sharing one Redis and one PostgreSQL on loopback
 	scripts/replicas.sh

@@ -14,6 +14,7 @@
 #include <caf/all.hpp>
 #include <simdjson.h>
 
+#include <array>
 #include <ctime>
 #include <deque>
 #include <functional>
@@ -586,6 +587,8 @@ struct bus_state {
   std::map<std::int64_t, std::pair<caf::response_promise, std::string>> remote_calls;
   std::int64_t next_remote = 0;
   bool loaded = false;
+  /// Requests that came while agents and tasks were being read: (promise, the a2a_atom strings).
+  std::vector<std::pair<caf::response_promise, std::array<std::string, 9>>> held;
   std::mt19937_64 rng{std::random_device{}()};
 };
 using bus_actor = caf::stateful_actor<bus_state>;
@@ -610,7 +613,7 @@ void save_then_answer(bus_actor* self, const task_rec& t, caf::response_promise 
   self->request(self->state.store, store_timeout, a2a_store_atom::value, std::string("task_put"), t.to_json())
       .then(
           [rp, status, body = std::move(body), failure, then, id = t.id](std::int32_t stored,
-                                                                          const std::string&) mutable {
+                                                                         const std::string&) mutable {
             if (stored != 200) {
               log::error("a2a task not saved", {{"task", id}, {"status", stored}});
               rp.deliver(std::int32_t{503}, failure, json_type);
@@ -1510,6 +1513,20 @@ void register_agent(bus_actor* self, const caller& who, const std::string& body,
           });
 }
 
+/// Agents and tasks are read: the requests that waited for that are served now, in order.
+void loaded(bus_actor* self) {
+  auto& st = self->state;
+  st.loaded = true;
+  for (auto& [rp, a] : std::exchange(st.held, {}))
+    self->request(caf::actor_cast<caf::actor>(self), caf::infinite, a2a_atom::value, a[0], a[1], a[2], a[3], a[4], a[5],
+                  a[6], a[7], a[8])
+        .then([rp](std::int32_t status, const std::string& text,
+                   const std::string& type) mutable { rp.deliver(status, text, type); },
+              [rp](caf::error& err) mutable {
+                rp.deliver(std::int32_t{503}, admin_error("unavailable", caf::to_string(err)), json_type);
+              });
+}
+
 caf::behavior bus(bus_actor* self, gateway_state* gw, boost::asio::io_context* io, caf::actor store) {
   auto& st = self->state;
   st.gw = gw;
@@ -1539,30 +1556,37 @@ caf::behavior bus(bus_actor* self, gateway_state* gw, boost::asio::io_context* i
                             // working on it and report, and the scan hands it out again only
                             // once the lease runs out (handing it out at once ran it twice).
                             // Queued tasks are queued again; retries wait for their time.
-                            bool leased = (task.delivery == "delivered" || task.delivery == "acked") &&
-                                          task.lease_until_ms > 0;
-                            if (task.delivery != "waiting" && task.delivery != "retry" && !leased)
-                              deliver(self, task);
+                            bool leased =
+                                (task.delivery == "delivered" || task.delivery == "acked") && task.lease_until_ms > 0;
+                            if (task.delivery != "waiting" && task.delivery != "retry" && !leased) deliver(self, task);
                             ++n;
                           }
-                      self->state.loaded = true;
+                      loaded(self);
                       if (n) log::info("a2a tasks resumed after a restart", {{"tasks", n}});
                     },
-                    [](caf::error& err) {
+                    [=](caf::error& err) {
+                      loaded(self); // serve without them rather than not at all
                       log::error("cannot load a2a tasks", {{"error", caf::to_string(err)}});
                     });
           },
-          [](caf::error& err) {
+          [=](caf::error& err) {
+            loaded(self);
             log::error("cannot load a2a agents", {{"error", caf::to_string(err)}});
           });
   self->delayed_send(self, std::chrono::milliseconds(250), scan_atom::value, std::string());
 
   return {
       [=](a2a_atom, const std::string& method, const std::string& path, const std::string& query,
-          const std::string& body, const std::string& key_id, const std::string& role, const std::string&,
-          const std::string&, const std::string& request_id) -> caf::delegated<caf::message> {
+          const std::string& body, const std::string& key_id, const std::string& role, const std::string& team_id,
+          const std::string& user_id, const std::string& request_id) -> caf::delegated<caf::message> {
         auto rp = self->make_response_promise();
         auto& s = self->state;
+        if (!s.loaded) {
+          // Just started: agents and tasks are still being read. The request waits for them
+          // (an answer "no agent named ..." for an agent that exists makes a client give up).
+          s.held.push_back({rp, {method, path, query, body, key_id, role, team_id, user_id, request_id}});
+          return {};
+        }
         caller who{key_id, role, request_id};
         // Agent cards: public.
         const std::string card_suffix = "/.well-known/agent-card.json";

@@ -1,24 +1,31 @@
 // Chaos: a few hundred A2A tasks (by name and by skill; pull workers as processes, push
-// agents as HTTP servers here) and a few dozen ComfyUI jobs over two mock ComfyUI
-// processes, while a driver SIGKILLs workers, backends and lowart itself at random
-// (seeded, a bounded number of kills, each target restarted after a short delay; lowart
-// on the same database and port). Then every task and job must be terminal, none lost,
-// none run more often than the protocol allows, and the dead letters must hold exactly
-// the tasks that ran out of attempts.
+// agents as HTTP servers here; sent as raw JSON-RPC and through @a2a-js/sdk) and a few dozen
+// ComfyUI jobs over two mock ComfyUI processes (one of them choosing its own prompt ids,
+// --own-prompt-ids), while a driver SIGKILLs workers, backends and lowart itself at random
+// (seeded, a bounded number of kills, each target restarted after a short delay; lowart on
+// the same database and port). Then every task and job must be terminal, none lost, none
+// run more often than the protocol allows, and the dead letters must hold exactly the
+// tasks that ran out of attempts. A failure prints the seed, the kill plan, the kills as
+// they happened, and the agents' events and lowart's log lines for the tasks and jobs at
+// fault.
 //
-//   CHAOS_SEED=n     the first round's seed (default: random; printed on failure)
+//   CHAOS_SEED=n     the first round's seed (default: random)
 //   CHAOS_ROUNDS=n   rounds, each with a fresh gateway and seed+i (default 1; `make chaos`: 10)
 //   CHAOS_TASKS, CHAOS_JOBS, CHAOS_WINDOW_MS   size of one round (300, 36, 20000)
+//   CHAOS_LOG_DIR=dir  keep every lowart log, the agents' events and the hand-overs there
 //
 // What is counted, and where:
 // - A task *runs* when an agent holds it: a pull worker (a2a_agent.mjs, LOG_EVENTS=1) got
 //   it from a poll and its ack was answered 200; a push agent answered the push 2xx (the
-//   push is its ack). Each ack and report is logged by the agent with the time it was sent
-//   and the status it got (0: lowart unreachable).
-// - A job is *handed over* when a POST /prompt for it reaches a backend: each backend
-//   sits behind a TCP-level HTTP proxy in this process that records every POST /prompt
-//   (the job id is in the workflow's filename_prefix) and survives the backend's kills.
-//   Runs on a backend come from its /mock/stats, polled every 250 ms.
+//   push is its ack). Each ack and report is logged by the agent with the time it was sent,
+//   the time of the answer and its status (0: lowart unreachable).
+// - A job is *handed over* when a POST /prompt for it reaches a backend: each backend sits
+//   behind an HTTP proxy in this process (WebSocket upgrades are tunnelled) that records
+//   every POST /prompt (the job id is in the workflow's filename_prefix), its answer and
+//   the prompt id in it, across the backend's kills. Runs on a backend come from its
+//   /mock/stats, polled every 250 ms.
+// - "lowart was killed while an exchange was in flight": a kill before the exchange's
+//   answer (+ COMMIT_GRACE_MS), and lowart not up again before the request arrived here.
 //
 // The rules asserted:
 // Tasks (at-least-once: a task is delivered again only when its holder's lease ran out):
@@ -28,27 +35,32 @@
 //      is no earlier than when it was sent. A worker killed mid-task stops reporting, so its
 //      lease runs out: that is how a kill leads to a second run (a lowart restart is not: a
 //      held task keeps its lease). lowart answers acks and reports once it has written them,
-//      so every 2xx counts. A push agent's 2xx is its ack, and lowart may not have recorded
-//      it when lowart was SIGKILLed within COMMIT_GRACE_MS of it: such a push does not count
-//      (the lost acknowledgement the protocol delivers again after).
+//      so every 2xx counts, except a push agent's: its 2xx is its ack, which lowart may not
+//      have recorded when it was killed while the push was in flight (the lost
+//      acknowledgement the protocol delivers again after).
 //   2. A task never runs again once an agent's "completed" was answered 2xx, and its final
 //      state is then "completed" (a 2xx is durable).
-//   3. Every task terminal: completed (by an agent that ran it), or failed as a dead letter
-//      ("gave up after max_attempts deliveries"). No other failure: a task never strands
-//      until its deadline here, since every agent comes back within seconds.
+//   3. Every task terminal: completed (by an agent that ran it, with that agent's result),
+//      or failed as a dead letter ("gave up after max_attempts deliveries"). No other end: a
+//      task never strands until its deadline here, since every agent comes back within
+//      seconds.
 //   4. The dead letters (GET /admin/agents/dead-letters) are exactly the failed tasks, each
 //      with attempts = max_attempts; every task sent to the sinks (an agent that acks and
-//      never reports, a push endpoint that always answers 500) is among them, after
-//      exactly max_attempts deliveries when lowart was not killed meanwhile.
+//      never reports, a push endpoint that always answers 500) is among them, after exactly
+//      max_attempts deliveries when lowart was not killed meanwhile.
+//   5. None lost: every task whose send was answered, and every task an agent was given,
+//      is found by tasks/get.
 // Jobs:
-//   5. Every job terminal: succeeded (its files are PNGs made from its own prompt by one of
-//      its hand-overs) or failed with lowart's reason.
-//   6. Hand-overs per job <= submit_attempts, and a job is handed over again only after the
-//      earlier hand-over's backend was killed (after that hand-over), or that hand-over was
-//      not answered 200, or lowart was killed while it was in flight (up to COMMIT_GRACE_MS
-//      after its answer: the backend's prompt id may not have been stored).
-//   7. A backend runs a prompt at most once per hand-over it accepted.
-// A task or job whose creation was answered is never lost (tasks/get, GET /v1/jobs/{id}).
+//   6. Every job terminal: succeeded (its files are PNGs made from its own prompt by one of
+//      its hand-overs) or failed with lowart's reason; none lost (every job answered 202,
+//      listed for the key, or seen at a backend is found by GET /v1/jobs/{id}).
+//   7. Hand-overs per job <= submit_attempts, and a job is handed over again only when the
+//      earlier hand-over's backend was killed after it, or lowart did not get a 200 for it
+//      (refused, or lowart stopped waiting: request_timeout_ms), or lowart was killed while
+//      it was in flight (the backend's prompt id may not have been stored). A hand-over
+//      lowart stopped waiting for may still have been taken, and then the job runs on two
+//      backends: allowed by this rule, counted in the summary line.
+//   8. A backend runs a prompt at most once per hand-over it accepted.
 
 import { after, test } from 'node:test';
 import assert from 'node:assert/strict';
@@ -61,7 +73,7 @@ import net from 'node:net';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { A2AClient } from '@a2a-js/sdk/client';
-import { LOWART_BIN, api, cleanupAll, createKey, freePort, sleep, tempDir } from './harness.mjs';
+import { LOWART_BIN, TIME_SCALE, api, cleanupAll, createKey, freePort, sleep, tempDir } from './harness.mjs';
 
 const here = path.dirname(fileURLToPath(import.meta.url));
 const AGENT_JS = path.join(here, 'a2a_agent.mjs');
@@ -74,15 +86,19 @@ const N_TASKS = Number(process.env.CHAOS_TASKS) || 300;
 const N_JOBS = Number(process.env.CHAOS_JOBS) || 36;
 const WINDOW_MS = Number(process.env.CHAOS_WINDOW_MS) || 20000;
 const KILLS = { lowart: 3, pull: 6, push: 4, backend: 4 }; // per round
-const SETTLE_MS = 45000;
-const COMMIT_GRACE_MS = 250;
+const SETTLE_MS = 45000 * TIME_SCALE;
+const COMMIT_GRACE_MS = 250 * TIME_SCALE;
 const SECRET = 'chaos-push-secret';
 
+// Small values, so that leases run out, retries come and dead letters fill within seconds
+// (stretched by LOWART_TIME_SCALE for sanitizer builds).
+const ms = (v) => v * TIME_SCALE;
 const A2A = {
-  ack_timeout_ms: 1000, lease_ms: 1500, max_attempts: 5, max_wait_ms: 2000, live_ms: 1000, handout_ms: 1000,
-  task_deadline_ms: 30000, retry_backoff_ms: 100, retry_max_backoff_ms: 800, request_timeout_ms: 3000,
+  ack_timeout_ms: ms(1000), lease_ms: ms(1500), max_attempts: 5, max_wait_ms: ms(2000), live_ms: ms(1000),
+  handout_ms: ms(1000), task_deadline_ms: ms(30000), retry_backoff_ms: ms(100), retry_max_backoff_ms: ms(800),
+  request_timeout_ms: ms(3000),
 };
-const JOBS = { poll_ms: 100, submit_attempts: 4, retry_backoff_ms: 200, unreachable_ms: 5000, request_timeout_ms: 1500 };
+const JOBS = { poll_ms: 100, submit_attempts: 4, retry_backoff_ms: ms(200), unreachable_ms: ms(5000), request_timeout_ms: ms(1500) };
 
 const PULL = { p1: ['work', 'any'], p2: ['work', 'any'], p3: ['work'], p4: ['work'] };
 const PUSH = { h1: ['push-work', 'any'], h2: ['push-work'] };
@@ -154,6 +170,7 @@ async function chaosRound(round, seed) {
   const handovers = []; // POST /prompt seen by a backend: { backend, inc, job, reqId, respId, sent, at, status }
   const runsOn = {};    // `${backend}#${inc}` -> { prompt id -> runs }
   const notes = [];     // things worth printing on failure
+  const refusedAnswers = {}; // JSON-RPC errors answered to sends (no task made), by message
   let gw;
 
   // --- ComfyUI backends behind recording proxies --------------------------------------------
@@ -225,8 +242,9 @@ async function chaosRound(round, seed) {
             if (m) job = m[1];
           }
         } catch { /* not ours */ }
-        h = { backend: b.name, inc: t.inc, job, reqId, respId: null, sent: Date.now(), at: 0, status: 0 };
+        h = { backend: b.name, inc: t.inc, job, reqId, respId: null, sent: Date.now(), at: 0, status: 0, answered: false };
         handovers.push(h);
+        res.once('finish', () => { h.answered = true; }); // the answer reached lowart (it had not given up)
       }
       const up = http.request({ host: '127.0.0.1', port: t.port, method: req.method, path: req.url, headers: req.headers, agent: t.agent }, (ur) => {
         const out = [];
@@ -313,7 +331,7 @@ ${backends.map((b) => `[[models.deployments]]\nprovider = "comfy-${b.name}"\nmod
       proc.stdout.setEncoding('utf8').on('data', (d) => { g.log += d; });
       proc.stderr.setEncoding('utf8').on('data', (d) => { g.log += d; });
       gateways.push(g);
-      const readyBy = Date.now() + 10000;
+      const readyBy = Date.now() + 10000 * TIME_SCALE;
       let gone = false;
       proc.exited.then(() => { gone = true; });
       while (!gone && Date.now() < readyBy) {
@@ -436,6 +454,8 @@ ${backends.map((b) => `[[models.deployments]]\nprovider = "comfy-${b.name}"\nmod
   }
 
   const plan = [];
+  const specs = []; // the tasks to send: { tag, to | skill, text, via, at, ids, ambiguous, refusals }
+  const jobSpecs = [];
   const describePlan = () => plan.map((k) => `  +${k.at}ms ${k.kind} ${k.target} down ${k.down}ms`).join('\n');
   const describeKills = () => kills.map((k) => `  ${rel(k.at)} ${k.kind} ${k.target} killed, up at ${k.up ? rel(k.up) : '-'}`).join('\n');
   let failure = null;
@@ -458,7 +478,6 @@ ${backends.map((b) => `[[models.deployments]]\nprovider = "comfy-${b.name}"\nmod
     }
 
     // --- the load and the kill plan (all from the seed) --------------------------------------------
-    const specs = [];
     const mix = [
       [0.30, () => ({ to: rng.pick(Object.keys(PULL)) })],
       [0.25, () => ({ skill: 'work' })],
@@ -483,10 +502,10 @@ ${backends.map((b) => `[[models.deployments]]\nprovider = "comfy-${b.name}"\nmod
         ids: [], ambiguous: [], refusals: 0,
       });
     }
-    const jobSpecs = Array.from({ length: N_JOBS }, (_, i) => ({
+    jobSpecs.push(...Array.from({ length: N_JOBS }, (_, i) => ({
       tag: `r${round}-j${i}`, at: Math.floor(rng() * WINDOW_MS), steps: rng.int(10, 80), n: rng.int(1, 2),
       ids: [], ambiguous: [], refusals: 0,
-    }));
+    })));
     for (const [kind, n] of Object.entries(KILLS)) {
       for (let i = 0; i < n; i++) {
         const target = kind === 'lowart' ? 'lowart'
@@ -519,12 +538,14 @@ ${backends.map((b) => `[[models.deployments]]\nprovider = "comfy-${b.name}"\nmod
           }
         } catch (e) {
           if (refused(e) && Date.now() < deadline) { s.refusals++; await sleep(150); continue; }
-          s.ambiguous.push(e.message); // it may or may not exist: found through the agents' logs
+          s.ambiguous.push(`${e.message}${e.cause?.code ? ` (${e.cause.code})` : ''}`); // it may exist: found through the agents' logs
           return;
         }
         if (answer.result?.id) { s.ids.push(answer.result.id); return; }
         // Refused without a task (e.g. the bus still loading its agents after a restart).
         notes.push(`${s.tag}: send refused: ${JSON.stringify(answer.error ?? answer)}`);
+        const why = answer.error?.message ?? 'other';
+        refusedAnswers[why] = (refusedAnswers[why] ?? 0) + 1;
         if (Date.now() > deadline) return;
         s.refusals++;
         await sleep(150);
@@ -542,7 +563,7 @@ ${backends.map((b) => `[[models.deployments]]\nprovider = "comfy-${b.name}"\nmod
           });
         } catch (e) {
           if (refused(e) && Date.now() < deadline) { j.refusals++; await sleep(150); continue; }
-          j.ambiguous.push(e.message);
+          j.ambiguous.push(`${e.message}${e.cause?.code ? ` (${e.cause.code})` : ''}`);
           return;
         }
         const text = await r.text();
@@ -640,7 +661,12 @@ ${backends.map((b) => `[[models.deployments]]\nprovider = "comfy-${b.name}"\nmod
     }
     const jobOf = new Map();
     for (const j of jobSpecs) for (const id of j.ids) jobOf.set(id, j);
-    for (const h of handovers) if (h.job && !jobOf.has(h.job)) jobOf.set(h.job, null); // made, answer lost
+    // Jobs made whose answer was cut off: the key's job list has them (a fresh database).
+    const jobByTag = new Map(jobSpecs.map((j) => [`chaos-job ${j.tag}`, j]));
+    for (const j of (await api(gw, 'GET', '/v1/jobs?limit=1000', { key: sender.key })).json?.data ?? []) {
+      if (!jobOf.has(j.id)) jobOf.set(j.id, jobByTag.get(j.input?.prompt) ?? null);
+    }
+    for (const h of handovers) if (h.job && !jobOf.has(h.job)) jobOf.set(h.job, null);
     const jobs = new Map();
     for (;;) {
       for (const id of jobOf.keys()) {
@@ -746,6 +772,7 @@ ${backends.map((b) => `[[models.deployments]]\nprovider = "comfy-${b.name}"\nmod
 
     // Jobs.
     const jobStates = {};
+    const lateAnswers = []; // handed over again after a backend took it but lowart had given up waiting
     const byJob = new Map();
     for (const h of handovers) if (h.job) (byJob.get(h.job) ?? byJob.set(h.job, []).get(h.job)).push(h);
     for (const [id, spec] of jobOf) {
@@ -774,7 +801,8 @@ ${backends.map((b) => `[[models.deployments]]\nprovider = "comfy-${b.name}"\nmod
         const prev = hs[k - 1];
         const cur = hs[k];
         const backendKilled = kills.some((x) => x.kind === 'backend' && x.target === prev.backend && x.at >= prev.sent && x.at <= cur.sent);
-        if (!backendKilled && prev.status === 200 && !maybeLost(prev)) {
+        if (!backendKilled && prev.status === 200 && !prev.answered) lateAnswers.push(`${label}: ${listed}`);
+        if (!backendKilled && prev.status === 200 && prev.answered && !maybeLost(prev)) {
           problems.push(`${label} handed over again at ${rel(cur.sent)} to ${cur.backend} though ${prev.backend} took it at ${rel(prev.sent)} and was not killed since (hand-overs: ${listed})`);
           break; // one line per job
         }
@@ -788,11 +816,12 @@ ${backends.map((b) => `[[models.deployments]]\nprovider = "comfy-${b.name}"\nmod
       }
     }
 
-    const cutOff = [...specs, ...jobSpecs].reduce((n, x) => n + x.ambiguous.length, 0);
+    const cutOff = {};
+    for (const x of [...specs, ...jobSpecs]) for (const why of x.ambiguous) cutOff[why] = (cutOff[why] ?? 0) + 1;
     const retried = [...specs, ...jobSpecs].reduce((n, x) => n + x.refusals, 0);
     const summary = `seed ${seed}: ${taskOf.size} tasks (${JSON.stringify(states)}, ${reruns} runs again, ${deadIds.size} dead letters), `
-      + `${jobOf.size} jobs (${JSON.stringify(jobStates)}, ${handovers.length} hand-overs), ${kills.length} kills `
-      + `(${kills.filter((k) => k.kind === 'lowart').length} of lowart), ${retried} sends retried, ${cutOff} cut off; `
+      + `${jobOf.size} jobs (${JSON.stringify(jobStates)}, ${handovers.length} hand-overs, ${lateAnswers.length} again after an answer lowart did not wait for), ${kills.length} kills `
+      + `(${kills.filter((k) => k.kind === 'lowart').length} of lowart), ${retried} sends retried (refusals: ${JSON.stringify(refusedAnswers)}), cut off: ${JSON.stringify(cutOff)}; `
       + `load ${((loadDone - start) / 1000).toFixed(1)} s, settled ${((settled - loadDone) / 1000).toFixed(1)} s`;
     console.log(`# chaos round ${round}: ${summary}`);
     if (problems.length) {
@@ -806,6 +835,14 @@ ${backends.map((b) => `[[models.deployments]]\nprovider = "comfy-${b.name}"\nmod
   } catch (e) {
     failure = new Error(`chaos round ${round} (CHAOS_SEED=${seed}) broke: ${e.stack}\nkill plan:\n${describePlan()}\nkills:\n${describeKills()}`);
   } finally {
+    if (process.env.CHAOS_LOG_DIR) { // everything, for a closer look
+      const out = path.join(process.env.CHAOS_LOG_DIR, `seed-${seed}`);
+      await fsp.mkdir(out, { recursive: true });
+      for (const [i, g] of gateways.entries()) await fsp.writeFile(path.join(out, `lowart-${i}.log`), g.log);
+      await fsp.writeFile(path.join(out, 'events.jsonl'), events.map((e) => JSON.stringify(e)).join('\n'));
+      await fsp.writeFile(path.join(out, 'handovers.json'), JSON.stringify({ kills, handovers, runsOn, notes, t0 }, null, 1));
+      await fsp.writeFile(path.join(out, 'sends.json'), JSON.stringify({ specs, jobSpecs }, null, 1));
+    }
     clearInterval(statsTimer);
     for (const { proc } of Object.values(workers)) proc.kill('SIGKILL');
     for (const b of backends) { b.proc?.kill('SIGKILL'); proxyDown(b); }
@@ -824,5 +861,5 @@ after(cleanupAll);
 
 for (let round = 0; round < ROUNDS; round++) {
   const seed = (FIRST_SEED + round) >>> 0;
-  test(`chaos round ${round + 1}/${ROUNDS} (CHAOS_SEED=${seed}): kills at random; every task and job ends once`, { timeout: 170000 }, () => chaosRound(round, seed));
+  test(`chaos round ${round + 1}/${ROUNDS} (CHAOS_SEED=${seed}): kills at random; every task and job ends once`, { timeout: 170000 * TIME_SCALE }, () => chaosRound(round, seed));
 }
