@@ -881,8 +881,10 @@ struct caller {
 };
 
 /// Meters one call: a usage record under route a2a, model "agent:<name>".
-void meter(gateway_state& gw, const caller& who, const std::string& agent, int status, std::int64_t started_ms) {
+void meter(gateway_state& gw, const caller& who, const std::string& agent, int status, std::int64_t started_ms,
+           std::string error_code = {}) {
   usage_record rec;
+  rec.error_code = std::move(error_code);
   rec.request_id = who.request_id;
   rec.ts_ms = clock::unix_ms();
   rec.key_id = who.key_id;
@@ -1013,6 +1015,7 @@ void rpc(bus_actor* self, const caller& who, const std::string& name, const std:
     }
     target = &it->second;
     if (!may_use(st, who.key_id, *target)) {
+      meter(*st.gw, who, name, 403, started, "agent_not_allowed");
       rp.deliver(std::int32_t{403}, rpc_error(rpc_id, -32003, "this key may not send tasks to agent " + name),
                  json_type);
       return;
@@ -1020,6 +1023,7 @@ void rpc(bus_actor* self, const caller& who, const std::string& name, const std:
   }
   std::string refusal;
   if (!within_limits(*st.gw, who, refusal)) {
+    meter(*st.gw, who, name, 429, started, "rate_limit_exceeded");
     rp.deliver(std::int32_t{429}, rpc_error(rpc_id, -32000, refusal), json_type);
     return;
   }

@@ -1317,8 +1317,9 @@ struct admin_service::impl {
 
   // --- usage reports -------------------------------------------------------------------------------
 
-  /// GET /admin/usage?group_by=key|team|model|day&from=&to=&format=json|csv
-  /// (from/to: unix seconds or YYYY-MM-DD, UTC; to is exclusive).
+  /// GET /admin/usage?group_by=key|team|model|day|status|error_code&from=&to=&status=&error_code=
+  /// &format=json|csv (from/to: unix seconds or YYYY-MM-DD, UTC; to is exclusive; status: a
+  /// code such as 429 or a class such as 4xx).
   admin_result usage(const admin_request& req, const std::vector<std::string>& parts) {
     if (parts.size() != 2 || req.method != "GET") return error(405, "invalid_request_error", "use GET /admin/usage");
     auto q = parse_query(req.query);
@@ -1332,8 +1333,29 @@ struct admin_service::impl {
       column = "COALESCE(u.model, '')";
     else if (group == "day")
       column = db.utc_day("u.ts_ms");
+    else if (group == "status")
+      column = "CAST(u.status AS TEXT)";
+    else if (group == "error_code")
+      column = "COALESCE(u.error_code, '')";
     else
-      return bad_field("group_by", "group_by must be key, team, model or day");
+      return bad_field("group_by", "group_by must be key, team, model, day, status or error_code");
+    // Refusals and failures: by status code or class, by reason code.
+    std::string status_sql;
+    std::int64_t status_lo = 0, status_hi = 0;
+    if (q.count("status")) {
+      const auto& v = q["status"];
+      char* end = nullptr;
+      if (v.size() == 3 && v[0] >= '1' && v[0] <= '5' && (v.substr(1) == "xx" || v.substr(1) == "XX")) {
+        status_lo = (v[0] - '0') * 100;
+        status_hi = status_lo + 99;
+      } else if (auto n = std::strtoll(v.c_str(), &end, 10); end && *end == 0 && n >= 100 && n <= 599) {
+        status_lo = status_hi = n;
+      } else {
+        return bad_field("status", "status must be an HTTP status (429) or a class (4xx)");
+      }
+      status_sql = " AND u.status BETWEEN ? AND ?";
+    }
+    std::string code_sql = q.count("error_code") ? " AND u.error_code = ?" : "";
     auto when = [&](const char* name, std::int64_t fallback, std::int64_t& out) -> bool {
       if (!q.count(name)) {
         out = fallback;
@@ -1363,8 +1385,15 @@ struct admin_service::impl {
                          " AS grp, COUNT(*), SUM(u.prompt_tokens), SUM(u.completion_tokens),"
                          " SUM(u.cached_tokens), SUM(CASE WHEN u.status >= 400 THEN 1 ELSE 0 END), SUM(u.cost)"
                          " FROM usage_records u LEFT JOIN virtual_keys k ON k.id = u.key_id"
-                         " WHERE u.ts_ms >= ? AND u.ts_ms < ? GROUP BY grp ORDER BY grp");
+                         " WHERE u.ts_ms >= ? AND u.ts_ms < ?" +
+                         status_sql + code_sql + " GROUP BY grp ORDER BY grp");
     st.bind(1, from * 1000).bind(2, to * 1000);
+    int at = 3;
+    if (!status_sql.empty()) {
+      st.bind(at, status_lo).bind(at + 1, status_hi);
+      at += 2;
+    }
+    if (!code_sql.empty()) st.bind(at, q["error_code"]);
     std::vector<std::string> items;
     std::string csv = group + ",requests,prompt_tokens,completion_tokens,cached_tokens,errors,cost\n";
     while (st.step()) {

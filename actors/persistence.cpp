@@ -85,7 +85,8 @@ public:
           .real("latency_ms", r.latency_ms)
           .real("cost", r.cost)
           .num("price_version", r.price_version)
-          .str("usage_source", r.usage_source);
+          .str("usage_source", r.usage_source)
+          .str("error_code", r.error_code);
       text += w.done();
       text += '\n';
     }
@@ -155,6 +156,7 @@ public:
       r.cost = real("cost");
       r.price_version = integer("price_version");
       r.usage_source = usage_source_of(text("usage_source"));
+      r.error_code = text("error_code");
       out.push_back(std::move(r));
     }
     return out;
@@ -242,7 +244,7 @@ struct persistence_state {
                                 {"journal_mode", db->journal_mode()}});
   }
 
-  /// Binds one record's 15 columns (request_id ... usage_source) from parameter base + 1,
+  /// Binds one record's 16 columns (request_id ... error_code) from parameter base + 1,
   /// without copying its text: `r` outlives the statement's step and reset.
   static storage::statement& bind_usage(storage::statement& st, int base, const usage_record& r) {
     return st.bind_view(base + 1, r.request_id)
@@ -259,7 +261,8 @@ struct persistence_state {
         .bind(base + 12, r.latency_ms)
         .bind(base + 13, r.cost)
         .bind(base + 14, r.price_version)
-        .bind_view(base + 15, r.usage_source.empty() ? std::string_view("") : r.usage_source); // '', not NULL
+        .bind_view(base + 15, r.usage_source.empty() ? std::string_view("") : r.usage_source) // '', not NULL
+        .bind_optional_view(base + 16, r.error_code);
   }
 
   /// Spooled records may be in the database already (the connection died during a COMMIT
@@ -269,8 +272,8 @@ struct persistence_state {
     db->transaction([&] {
       auto st =
           db->prepare("INSERT INTO usage_records(request_id, ts_ms, key_id, route, model, deployment, status, stream,"
-                      " prompt_tokens, completion_tokens, cached_tokens, latency_ms, cost, price_version, usage_source)"
-                      " SELECT ?,?,?,?,?,?,?,?,?,?,?,?,?,?,?"
+                      " prompt_tokens, completion_tokens, cached_tokens, latency_ms, cost, price_version, usage_source,"
+                      " error_code) SELECT ?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?"
                       " WHERE NOT EXISTS (SELECT 1 FROM usage_records WHERE ts_ms = ?2 AND request_id = ?1)");
       for (const auto& r : rows) {
         bind_usage(st, 0, r);
@@ -286,7 +289,7 @@ struct persistence_state {
   /// round trip per 200 rows).
   void insert_usage(const std::vector<usage_record>& rows) {
     bool pg = db->dialect() == storage::dialect::postgres;
-    const std::size_t per_statement = pg ? 200 : 1; // 15 parameters each, well under both limits
+    const std::size_t per_statement = pg ? 200 : 1; // 16 parameters each, well under both limits
     db->transaction([&] {
       std::optional<storage::statement> single;
       for (std::size_t at = 0; at < rows.size(); at += per_statement) {
@@ -294,9 +297,9 @@ struct persistence_state {
         auto statement_for = [&](std::size_t count) {
           std::string sql = "INSERT INTO usage_records(request_id, ts_ms, key_id, route, model, deployment, status,"
                             " stream, prompt_tokens, completion_tokens, cached_tokens, latency_ms, cost, price_version,"
-                            " usage_source) VALUES ";
+                            " usage_source, error_code) VALUES ";
           for (std::size_t i = 0; i < count; ++i)
-            sql += i ? ",(?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)" : "(?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)";
+            sql += i ? ",(?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)" : "(?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)";
           return db->prepare(sql);
         };
         std::optional<storage::statement> multi;
@@ -305,7 +308,7 @@ struct persistence_state {
         auto& st = n == 1 ? *single : *multi;
         for (std::size_t i = 0; i < n; ++i) {
           const auto& r = rows[at + i];
-          int b = static_cast<int>(i) * 15;
+          int b = static_cast<int>(i) * 16;
           bind_usage(st, b, r);
         }
         st.step();

@@ -404,6 +404,9 @@ struct usage_record {
   /// count, exact for the model's tokenizer), "estimated" (lowart's count, part of it an
   /// estimate: tools, images, a tokenizer that is not public), "" (no tokens).
   std::string_view usage_source;
+  /// A refused request (auth, limits, budgets, validation, policy): its reason code
+  /// ("invalid_api_key", "rate_limit_exceeded", "model_not_allowed", ...); "" otherwise.
+  std::string error_code;
 };
 
 /// Requests append, the persistence actor takes everything at each flush. A mutex

@@ -137,6 +137,36 @@ std::string jsonrpc_method(std::string_view body) {
   return std::string(method); // escapes decoded: "message\/stream" is message/stream
 }
 
+std::string_view kind_name(error_kind kind) {
+  switch (kind) {
+  case error_kind::bad_request:
+    return "bad_request";
+  case error_kind::unauthorized:
+    return "unauthorized";
+  case error_kind::forbidden:
+    return "forbidden";
+  case error_kind::not_found:
+    return "not_found";
+  case error_kind::method_not_allowed:
+    return "method_not_allowed";
+  case error_kind::payload_too_large:
+    return "payload_too_large";
+  case error_kind::headers_too_large:
+    return "headers_too_large";
+  case error_kind::rate_limited:
+    return "rate_limited";
+  case error_kind::internal:
+    return "internal";
+  case error_kind::bad_gateway:
+    return "bad_gateway";
+  case error_kind::unavailable:
+    return "unavailable";
+  case error_kind::gateway_timeout:
+    return "gateway_timeout";
+  }
+  return "error";
+}
+
 error_kind kind_of_status(int status) {
   switch (status) {
   case 400:

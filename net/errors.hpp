@@ -26,6 +26,8 @@ enum class error_kind {
 enum class api_format { openai, anthropic, admin, jsonrpc };
 
 int status_of(error_kind kind);
+/// The kind's name ("bad_request", "rate_limited", ...): a refusal's reason code when it has no other.
+std::string_view kind_name(error_kind kind);
 /// The kind closest to an HTTP status (unknown 4xx: bad_request, unknown 5xx: internal).
 error_kind kind_of_status(int status);
 

@@ -1549,6 +1549,7 @@ void proxy_call::finish_request(int status) {
   rec.price_version = price_version;
   rec.usage_source = !usage_.present ? "" : !counted_ ? "upstream" : estimated_ ? "estimated" : "counted";
   client_->worker().state.usage.push(std::move(rec));
+  ctx_.usage_recorded = true; // the session writes no refusal record besides
 }
 
 } // namespace

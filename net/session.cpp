@@ -18,6 +18,7 @@
 #include <boost/asio/post.hpp>
 #include <boost/asio/write.hpp>
 #include <boost/beast/http/read.hpp>
+#include <simdjson.h>
 
 #include <cctype>
 #include <charconv>
@@ -72,6 +73,27 @@ std::string_view reason_phrase(int status) {
   default:
     return status < 400 ? "OK" : "Error";
   }
+}
+
+/// The routes whose refusals leave a usage record: the APIs keys are metered on (not
+/// probes, metrics, the console, the admin API or unknown paths).
+bool refusals_recorded(std::string_view route) {
+  return route == "chat" || route == "embeddings" || route == "messages" || route == "count_tokens" ||
+         route == "models" || route == "responses" || route == "mcp" || route == "a2a" || route == "jobs";
+}
+
+/// The reason code in an error answer an actor built: error.code, else error.type, else
+/// the status's kind.
+std::string error_code_of(std::string_view body, int status) {
+  thread_local simdjson::dom::parser parser;
+  simdjson::dom::element doc;
+  std::string_view code;
+  if (!body.empty() && parser.parse(body.data(), body.size(), true).get(doc) == simdjson::SUCCESS &&
+      (doc.at_pointer("/error/code").get_string().get(code) == simdjson::SUCCESS ||
+       doc.at_pointer("/error/type").get_string().get(code) == simdjson::SUCCESS) &&
+      !code.empty())
+    return std::string(code);
+  return std::string(kind_name(kind_of_status(status)));
 }
 
 /// An SSE response that an actor writes through gateway_state::streams (A2A
@@ -633,6 +655,7 @@ void session::forward_to_actors(request_context& ctx, http::request<http::string
     return;
   }
   if (a2a) {
+    shared->usage_recorded = true; // the bus meters its calls and refusals itself
     call.request_id = shared->request_id;
     call.query = "base=" + public_base(req) + (call.query.empty() ? "" : "&" + call.query);
     // message/stream and tasks/resubscribe answer with events: the bus writes them to a
@@ -837,6 +860,7 @@ void session::respond(request_context& ctx, int status, std::string_view content
   out_.reserve(256 + body.size());
   append_head(out_, ctx, status, content_type, extra_headers, body.size());
   if (ctx.method != "HEAD") out_ += body; // HEAD: the head GET would have, no body (RFC 9110 9.3.2)
+  if (status >= 400 && ctx.error_code.empty()) ctx.error_code = error_code_of(body, status); // an actor's answer
   record(ctx, status);
   bool keep_alive = ctx.keep_alive;
   send_out([self = shared_from_this(), keep_alive](bool ok) {
@@ -866,6 +890,7 @@ template <class Then> void session::send_out(Then&& then) {
 
 void session::respond_error(request_context& ctx, error_kind kind, std::string_view message, std::string_view code,
                             std::string_view extra_headers, std::string_view param) {
+  ctx.error_code = code.empty() ? std::string(kind_name(kind)) : std::string(code);
   respond(ctx, status_of(kind), "application/json",
           ctx.format == api_format::jsonrpc ? jsonrpc_error_body(ctx.rpc_id, kind, message, code)
                                             : error_body(ctx.format, kind, message, code, param),
@@ -902,6 +927,19 @@ void session::after_response(bool keep_alive) {
 
 void session::record(const request_context& ctx, int status) {
   auto elapsed = std::chrono::duration<double>(std::chrono::steady_clock::now() - ctx.start).count();
+  if (status >= 400 && !ctx.usage_recorded && refusals_recorded(ctx.route)) {
+    // Every refusal is on the record: who was refused, when, and why (no tokens).
+    usage_record rec;
+    rec.request_id = ctx.request_id;
+    rec.ts_ms = clock::unix_ms();
+    if (ctx.who) rec.key_id = std::string(ctx.who->key_id());
+    rec.route = std::string(ctx.route);
+    rec.model = ctx.model;
+    rec.status = status;
+    rec.latency_ms = elapsed * 1000.0;
+    rec.error_code = ctx.error_code;
+    worker_.state.usage.push(std::move(rec));
+  }
   metrics::http_requests(ctx.route, status).inc();
   metrics::http_request_duration(ctx.route).observe(elapsed);
   auto lvl = status >= 500 ? log::level::warn : log::level::info;

@@ -58,6 +58,11 @@ struct request_context {
   /// The client's headers as a JSON object for Lua hooks (credentials left out); filled
   /// only while some model or provider has a script.
   std::string headers_json;
+  /// A refusal's reason code (the error's `code`, else its kind), for its usage record.
+  std::string error_code;
+  /// Set once a usage record for this request was written (the proxy meters what it
+  /// admitted, agents meter their calls): the session then writes no refusal record.
+  bool usage_recorded = false;
 };
 
 class session : public std::enable_shared_from_this<session> {
