@@ -190,8 +190,25 @@ test('every page renders at desktop and phone size without console errors', asyn
     for (const name of pages) {
       await page.goto(`${gw.url}/ui/${name}`);
       await page.waitForLoadState('networkidle');
-      const overflow = await page.evaluate(() => document.documentElement.scrollWidth - window.innerWidth);
-      assert.ok(overflow <= 1, `${name} at ${size.tag}: the page scrolls sideways by ${overflow}px`);
+      // Measured so that clipping cannot hide it: html and body must not clip (with
+      // overflow-x: hidden there, scrollWidth is the viewport whatever overflows), and no
+      // element may reach past the viewport unless a scroll container of its own holds it.
+      const layout = await page.evaluate(() => {
+        const clips = [document.documentElement, document.body].map((e) => getComputedStyle(e).overflowX);
+        const scrolls = (e) => ['auto', 'scroll'].includes(getComputedStyle(e).overflowX);
+        const beyond = [];
+        for (const e of document.body.querySelectorAll('*')) {
+          const r = e.getBoundingClientRect();
+          if (r.width === 0 || r.right <= window.innerWidth + 1) continue;
+          let held = false;
+          for (let p = e.parentElement; p && p !== document.body; p = p.parentElement) if (scrolls(p)) { held = true; break; }
+          if (!held && !e.classList.contains('sr-only')) beyond.push(`${e.tagName.toLowerCase()}.${e.className} right=${Math.round(r.right)}`);
+        }
+        return { clips, beyond: beyond.slice(0, 5), overflow: document.documentElement.scrollWidth - window.innerWidth };
+      });
+      assert.deepEqual(layout.clips, ['visible', 'visible'], `${name}: html/body clip sideways overflow`);
+      assert.ok(layout.overflow <= 1, `${name} at ${size.tag}: the page scrolls sideways by ${layout.overflow}px`);
+      assert.deepEqual(layout.beyond, [], `${name} at ${size.tag}: elements past the viewport`);
       await shot(`${name}-${size.tag}`);
     }
   }
