@@ -9,7 +9,7 @@ import { after, before, describe, test } from 'node:test';
 import assert from 'node:assert/strict';
 import { randomBytes } from 'node:crypto';
 import {
-  api, cleanupAll, createKey, metricValue, mockReset, mockStats, parseMetrics, pool, sleep, startGateway, startMock,
+  api, cleanupAll, createKey, metricValue, mockReset, mockStats, parseMetrics, pool, startGateway, startMock,
   TIME_SCALE, waitFor,
 } from './harness.mjs';
 import { cleanupServices, startPostgres, startRedis } from './services.mjs';
@@ -186,6 +186,7 @@ describe('two replicas, one Redis, one PostgreSQL', () => {
     budgetKey = k;
     await keyKnown(b, k.key);
     const statuses = [];
+    let spent = 0;
     for (let i = 0; i < 40; i++) {
       const r = await small(i % 2 ? b : a, k.key);
       statuses.push(r.status);
@@ -193,7 +194,12 @@ describe('two replicas, one Redis, one PostgreSQL', () => {
         assert.match(r.json.error.message, /budget_tokens/, r.text);
         break;
       }
-      await sleep(50); // the spend is booked in Redis when the answer is done
+      if (r.status !== 200) continue;
+      // The spend is booked in Redis when the answer is done: wait until it is, so the next
+      // request (on the other replica) is decided on it.
+      spent += r.json.usage.total_tokens;
+      await waitFor(async () => Number(await redis.cli('HGET', `lowart:lim:key:${k.id}`, 'ut')) >= spent,
+        { timeoutMs: 2000, intervalMs: 10, what: `${spent} tokens booked in Redis` });
     }
     const ok = statuses.filter((s) => s === 200).length;
     assert.equal(statuses.at(-1), 429, statuses.join(','));
@@ -434,7 +440,13 @@ describe('two replicas, one Redis, one PostgreSQL', () => {
     // Redis came back empty: the spent budget was seeded again from PostgreSQL's usage.
     // (Strict: a request let through would spend more, so the first one must be refused.)
     await a.waitForLog((l) => l.msg === 'redis connected' && l.connection === 'subscriber', 5000 * TIME_SCALE);
-    await sleep(300 * TIME_SCALE); // the resync: reload from the database, seed Redis
+    // The resync reloads from the database and seeds Redis: wait until what the budget key
+    // spent (its usage in PostgreSQL) is counted in Redis again.
+    const dbSpent = Number(await pg.psql(
+      `SELECT COALESCE(SUM(prompt_tokens + completion_tokens), 0) FROM usage_records WHERE key_id = '${budgetKey.id}'`));
+    assert.ok(dbSpent > 0, 'the budget key spent tokens before the restart');
+    await waitFor(async () => Number(await redis.cli('HGET', `lowart:lim:key:${budgetKey.id}`, 'ut')) >= dbSpent,
+      { timeoutMs: 3000, intervalMs: 20, what: `the ${dbSpent} spent tokens seeded in Redis again` });
     const spent = await small(b, budgetKey.key);
     assert.equal(spent.status, 429, spent.text);
     assert.match(spent.json.error.message, /budget_tokens/);

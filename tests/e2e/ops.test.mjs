@@ -6,8 +6,8 @@ import assert from 'node:assert/strict';
 import http from 'node:http';
 import path from 'node:path';
 import {
-  api, canConnect, cleanupAll, createKey, metricValue, parseMetrics, rawRequest, renderConfig, run, sleep,
-  sqliteQuery, sseData, startGateway, startMock, tempDir, REQUEST_TIMEOUT_MS,
+  api, canConnect, cleanupAll, createKey, metricValue, parseMetrics, rawRequest, renderConfig, run,
+  sqliteQuery, sseData, startGateway, startMock, tempDir, waitFor, REQUEST_TIMEOUT_MS, TIME_SCALE,
 } from './harness.mjs';
 
 let mock;
@@ -246,7 +246,7 @@ describe('graceful shutdown', () => {
         res.on('error', reject);
         res.on('aborted', () => reject(new Error(`stream aborted after: ${text}`)));
       });
-      req.setTimeout(10000, () => req.destroy(new Error('stream did not finish within 10 s')));
+      req.setTimeout(10000 * TIME_SCALE, () => req.destroy(new Error(`stream did not finish within ${10 * TIME_SCALE} s`)));
       req.on('error', reject);
       req.end(payload);
     });
@@ -262,8 +262,9 @@ describe('graceful shutdown', () => {
     gw.proc.kill('SIGTERM');
 
     await gw.waitForLog((l) => l.msg === 'shutting down');
-    await sleep(100);
-    assert.equal(await canConnect(gw.port), false, 'a draining gateway must not accept new connections');
+    // A draining gateway stops accepting new connections at once (the stream still runs).
+    await waitFor(async () => !(await canConnect(gw.port)),
+      { timeoutMs: 100, intervalMs: 10, what: 'the draining gateway to refuse new connections' });
 
     const { status, text, complete } = await stream.done;
     assert.equal(status, 200);
@@ -274,8 +275,8 @@ describe('graceful shutdown', () => {
     assert.equal(content, 'mock reply: a b c d');
     assert.ok(Date.now() - signalledAt > 600, 'the stream was still running when SIGTERM arrived');
 
-    const exit = await gw.stop(null, 5000); // already signalled: wait up to 5 s, then SIGKILL
-    assert.equal(exit.forced, false, 'lowart did not exit within 5 s of SIGTERM');
+    const exit = await gw.stop(null, 5000 * TIME_SCALE); // already signalled: wait up to 5 s, then SIGKILL
+    assert.equal(exit.forced, false, `lowart did not exit within ${5 * TIME_SCALE} s of SIGTERM`);
     assert.equal(exit.code, 0);
     assert.equal(await canConnect(gw.port), false);
     assert.ok(gw.logs().some((l) => l.msg === 'stopped'));
@@ -285,9 +286,9 @@ describe('graceful shutdown', () => {
     const gw = await startGateway({ config: mockConfig() });
     assert.equal((await api(gw, 'POST', '/v1/chat/completions', { body: chatBody('before') })).status, 200);
     const t0 = Date.now();
-    const exit = await gw.stop('SIGTERM', 5000);
-    assert.equal(exit.forced, false, 'lowart did not exit within 5 s of SIGTERM');
+    const exit = await gw.stop('SIGTERM', 5000 * TIME_SCALE);
+    assert.equal(exit.forced, false, `lowart did not exit within ${5 * TIME_SCALE} s of SIGTERM`);
     assert.equal(exit.code, 0);
-    assert.ok(Date.now() - t0 < 3000, `exit took ${Date.now() - t0} ms`);
+    assert.ok(Date.now() - t0 < 3000 * TIME_SCALE, `exit took ${Date.now() - t0} ms`);
   });
 });

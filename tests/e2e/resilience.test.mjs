@@ -11,10 +11,16 @@ import assert from 'node:assert/strict';
 import OpenAI from 'openai';
 import {
   api, canConnect, cleanupAll, freePort, isOpenAIErrorEnvelope, metricValue, mockReset, mockStats, parseMetrics,
-  pool, sleep, sqliteQuery, sseData, startGateway, startMock, waitFor, REQUEST_TIMEOUT_MS,
+  pool, sqliteQuery, sseData, startGateway, startMock, waitFor, REQUEST_TIMEOUT_MS, TIME_SCALE,
 } from './harness.mjs';
 
 after(cleanupAll);
+
+// Timing bounds: an upper bound stretches by LOWART_TIME_SCALE (sanitizer builds), but an
+// upper bound that proves lowart did not wait W (a retry-after, a stalled upstream) never
+// stretches past W, or it would pass the very wait it rules out. Lower bounds, which prove
+// a wait, stay as they are.
+const within = (ms, ruledOut = Infinity) => Math.min(ms * TIME_SCALE, ruledOut);
 
 // --- helpers ------------------------------------------------------------------------------------
 
@@ -190,7 +196,8 @@ describe('fallback to the next candidate', () => {
     assert.equal(r.status, 200, r.text);
     assert.equal(r.deployment, 'mock/mock-model-backup');
     assert.equal(r.fallbacks, '1');
-    assert.ok(r.ms < 2000, `took ${r.ms} ms; a refused connection fails at once`);
+    // connect_timeout_ms is 2000: a refused connection must not wait for it.
+    assert.ok(r.ms < within(2000, 2000), `took ${r.ms} ms; a refused connection fails at once`);
     assert.deepEqual((await mockStats(mock)).by_model, { 'mock-model-backup': 1 });
   });
 
@@ -277,7 +284,7 @@ describe('429 and retries', () => {
     assert.equal(r.status, 200, r.text);
     assert.equal(r.deployment, 'mock/mock-model-backup');
     assert.equal(r.fallbacks, '1');
-    assert.ok(r.ms < 900, `took ${r.ms} ms: with retries = 0 lowart must not wait for retry-after`);
+    assert.ok(r.ms < within(900, 1000), `took ${r.ms} ms: with retries = 0 lowart must not wait for retry-after (1 s)`);
     assert.deepEqual((await mockStats(mock)).by_model, { 'mock-fail-429': 1, 'mock-model-backup': 1 });
   });
 
@@ -286,7 +293,7 @@ describe('429 and retries', () => {
     const r = await chat(gw, 'only-429-wait');
     assert.equal(r.status, 429, r.text);
     assert.equal(r.headers.get('retry-after'), '1');
-    assert.ok(r.ms >= 950 && r.ms < 3000, `took ${r.ms} ms; expected about 1 s of retry-after`);
+    assert.ok(r.ms >= 950 && r.ms < within(3000), `took ${r.ms} ms; expected about 1 s of retry-after`);
     assert.deepEqual((await mockStats(mock)).by_model, { 'mock-fail-429': 2 });
   });
 
@@ -296,7 +303,7 @@ describe('429 and retries', () => {
     assert.equal(r.status, 429, r.text);
     assert.equal(r.headers.get('retry-after'), '1');
     assert.equal(r.json.error.type, 'rate_limit_error');
-    assert.ok(r.ms < 500, `took ${r.ms} ms; retry-after 1 s exceeds max_retry_wait_ms = 500`);
+    assert.ok(r.ms < within(500, 1000), `took ${r.ms} ms; retry-after 1 s exceeds max_retry_wait_ms = 500`);
     assert.deepEqual((await mockStats(mock)).by_model, { 'mock-fail-429': 1 });
     // ... and the openai client sees a RateLimitError.
     const err = await client.chat.completions.create(chatBody('only-429-nowait')).then(
@@ -320,7 +327,7 @@ describe('timeouts', () => {
     assert.equal(r.status, 200, r.text);
     assert.equal(r.deployment, 'mock/mock-model-backup');
     assert.equal(r.fallbacks, '1');
-    assert.ok(r.ms >= 250 && r.ms < 1000, `took ${r.ms} ms; first_byte_timeout_ms is 300`);
+    assert.ok(r.ms >= 250 && r.ms < within(1000), `took ${r.ms} ms; first_byte_timeout_ms is 300`);
     assert.deepEqual((await mockStats(mock)).by_model, { 'mock-hang': 1, 'mock-model-backup': 1 });
     assert.ok(metricValue(await metrics(gw), 'gateway_upstream_requests_total',
       { deployment: 'mock/mock-hang', status: 'timeout' }) >= 1);
@@ -332,7 +339,7 @@ describe('timeouts', () => {
     assert.equal(r.status, 504, r.text);
     assert.ok(isOpenAIErrorEnvelope(r.json), r.text);
     assert.equal(r.json.error.type, 'timeout_error');
-    assert.ok(r.ms >= 350 && r.ms < 1500, `took ${r.ms} ms; timeout_ms is 400`);
+    assert.ok(r.ms >= 350 && r.ms < within(1500), `took ${r.ms} ms; timeout_ms is 400`);
     assert.deepEqual((await mockStats(mock)).by_model, { 'mock-hang': 1 });
   });
 
@@ -340,7 +347,7 @@ describe('timeouts', () => {
     await mockReset(mock);
     const r = await chat(gw, 'deadline-with-backup');
     assert.equal(r.status, 504, r.text);
-    assert.ok(r.ms >= 350 && r.ms < 1500, `took ${r.ms} ms; timeout_ms is 400`);
+    assert.ok(r.ms >= 350 && r.ms < within(1500), `took ${r.ms} ms; timeout_ms is 400`);
     assert.deepEqual((await mockStats(mock)).by_model, { 'mock-hang': 1 }, 'the backup must not be asked');
     assert.equal((await breakerOf(gw, 'mock/mock-delay-50')).window_failures, 0);
   });
@@ -360,7 +367,8 @@ describe('streams', () => {
     assert.equal(response.headers.get('x-lowart-fallbacks'), '1');
     const chunks = [];
     for await (const chunk of stream) chunks.push(chunk);
-    assert.ok(performance.now() - t0 < 1400, 'the backup answered before the primary\'s first word');
+    const took = performance.now() - t0;
+    assert.ok(took < within(1400, 1500), `the backup answered before the primary's first word (${took} ms)`);
     assert.equal(chunks.map((c) => c.choices[0]?.delta?.content ?? '').join(''), `mock reply: ${content}`);
     // One role chunk, and every chunk from the backup: the primary's preamble was dropped.
     assert.equal(chunks.filter((c) => c.choices[0]?.delta?.role).length, 1, JSON.stringify(chunks));
@@ -438,9 +446,15 @@ describe('balancing', () => {
 
 describe('latency-aware balancing', () => {
   test('latency picks the deployment with the lower EWMA once both have been measured', async () => {
-    // Both get traffic first (the EWMA starts unknown); provider actors fold latencies every second.
+    // Both get traffic first (the EWMA starts unknown); provider actors fold latencies every
+    // second into the EWMA /admin/breakers shows: wait until both are measured.
     for (let i = 0; i < 12; i++) await chat(gw, 'latency-aware', { content: 'warm' });
-    await new Promise((r) => setTimeout(r, 2300));
+    await waitFor(async () => {
+      if ((await breakerOf(gw, 'mock/mock-delay-60')).latency_ewma_seconds > 0 &&
+        (await breakerOf(gw, 'mock/mock-model-quick')).latency_ewma_seconds > 0) return true;
+      await chat(gw, 'latency-aware', { content: 'warm' }); // one not measured yet may need traffic
+      return false;
+    }, { timeoutMs: 5000, intervalMs: 100, what: 'both latency EWMAs measured' });
     const results = [];
     for (let i = 0; i < 40; i++) results.push((await chat(gw, 'latency-aware', { content: 'lat' })).deployment);
     const quick = results.filter((d) => d === 'mock/mock-model-quick').length;
@@ -473,9 +487,12 @@ describe('circuit breaker', () => {
 
     for (let i = 1; i <= 4; i++) {
       if (i === 4) {
-        // Three failures are below min_requests: still closed.
-        await sleep(100); // reports reach the breaker actor asynchronously
-        const b = await breakerOf(bgw, primary);
+        // Three failures are below min_requests: still closed, once the three reports
+        // (sent asynchronously) reached the breaker.
+        const b = await waitFor(async () => {
+          const entry = await breakerOf(bgw, primary);
+          return entry.window_requests >= 3 && entry;
+        }, { timeoutMs: 2000, intervalMs: 10, what: 'three reports at the breaker' });
         assert.equal(b.state, 'closed', JSON.stringify(b));
         assert.deepEqual({ n: b.window_requests, f: b.window_failures }, { n: 3, f: 3 });
       }
@@ -501,7 +518,7 @@ describe('circuit breaker', () => {
       assert.equal(r.status, 200, r.text);
       assert.equal(r.deployment, 'mock/mock-model-backup');
       assert.equal(r.fallbacks, '1');
-      assert.ok(r.ms < 500, `took ${r.ms} ms`);
+      assert.ok(r.ms < within(500), `took ${r.ms} ms`);
     }
     // A model whose only deployment is that one has nothing left: 503, no upstream request.
     const none = await chat(bgw, 'unguarded');
@@ -511,7 +528,11 @@ describe('circuit breaker', () => {
     assert.equal(after.by_model['mock-fail-500'], 4, 'an open breaker must send nothing to its deployment');
     assert.equal(after.by_model['mock-model-backup'], 14);
     assert.equal((await breakerOf(bgw, primary)).state, 'open');
-    await sleep(100); // the log writer batches: give a wrong extra line the time to show
+    // The breaker counts each transition as it logs it: once the (batched) log holds as many
+    // lines as the counter says, it shows them all, and there was one.
+    const made = metricValue(await metrics(bgw), 'gateway_breaker_transitions_total', { deployment: primary });
+    await waitFor(() => transitions(bgw, primary).length >= made, { timeoutMs: 2000, what: 'every transition logged' });
+    assert.equal(made, 1);
     assert.deepEqual(transitions(bgw, primary), ['closed>open']);
   });
 

@@ -5,7 +5,7 @@ import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { getEncoding } from 'js-tiktoken';
 import { spawnSync } from 'node:child_process';
-import { LOWART_BIN } from './harness.mjs';
+import { LOWART_BIN, TIME_SCALE } from './harness.mjs';
 
 const corpus = [
   'Hello, world! How are you today?',
@@ -33,7 +33,7 @@ const corpus = [
 ];
 
 function lowartIds(encoding, text) {
-  const r = spawnSync(LOWART_BIN, ['tokenize', '--encoding', encoding, '--ids'], { input: text, timeout: 20000 });
+  const r = spawnSync(LOWART_BIN, ['tokenize', '--encoding', encoding, '--ids'], { input: text, timeout: 20000 * TIME_SCALE });
   assert.equal(r.status, 0, r.stderr.toString());
   return JSON.parse(r.stdout.toString());
 }
@@ -57,7 +57,7 @@ for (const encoding of ['o200k_base', 'cl100k_base']) {
 test('token counts agree on a long mixed document', () => {
   const enc = getEncoding('o200k_base');
   const doc = Array.from({ length: 50 }, (_, i) => corpus[i % corpus.length]).join('\n');
-  const r = spawnSync(LOWART_BIN, ['tokenize', '--encoding', 'o200k_base'], { input: doc, timeout: 20000 });
+  const r = spawnSync(LOWART_BIN, ['tokenize', '--encoding', 'o200k_base'], { input: doc, timeout: 20000 * TIME_SCALE });
   assert.equal(r.status, 0, r.stderr.toString());
   assert.equal(Number(r.stdout.toString().trim()), enc.encode(doc).length);
 });
@@ -79,7 +79,7 @@ test('very long words (a hostile prompt) tokenize exactly and in linear-ish time
     for (const w of words) {
       const t0 = Date.now();
       const got = lowartIds(encoding, w);
-      assert.ok(Date.now() - t0 < 5000, `${w.length}-char word took ${Date.now() - t0} ms`);
+      assert.ok(Date.now() - t0 < 5000 * TIME_SCALE, `${w.length}-char word took ${Date.now() - t0} ms`);
       assert.deepEqual(got, enc.encode(w), `${encoding}: ${w.slice(0, 20)}... (${w.length} chars)`);
     }
   }
