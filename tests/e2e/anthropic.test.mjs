@@ -7,6 +7,7 @@
 import { after, before, test } from 'node:test';
 import assert from 'node:assert/strict';
 import Anthropic from '@anthropic-ai/sdk';
+import { getEncoding } from 'js-tiktoken';
 import { api, cleanupAll, createKey, mockReset, mockStats, sqliteQuery, sseData, startGateway, startMock, waitFor } from './harness.mjs';
 
 let mock;
@@ -253,7 +254,10 @@ test('an Anthropic stream without usage is billed with lowart\'s own count', asy
   assert.equal(r.status, 200, r.text);
   const row = await usageRow(r.headers.get('x-request-id'));
   assert.ok(row.prompt_tokens > 0, JSON.stringify(row));
-  assert.ok(row.completion_tokens >= words('mock reply: count these words'), JSON.stringify(row));
+  // The relayed text counted once with the encoding that stands in for a model tiktoken
+  // does not know (o200k_base): exact, not "at least" (per-delta sums over-billed).
+  const expected = getEncoding('o200k_base').encode('mock reply: count these words').length;
+  assert.equal(row.completion_tokens, expected, JSON.stringify(row));
 });
 
 // --- OpenAI SDK -> /v1/chat/completions -> Anthropic upstream ------------------------------------
