@@ -9,6 +9,7 @@
 #include "core/request_id.hpp"
 #include "core/secrets.hpp"
 #include "net/proxy.hpp"
+#include "net/request_head.hpp"
 #include "net/responses_route.hpp"
 #include "net/routing.hpp"
 #include "net/ui_files.hpp"
@@ -169,14 +170,6 @@ void append_number(std::string& out, std::size_t n) {
   out.append(buf, end);
 }
 
-/// The credential a client presents (routing.hpp).
-std::string_view presented_key(const http::request<http::string_body>& req) {
-  auto auth = req.find(http::field::authorization);
-  auto x_api_key = req.find("x-api-key");
-  return net::presented_key(auth != req.end(), auth != req.end() ? std::string_view(auth->value()) : std::string_view{},
-                            x_api_key != req.end() ? std::string_view(x_api_key->value()) : std::string_view{});
-}
-
 /// A host[:port] that can stand in a URL as is (no scheme, path, query, credentials or space).
 bool plain_host(std::string_view host) {
   if (host.empty() || host.size() > 255) return false;
@@ -247,9 +240,8 @@ void session::do_read() {
     return;
   }
   idle_ = true;
-  parser_.emplace();
-  parser_->header_limit(static_cast<std::uint32_t>(cfg.max_header_bytes));
-  parser_->body_limit(cfg.max_body_bytes);
+  // request_head.hpp: the parser, its feeding and the refusals are the fuzzer's too.
+  prepare_parser(parser_, cfg.max_header_bytes, cfg.max_body_bytes);
   if (buffer_.size() > 0) { // a pipelined request is already here
     read_request();
     return;
@@ -275,17 +267,7 @@ void session::read_request() {
   // Most requests are in the buffer whole once their first bytes are: parse them here.
   // Only a request still arriving arms the header timeout (a timer per request, and a
   // timerfd syscall whenever it became the reactor's earliest).
-  parser_->eager(true);
-  beast::error_code ec;
-  while (!parser_->is_done() && buffer_.size() > 0) {
-    auto used = parser_->put(buffer_.data(), ec);
-    buffer_.consume(used);
-    if (ec == http::error::need_more) {
-      ec = {};
-      break;
-    }
-    if (ec || used == 0) break;
-  }
+  auto ec = parse_buffered(*parser_, buffer_);
   if (ec || parser_->is_done()) {
     on_read(ec);
     return;
@@ -300,38 +282,23 @@ void session::read_request() {
 void session::on_read(beast::error_code ec) {
   idle_ = false;
   if (closed_) return;
-  if (ec == http::error::body_limit || ec == http::error::header_limit || ec == http::error::bad_content_length) {
+  if (ec) {
+    // Over a limit or malformed: answered once, then closed; the peer gone: closed.
+    auto refusal = refusal_for(ec, worker_.state.config.server.max_body_bytes); // request_head.hpp
+    if (!refusal) {
+      graceful_close();
+      return;
+    }
     request_context ctx;
     ctx.request_id = new_request_id();
     ctx.start = std::chrono::steady_clock::now();
     ctx.keep_alive = false;
-    if (parser_ && parser_->is_header_done()) {
+    if (refusal->names_request && parser_ && parser_->is_header_done()) {
       ctx.method = std::string(parser_->get().method_string());
       ctx.path = std::string(strip_query(parser_->get().target()));
       if (ctx.path.rfind("/admin", 0) == 0) ctx.format = api_format::admin;
     }
-    if (ec == http::error::header_limit)
-      respond_error(ctx, error_kind::headers_too_large, "request headers are too large");
-    else if (ec == http::error::bad_content_length)
-      respond_error(ctx, error_kind::bad_request, "Content-Length is not a valid length");
-    else
-      respond_error(ctx, error_kind::payload_too_large,
-                    "request body is larger than " + std::to_string(worker_.state.config.server.max_body_bytes) +
-                        " bytes");
-    return;
-  }
-  if (ec == http::error::end_of_stream || ec == asio::error::eof || ec == beast::error::timeout ||
-      ec == asio::error::connection_reset || ec == asio::error::operation_aborted) {
-    graceful_close();
-    return;
-  }
-  if (ec) {
-    // A malformed request line or head: answer 400 once, then close.
-    request_context ctx;
-    ctx.request_id = new_request_id();
-    ctx.start = std::chrono::steady_clock::now();
-    ctx.keep_alive = false;
-    respond_error(ctx, error_kind::bad_request, "malformed HTTP request: " + ec.message());
+    respond_error(ctx, refusal->kind, refusal->message);
     return;
   }
   handle(parser_->release());
@@ -340,27 +307,26 @@ void session::on_read(beast::error_code ec) {
 void session::handle(http::request<http::string_body>&& req) {
   request_context ctx;
   ctx.start = std::chrono::steady_clock::now();
-  if (auto it = req.find("x-request-id"); it != req.end() && acceptable_request_id(it->value()))
-    ctx.request_id = std::string(it->value());
-  else
-    ctx.request_id = new_request_id();
-  ctx.keep_alive = req.keep_alive();
-  ctx.method = std::string(req.method_string());
-  std::string_view path = strip_query(req.target());
-  ctx.path = std::string(path);
-  auto method = req.method();
-  auto& state = worker_.state;
-
   // The route table (routing.hpp) lists what lowart serves: a path it does not list is
   // 404 and a method it does not list for the path 405, before anything else is decided
   // (no key is looked at), so an endpoint missing from the table cannot be reached.
-  const route_entry* entry = find_route(path);
-  auto info = entry ? route_info{entry->label, entry->format} : unlisted_route(path);
-  if (!entry || !(entry->methods & method_bit_of(ctx.method))) {
+  // request_head.hpp decides it from the head alone (and the fuzzer runs the same code).
+  auto head = read_head(req);
+  ctx.request_id = std::move(head.request_id);
+  ctx.keep_alive = head.keep_alive;
+  ctx.method = std::move(head.method);
+  ctx.path = std::move(head.path);
+  std::string_view path = strip_query(req.target());
+  auto method = req.method();
+  auto& state = worker_.state;
+
+  const route_entry* entry = head.entry;
+  auto info = head.info;
+  if (head.verdict != head_verdict::serve) {
     ctx.route = info.route;
     ctx.format = info.format;
-    if (ctx.format == api_format::jsonrpc) ctx.rpc_id = jsonrpc_id(req.body());
-    if (!entry)
+    ctx.rpc_id = std::move(head.rpc_id);
+    if (head.verdict == head_verdict::not_found)
       respond_error(ctx, error_kind::not_found, "unknown endpoint " + ctx.method + " " + ctx.path,
                     ctx.format == api_format::admin ? "" : "unknown_url");
     else

@@ -1,64 +1,123 @@
-// libFuzzer target: the HTTP request path up to routing. Arbitrary bytes go through
-// Beast's request parser with lowart's limits (16 KiB head, 64 KiB body here), split
-// into reads of 1-32 bytes as a socket would deliver them; each complete request is
-// routed and its credential read exactly as the session does (net/routing.hpp), and a
-// JSON body for a model route goes through the request translators.
-#include "net/routing.hpp"
+// libFuzzer target: the session's request path up to authentication, run through the
+// session's own code (net/request_head.hpp, which net/session.cpp calls for every
+// request). Arbitrary bytes arrive in reads of 1-32 bytes as a socket would deliver them
+// and are parsed with lowart's default limits (16 KiB head; the body limit lowered to
+// 64 KiB here); a read that fails gets the session's refusal; each complete request gets
+// the session's id, route and verdict, and its credential read; a JSON body for a model
+// route goes through the request translators. Checked: what the session relies on, and
+// that the same bytes read whole give the same requests and refusal.
+#include "net/request_head.hpp"
 #include "net/translate.hpp"
 
-#include <boost/beast/core/flat_buffer.hpp>
-#include <boost/beast/http/parser.hpp>
-#include <boost/beast/http/string_body.hpp>
+#include <simdjson.h>
 
 #include <cstdint>
 #include <cstdlib>
+#include <cstring>
 #include <optional>
+#include <string>
+#include <vector>
 
+namespace net = lowart::net;
 namespace http = boost::beast::http;
+
+namespace {
+
+void check(bool ok) {
+  if (!ok) std::abort();
+}
+
+void check_request(const http::request<http::string_body>& req) {
+  auto head = net::read_head(req);
+  // The path is the target up to its query; the verdict is the route table's.
+  check(head.path.find('?') == std::string::npos && std::string_view(req.target()).starts_with(head.path));
+  check(!head.info.route.empty());
+  check((head.entry == nullptr) == (head.verdict == net::head_verdict::not_found));
+  if (head.entry) {
+    check(head.info.route == head.entry->label && head.info.format == head.entry->format);
+    bool allowed = (head.entry->methods & net::method_bit_of(head.method)) != 0;
+    check(allowed == (head.verdict == net::head_verdict::serve));
+  }
+  // Echoed in every answer's x-request-id and logged: the client's only when acceptable.
+  check(lowart::acceptable_request_id(head.request_id));
+  if (auto it = req.find("x-request-id"); it != req.end() && lowart::acceptable_request_id(it->value()))
+    check(head.request_id == it->value());
+  check(head.keep_alive == req.keep_alive());
+  // JSON-RPC refusals echo the id: it must be JSON text.
+  if (head.info.format == net::api_format::jsonrpc) {
+    thread_local simdjson::dom::parser parser;
+    simdjson::dom::element id;
+    check(parser.parse(head.rpc_id).get(id) == simdjson::SUCCESS);
+  } else {
+    check(head.rpc_id == "null");
+  }
+  // The key is the bearer token or the x-api-key value, never anything else.
+  auto key = net::presented_key(req);
+  if (!key.empty()) {
+    auto auth = req.find(http::field::authorization);
+    bool from_auth = auth != req.end() && std::string_view(auth->value()).ends_with(key);
+    bool from_x = req["x-api-key"] == key;
+    check(from_auth || from_x);
+  }
+  if (head.verdict != net::head_verdict::serve) return;
+  if (head.info.route == "chat") (void)net::openai_request_to_anthropic(req.body());
+  if (head.info.route == "messages") (void)net::anthropic_request_to_openai(req.body(), true);
+}
+
+/// What the session does with a connection's bytes: the requests it handles, then the
+/// refusal it ends with, or it waits for more bytes (or closes after Connection: close).
+struct transcript {
+  std::vector<std::string> requests;
+  std::optional<net::error_kind> refused;
+};
+
+/// Runs the session's read loop over `in`, delivered `piece` bytes per read.
+transcript serve(std::string_view in, std::size_t piece) {
+  constexpr std::size_t max_header = 16 * 1024, max_body = 64 * 1024;
+  transcript out;
+  std::optional<net::request_parser> parser;
+  net::prepare_parser(parser, max_header, max_body);
+  boost::beast::flat_buffer buffer;
+  for (std::size_t at = 0; at < in.size(); at += piece) {
+    auto chunk = in.substr(at, piece);
+    auto room = buffer.prepare(chunk.size());
+    std::memcpy(room.data(), chunk.data(), chunk.size());
+    buffer.commit(chunk.size());
+    for (;;) {
+      auto ec = net::parse_buffered(*parser, buffer);
+      if (ec) {
+        // A failed read is answered (400/413/431) and the connection closed; only a
+        // peer that went away is closed silently, which parsing bytes cannot cause.
+        auto refusal = net::refusal_for(ec, max_body);
+        check(refusal.has_value() && !refusal->message.empty());
+        check(refusal->kind == net::error_kind::bad_request || refusal->kind == net::error_kind::headers_too_large ||
+              refusal->kind == net::error_kind::payload_too_large);
+        out.refused = refusal->kind;
+        return out;
+      }
+      if (!parser->is_done()) break; // the session waits for more bytes
+      auto req = parser->release();
+      check_request(req);
+      out.requests.push_back(std::string(req.method_string()) + " " + std::string(req.target()) + " " +
+                             std::to_string(req.body().size()));
+      if (!req.keep_alive()) return out;
+      net::prepare_parser(parser, max_header, max_body); // the next (pipelined) request
+    }
+  }
+  return out;
+}
+
+} // namespace
 
 extern "C" int LLVMFuzzerTestOneInput(const std::uint8_t* data, std::size_t size) {
   if (size == 0) return 0;
   std::string_view in(reinterpret_cast<const char*>(data) + 1, size - 1);
-  std::size_t piece = 1 + data[0] % 32;
-  std::optional<http::request_parser<http::string_body>> parser;
-  auto fresh = [&] {
-    parser.emplace();
-    parser->header_limit(16 * 1024);
-    parser->body_limit(64 * 1024);
-    parser->eager(true);
-  };
-  fresh();
-  std::string pending;
-  for (std::size_t at = 0; at < in.size(); at += piece) {
-    pending.append(in.substr(at, piece));
-    while (!pending.empty()) {
-      boost::beast::error_code ec;
-      auto used = parser->put(boost::asio::buffer(pending.data(), pending.size()), ec);
-      pending.erase(0, used);
-      if (ec == http::error::need_more) break;
-      if (ec) return 0; // lowart answers 400/413/431 and closes
-      if (!parser->is_done()) {
-        if (used == 0) break;
-        continue;
-      }
-      auto req = parser->release();
-      auto path = lowart::net::strip_query(req.target());
-      auto info = lowart::net::route_of(path);
-      if (info.route.empty()) std::abort();
-      auto auth = req.find(http::field::authorization);
-      auto key = lowart::net::presented_key(auth != req.end(), auth != req.end() ? std::string_view(auth->value()) : "",
-                                            req["x-api-key"]);
-      // The key is the bearer token or the x-api-key value, never anything else.
-      if (!key.empty()) {
-        bool from_auth = auth != req.end() && std::string_view(auth->value()).ends_with(key);
-        bool from_x = req["x-api-key"] == key;
-        if (!from_auth && !from_x) std::abort();
-      }
-      if (info.route == "chat") (void)lowart::net::openai_request_to_anthropic(req.body());
-      if (info.route == "messages") (void)lowart::net::anthropic_request_to_openai(req.body(), true);
-      if (!req.keep_alive()) return 0;
-      fresh();
-    }
-  }
+  // How the bytes are split into reads must not change what the session does. (Only
+  // where the bytes end may differ: a partial line that is already wrong is refused when
+  // it arrives at once, and waits for its end when it trickles in.)
+  auto pieces = serve(in, 1 + data[0] % 32);
+  auto whole = serve(in, in.size() + 1);
+  check(pieces.requests == whole.requests);
+  if (pieces.refused && whole.refused) check(*pieces.refused == *whole.refused);
   return 0;
 }
