@@ -74,8 +74,9 @@ std::pair<int, std::string> a2a_store::op(const std::string& name, const std::st
     return {200, st.text(0)};
   }
   if (name == "tasks_live") {
-    auto st = db_.prepare("SELECT body FROM a2a_tasks WHERE delivery IN ('queued', 'retry', 'delivered', 'acked', 'waiting')"
-                          " AND (owner = ?1 OR owner = '' OR ?1 = '') ORDER BY updated_ms");
+    auto st =
+        db_.prepare("SELECT body FROM a2a_tasks WHERE delivery IN ('queued', 'retry', 'delivered', 'acked', 'waiting')"
+                    " AND (owner = ?1 OR owner = '' OR ?1 = '') ORDER BY updated_ms");
     st.bind(1, owner_);
     return {200, rows(st)};
   }

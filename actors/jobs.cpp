@@ -376,7 +376,8 @@ void hand_over(job_actor* self, const std::string& why_again = {}) {
       handovers::all().add(st.rec.deployment, -1);
       st.handing_over = false;
     }
-    fail(self, "no ComfyUI backend took the job after " + std::to_string(st.rec.attempts) + " attempt(s): " + why_again);
+    fail(self,
+         "no ComfyUI backend took the job after " + std::to_string(st.rec.attempts) + " attempt(s): " + why_again);
     return;
   }
   ++st.rec.attempts;
@@ -486,8 +487,8 @@ void on_submit(job_actor* self, int status, const std::string& body, const std::
     simdjson::dom::parser parser;
     simdjson::dom::element doc;
     std::string_view id;
-    if (parser.parse(body).get(doc) == simdjson::SUCCESS && doc["prompt_id"].get_string().get(id) == simdjson::SUCCESS &&
-        !id.empty())
+    if (parser.parse(body).get(doc) == simdjson::SUCCESS &&
+        doc["prompt_id"].get_string().get(id) == simdjson::SUCCESS && !id.empty())
       st.rec.prompt_id = std::string(id);
     else
       st.rec.prompt_id = own_prompt_id(st.rec);

@@ -2,15 +2,15 @@
 
 #include <toml++/toml.h>
 
+#include <arpa/inet.h>
 #include <cctype>
 #include <cstdlib>
 #include <filesystem>
 #include <fnmatch.h>
 #include <fstream>
+#include <netinet/in.h>
 #include <set>
 #include <sstream>
-#include <arpa/inet.h>
-#include <netinet/in.h>
 #include <unistd.h>
 
 namespace lowart::config {
@@ -299,18 +299,18 @@ bool args_match(const std::vector<std::string>& patterns, const std::vector<std:
 
 bool package_runner(std::string_view command) {
   static const std::set<std::string, std::less<>> runners = {"npx", "uvx",  "pipx", "bunx", "pnpx",   "pnpm",
-                                                              "npm", "yarn", "uv",   "bun",  "docker", "podman"};
+                                                             "npm", "yarn", "uv",   "bun",  "docker", "podman"};
   return runners.count(base_name(command)) > 0;
 }
 
 bool interpreter(std::string_view command) {
   static const std::set<std::string, std::less<>> names = {
-      "node", "nodejs", "deno", "python", "python3", "pypy", "pypy3", "perl", "ruby", "php", "lua", "lua5.4",
-      "luajit", "tclsh", "Rscript", "sh", "bash", "dash", "zsh", "ksh", "fish", "pwsh", "env", "busybox"};
+      "node",   "nodejs", "deno",    "python", "python3", "pypy", "pypy3", "perl", "ruby", "php",  "lua", "lua5.4",
+      "luajit", "tclsh",  "Rscript", "sh",     "bash",    "dash", "zsh",   "ksh",  "fish", "pwsh", "env", "busybox"};
   auto name = base_name(command);
   // python3.11 and the like
-  return names.count(name) > 0 || (name.rfind("python", 0) == 0 && name.find_first_not_of("python0123456789.") ==
-                                                                      std::string::npos);
+  return names.count(name) > 0 ||
+         (name.rfind("python", 0) == 0 && name.find_first_not_of("python0123456789.") == std::string::npos);
 }
 
 std::string check_mcp_command(const mcp_config& mcp, const std::string& command, const std::vector<std::string>& args,
@@ -329,12 +329,14 @@ std::string check_mcp_command(const mcp_config& mcp, const std::string& command,
     // An interpreter runs a script file, given first: no inline code (-e, -c, --eval,
     // -p, -m, -r ...), no program read from stdin (stdin carries the MCP messages).
     if (args.empty() || args[0].empty() || args[0][0] == '-') {
-      plain_refusal = "'" + command + "' must be given a script file as its first argument (flags before it, such as "
+      plain_refusal = "'" + command +
+                      "' must be given a script file as its first argument (flags before it, such as "
                       "-e, -c, -m or --eval, run code the allowlist did not name)";
       continue;
     }
     std::filesystem::path script(args[0]);
-    if (script.is_relative()) script = (cwd.empty() ? std::filesystem::current_path() : std::filesystem::path(cwd)) / script;
+    if (script.is_relative())
+      script = (cwd.empty() ? std::filesystem::current_path() : std::filesystem::path(cwd)) / script;
     std::error_code ec;
     if (!std::filesystem::is_regular_file(script, ec)) {
       plain_refusal = "the script '" + args[0] + "' is not a file";
@@ -348,7 +350,8 @@ std::string check_mcp_command(const mcp_config& mcp, const std::string& command,
   }
   field = "args";
   if (!plain_refusal.empty()) return plain_refusal;
-  return "these arguments of '" + command + "' match no entry of mcp.allowed_commands (entries name the arguments "
+  return "these arguments of '" + command +
+         "' match no entry of mcp.allowed_commands (entries name the arguments "
          "a command may be given, e.g. {command = \"npx\", args = [\"-y\", \"<package>\", \"**\"]})";
 }
 

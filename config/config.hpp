@@ -191,8 +191,8 @@ struct jobs_config {
 
 /// The agent bus (A2A).
 struct a2a_config {
-  int ack_timeout_ms = 30'000;     ///< a delivered task not acknowledged by then is delivered again
-  int lease_ms = 60'000;           ///< an acknowledged task with no status report by then is delivered again
+  int ack_timeout_ms = 30'000; ///< a delivered task not acknowledged by then is delivered again
+  int lease_ms = 60'000;       ///< an acknowledged task with no status report by then is delivered again
   /// Deliveries before a task goes to the dead letters. Between two, lowart waits
   /// retry_backoff_ms doubling up to retry_max_backoff_ms (each +-50 % jitter): with the
   /// defaults a task is tried for about four minutes.

@@ -448,9 +448,9 @@ public:
   void release(std::size_t worker, const std::vector<fleet_subject>& subjects,
                const std::string& reservation) override {
     auto& w = *workers_[worker];
-    auto now_ms = std::chrono::duration_cast<std::chrono::milliseconds>(
-                      std::chrono::system_clock::now().time_since_epoch())
-                      .count();
+    auto now_ms =
+        std::chrono::duration_cast<std::chrono::milliseconds>(std::chrono::system_clock::now().time_since_epoch())
+            .count();
     for (const auto& s : subjects)
       add(w.pending, s.id, s.lim, reservation, 0, 0, 0, now_ms, false);
     arm_settles(workers_[worker], settle_interval);
@@ -684,12 +684,11 @@ private:
   std::string replica_;
   /// Reservation names: the replica and its start (a restarted replica never reuses a
   /// name its previous run may have left in Redis), then a counter.
-  std::string reservation_prefix_ =
-      replica_ + ':' +
-      std::to_string(
-          std::chrono::duration_cast<std::chrono::milliseconds>(std::chrono::system_clock::now().time_since_epoch())
-              .count()) +
-      ':';
+  std::string reservation_prefix_ = replica_ + ':' +
+                                    std::to_string(std::chrono::duration_cast<std::chrono::milliseconds>(
+                                                       std::chrono::system_clock::now().time_since_epoch())
+                                                       .count()) +
+                                    ':';
   std::atomic<std::uint64_t> next_reservation_{0};
   std::string prefix_;
   std::string channel_;

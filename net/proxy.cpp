@@ -324,7 +324,7 @@ private:
   proxy_kind kind_;
   /// POST /v1/responses: the exchange converting to and from the chat request in body_.
   std::shared_ptr<responses::exchange> responses_;
-  bool passthrough_ = false; ///< ... and the current deployment speaks Responses itself
+  bool passthrough_ = false;             ///< ... and the current deployment speaks Responses itself
   protocol client_proto_;                ///< what the client speaks
   protocol up_proto_ = protocol::openai; ///< what the current attempt's upstream speaks
   protocol last_upstream_proto_ = protocol::openai;
@@ -335,11 +335,11 @@ private:
   own_count prompt_count_;                   ///< see prompt_count()
   const bpe_tokenizer* prompt_tok_ = nullptr;
   protocol prompt_proto_ = protocol::openai;
-  bool counted_ = false;                     ///< some of usage_ is lowart's own count
-  bool estimated_ = false;                   ///< ... and some of that is an estimate
-  std::optional<std::string> translated_;    ///< the body in the other protocol, once made
-  bool translated_usage_ = false;            ///< ... with stream_options.include_usage
-  std::string body_; ///< the client's body (usage option already injected); model set per attempt
+  bool counted_ = false;                  ///< some of usage_ is lowart's own count
+  bool estimated_ = false;                ///< ... and some of that is an estimate
+  std::optional<std::string> translated_; ///< the body in the other protocol, once made
+  bool translated_usage_ = false;         ///< ... with stream_options.include_usage
+  std::string body_;                      ///< the client's body (usage option already injected); model set per attempt
   std::shared_ptr<const scripting::script_table> scripts_; ///< set when a script applies
   std::string hook_headers_;                               ///< added by the model's on_request, sent to every upstream
   bool chunk_hooks_ = false;                               ///< the model or the deployment has on_chunk
@@ -634,8 +634,8 @@ void proxy_call::describe_call(json::object_writer& w) const {
   w.str("model", ctx_.model)
       .str("route", kind_ == proxy_kind::responses    ? "responses"
                     : kind_ == proxy_kind::embeddings ? "embeddings"
-                    : kind_ == proxy_kind::messages ? "messages"
-                                                    : "chat")
+                    : kind_ == proxy_kind::messages   ? "messages"
+                                                      : "chat")
       .str("request_id", ctx_.request_id);
   if (dep_) w.str("provider", dep_->provider).str("deployment", dep_->id).str("upstream_model", dep_->upstream_model);
   json::object_writer key;
@@ -1521,8 +1521,8 @@ void proxy_call::finish_request(int status) {
   if (fleet_ticket_) {
     fleet_ticket_ = false;
     auto& state = client_->worker().state;
-    state.fleet->settle(client_->worker().index, fleet_subjects_, fleet_reservation_, fleet_estimate_, real_tokens, cost,
-                        clock::unix_ms());
+    state.fleet->settle(client_->worker().index, fleet_subjects_, fleet_reservation_, fleet_estimate_, real_tokens,
+                        cost, clock::unix_ms());
     // This replica's own budget counters follow too: they decide while Redis is away
     // (on_redis_down = open), and must not start from zero then.
     state.limiter.charge(subject_refs(fleet_subjects_), real_tokens, cost, clock::unix_ms());
@@ -1565,8 +1565,7 @@ std::string count_tokens_body(const bpe_tokenizer* tok, std::string_view body) {
 
 void start_proxy(session_ptr client, request_context&& ctx, proxy_kind kind, std::string&& body,
                  std::shared_ptr<responses::exchange> responses) {
-  std::make_shared<proxy_call>(std::move(client), std::move(ctx), kind, std::move(body), std::move(responses))
-      ->start();
+  std::make_shared<proxy_call>(std::move(client), std::move(ctx), kind, std::move(body), std::move(responses))->start();
 }
 
 } // namespace lowart::net

@@ -136,7 +136,8 @@ public:
       }
       flush();
       json::object_writer m;
-      m.str("role", role == "developer" ? std::string_view("system") : role).raw("content", chat_content(content, role));
+      m.str("role", role == "developer" ? std::string_view("system") : role)
+          .raw("content", chat_content(content, role));
       messages_.add(m.done());
     } else if (type == "function_call") {
       if (!pending_) {
@@ -224,9 +225,9 @@ std::string upstream_item(element it) {
   if ((type.empty() || type == "message") && role != "assistant") {
     element content;
     json::object_writer w;
-    w.str("type", "message").str("role", role).raw("content",
-                                                   it["content"].get(content) == simdjson::SUCCESS ? minified(content)
-                                                                                                   : std::string("[]"));
+    w.str("type", "message")
+        .str("role", role)
+        .raw("content", it["content"].get(content) == simdjson::SUCCESS ? minified(content) : std::string("[]"));
     return w.done();
   }
   return minified(it);
@@ -373,8 +374,8 @@ request_summary summarize(std::string_view body) {
     if (present(doc, key, v)) {
       double d = 0;
       if (v.get_double().get(d) != simdjson::SUCCESS || d < 0 || d > top)
-        return fail(std::string("Invalid '") + key + "': expected a number between 0 and " +
-                        (top == 2.0 ? "2" : "1") + ".",
+        return fail(std::string("Invalid '") + key + "': expected a number between 0 and " + (top == 2.0 ? "2" : "1") +
+                        ".",
                     key);
     }
   if (present(doc, "metadata", v) && !v.is_object())
@@ -410,7 +411,8 @@ request_summary summarize(std::string_view body) {
       return fail("Invalid value for 'text.format.type': expected 'text', 'json_object' or 'json_schema'.",
                   "text.format.type");
     if (type == "json_schema") {
-      if (str(format, "name").empty()) return fail("Missing required parameter: 'text.format.name'.", "text.format.name");
+      if (str(format, "name").empty())
+        return fail("Missing required parameter: 'text.format.name'.", "text.format.name");
       if (!format["schema"].is_object())
         return fail("Missing required parameter: 'text.format.schema'.", "text.format.schema");
     }
@@ -626,8 +628,11 @@ std::string message_item(std::string_view id, std::string_view text, std::string
   json::object_writer part;
   part.str("type", "output_text").raw("annotations", "[]").raw("logprobs", "[]").str("text", text);
   json::object_writer w;
-  w.str("id", id).str("type", "message").str("status", status).raw("content", "[" + part.done() + "]").str("role",
-                                                                                                          "assistant");
+  w.str("id", id)
+      .str("type", "message")
+      .str("status", status)
+      .raw("content", "[" + part.done() + "]")
+      .str("role", "assistant");
   return w.done();
 }
 
@@ -662,7 +667,8 @@ void read_chat_usage(element usage, token_usage& u, std::int64_t& reasoning) {
 std::string chat_answer_to_response(std::string_view chat, const response_frame& frame, std::string_view id_base) {
   element doc;
   if (!parse(event_slot, chat, doc) || !doc.is_object())
-    return frame.render("failed", "[]", "null", R"({"code":"server_error","message":"the upstream answer is not JSON"})");
+    return frame.render("failed", "[]", "null",
+                        R"({"code":"server_error","message":"the upstream answer is not JSON"})");
   element choice;
   std::string finish;
   array_writer output;
@@ -792,8 +798,11 @@ void stream_converter::close_item(std::size_t i, std::string& out) {
     event("response.function_call_arguments.done", members(d.done()), out);
   } else {
     json::object_writer d;
-    d.str("item_id", it.id).num("output_index", index).num("content_index", 0).str("text", it.text).raw("logprobs",
-                                                                                                        "[]");
+    d.str("item_id", it.id)
+        .num("output_index", index)
+        .num("content_index", 0)
+        .str("text", it.text)
+        .raw("logprobs", "[]");
     event("response.output_text.done", members(d.done()), out);
     json::object_writer part;
     part.str("type", "output_text").raw("annotations", "[]").raw("logprobs", "[]").str("text", it.text);
@@ -824,8 +833,8 @@ void stream_converter::finish(std::string& out) {
   close_all(out);
   auto incomplete = incomplete_for(finish_reason_);
   auto status = incomplete == "null" ? "completed" : "incomplete";
-  finalize(frame_.render(status, output_json(), usage_.present ? usage_json(usage_, reasoning_tokens_) : "null",
-                         "null", incomplete, model_));
+  finalize(frame_.render(status, output_json(), usage_.present ? usage_json(usage_, reasoning_tokens_) : "null", "null",
+                         incomplete, model_));
   event(incomplete == "null" ? "response.completed" : "response.incomplete", "\"response\":" + final_, out);
 }
 

@@ -34,7 +34,7 @@ request_summary summarize(std::string_view body);
 
 /// The stored conversation a request continues, as the store answers it.
 struct prior {
-  std::string context = "[]"; ///< the items before this request, oldest first (JSON array)
+  std::string context = "[]";                             ///< the items before this request, oldest first (JSON array)
   std::vector<std::pair<std::string, std::string>> items; ///< item_reference id -> the item (JSON)
 };
 

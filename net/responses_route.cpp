@@ -22,14 +22,13 @@ namespace {
 template <class Then>
 void ask_store(const session_ptr& client, std::string op, std::string a, std::string b, Then then) {
   auto held = std::make_shared<session_ref>(client);
-  client->worker().runtime.responses(std::move(op), std::move(a), std::move(b),
-                                     [held, then = std::move(then)](int status, std::string body) mutable {
-                                       auto self = held->ptr;
-                                       asio::post(self->executor(),
-                                                  [self, then = std::move(then), status, body = std::move(body)]() mutable {
-                                                    then(status, std::move(body));
-                                                  });
-                                     });
+  client->worker().runtime.responses(
+      std::move(op), std::move(a), std::move(b), [held, then = std::move(then)](int status, std::string body) mutable {
+        auto self = held->ptr;
+        asio::post(self->executor(), [self, then = std::move(then), status, body = std::move(body)]() mutable {
+          then(status, std::move(body));
+        });
+      });
 }
 
 /// The value of `name` in a query string ("" when absent); values are taken as they are
@@ -39,7 +38,8 @@ std::string query_value(std::string_view query, std::string_view name) {
     auto amp = query.find('&');
     auto pair = query.substr(0, amp);
     auto eq = pair.find('=');
-    if (pair.substr(0, eq) == name) return eq == std::string_view::npos ? std::string() : std::string(pair.substr(eq + 1));
+    if (pair.substr(0, eq) == name)
+      return eq == std::string_view::npos ? std::string() : std::string(pair.substr(eq + 1));
     if (amp == std::string_view::npos) break;
     query.remove_prefix(amp + 1);
   }
@@ -105,8 +105,8 @@ std::string hook_headers(const http::request<http::string_body>& req) {
 }
 
 void not_found(session& client, request_context& ctx, const std::string& id) {
-  client.respond_error(ctx, error_kind::not_found, "Response with id '" + id + "' not found.", "response_not_found",
-                       {}, "response_id");
+  client.respond_error(ctx, error_kind::not_found, "Response with id '" + id + "' not found.", "response_not_found", {},
+                       "response_id");
 }
 
 void store_failed(session& client, request_context& ctx, int status) {
@@ -147,7 +147,7 @@ void post(session_ptr client, request_context&& ctx, http::request<http::string_
   auto shared = std::make_shared<request_context>(std::move(ctx));
   ask_store(client, "resolve", q.done(), key,
             [client, shared, body = std::move(req.body()), summary = std::move(summary)](int status,
-                                                                                     std::string answer) mutable {
+                                                                                         std::string answer) mutable {
               auto& ctx = *shared;
               simdjson::dom::parser parser;
               simdjson::dom::element doc;
@@ -156,12 +156,11 @@ void post(session_ptr client, request_context&& ctx, http::request<http::string_
                 std::string_view id, param;
                 if (doc["id"].get_string().get(id) != simdjson::SUCCESS) id = {};
                 if (doc["param"].get_string().get(param) != simdjson::SUCCESS) param = {};
-                client->respond_error(ctx, error_kind::not_found,
-                                      param == "previous_response_id"
-                                          ? "Previous response with id '" + std::string(id) + "' not found."
-                                          : "Item with id '" + std::string(id) + "' not found.",
-                                      param == "previous_response_id" ? "previous_response_not_found" : "item_not_found",
-                                      {}, param);
+                client->respond_error(
+                    ctx, error_kind::not_found,
+                    param == "previous_response_id" ? "Previous response with id '" + std::string(id) + "' not found."
+                                                    : "Item with id '" + std::string(id) + "' not found.",
+                    param == "previous_response_id" ? "previous_response_not_found" : "item_not_found", {}, param);
                 return;
               }
               if (status != 200 || !parsed) return store_failed(*client, ctx, status);

@@ -43,10 +43,10 @@ enum class auth_kind { none, key };
 struct route_entry {
   unsigned methods = 0;
   std::string_view pattern;
-  std::string_view label;             ///< route_info::route
+  std::string_view label; ///< route_info::route
   api_format format = api_format::openai;
   auth_kind auth = auth_kind::key;
-  std::string_view resource;          ///< the RBAC resource of /admin/* (rbac.hpp), else ""
+  std::string_view resource; ///< the RBAC resource of /admin/* (rbac.hpp), else ""
 };
 
 /// Every endpoint lowart serves.

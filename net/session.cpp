@@ -407,9 +407,9 @@ void session::handle(http::request<http::string_body>&& req) {
         call.role = "admin";
       } else if (auto keys = state.keys.load()) {
         auto hash = secrets::sha256_hex(presented);
-        if (auto it = keys->by_hash.find(hash); it != keys->by_hash.end() &&
-                                                 secrets::constant_time_equal(it->second->hash, hash) &&
-                                                 !(it->second->expires_at && it->second->expires_at <= clock::unix_seconds())) {
+        if (auto it = keys->by_hash.find(hash);
+            it != keys->by_hash.end() && secrets::constant_time_equal(it->second->hash, hash) &&
+            !(it->second->expires_at && it->second->expires_at <= clock::unix_seconds())) {
           call.key_id = it->second->id;
           call.role = it->second->role;
         }
@@ -435,8 +435,7 @@ void session::handle(http::request<http::string_body>&& req) {
   };
   auto key = presented_key(req);
   if (key.empty()) {
-    unauthorized("missing API key: send 'Authorization: Bearer <key>' or 'x-api-key: <key>'", "invalid_api_key",
-                 false);
+    unauthorized("missing API key: send 'Authorization: Bearer <key>' or 'x-api-key: <key>'", "invalid_api_key", false);
     return;
   }
   const auto& master = state.config.server.master_key;

@@ -130,19 +130,19 @@ void upstream_pool::connect(const deployment& dep, std::chrono::milliseconds con
           }
         }
         beast::get_lowest_layer(s).expires_after(timeout);
-        s.async_handshake(asio::ssl::stream_base::client, [conn = std::move(conn), done = std::move(done),
-                                                           ssl](boost::system::error_code ec) mutable {
-          if (ec) {
-            auto why = ec == beast::error::timeout ? connect_failure::timeout : connect_failure::tls;
-            std::string text = "TLS handshake failed: " + ec.message();
-            // Name what the verification found (IP address mismatch, self-signed, ...).
-            if (auto result = SSL_get_verify_result(ssl); result != X509_V_OK)
-              text += std::string(": ") + X509_verify_cert_error_string(result);
-            done(why, std::move(text), nullptr);
-            return;
-          }
-          done(connect_failure::none, {}, std::move(conn));
-        });
+        s.async_handshake(asio::ssl::stream_base::client,
+                          [conn = std::move(conn), done = std::move(done), ssl](boost::system::error_code ec) mutable {
+                            if (ec) {
+                              auto why = ec == beast::error::timeout ? connect_failure::timeout : connect_failure::tls;
+                              std::string text = "TLS handshake failed: " + ec.message();
+                              // Name what the verification found (IP address mismatch, self-signed, ...).
+                              if (auto result = SSL_get_verify_result(ssl); result != X509_V_OK)
+                                text += std::string(": ") + X509_verify_cert_error_string(result);
+                              done(why, std::move(text), nullptr);
+                              return;
+                            }
+                            done(connect_failure::none, {}, std::move(conn));
+                          });
       }
     });
   };

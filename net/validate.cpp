@@ -19,8 +19,8 @@ request_problem integer_at_least(simdjson::dom::object body, std::string_view na
   if (!e.is_int64() && !e.is_uint64())
     return {std::string(name), "Invalid type for '" + std::string(name) + "': expected an integer."};
   if (e.get_int64().get(v) != simdjson::SUCCESS || v < min)
-    return {std::string(name), "Invalid '" + std::string(name) + "': must be an integer of at least " +
-                                   std::to_string(min) + "."};
+    return {std::string(name),
+            "Invalid '" + std::string(name) + "': must be an integer of at least " + std::to_string(min) + "."};
   return {};
 }
 
@@ -37,8 +37,8 @@ request_problem number_in(simdjson::dom::object body, std::string_view name, dou
       if (s.back() == '.') s.pop_back();
       return s;
     };
-    return {std::string(name), "Invalid '" + std::string(name) + "': must be between " + bound(lo) + " and " +
-                                   bound(hi) + "."};
+    return {std::string(name),
+            "Invalid '" + std::string(name) + "': must be between " + bound(lo) + " and " + bound(hi) + "."};
   }
   return {};
 }

@@ -24,8 +24,8 @@ bool valid_json(const std::string& text) {
 
 extern "C" int LLVMFuzzerTestOneInput(const std::uint8_t* data, std::size_t size) {
   namespace rs = lowart::net::responses;
-  using lowart::net::sse_parser;
   using lowart::net::sse_event;
+  using lowart::net::sse_parser;
   std::string in(reinterpret_cast<const char*>(data), size);
   bool json = valid_json(in);
   auto summary = rs::summarize(in);

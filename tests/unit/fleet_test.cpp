@@ -178,7 +178,8 @@ TEST(fleet, two_replicas_share_one_rpm_bucket_in_a_real_redis_and_see_it_go) {
   auto ask = [&](lowart::fleet& f, const std::vector<lowart::fleet_subject>& of, std::int64_t tokens, double cost = 0,
                  std::int64_t hold_ms = 60'000) {
     std::optional<lowart::limit_decision> out;
-    reservation = f.reserve(0, of, {tokens, cost, hold_ms}, now, [&](bool, const lowart::limit_decision& d) { out = d; });
+    reservation =
+        f.reserve(0, of, {tokens, cost, hold_ms}, now, [&](bool, const lowart::limit_decision& d) { out = d; });
     EXPECT_TRUE(run_until(ioc, [&] { return out.has_value(); }));
     return out.value_or(lowart::limit_decision{});
   };
@@ -194,7 +195,7 @@ TEST(fleet, two_replicas_share_one_rpm_bucket_in_a_real_redis_and_see_it_go) {
   EXPECT_EQ(short_of_tokens.reason, "tpm");
   EXPECT_EQ(short_of_tokens.requested_tokens, 0) << "it would fit a full bucket";
   one->settle(0, tokens, first, 800, 100, 0.0, now); // 700 back
-  wait_ms(60);                                        // the batch goes after 10 ms
+  wait_ms(60);                                       // the batch goes after 10 ms
   ASSERT_TRUE(ask(*two, tokens, 800).allowed) << "the settle on one replica gave the tokens back for both";
   auto too_large = ask(*one, tokens, 1500);
   EXPECT_EQ(too_large.reason, "tpm");

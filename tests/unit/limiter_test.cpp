@@ -101,7 +101,7 @@ TEST(rate_limiter, budgets_count_the_reservations_in_flight_until_they_settle) {
   EXPECT_EQ(d.reason, "budget_tokens");
   EXPECT_EQ(d.retry_after_s, 1) << "refused by reservations: they settle soon";
   for (auto& t : held)
-    rl.settle(t, 48, 0, t0); // each used 48: 384 used, nothing reserved
+    rl.settle(t, 48, 0, t0);    // each used 48: 384 used, nothing reserved
   for (int i = 0; i < 5; ++i) { // 384 + 5 * 120 = 984
     rate_limiter::ticket t;
     ASSERT_TRUE(rl.reserve(s, 120, t0, t).allowed) << i;

@@ -169,7 +169,8 @@ TEST(responses_request, becomes_a_chat_completions_request) {
 
 TEST(responses_request, a_string_input_and_the_stored_conversation) {
   rs::prior prior;
-  prior.context = R"([{"id":"msg_a_0","type":"message","role":"user","content":[{"type":"input_text","text":"I am Ada"}],
+  prior.context =
+      R"([{"id":"msg_a_0","type":"message","role":"user","content":[{"type":"input_text","text":"I am Ada"}],
     "status":"completed"},{"id":"msg_a","type":"message","role":"assistant","status":"completed",
     "content":[{"type":"output_text","text":"Hello Ada","annotations":[]}]}])";
   auto p = rs::prepare(R"({"model":"m","input":"Who am I?","previous_response_id":"resp_a","store":false})", prior,
@@ -233,8 +234,8 @@ TEST(responses_answer, a_cut_answer_is_incomplete) {
   rs::response_frame frame;
   frame.id = "resp_d";
   auto r = rs::chat_answer_to_response(
-      R"({"choices":[{"index":0,"message":{"role":"assistant","content":"Once upon"},"finish_reason":"length"}]})", frame,
-      "d");
+      R"({"choices":[{"index":0,"message":{"role":"assistant","content":"Once upon"},"finish_reason":"length"}]})",
+      frame, "d");
   EXPECT_EQ(member(r, "/status"), R"("incomplete")");
   EXPECT_EQ(member(r, "/incomplete_details"), R"({"reason":"max_output_tokens"})");
   EXPECT_EQ(member(r, "/output/0/status"), R"("incomplete")");
@@ -293,7 +294,8 @@ std::string convert_in_pieces(const std::string& upstream, std::size_t piece, st
   std::string out, pending;
   sse_parser split;
   for (std::size_t at = 0; at < upstream.size(); at += piece) {
-    split.feed(std::string_view(upstream).substr(at, piece), [&](const sse_event& ev) { append_sse_event(pending, ev); });
+    split.feed(std::string_view(upstream).substr(at, piece),
+               [&](const sse_event& ev) { append_sse_event(pending, ev); });
     if (!pending.empty()) {
       conv.convert(pending, false, passthrough, out);
       pending.clear();
@@ -316,13 +318,13 @@ TEST(responses_stream, chat_chunks_become_the_typed_events_in_order) {
     EXPECT_EQ(member(events[i].data, "/type"), '"' + events[i].type + '"') << "each event is named by its type";
     EXPECT_EQ(member(events[i].data, "/sequence_number"), std::to_string(i));
   }
-  EXPECT_EQ(types, (std::vector<std::string>{
-                       "response.created", "response.in_progress",
-                       "response.output_item.added", "response.content_part.added", "response.output_text.delta",
-                       "response.output_text.delta", "response.output_text.done", "response.content_part.done",
-                       "response.output_item.done", "response.output_item.added",
-                       "response.function_call_arguments.delta", "response.function_call_arguments.delta",
-                       "response.function_call_arguments.done", "response.output_item.done", "response.completed"}));
+  EXPECT_EQ(types,
+            (std::vector<std::string>{
+                "response.created", "response.in_progress", "response.output_item.added", "response.content_part.added",
+                "response.output_text.delta", "response.output_text.delta", "response.output_text.done",
+                "response.content_part.done", "response.output_item.done", "response.output_item.added",
+                "response.function_call_arguments.delta", "response.function_call_arguments.delta",
+                "response.function_call_arguments.done", "response.output_item.done", "response.completed"}));
   EXPECT_EQ(member(events[0].data, "/response/status"), R"("in_progress")");
   EXPECT_EQ(member(events[0].data, "/response/output"), "[]");
   EXPECT_JSON_EQ(member(events[2].data, "/item"),
@@ -350,22 +352,20 @@ TEST(responses_stream, the_same_events_at_every_split_size) {
 }
 
 TEST(responses_stream, a_length_cut_ends_incomplete) {
-  std::string s =
-      R"(data: {"choices":[{"index":0,"delta":{"content":"Once"},"finish_reason":null}]})"
-      "\n\n"
-      R"(data: {"choices":[{"index":0,"delta":{},"finish_reason":"length"}]})"
-      "\n\ndata: [DONE]\n\n";
+  std::string s = R"(data: {"choices":[{"index":0,"delta":{"content":"Once"},"finish_reason":null}]})"
+                  "\n\n"
+                  R"(data: {"choices":[{"index":0,"delta":{},"finish_reason":"length"}]})"
+                  "\n\ndata: [DONE]\n\n";
   auto events = events_of(convert_in_pieces(s, s.size()));
   EXPECT_EQ(events.back().type, "response.incomplete");
   EXPECT_EQ(member(events.back().data, "/response/incomplete_details"), R"({"reason":"max_output_tokens"})");
 }
 
 TEST(responses_stream, an_error_mid_stream_ends_with_error_and_response_failed) {
-  std::string s =
-      R"(data: {"choices":[{"index":0,"delta":{"content":"Hal"},"finish_reason":null}]})"
-      "\n\n"
-      R"(data: {"error":{"message":"upstream broke","type":"server_error","param":null,"code":null}})"
-      "\n\n";
+  std::string s = R"(data: {"choices":[{"index":0,"delta":{"content":"Hal"},"finish_reason":null}]})"
+                  "\n\n"
+                  R"(data: {"error":{"message":"upstream broke","type":"server_error","param":null,"code":null}})"
+                  "\n\n";
   std::string final;
   auto events = events_of(convert_in_pieces(s, s.size(), &final));
   ASSERT_GE(events.size(), 2u);
@@ -376,7 +376,8 @@ TEST(responses_stream, an_error_mid_stream_ends_with_error_and_response_failed) 
   EXPECT_EQ(member(err.data, "/param"), "null");
   EXPECT_EQ(events.back().type, "response.failed");
   EXPECT_EQ(member(events.back().data, "/response/status"), R"("failed")");
-  EXPECT_JSON_EQ(member(events.back().data, "/response/error"), R"({"code":"server_error","message":"upstream broke"})");
+  EXPECT_JSON_EQ(member(events.back().data, "/response/error"),
+                 R"({"code":"server_error","message":"upstream broke"})");
   EXPECT_EQ(member(final, "/status"), R"("failed")");
 }
 
@@ -402,7 +403,9 @@ TEST(responses_stream, passthrough_relays_and_keeps_the_final_response) {
   conv.convert(s, true, true, out);
   auto events = events_of(out);
   ASSERT_EQ(events.size(), 3u);
-  EXPECT_EQ(events[1].data, R"({"type":"response.output_text.delta","sequence_number":1,"item_id":"msg_1","output_index":0,"content_index":0,"delta":"Hi"})");
+  EXPECT_EQ(
+      events[1].data,
+      R"({"type":"response.output_text.delta","sequence_number":1,"item_id":"msg_1","output_index":0,"content_index":0,"delta":"Hi"})");
   EXPECT_EQ(member(events[0].data, "/response/previous_response_id"), R"("resp_prev")");
   EXPECT_TRUE(conv.finished());
   EXPECT_EQ(member(conv.final_response(), "/id"), R"("resp_up")");
@@ -428,8 +431,8 @@ TEST(responses_exchange, stores_what_the_client_got) {
   std::vector<std::string> saved;
   ex.save = [&](std::string record) { saved.push_back(std::move(record)); };
   token_usage u;
-  auto r = ex.answer(R"({"choices":[{"index":0,"message":{"role":"assistant","content":"yo"},"finish_reason":"stop"}]})",
-                     false, u);
+  auto r = ex.answer(
+      R"({"choices":[{"index":0,"message":{"role":"assistant","content":"yo"},"finish_reason":"stop"}]})", false, u);
   ASSERT_EQ(saved.size(), 1u);
   EXPECT_EQ(member(saved[0], "/id"), R"("resp_e")");
   EXPECT_EQ(member(saved[0], "/key_id"), R"("key_1")");
@@ -455,8 +458,8 @@ TEST(responses_store, a_conversation_per_key_with_retention) {
   lowart::actors::responses_store store(db);
   auto record = [](const char* id, const char* previous, long long ms, const char* said, const char* answer) {
     std::string prev = previous ? std::string("\"") + previous + "\"" : "null";
-    return std::string(R"({"id":")") + id + R"(","key_id":"k1","previous_response_id":)" + prev +
-           R"(,"created_ms":)" + std::to_string(ms) + R"(,"input":[{"id":"in_)" + id +
+    return std::string(R"({"id":")") + id + R"(","key_id":"k1","previous_response_id":)" + prev + R"(,"created_ms":)" +
+           std::to_string(ms) + R"(,"input":[{"id":"in_)" + id +
            R"(","type":"message","role":"user","content":[{"type":"input_text","text":")" + said +
            R"("}]}],"response":{"id":")" + id + R"(","object":"response","output":[{"id":"out_)" + id +
            R"(","type":"message","role":"assistant","content":[{"type":"output_text","text":")" + answer + R"("}]}]}})";
@@ -481,9 +484,9 @@ TEST(responses_store, a_conversation_per_key_with_retention) {
   // Retention: what was made before the cutoff goes, with its items.
   EXPECT_EQ(member(store.op("expire", "1500", {}).second, "/deleted"), "1");
   EXPECT_EQ(store.op("get", "r1", "k1").first, 404);
-  EXPECT_EQ(member(store.op("resolve", R"({"previous_response_id":"r2","references":[]})", "k1").second,
-                   "/context/0/id"),
-            R"("in_r2")")
+  EXPECT_EQ(
+      member(store.op("resolve", R"({"previous_response_id":"r2","references":[]})", "k1").second, "/context/0/id"),
+      R"("in_r2")")
       << "an expired start: the conversation begins after it";
   EXPECT_EQ(store.op("delete", "r2", "k2").first, 404);
   EXPECT_EQ(store.op("delete", "r2", "k1").first, 200);

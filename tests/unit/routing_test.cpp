@@ -105,7 +105,7 @@ TEST(route_table, admin_routes_name_a_resource_the_role_table_knows) {
     EXPECT_EQ(under_admin, !r.resource.empty());
     if (!under_admin) continue;
     auto first = r.pattern.substr(7, r.pattern.find('/', 7) == std::string_view::npos ? std::string_view::npos
-                                                                                     : r.pattern.find('/', 7) - 7);
+                                                                                      : r.pattern.find('/', 7) - 7);
     EXPECT_EQ(r.resource, first);
     EXPECT_TRUE(lowart::rbac::may("viewer", "GET", r.resource)) << "a resource rbac.cpp does not know";
     EXPECT_FALSE(lowart::rbac::may("user", "GET", r.resource));
@@ -117,9 +117,9 @@ TEST(route_table, public_routes_are_the_probes_the_console_and_the_agent_cards) 
   std::set<std::string_view> open;
   for (const auto& r : route_table())
     if (r.auth == auth_kind::none) open.insert(r.pattern);
-  EXPECT_EQ(open, (std::set<std::string_view>{"/healthz", "/readyz", "/metrics", "/ui", "/ui/{file*}",
-                                              "/.well-known/agent-card.json",
-                                              "/a2a/{name}/.well-known/agent-card.json"}));
+  EXPECT_EQ(open,
+            (std::set<std::string_view>{"/healthz", "/readyz", "/metrics", "/ui", "/ui/{file*}",
+                                        "/.well-known/agent-card.json", "/a2a/{name}/.well-known/agent-card.json"}));
 }
 
 TEST(route_table, methods_and_json_lines) {

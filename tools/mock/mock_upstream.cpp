@@ -1691,7 +1691,8 @@ std::string_view read_responses(const json::value& document, responses_request& 
   if (const auto* previous = root->if_contains("previous_response_id"); previous && !previous->is_null())
     return "previous_response_id is not supported by lowart-mock (it stores nothing)";
   r.instructions = root->if_contains("instructions");
-  if (r.instructions && r.instructions->is_string()) r.prompt_words += count_words(to_view(r.instructions->get_string()));
+  if (r.instructions && r.instructions->is_string())
+    r.prompt_words += count_words(to_view(r.instructions->get_string()));
   const auto* input = root->if_contains("input");
   if (!input) return "Missing required parameter: 'input'.";
   const json::value* last_content = nullptr;
@@ -1714,10 +1715,12 @@ std::string_view read_responses(const json::value& document, responses_request& 
         if (has_string_member(*object, "role", "user")) last_user_content = last_content;
         for_each_text(*last_content, [&](std::string_view text) { r.prompt_words += count_words(text); });
       } else if (kind == "function_call") {
-        if (const auto* arguments = string_member(object, "arguments")) r.prompt_words += count_words(to_view(*arguments));
+        if (const auto* arguments = string_member(object, "arguments"))
+          r.prompt_words += count_words(to_view(*arguments));
       } else if (kind == "function_call_output") {
         last_content = object->if_contains("output");
-        if (last_content) for_each_text(*last_content, [&](std::string_view text) { r.prompt_words += count_words(text); });
+        if (last_content)
+          for_each_text(*last_content, [&](std::string_view text) { r.prompt_words += count_words(text); });
       }
     }
   } else {
