@@ -76,6 +76,17 @@ std::string_view reason_phrase(int status) {
   }
 }
 
+/// The active virtual key whose secret is `presented` (hash, map probe, constant-time
+/// compare), or null.
+std::shared_ptr<const key_entry> active_key(const gateway_state& state, std::string_view presented) {
+  auto keys = state.keys.load();
+  if (!keys) return nullptr;
+  auto hash = secrets::sha256_hex(presented);
+  auto it = keys->by_hash.find(hash);
+  if (it == keys->by_hash.end() || !secrets::constant_time_equal(it->second->hash, hash)) return nullptr;
+  return it->second;
+}
+
 /// The routes whose refusals leave a usage record: the APIs keys are metered on (not
 /// probes, metrics, the console, the admin API or unknown paths).
 bool refusals_recorded(std::string_view route) {
@@ -405,14 +416,10 @@ void session::handle(http::request<http::string_body>&& req) {
       if (!master.empty() && secrets::constant_time_equal(presented, master)) {
         call.key_id = "master";
         call.role = "admin";
-      } else if (auto keys = state.keys.load()) {
-        auto hash = secrets::sha256_hex(presented);
-        if (auto it = keys->by_hash.find(hash);
-            it != keys->by_hash.end() && secrets::constant_time_equal(it->second->hash, hash) &&
-            !(it->second->expires_at && it->second->expires_at <= clock::unix_seconds())) {
-          call.key_id = it->second->id;
-          call.role = it->second->role;
-        }
+      } else if (auto k = active_key(state, presented);
+                 k && !(k->expires_at && k->expires_at <= clock::unix_seconds())) {
+        call.key_id = k->id;
+        call.role = k->role;
       }
     }
     auto shared = std::make_shared<request_context>(std::move(ctx));
@@ -442,16 +449,9 @@ void session::handle(http::request<http::string_body>&& req) {
   if (!master.empty() && secrets::constant_time_equal(key, master)) {
     ctx.who = principal{nullptr, true};
   } else {
-    auto keys = state.keys.load();
-    auto hash = secrets::sha256_hex(key);
-    const key_entry* found = nullptr;
-    if (keys) {
-      if (auto it = keys->by_hash.find(hash);
-          it != keys->by_hash.end() && secrets::constant_time_equal(it->second->hash, hash)) {
-        found = it->second.get();
-        ctx.who = principal{it->second, false};
-      }
-    }
+    auto k = active_key(state, key);
+    const key_entry* found = k.get();
+    if (k) ctx.who = principal{std::move(k), false};
     if (!found) {
       unauthorized("invalid API key", "invalid_api_key", true);
       return;
