@@ -15,7 +15,8 @@
 // Test-control endpoints (not ComfyUI): GET /mock/stats, POST /mock/config, POST /mock/reset.
 // /mock/stats counts runs by prompt id (`executions`) and by the client_id the prompt was sent
 // with (`runs_by_client`: with --own-prompt-ids every hand-over gets a new prompt id, so this is
-// how a test sees one job run twice). /mock/config `lose_prompts: true` answers POST /prompt as
+// how a test sees one job run twice; `prompt_requests` counts POST /prompt bodies received, before
+// latency_ms delays the answer). /mock/config `lose_prompts: true` answers POST /prompt as
 // usual but forgets the prompt at once (a backend that restarted right after accepting it).
 // Every route is also served under /api/... as newer ComfyUI versions do.
 
@@ -190,7 +191,7 @@ export async function startComfyMock({
   const freshStats = () => ({
     submitted: 0, executions: {}, runs_by_client: {}, lost: 0, completed: 0, failed: 0, interrupted: 0, deleted: 0,
     max_concurrent_seen: 0, view_requests: 0, history_requests: 0, queue_requests: 0,
-    interrupt_requests: 0, ws_connects: 0,
+    interrupt_requests: 0, ws_connects: 0, prompt_requests: 0,
   });
   let stats = freshStats();
 
@@ -505,6 +506,9 @@ export async function startComfyMock({
     } catch (e) {
       return reply(res, e.status ?? 400, { error: e.message }, { connection: 'close' });
     }
+    // A POST /prompt whose whole body arrived, counted before latency_ms: a test can tell a
+    // request that reached the backend from one its client never finished sending.
+    if (path === '/prompt' && req.method === 'POST') stats.prompt_requests++;
     // The control endpoints skip latency_ms so tests can always turn it off promptly.
     if (config.latency_ms > 0 && !path.startsWith('/mock/')) await sleep(config.latency_ms);
     if (closed) return;

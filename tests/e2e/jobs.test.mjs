@@ -363,6 +363,9 @@ test('a backend that chooses its own prompt ids: a gateway killed before storing
       const r = await submit({ model: 'sdxl', input: { prompt: `orphaned in the ${where}`, steps: where === 'queue' ? 300 : 2 } });
       assert.equal(r.status, 202, r.text);
       await waitFor(async () => (await jobRow(r.json.id))?.attempts === 1, { what: 'the hand-over stored' });
+      // The attempt is stored before POST /prompt is written: kill only once the backend has
+      // the request (killed earlier, the backend never sees it and a second hand-over is right).
+      await waitFor(async () => (await stats(c)).prompt_requests === 1, { what: 'the POST /prompt to reach the backend' });
       await gw.stop('SIGKILL');
       await mockConfig(c, { latency_ms: 0 });
       await waitFor(async () => (await stats(c)).submitted === 1, { what: 'the backend to take the prompt' });
