@@ -47,7 +47,7 @@ using a2a_atom = caf::atom_constant<caf::atom("a2a")>;
 using a2a_store_atom = caf::atom_constant<caf::atom("a2astore")>;
 /// (responses_store_atom, op, a, b) -> (int32 status, std::string JSON): responses_store::op.
 using responses_store_atom = caf::atom_constant<caf::atom("respstore")>;
-/// (topic, payload): what another replica published through the fleet (actors/fleet.hpp).
+/// (topic, payload): what another replica published through the fleet (actors/limits/fleet.hpp).
 using fleet_atom = caf::atom_constant<caf::atom("fleet")>;
 
 } // namespace lowart::actors

@@ -1,6 +1,6 @@
 #include "actors/runtime.hpp"
 
-#include "actors/mcp_process.hpp"
+#include "actors/mcp/mcp_process.hpp"
 #include "actors/messages.hpp"
 #include "actors/state.hpp"
 #include "actors/supervisor.hpp"

@@ -7,8 +7,8 @@
 // routes: router) and read by any thread. A reader keeps the shared_ptr it loaded
 // for the length of one request, so a publish never pulls data from under it.
 
-#include "actors/fleet.hpp"
-#include "actors/limiter.hpp"
+#include "actors/limits/fleet.hpp"
+#include "actors/limits/limiter.hpp"
 #include "config/config.hpp"
 #include "core/crypto.hpp"
 #include "core/metrics.hpp"

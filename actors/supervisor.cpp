@@ -1,13 +1,13 @@
 #include "actors/supervisor.hpp"
 
-#include "actors/a2a.hpp"
+#include "actors/bus/a2a.hpp"
 #include "actors/config_actor.hpp"
-#include "actors/jobs.hpp"
-#include "actors/mcp.hpp"
+#include "actors/jobs/jobs.hpp"
+#include "actors/mcp/mcp.hpp"
 #include "actors/messages.hpp"
 #include "actors/persistence.hpp"
-#include "actors/router.hpp"
-#include "actors/scripts.hpp"
+#include "actors/routing/router.hpp"
+#include "actors/scripts/scripts.hpp"
 #include "actors/state.hpp"
 #include "core/log.hpp"
 

@@ -4,8 +4,8 @@
 // opens SQLite), the HTTP server; then it waits for SIGINT/SIGTERM and shuts down
 // in reverse: stop accepting, drain in-flight requests, flush usage, stop actors.
 
-#include "actors/admin_service.hpp"
-#include "actors/fleet.hpp"
+#include "actors/admin/admin_service.hpp"
+#include "actors/limits/fleet.hpp"
 #include "actors/runtime.hpp"
 #include "actors/state.hpp"
 #include "config/config.hpp"

@@ -1,7 +1,7 @@
 // What each piece of a proxied request costs on one core: key check, request parse and
 // model rewrite, SSE parsing of a realistic stream, usage extraction, metrics.
 
-#include "actors/rbac.hpp"
+#include "actors/admin/rbac.hpp"
 #include "actors/state.hpp"
 #include "core/json_text.hpp"
 #include "core/metrics.hpp"

@@ -1,6 +1,6 @@
 #include "net/session.hpp"
 
-#include "actors/rbac.hpp"
+#include "actors/admin/rbac.hpp"
 #include "actors/runtime.hpp"
 #include "core/clock.hpp"
 #include "core/json_text.hpp"

@@ -6,7 +6,7 @@
 // (or the table lists one that does not exist), so a new endpoint cannot ship without
 // deciding who may reach it. Issue 18 (least privilege) is the rule book: a key of another
 // team never reads team A's keys, usage, jobs, tool calls, tasks or agents; /admin is the
-// role table of actors/rbac.cpp; viewers read, operators write most, only admins touch
+// role table of actors/admin/rbac.cpp; viewers read, operators write most, only admins touch
 // users and teams.
 //
 // Cells marked bug(...) are what lowart SHOULD answer but does not yet: they are checked
@@ -63,7 +63,7 @@ const bug = (want, why) => ({ want, bug: why });
 const every = (v, over = {}) => ({ ...Object.fromEntries(KEYED.map((c) => [c, v])), none: 401, ...over });
 /** A public endpoint: every caller, with a key or without, gets `v`. */
 const open = (v) => ({ ...every(v), none: v });
-/** The admin API (actors/rbac.cpp): who may, gets `ok`; other keys 403; no key 401. */
+/** The admin API (actors/admin/rbac.cpp): who may, gets `ok`; other keys 403; no key 401. */
 const viewers = (ok) => every(403, { master: ok, admin: ok, operator: ok, viewer: ok });
 const operators = (ok) => every(403, { master: ok, admin: ok, operator: ok });
 const admins = (ok) => every(403, { master: ok, admin: ok });

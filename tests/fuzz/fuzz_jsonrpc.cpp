@@ -1,6 +1,6 @@
 // libFuzzer target: MCP's stdio framing — arbitrary child output split into lines and
 // each line read as JSON-RPC — must never crash, and a line is never longer than the cap.
-#include "actors/jsonrpc.hpp"
+#include "actors/mcp/jsonrpc.hpp"
 
 #include <cstdint>
 #include <cstdlib>
