@@ -80,14 +80,60 @@ listen_mode parse_mode(const std::string& text, std::string& error) {
   return listen_mode::tcp;
 }
 
+/// One key of a table and the member it is read into.
+template <class S, class M> struct key_ref {
+  const char* name;
+  M S::*member;
+};
+template <class S, class M> constexpr key_ref<S, M> key(const char* name, M S::*member) {
+  return {name, member};
+}
+
+/// Reads the named keys of `t` (at `where`) into the members of `obj`.
+template <class S, class... M>
+void read_keys(reader& r, const toml::table& t, const std::string& where, S& obj, key_ref<S, M>... keys) {
+  (r.get(t, where, keys.name, obj.*(keys.member)), ...);
+}
+
+/// Reads the keys of the table `root[name]`, when there is one, into `obj`.
+template <class S, class... M>
+void read_section(reader& r, const toml::table& root, const char* name, S& obj, key_ref<S, M>... keys) {
+  if (auto* t = root[name].as_table()) read_keys(r, *t, name, obj, keys...);
+}
+
+/// Calls `item(table, where)` for each element of an array of tables (`node`, named
+/// `name`; absent or not an array: nothing); an element that is not a table ends it
+/// with an error.
+template <class F> void each_table(reader& r, const toml::node* node, const std::string& name, F&& item) {
+  auto* arr = node ? node->as_array() : nullptr;
+  for (std::size_t i = 0; arr && i < arr->size(); ++i) {
+    auto where = name + "[" + std::to_string(i) + "]";
+    auto* t = arr->get(i)->as_table();
+    if (!t) {
+      r.fail(where + " must be a table");
+      break;
+    }
+    item(*t, where);
+  }
+}
+
 load_result from_table(const toml::table& root) {
   load_result result;
   std::string error;
   reader r{error};
   gateway_config cfg;
 
+  read_section(
+      r, root, "server", cfg.server, key("listen", &server_config::listen), key("uds_path", &server_config::uds_path),
+      key("io_threads", &server_config::io_threads), key("actor_threads", &server_config::actor_threads),
+      key("max_body_bytes", &server_config::max_body_bytes), key("max_header_bytes", &server_config::max_header_bytes),
+      key("header_timeout_ms", &server_config::header_timeout_ms),
+      key("idle_timeout_ms", &server_config::idle_timeout_ms),
+      key("drain_timeout_ms", &server_config::drain_timeout_ms),
+      key("max_connections", &server_config::max_connections), key("master_key", &server_config::master_key),
+      key("log_level", &server_config::log_level), key("ui_dir", &server_config::ui_dir),
+      key("public_url", &server_config::public_url), key("trusted_proxies", &server_config::trusted_proxies));
   if (auto* s = root["server"].as_table()) {
-    r.get(*s, "server", "listen", cfg.server.listen);
     std::string mode;
     r.get(*s, "server", "listen_mode", mode);
     if (!mode.empty()) {
@@ -95,106 +141,49 @@ load_result from_table(const toml::table& root) {
       cfg.server.mode = parse_mode(mode, mode_error);
       if (!mode_error.empty()) r.fail("server.listen_mode: " + mode_error);
     }
-    r.get(*s, "server", "uds_path", cfg.server.uds_path);
-    r.get(*s, "server", "io_threads", cfg.server.io_threads);
-    r.get(*s, "server", "actor_threads", cfg.server.actor_threads);
-    r.get(*s, "server", "max_body_bytes", cfg.server.max_body_bytes);
-    r.get(*s, "server", "max_header_bytes", cfg.server.max_header_bytes);
-    r.get(*s, "server", "header_timeout_ms", cfg.server.header_timeout_ms);
-    r.get(*s, "server", "idle_timeout_ms", cfg.server.idle_timeout_ms);
-    r.get(*s, "server", "drain_timeout_ms", cfg.server.drain_timeout_ms);
-    r.get(*s, "server", "max_connections", cfg.server.max_connections);
-    r.get(*s, "server", "master_key", cfg.server.master_key);
-    r.get(*s, "server", "log_level", cfg.server.log_level);
-    r.get(*s, "server", "ui_dir", cfg.server.ui_dir);
-    r.get(*s, "server", "public_url", cfg.server.public_url);
-    r.get(*s, "server", "trusted_proxies", cfg.server.trusted_proxies);
   }
-  if (auto* s = root["storage"].as_table()) {
-    r.get(*s, "storage", "sqlite_path", cfg.storage.sqlite_path);
-    r.get(*s, "storage", "usage_flush_ms", cfg.storage.usage_flush_ms);
-    r.get(*s, "storage", "url", cfg.storage.url);
-    r.get(*s, "storage", "spool_path", cfg.storage.spool_path);
-    r.get(*s, "storage", "responses_ttl_s", cfg.storage.responses_ttl_s);
-  }
-  if (auto* s = root["cluster"].as_table()) {
-    r.get(*s, "cluster", "redis_url", cfg.cluster.redis_url);
-    r.get(*s, "cluster", "on_redis_down", cfg.cluster.on_redis_down);
-    r.get(*s, "cluster", "timeout_ms", cfg.cluster.timeout_ms);
-    r.get(*s, "cluster", "replica_id", cfg.cluster.replica_id);
-    r.get(*s, "cluster", "prefix", cfg.cluster.prefix);
-  }
-  if (auto* s = root["limits"].as_table()) r.get(*s, "limits", "default_max_tokens", cfg.limits.default_max_tokens);
-  if (auto* arr = root["providers"].as_array()) {
-    for (std::size_t i = 0; i < arr->size(); ++i) {
-      auto where = "providers[" + std::to_string(i) + "]";
-      auto* t = arr->get(i)->as_table();
-      if (!t) {
-        r.fail(where + " must be a table");
-        break;
-      }
-      provider_config p;
-      r.get(*t, where, "name", p.name);
-      r.get(*t, where, "kind", p.kind);
-      r.get(*t, where, "base_url", p.base_url);
-      r.get(*t, where, "api_key", p.api_key);
-      r.get(*t, where, "api_key_env", p.api_key_env);
-      r.get(*t, where, "ca_file", p.ca_file);
-      r.get(*t, where, "verify_tls", p.verify_tls);
-      r.get(*t, where, "include_usage", p.include_usage);
-      r.get(*t, where, "responses", p.responses);
-      r.get(*t, where, "connect_timeout_ms", p.connect_timeout_ms);
-      r.get(*t, where, "first_byte_timeout_ms", p.first_byte_timeout_ms);
-      r.get(*t, where, "idle_timeout_ms", p.idle_timeout_ms);
-      r.get(*t, where, "total_timeout_ms", p.total_timeout_ms);
-      r.get(*t, where, "max_idle_connections", p.max_idle_connections);
-      r.get(*t, where, "script", p.script);
-      cfg.providers.push_back(std::move(p));
-    }
-  }
-  if (auto* arr = root["models"].as_array()) {
-    for (std::size_t i = 0; i < arr->size(); ++i) {
-      auto where = "models[" + std::to_string(i) + "]";
-      auto* t = arr->get(i)->as_table();
-      if (!t) {
-        r.fail(where + " must be a table");
-        break;
-      }
-      model_config m;
-      r.get(*t, where, "name", m.name);
-      r.get(*t, where, "fallbacks", m.fallbacks);
-      r.get(*t, where, "balancing", m.balancing);
-      r.get(*t, where, "retries", m.retries);
-      r.get(*t, where, "retry_backoff_ms", m.retry_backoff_ms);
-      r.get(*t, where, "max_retry_wait_ms", m.max_retry_wait_ms);
-      r.get(*t, where, "timeout_ms", m.timeout_ms);
-      r.get(*t, where, "connect_timeout_ms", m.connect_timeout_ms);
-      r.get(*t, where, "first_byte_timeout_ms", m.first_byte_timeout_ms);
-      r.get(*t, where, "idle_timeout_ms", m.idle_timeout_ms);
-      r.get(*t, where, "rpm", m.rpm);
-      r.get(*t, where, "tpm", m.tpm);
-      r.get(*t, where, "max_parallel", m.max_parallel);
-      r.get(*t, where, "script", m.script);
-      r.get(*t, where, "workflow", m.workflow);
-      if (auto* deps = (*t)["deployments"].as_array()) {
-        for (std::size_t j = 0; j < deps->size(); ++j) {
-          auto dwhere = where + ".deployments[" + std::to_string(j) + "]";
-          auto* dt = deps->get(j)->as_table();
-          if (!dt) {
-            r.fail(dwhere + " must be a table");
-            break;
-          }
-          deployment_config d;
-          r.get(*dt, dwhere, "provider", d.provider);
-          r.get(*dt, dwhere, "model", d.model);
-          r.get(*dt, dwhere, "priority", d.priority);
-          r.get(*dt, dwhere, "weight", d.weight);
-          m.deployments.push_back(std::move(d));
-        }
-      }
-      cfg.models.push_back(std::move(m));
-    }
-  }
+  read_section(r, root, "storage", cfg.storage, key("sqlite_path", &storage_config::sqlite_path),
+               key("usage_flush_ms", &storage_config::usage_flush_ms), key("url", &storage_config::url),
+               key("spool_path", &storage_config::spool_path),
+               key("responses_ttl_s", &storage_config::responses_ttl_s));
+  read_section(r, root, "cluster", cfg.cluster, key("redis_url", &cluster_config::redis_url),
+               key("on_redis_down", &cluster_config::on_redis_down), key("timeout_ms", &cluster_config::timeout_ms),
+               key("replica_id", &cluster_config::replica_id), key("prefix", &cluster_config::prefix));
+  read_section(r, root, "limits", cfg.limits, key("default_max_tokens", &limits_config::default_max_tokens));
+  each_table(r, root.get("providers"), "providers", [&](const toml::table& t, const std::string& where) {
+    provider_config p;
+    read_keys(
+        r, t, where, p, key("name", &provider_config::name), key("kind", &provider_config::kind),
+        key("base_url", &provider_config::base_url), key("api_key", &provider_config::api_key),
+        key("api_key_env", &provider_config::api_key_env), key("ca_file", &provider_config::ca_file),
+        key("verify_tls", &provider_config::verify_tls), key("include_usage", &provider_config::include_usage),
+        key("responses", &provider_config::responses), key("connect_timeout_ms", &provider_config::connect_timeout_ms),
+        key("first_byte_timeout_ms", &provider_config::first_byte_timeout_ms),
+        key("idle_timeout_ms", &provider_config::idle_timeout_ms),
+        key("total_timeout_ms", &provider_config::total_timeout_ms),
+        key("max_idle_connections", &provider_config::max_idle_connections), key("script", &provider_config::script));
+    cfg.providers.push_back(std::move(p));
+  });
+  each_table(r, root.get("models"), "models", [&](const toml::table& t, const std::string& where) {
+    model_config m;
+    read_keys(r, t, where, m, key("name", &model_config::name), key("fallbacks", &model_config::fallbacks),
+              key("balancing", &model_config::balancing), key("retries", &model_config::retries),
+              key("retry_backoff_ms", &model_config::retry_backoff_ms),
+              key("max_retry_wait_ms", &model_config::max_retry_wait_ms), key("timeout_ms", &model_config::timeout_ms),
+              key("connect_timeout_ms", &model_config::connect_timeout_ms),
+              key("first_byte_timeout_ms", &model_config::first_byte_timeout_ms),
+              key("idle_timeout_ms", &model_config::idle_timeout_ms), key("rpm", &model_config::rpm),
+              key("tpm", &model_config::tpm), key("max_parallel", &model_config::max_parallel),
+              key("script", &model_config::script), key("workflow", &model_config::workflow));
+    each_table(r, t.get("deployments"), where + ".deployments", [&](const toml::table& dt, const std::string& dwhere) {
+      deployment_config d;
+      read_keys(r, dt, dwhere, d, key("provider", &deployment_config::provider),
+                key("model", &deployment_config::model), key("priority", &deployment_config::priority),
+                key("weight", &deployment_config::weight));
+      m.deployments.push_back(std::move(d));
+    });
+    cfg.models.push_back(std::move(m));
+  });
   if (auto* m = root["mcp"].as_table()) {
     if (auto* list = m->get("allowed_commands")) {
       auto* arr = list->as_array();
@@ -217,53 +206,33 @@ load_result from_table(const toml::table& root) {
         cfg.mcp.allowed_commands.push_back(std::move(rule));
       }
     }
-    r.get(*m, "mcp", "default_policy", cfg.mcp.default_policy);
-    r.get(*m, "mcp", "init_timeout_ms", cfg.mcp.init_timeout_ms);
-    r.get(*m, "mcp", "call_timeout_ms", cfg.mcp.call_timeout_ms);
-    r.get(*m, "mcp", "max_wait_ms", cfg.mcp.max_wait_ms);
-    r.get(*m, "mcp", "session_grant_s", cfg.mcp.session_grant_s);
-    r.get(*m, "mcp", "restart_max_backoff_ms", cfg.mcp.restart_max_backoff_ms);
   }
-  if (auto* s = root["scripts"].as_table()) {
-    r.get(*s, "scripts", "dir", cfg.scripts.dir);
-    r.get(*s, "scripts", "instructions", cfg.scripts.instructions);
-    r.get(*s, "scripts", "memory_bytes", cfg.scripts.memory_bytes);
-    r.get(*s, "scripts", "poll_ms", cfg.scripts.poll_ms);
-  }
-  if (auto* j = root["jobs"].as_table()) {
-    r.get(*j, "jobs", "dir", cfg.jobs.dir);
-    r.get(*j, "jobs", "poll_ms", cfg.jobs.poll_ms);
-    r.get(*j, "jobs", "submit_attempts", cfg.jobs.submit_attempts);
-    r.get(*j, "jobs", "retry_backoff_ms", cfg.jobs.retry_backoff_ms);
-    r.get(*j, "jobs", "unreachable_ms", cfg.jobs.unreachable_ms);
-    r.get(*j, "jobs", "request_timeout_ms", cfg.jobs.request_timeout_ms);
-    r.get(*j, "jobs", "ttl_s", cfg.jobs.ttl_s);
-    r.get(*j, "jobs", "sweep_s", cfg.jobs.sweep_s);
-    r.get(*j, "jobs", "webhook_attempts", cfg.jobs.webhook_attempts);
-    r.get(*j, "jobs", "webhook_secret", cfg.jobs.webhook_secret);
-    r.get(*j, "jobs", "sync_timeout_ms", cfg.jobs.sync_timeout_ms);
-  }
-  if (auto* a = root["a2a"].as_table()) {
-    r.get(*a, "a2a", "ack_timeout_ms", cfg.a2a.ack_timeout_ms);
-    r.get(*a, "a2a", "lease_ms", cfg.a2a.lease_ms);
-    r.get(*a, "a2a", "max_attempts", cfg.a2a.max_attempts);
-    r.get(*a, "a2a", "max_wait_ms", cfg.a2a.max_wait_ms);
-    r.get(*a, "a2a", "live_ms", cfg.a2a.live_ms);
-    r.get(*a, "a2a", "request_timeout_ms", cfg.a2a.request_timeout_ms);
-    r.get(*a, "a2a", "push_secret", cfg.a2a.push_secret);
-    r.get(*a, "a2a", "handout_ms", cfg.a2a.handout_ms);
-    r.get(*a, "a2a", "task_deadline_ms", cfg.a2a.task_deadline_ms);
-    r.get(*a, "a2a", "retry_backoff_ms", cfg.a2a.retry_backoff_ms);
-    r.get(*a, "a2a", "retry_max_backoff_ms", cfg.a2a.retry_max_backoff_ms);
-  }
-  if (auto* b = root["breaker"].as_table()) {
-    r.get(*b, "breaker", "window_s", cfg.breaker.window_s);
-    r.get(*b, "breaker", "failure_rate", cfg.breaker.failure_rate);
-    r.get(*b, "breaker", "min_requests", cfg.breaker.min_requests);
-    r.get(*b, "breaker", "open_ms", cfg.breaker.open_ms);
-    r.get(*b, "breaker", "half_open_probes", cfg.breaker.half_open_probes);
-    r.get(*b, "breaker", "failure_on", cfg.breaker.failure_on);
-  }
+  read_section(r, root, "mcp", cfg.mcp, key("default_policy", &mcp_config::default_policy),
+               key("init_timeout_ms", &mcp_config::init_timeout_ms),
+               key("call_timeout_ms", &mcp_config::call_timeout_ms), key("max_wait_ms", &mcp_config::max_wait_ms),
+               key("session_grant_s", &mcp_config::session_grant_s),
+               key("restart_max_backoff_ms", &mcp_config::restart_max_backoff_ms));
+  read_section(r, root, "scripts", cfg.scripts, key("dir", &scripts_config::dir),
+               key("instructions", &scripts_config::instructions), key("memory_bytes", &scripts_config::memory_bytes),
+               key("poll_ms", &scripts_config::poll_ms));
+  read_section(
+      r, root, "jobs", cfg.jobs, key("dir", &jobs_config::dir), key("poll_ms", &jobs_config::poll_ms),
+      key("submit_attempts", &jobs_config::submit_attempts), key("retry_backoff_ms", &jobs_config::retry_backoff_ms),
+      key("unreachable_ms", &jobs_config::unreachable_ms), key("request_timeout_ms", &jobs_config::request_timeout_ms),
+      key("ttl_s", &jobs_config::ttl_s), key("sweep_s", &jobs_config::sweep_s),
+      key("webhook_attempts", &jobs_config::webhook_attempts), key("webhook_secret", &jobs_config::webhook_secret),
+      key("sync_timeout_ms", &jobs_config::sync_timeout_ms));
+  read_section(r, root, "a2a", cfg.a2a, key("ack_timeout_ms", &a2a_config::ack_timeout_ms),
+               key("lease_ms", &a2a_config::lease_ms), key("max_attempts", &a2a_config::max_attempts),
+               key("max_wait_ms", &a2a_config::max_wait_ms), key("live_ms", &a2a_config::live_ms),
+               key("request_timeout_ms", &a2a_config::request_timeout_ms), key("push_secret", &a2a_config::push_secret),
+               key("handout_ms", &a2a_config::handout_ms), key("task_deadline_ms", &a2a_config::task_deadline_ms),
+               key("retry_backoff_ms", &a2a_config::retry_backoff_ms),
+               key("retry_max_backoff_ms", &a2a_config::retry_max_backoff_ms));
+  read_section(r, root, "breaker", cfg.breaker, key("window_s", &breaker_config::window_s),
+               key("failure_rate", &breaker_config::failure_rate), key("min_requests", &breaker_config::min_requests),
+               key("open_ms", &breaker_config::open_ms), key("half_open_probes", &breaker_config::half_open_probes),
+               key("failure_on", &breaker_config::failure_on));
   if (!error.empty()) {
     result.error = error;
     return result;
@@ -394,25 +363,30 @@ load_result parse(const std::string& toml_text, const std::string& origin) {
 }
 
 std::string apply_environment(gateway_config& cfg) {
-  if (auto v = env("LOWART_LISTEN")) cfg.server.listen = v;
+  // The variables that set one string each.
+  const std::pair<const char*, std::string*> strings[] = {
+      {"LOWART_LISTEN", &cfg.server.listen},
+      {"LOWART_UDS_PATH", &cfg.server.uds_path},
+      {"LOWART_DB", &cfg.storage.sqlite_path},
+      {"LOWART_DATABASE_URL", &cfg.storage.url},
+      {"LOWART_REDIS_URL", &cfg.cluster.redis_url},
+      {"LOWART_REPLICA_ID", &cfg.cluster.replica_id},
+      {"LOWART_MASTER_KEY", &cfg.server.master_key},
+      {"LOWART_LOG", &cfg.server.log_level},
+      {"LOWART_WEBHOOK_SECRET", &cfg.jobs.webhook_secret},
+      {"LOWART_SCRIPTS_DIR", &cfg.scripts.dir},
+      {"LOWART_A2A_SECRET", &cfg.a2a.push_secret},
+      {"LOWART_UI_DIR", &cfg.server.ui_dir},
+      {"LOWART_PUBLIC_URL", &cfg.server.public_url},
+      {"LOWART_JOBS_DIR", &cfg.jobs.dir},
+  };
+  for (const auto& [name, out] : strings)
+    if (auto v = env(name)) *out = v;
   if (auto v = env("LISTEN_MODE")) {
     std::string error;
     cfg.server.mode = parse_mode(v, error);
     if (!error.empty()) return "LISTEN_MODE: " + error;
   }
-  if (auto v = env("LOWART_UDS_PATH")) cfg.server.uds_path = v;
-  if (auto v = env("LOWART_DB")) cfg.storage.sqlite_path = v;
-  if (auto v = env("LOWART_DATABASE_URL")) cfg.storage.url = v;
-  if (auto v = env("LOWART_REDIS_URL")) cfg.cluster.redis_url = v;
-  if (auto v = env("LOWART_REPLICA_ID")) cfg.cluster.replica_id = v;
-  if (auto v = env("LOWART_MASTER_KEY")) cfg.server.master_key = v;
-  if (auto v = env("LOWART_LOG")) cfg.server.log_level = v;
-  if (auto v = env("LOWART_WEBHOOK_SECRET")) cfg.jobs.webhook_secret = v;
-  if (auto v = env("LOWART_SCRIPTS_DIR")) cfg.scripts.dir = v;
-  if (auto v = env("LOWART_A2A_SECRET")) cfg.a2a.push_secret = v;
-  if (auto v = env("LOWART_UI_DIR")) cfg.server.ui_dir = v;
-  if (auto v = env("LOWART_PUBLIC_URL")) cfg.server.public_url = v;
-  if (auto v = env("LOWART_JOBS_DIR")) cfg.jobs.dir = v;
   if (auto v = env("LOWART_IO_THREADS"); v && !parse_positive(v, cfg.server.io_threads))
     return "LOWART_IO_THREADS must be a positive integer";
   if (auto v = env("LOWART_ACTOR_THREADS"); v && !parse_positive(v, cfg.server.actor_threads))

@@ -213,3 +213,57 @@ allowed_commands = ["node", { command = "npx", args = ["-y", "@scope/server", "*
   ASSERT_TRUE(mid.config);
   EXPECT_NE(config::validate(*mid.config).find("last pattern"), std::string::npos);
 }
+
+// Every key lowart.toml documents (docs/configuration.md) is read, at its own path: a value
+// of the wrong type for any one of them is refused with an error naming that path. A key
+// the reader forgot would be accepted silently, so this fails for a dropped key.
+TEST(config_reader, every_documented_key_is_read_and_refused_with_its_path_when_mistyped) {
+  const std::vector<std::pair<std::string, std::vector<std::string>>> sections = {
+      {"server",
+       {"listen", "listen_mode", "uds_path", "io_threads", "actor_threads", "max_body_bytes", "max_header_bytes",
+        "header_timeout_ms", "idle_timeout_ms", "drain_timeout_ms", "max_connections", "master_key", "log_level",
+        "ui_dir", "public_url", "trusted_proxies"}},
+      {"storage", {"sqlite_path", "usage_flush_ms", "url", "spool_path", "responses_ttl_s"}},
+      {"cluster", {"redis_url", "on_redis_down", "timeout_ms", "replica_id", "prefix"}},
+      {"limits", {"default_max_tokens"}},
+      {"mcp",
+       {"default_policy", "init_timeout_ms", "call_timeout_ms", "max_wait_ms", "session_grant_s",
+        "restart_max_backoff_ms"}},
+      {"scripts", {"dir", "instructions", "memory_bytes", "poll_ms"}},
+      {"jobs",
+       {"dir", "poll_ms", "submit_attempts", "retry_backoff_ms", "unreachable_ms", "request_timeout_ms", "ttl_s",
+        "sweep_s", "webhook_attempts", "webhook_secret", "sync_timeout_ms"}},
+      {"a2a",
+       {"ack_timeout_ms", "lease_ms", "max_attempts", "max_wait_ms", "live_ms", "request_timeout_ms", "push_secret",
+        "handout_ms", "task_deadline_ms", "retry_backoff_ms", "retry_max_backoff_ms"}},
+      {"breaker", {"window_s", "failure_rate", "min_requests", "open_ms", "half_open_probes", "failure_on"}},
+  };
+  std::size_t checked = 0;
+  auto refused = [&](const std::string& text, const std::string& path) {
+    auto r = config::parse(text, "t.toml");
+    EXPECT_FALSE(r.config) << path << " was accepted as a table";
+    EXPECT_NE(r.error.find(path), std::string::npos) << path << ": " << r.error;
+    ++checked;
+  };
+  // An inline table is the wrong type for every key (strings, numbers, booleans, lists).
+  for (const auto& [section, keys] : sections)
+    for (const auto& k : keys)
+      refused("[" + section + "]\n" + k + " = {}\n", section + "." + k);
+  for (const auto& k : {"name", "kind", "base_url", "api_key", "api_key_env", "ca_file", "verify_tls", "include_usage",
+                        "responses", "connect_timeout_ms", "first_byte_timeout_ms", "idle_timeout_ms",
+                        "total_timeout_ms", "max_idle_connections", "script"})
+    refused(std::string("[[providers]]\nname = \"p\"\n[[providers]]\n") + k + " = {}\n",
+            std::string("providers[1].") + k);
+  for (const auto& k : {"name", "fallbacks", "balancing", "retries", "retry_backoff_ms", "max_retry_wait_ms",
+                        "timeout_ms", "connect_timeout_ms", "first_byte_timeout_ms", "idle_timeout_ms", "rpm", "tpm",
+                        "max_parallel", "script", "workflow"})
+    refused(std::string("[[models]]\n") + k + " = {}\n", std::string("models[0].") + k);
+  for (const auto& k : {"provider", "model", "priority", "weight"})
+    refused(
+        std::string("[[models]]\nname = \"m\"\n[[models.deployments]]\nprovider = \"p\"\n[[models.deployments]]\n") +
+            k + " = {}\n",
+        std::string("models[0].deployments[1].") + k);
+  refused("[[models]]\nname = \"m\"\ndeployments = [1]\n", "models[0].deployments[0] must be a table");
+  refused("providers = [{ name = \"p\" }, 2]\n", "providers[1] must be a table");
+  EXPECT_EQ(checked, 101u);
+}
