@@ -3,7 +3,7 @@
 # each a slow drip from lowart-mock (one SSE event every DRIP_MS, default 500, about 11 s
 # a stream), and reports completed streams, RSS per stream and CPU per event.
 # Each proxied stream costs lowart two descriptors (client and upstream socket); the
-# process limit here (ulimit -n) caps how many can be open at once, see the README.
+# process limit here (ulimit -n) caps how many can be open at once, see docs/operations.md.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 n=${STREAMS:-9500}

@@ -103,7 +103,7 @@ test('kill -9 under load: clean reopen, committed state kept, usage loss bounded
   await waitFor(async () => (await api(gw, 'GET', `/v1/mcp/calls/${pending.json.approval_id}`, { key: keys[0].key })).json.status === 'completed',
     { timeoutMs: 10000, what: 'the approved call to run after the restart' });
 
-  // Usage: what the README promises — a kill loses at most the records of the last
+  // Usage: what docs/operations.md promises — a kill loses at most the records of the last
   // interval or two. Every request that finished more than three flush intervals (two,
   // and one for the flush's own write) before the kill has its record.
   const rows = await sqliteQuery(gw.dbPath, 'SELECT request_id FROM usage_records');

@@ -1,7 +1,7 @@
 // OpenAI <-> Anthropic translation: requests, answers, errors and streams. Streams are
 // vendor stream captures (tests/unit/golden/*.sse) fed through the SSE parser whole, a
 // byte at a time and in random pieces, as the proxy feeds them; the translated stream is
-// compared event by event with an expectation written by hand from README "Protocol
+// compared event by event with an expectation written by hand from docs/translation.md "Protocol
 // translation" (tests/unit/golden/*.expected).
 
 #include "net/sse.hpp"
@@ -520,7 +520,7 @@ TEST(translate_error, envelopes_keep_the_upstream_message) {
 // tests/unit/golden/*.sse are upstream streams in the vendors' documented event shapes
 // (OpenAI's API reference and openai-node's stream fixtures; Anthropic's streaming
 // reference and anthropic-sdk-typescript's fixtures). *.expected is what the client
-// must receive, written by hand from README "Protocol translation", never from lowart's
+// must receive, written by hand from docs/translation.md "Protocol translation", never from lowart's
 // output.
 
 TEST(translate_stream, openai_parallel_tool_calls_become_one_tool_use_block_each) {
