@@ -515,9 +515,10 @@ std::string validate(gateway_config& cfg) {
         std::string(host) + ":" + (cfg.server.mode == listen_mode::uds ? cfg.server.uds_path : cfg.server.listen);
   }
   if (cfg.storage.spool_path.empty() && cfg.storage.sqlite_path != ":memory:") {
-    // In a fleet, replicas on one host may share a directory: each spools to its own file.
+    // In a fleet (a shared PostgreSQL, shared limits in Redis, or both), replicas on one
+    // host may share a directory: each spools to its own file.
     std::string suffix;
-    if (!c.redis_url.empty())
+    if (!c.redis_url.empty() || !cfg.storage.url.empty())
       for (char ch : cfg.cluster.replica_id)
         suffix += std::isalnum(static_cast<unsigned char>(ch)) || ch == '-' || ch == '.' ? ch : '_';
     cfg.storage.spool_path = cfg.storage.sqlite_path + (suffix.empty() ? "" : "." + suffix) + ".usage-spool";

@@ -267,3 +267,24 @@ TEST(config_reader, every_documented_key_is_read_and_refused_with_its_path_when_
   refused("providers = [{ name = \"p\" }, 2]\n", "providers[1] must be a table");
   EXPECT_EQ(checked, 101u);
 }
+
+// Two replicas on one host that share only PostgreSQL (no Redis) must not share a spool
+// file: each names its own after its replica id, as replicas on Redis do.
+TEST(config_reader, replicas_sharing_postgresql_spool_to_files_of_their_own) {
+  auto spool = [](const std::string& text) {
+    auto r = config::parse(text, "t.toml");
+    EXPECT_TRUE(r.config) << r.error;
+    EXPECT_EQ(config::validate(*r.config), "");
+    return r.config->storage.spool_path;
+  };
+  const std::string pg = "[storage]\nsqlite_path = \"d/l.db\"\nurl = \"postgresql://db/lowart\"\n";
+  auto a = spool(pg + "[server]\nlisten = \"127.0.0.1:3001\"\n");
+  auto b = spool(pg + "[server]\nlisten = \"127.0.0.1:3002\"\n");
+  EXPECT_NE(a, b);
+  EXPECT_NE(a.find("3001"), std::string::npos) << a;
+  auto redis = spool("[storage]\nsqlite_path = \"d/l.db\"\n[cluster]\nredis_url = "
+                     "\"redis://127.0.0.1:6379\"\nreplica_id = \"gw-1\"\n");
+  EXPECT_EQ(redis, "d/l.db.gw-1.usage-spool");
+  EXPECT_EQ(spool("[storage]\nsqlite_path = \"d/l.db\"\n"), "d/l.db.usage-spool")
+      << "one gateway on SQLite: the plain name";
+}
