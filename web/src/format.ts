@@ -54,6 +54,19 @@ export function optNum(v: string | number | null | undefined): number | undefine
   return Number.isFinite(n) ? n : undefined;
 }
 
+/** Copies the number fields `keys` of a form into a request body, leaving out the empty ones. */
+export function putNums<K extends string>(body: Record<string, unknown>, form: Record<K, string>, keys: readonly K[]) {
+  for (const k of keys) {
+    const v = optNum(form[k]);
+    if (v !== undefined) body[k] = v;
+  }
+}
+
+/** The name of the item with this id in a list (the id itself when it is not listed; `none` when no id). */
+export function nameIn(list: { id: string; name: string }[], id: string | null, none: string): string {
+  return id ? (list.find((x) => x.id === id)?.name ?? id) : none;
+}
+
 /** One CSV cell (RFC 4180 quoting). */
 export function csvCell(v: unknown): string {
   const s = v === null || v === undefined ? '' : String(v);
