@@ -1,10 +1,12 @@
 #pragma once
-// Helpers the admin API's handlers share (admin_service.cpp, mcp_store.cpp): error
-// answers, a typed reader of JSON request bodies, query strings and path segments.
-// Internal to lowart_actors.
+// Helpers the admin API's handlers share (admin_*.cpp, mcp_store.cpp): error
+// answers, a typed reader of JSON request bodies, query strings and path segments, and
+// the audit log row. Internal to lowart_actors.
 
 #include "actors/admin/admin_service.hpp"
+#include "core/clock.hpp"
 #include "core/json_text.hpp"
+#include "storage/database.hpp"
 
 #include <simdjson.h>
 
@@ -36,6 +38,18 @@ inline admin_result not_found(std::string_view what) {
 
 inline std::string list_json(const std::vector<std::string>& items) {
   return "{\"object\":\"list\",\"data\":" + json::array(items) + "}";
+}
+
+/// Appends one row to the audit log.
+inline void write_audit(storage::database& db, std::string_view actor, std::string_view action, std::string_view target,
+                        std::string_view detail) {
+  db.prepare("INSERT INTO audit_log(ts_ms, actor, action, target, detail) VALUES (?,?,?,?,?)")
+      .bind(1, clock::unix_ms())
+      .bind(2, actor)
+      .bind(3, action)
+      .bind(4, target)
+      .bind(5, detail)
+      .step();
 }
 
 /// One optional member of a request body: absent, null, or a value.

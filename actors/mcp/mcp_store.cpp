@@ -65,13 +65,7 @@ struct mcp_store::impl {
   gateway_state& gw;
 
   void audit(std::string_view actor, std::string_view action, std::string_view target, std::string_view detail) {
-    db.prepare("INSERT INTO audit_log(ts_ms, actor, action, target, detail) VALUES (?,?,?,?,?)")
-        .bind(1, clock::unix_ms())
-        .bind(2, actor)
-        .bind(3, action)
-        .bind(4, target)
-        .bind(5, detail)
-        .step();
+    write_audit(db, actor, action, target, detail);
   }
 
   /// Names lowart's own secrets live under: never passed to a child, even when asked.
