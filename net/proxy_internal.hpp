@@ -238,6 +238,7 @@ private:
   bool estimated_ = false;                ///< ... and some of that is an estimate
   std::optional<std::string> translated_; ///< the body in the other protocol, once made
   bool translated_usage_ = false;         ///< ... with stream_options.include_usage
+  bool structured_ = false;               ///< ... with response_format as the json_output tool
   std::string body_;                      ///< the client's body (usage option already injected); model set per attempt
   std::shared_ptr<const scripting::script_table> scripts_; ///< set when a script applies
   std::string hook_headers_;                               ///< added by the model's on_request, sent to every upstream

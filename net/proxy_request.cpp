@@ -40,7 +40,8 @@ bool proxy_call::build_upstream_request() {
     // usage option depends on the deployment.
     bool usage = stream_ && dep_->settings->include_usage;
     if (!translated_ || translated_usage_ != usage) {
-      translated_ = anthropic ? openai_request_to_anthropic(body_) : anthropic_request_to_openai(body_, usage);
+      translated_ = anthropic ? openai_request_to_anthropic(body_, 4096, &structured_)
+                              : anthropic_request_to_openai(body_, usage);
       translated_usage_ = usage;
     }
     body = *translated_;
@@ -51,6 +52,7 @@ bool proxy_call::build_upstream_request() {
     opt.client_wants_usage = client_usage_;
     opt.fallback_id = (client_proto_ == protocol::anthropic ? "msg_" : "chatcmpl-") + ctx_.request_id;
     if (client_proto_ == protocol::anthropic) opt.prompt_tokens = prompt_count();
+    opt.structured = structured_;
     xlate_ = make_stream_translator(up_proto_, client_proto_, std::move(opt));
   }
   if (dep_->upstream_model != ctx_.model) json::set_member(body, "model", json::quoted(dep_->upstream_model));

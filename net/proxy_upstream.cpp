@@ -207,7 +207,7 @@ void proxy_call::on_full_body(beast::error_code ec) {
     if (status >= 400)
       body = translate_error(body, status, client_proto_);
     else if (up_proto_ == protocol::anthropic)
-      body = anthropic_response_to_openai(body, usage_);
+      body = anthropic_response_to_openai(body, usage_, structured_);
     else
       body = openai_response_to_anthropic(body, usage_);
     type = "application/json";

@@ -73,7 +73,7 @@ std::string openai_response_to_anthropic(std::string_view body, token_usage& usa
   return w.done();
 }
 
-std::string anthropic_response_to_openai(std::string_view body, token_usage& usage) {
+std::string anthropic_response_to_openai(std::string_view body, token_usage& usage, bool structured) {
   element doc;
   if (!parse(outer_slot(), body, doc) || !doc.is_object()) return std::string(body);
   element u;
@@ -81,7 +81,12 @@ std::string anthropic_response_to_openai(std::string_view body, token_usage& usa
   std::string text;
   array_writer calls;
   simdjson::dom::array blocks;
-  if (doc["content"].get_array().get(blocks) == simdjson::SUCCESS) read_assistant_blocks(blocks, text, calls);
+  if (doc["content"].get_array().get(blocks) == simdjson::SUCCESS)
+    read_assistant_blocks(blocks, text, calls, structured);
+  auto stop = string_of(doc, "stop_reason");
+  // The forced json_output call ends with stop_reason tool_use; for the client the
+  // message is complete text.
+  if (structured && stop == "tool_use" && calls.empty()) stop = "end_turn";
   json::object_writer message;
   message.str("role", "assistant");
   if (text.empty() && !calls.empty())
@@ -94,7 +99,7 @@ std::string anthropic_response_to_openai(std::string_view body, token_usage& usa
   choice.num("index", 0)
       .raw("message", message.done())
       .raw("logprobs", "null")
-      .str("finish_reason", openai_finish_reason(string_of(doc, "stop_reason")));
+      .str("finish_reason", openai_finish_reason(stop));
   json::object_writer w;
   w.str("id", string_of(doc, "id"))
       .str("object", "chat.completion")

@@ -4,7 +4,7 @@
 //
 // Pure functions and small state machines over JSON text: no I/O, no Beast, no actors,
 // so they are unit-tested on recorded streams and fuzzed directly. Parsing uses simdjson
-// (thread-local parser); output is written as text. README "Protocol translation" lists
+// (thread-local parser); output is written as text. docs/translation.md "Protocol translation" lists
 // what maps to what and what is dropped.
 
 #include "net/errors.hpp"
@@ -42,16 +42,27 @@ void read_openai_usage(const simdjson::dom::element& usage, token_usage& out);
 /// an earlier event said (message_start, then message_delta), absent ones are kept.
 void read_anthropic_usage(const simdjson::dom::element& usage, token_usage& out);
 
+/// The tool a structured-output request (`response_format` json_schema or json_object)
+/// becomes on an Anthropic upstream, which has no response_format: the model is made to
+/// call it with the JSON as its input, and the answer's translation turns that call back
+/// into the message's text.
+inline constexpr std::string_view json_output_tool = "json_output";
+
 /// Client request body -> upstream request body. `body` must be a JSON object (the
 /// proxy validated it). Never fails: what the target cannot express is dropped, and a
-/// body the upstream will refuse is left for the upstream to refuse.
-std::string openai_request_to_anthropic(std::string_view body, int default_max_tokens = 4096);
+/// body the upstream will refuse is left for the upstream to refuse. `structured` is set
+/// when a response_format became the json_output_tool (pass it on to the answer's
+/// translation).
+std::string openai_request_to_anthropic(std::string_view body, int default_max_tokens = 4096,
+                                        bool* structured = nullptr);
 /// `include_usage`: ask for the usage chunk on streams (stream_options.include_usage).
 std::string anthropic_request_to_openai(std::string_view body, bool include_usage);
 
 /// Upstream JSON answer -> client JSON answer; `usage` receives the upstream's usage.
 std::string openai_response_to_anthropic(std::string_view body, token_usage& usage);
-std::string anthropic_response_to_openai(std::string_view body, token_usage& usage);
+/// `structured`: the request asked for structured output (openai_request_to_anthropic
+/// said so): a json_output_tool call is the message's text, not a tool call.
+std::string anthropic_response_to_openai(std::string_view body, token_usage& usage, bool structured = false);
 
 /// An upstream error body (any shape) answered with `status` -> the client protocol's
 /// error envelope, keeping the upstream's message.
@@ -68,6 +79,7 @@ public:
     bool client_wants_usage = false; ///< OpenAI client asked for stream_options.include_usage
     std::int64_t prompt_tokens = 0;  ///< for Anthropic's message_start, before usage is known
     std::string fallback_id;         ///< message id when the upstream gives none
+    bool structured = false;         ///< Anthropic -> OpenAI: json_output_tool calls are text
   };
   virtual ~stream_translator() = default;
 

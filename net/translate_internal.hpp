@@ -91,11 +91,15 @@ inline std::string arguments_object(std::string_view arguments) {
 
 /// An assistant turn's Anthropic blocks -> OpenAI's text and tool_calls. Thinking blocks
 /// have no OpenAI counterpart and are dropped.
-inline void read_assistant_blocks(simdjson::dom::array blocks, std::string& text, array_writer& calls) {
+inline void read_assistant_blocks(simdjson::dom::array blocks, std::string& text, array_writer& calls,
+                                  bool structured = false) {
   for (auto b : blocks) {
     auto type = string_of(b, "type");
     if (type == "text") {
       text += string_of(b, "text");
+    } else if (type == "tool_use" && structured && string_of(b, "name") == json_output_tool) {
+      element input; // the structured output: its JSON is the answer's text
+      if (b["input"].get(input) == simdjson::SUCCESS) text += minified(input);
     } else if (type == "tool_use") {
       element input;
       json::object_writer fn;

@@ -65,7 +65,7 @@ std::string image_part(element block) {
 
 // --- requests ------------------------------------------------------------------------
 
-std::string openai_request_to_anthropic(std::string_view body, int default_max_tokens) {
+std::string openai_request_to_anthropic(std::string_view body, int default_max_tokens, bool* structured) {
   element doc;
   if (!parse(outer_slot(), body, doc) || !doc.is_object()) return std::string(body);
   json::object_writer w;
@@ -181,8 +181,8 @@ std::string openai_request_to_anthropic(std::string_view body, int default_max_t
 
   simdjson::dom::array tools;
   bool any_tool = false;
+  array_writer out_tools;
   if (doc["tools"].get_array().get(tools) == simdjson::SUCCESS) {
-    array_writer out_tools;
     for (auto tool : tools) {
       element fn;
       if (string_of(tool, "type") != "function" || tool["function"].get(fn) != simdjson::SUCCESS) continue;
@@ -199,11 +199,38 @@ std::string openai_request_to_anthropic(std::string_view body, int default_max_t
       out_tools.add(t.done());
     }
     any_tool = !out_tools.empty();
-    if (any_tool) w.raw("tools", out_tools.done());
   }
+  // Structured output: Anthropic has no response_format. A json_schema (or json_object)
+  // becomes one more tool whose input schema is the requested schema; with no tools of the
+  // client's the model must call it (tool_choice), and its input comes back as the text.
+  element format;
+  bool json_tool = false;
+  if (doc["response_format"].get(format) == simdjson::SUCCESS && format.is_object()) {
+    auto type = string_of(format, "type");
+    element schema;
+    std::string input_schema = R"({"type":"object"})";
+    std::string description = "Answer with this tool: its input is the JSON object the reply must be.";
+    if (type == "json_schema") {
+      auto spec = format["json_schema"];
+      if (spec["schema"].get(schema) == simdjson::SUCCESS && schema.is_object()) input_schema = minified(schema);
+      if (auto d = string_of(spec, "description"); !d.empty()) description += std::string(" The object: ") += d;
+    }
+    if (type == "json_schema" || type == "json_object") {
+      json::object_writer t;
+      t.str("name", json_output_tool).str("description", description).raw("input_schema", input_schema);
+      out_tools.add(t.done());
+      json_tool = true;
+    }
+  }
+  if (any_tool || json_tool) w.raw("tools", out_tools.done());
+  if (structured) *structured = json_tool;
   bool parallel = true;
   bool no_parallel = doc["parallel_tool_calls"].get_bool().get(parallel) == simdjson::SUCCESS && !parallel;
-  if (any_tool) {
+  if (json_tool && !any_tool) {
+    json::object_writer choice;
+    choice.str("type", "tool").str("name", json_output_tool).boolean("disable_parallel_tool_use", true);
+    w.raw("tool_choice", choice.done());
+  } else if (any_tool) {
     json::object_writer choice;
     std::string_view s;
     if (doc["tool_choice"].get_string().get(s) == simdjson::SUCCESS) {

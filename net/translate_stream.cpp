@@ -79,7 +79,12 @@ public:
       auto index = block_index(doc);
       auto block = doc["content_block"];
       auto block_type = string_of(block, "type");
-      if (block_type == "tool_use" || block_type == "server_tool_use") {
+      if (opt_.structured && block_type == "tool_use" && string_of(block, "name") == json_output_tool) {
+        // The structured output: its input's pieces are the message's text.
+        if (tool_of_block_.size() <= index) tool_of_block_.resize(index + 1, -1);
+        tool_of_block_[index] = json_block;
+        json_seen_ = true;
+      } else if (block_type == "tool_use" || block_type == "server_tool_use") {
         if (tool_of_block_.size() <= index) tool_of_block_.resize(index + 1, -1);
         tool_of_block_[index] = tools_++;
         json::object_writer fn;
@@ -101,7 +106,9 @@ public:
       } else if (delta_type == "input_json_delta") {
         auto index = block_index(doc);
         auto piece = string_of(delta, "partial_json");
-        if (!piece.empty() && index < tool_of_block_.size() && tool_of_block_[index] >= 0) {
+        if (!piece.empty() && index < tool_of_block_.size() && tool_of_block_[index] == json_block) {
+          text_delta(out, piece);
+        } else if (!piece.empty() && index < tool_of_block_.size() && tool_of_block_[index] >= 0) {
           json::object_writer fn;
           fn.str("arguments", piece);
           json::object_writer call;
@@ -117,7 +124,8 @@ public:
       if (!stop.empty()) {
         content_seen_ = true;
         std::string finish = "\"";
-        finish += openai_finish_reason(stop);
+        // The forced json_output call ends with tool_use; for the client it is text.
+        finish += openai_finish_reason(json_seen_ && tools_ == 0 && stop == "tool_use" ? "end_turn" : stop);
         finish += '"';
         chunk(out, "{}", finish);
       }
@@ -190,8 +198,10 @@ private:
   std::int64_t created_;
   std::string id_;
   std::string model_;
-  std::vector<int> tool_of_block_; ///< Anthropic block index -> OpenAI tool call index
+  static constexpr int json_block = -2; ///< in tool_of_block_: the json_output_tool's block
+  std::vector<int> tool_of_block_;      ///< Anthropic block index -> OpenAI tool call index
   int tools_ = 0;
+  bool json_seen_ = false;
   bool ended_ = false;
 };
 

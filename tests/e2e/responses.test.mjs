@@ -9,7 +9,7 @@
 import { after, before, describe, test } from 'node:test';
 import assert from 'node:assert/strict';
 import OpenAI from 'openai';
-import { generateText, jsonSchema, stepCountIs, streamText, tool as aiTool } from 'ai';
+import { generateObject, generateText, jsonSchema, stepCountIs, streamObject, streamText, tool as aiTool } from 'ai';
 import { createOpenAI } from '@ai-sdk/openai';
 import { Agent, Runner, setDefaultOpenAIClient, setOpenAIAPI, setTracingDisabled, tool as agentTool } from '@openai/agents';
 import {
@@ -448,6 +448,72 @@ describe('Vercel AI SDK (default openai(model): the Responses API)', () => {
       assert.deepEqual(calls, [{ text: 'What is the weather in Oslo?' }]);
       assert.equal(withTool.steps.length, 2);
       assert.match(withTool.text, /^mock reply: tool said .*sunny in What is the weather in Oslo\?/);
+    });
+  }
+});
+
+// Structured output: a JSON schema asked for through text.format (Responses) or
+// response_format (Chat). An OpenAI-kind upstream answers JSON of the schema itself; an
+// Anthropic upstream has no such option, so lowart makes the schema a tool the model must
+// call and hands its input back as the text (docs/translation.md "Structured output").
+describe('Structured output (a JSON schema) on every upstream kind', () => {
+  const WEATHER = {
+    type: 'object',
+    properties: { city: { type: 'string' }, words: { type: 'integer' }, sunny: { type: 'boolean' } },
+    required: ['city', 'words', 'sunny'],
+    additionalProperties: false,
+  };
+  // lowart-mock fills a schema in from the prompt: strings the prompt, integers its word count.
+  const expected = (prompt) => ({ city: prompt, words: prompt.split(/\s+/).length, sunny: true });
+
+  for (const up of UPSTREAMS) {
+    test(`the AI SDK's generateObject and streamObject, Responses and Chat, ${up.kind} upstream`, async () => {
+      const openai = createOpenAI({ baseURL: `${gw.url}/v1`, apiKey: key });
+      for (const [api, model] of [['responses', openai(up.model)], ['chat', openai.chat(up.model)]]) {
+        await mockReset(mock);
+        const prompt = `Weather in Zürich for ${api}`;
+        const { object } = await generateObject({ model, schema: jsonSchema(WEATHER), prompt });
+        assert.deepEqual(object, expected(prompt), `${api}: generateObject`);
+        const stats = await mockStats(mock);
+        if (up.kind === 'anthropic') assert.match(stats.last_path, /\/v1\/messages$/);
+        const sprompt = `Stream the weather in Oslo for ${api}`;
+        const streamed = streamObject({ model, schema: jsonSchema(WEATHER), prompt: sprompt });
+        const partials = [];
+        for await (const partial of streamed.partialObjectStream) partials.push(partial);
+        assert.deepEqual(await streamed.object, expected(sprompt), `${api}: streamObject`);
+        assert.ok(partials.length >= 1, `${api}: partial objects while streaming`);
+      }
+    });
+
+    test(`the openai client's json_schema formats, streamed and not, ${up.kind} upstream`, async () => {
+      const c = client();
+      const format = { type: 'json_schema', name: 'weather', schema: WEATHER, strict: true };
+      const r = await c.responses.create({ model: up.model, input: 'Weather in Bergen', text: { format } });
+      assert.deepEqual(JSON.parse(r.output_text), expected('Weather in Bergen'));
+      assert.equal(r.status, 'completed');
+      const chat = await c.chat.completions.create({
+        model: up.model,
+        messages: [{ role: 'user', content: 'Weather in Tromsø' }],
+        response_format: { type: 'json_schema', json_schema: { name: 'weather', schema: WEATHER, strict: true } },
+      });
+      assert.deepEqual(JSON.parse(chat.choices[0].message.content), expected('Weather in Tromsø'));
+      assert.equal(chat.choices[0].finish_reason, 'stop');
+      assert.equal(chat.choices[0].message.tool_calls ?? undefined, undefined, 'no tool call reaches the client');
+      const stream = await c.chat.completions.create({
+        model: up.model,
+        stream: true,
+        messages: [{ role: 'user', content: 'Weather in Bodø' }],
+        response_format: { type: 'json_schema', json_schema: { name: 'weather', schema: WEATHER, strict: true } },
+      });
+      let text = '';
+      let finish;
+      for await (const chunk of stream) {
+        text += chunk.choices[0]?.delta?.content ?? '';
+        assert.equal(chunk.choices[0]?.delta?.tool_calls, undefined);
+        finish = chunk.choices[0]?.finish_reason ?? finish;
+      }
+      assert.deepEqual(JSON.parse(text), expected('Weather in Bodø'));
+      assert.equal(finish, 'stop');
     });
   }
 });

@@ -20,9 +20,11 @@ struct messages_request {
   std::string_view model;
   bool stream = false;
   bool tool_call = false; // answer with a call of tool_name instead of text
+  bool forced = false;    // tool_choice any or tool: the call comes alone, no text before it
   std::string_view tool_name;
-  std::uint64_t input_words = 0;           // system and message text, cacheable or not
-  std::vector<std::string_view> cacheable; // texts of blocks that carry cache_control, in request order
+  const json::object* tool_schema = nullptr; // the called tool's input_schema
+  std::uint64_t input_words = 0;             // system and message text, cacheable or not
+  std::vector<std::string_view> cacheable;   // texts of blocks that carry cache_control, in request order
 };
 
 // The text of a {"type":"text","text":...} block, or null when `block` is not one.
@@ -138,9 +140,18 @@ std::string_view read_anthropic_tools(const json::object& root, bool after_tool_
   if (const auto* choice = root.if_contains("tool_choice"); choice && choice->is_object()) {
     const auto& object = choice->get_object();
     if (has_string_member(object, "type", "none")) m.tool_call = false;
+    // Like Claude: a forced tool (any, or one by name) is called without text before it.
+    m.forced = has_string_member(object, "type", "any") || has_string_member(object, "type", "tool");
     if (const auto* named = string_member(&object, "name"); named && has_string_member(object, "type", "tool")) {
       m.tool_name = to_view(*named);
     }
+  }
+  for (const auto& tool : tools->get_array()) {
+    const auto* object = tool.if_object();
+    if (to_view(*string_member(object, "name")) != m.tool_name) continue;
+    if (const auto* schema = object->if_contains("input_schema"); schema && schema->is_object())
+      m.tool_schema = &schema->get_object();
+    break;
   }
   return {};
 }
@@ -177,7 +188,7 @@ std::string_view read_messages_request(const json::value& document, bool needs_m
   if (tool_result) {
     assign_echo(reply, tool_reply_prefix, tool_result->if_contains("content"));
   } else if (m.tool_call) {
-    assign_tool_arguments(reply, content);
+    assign_tool_arguments(reply, content, m.tool_schema);
   } else {
     assign_echo(reply, reply_prefix, content);
   }
@@ -213,7 +224,7 @@ std::string tool_lead_in(std::string_view name) {
 
 // Output words: the reply, or the lead-in text plus the tool call's arguments.
 std::uint64_t output_words(const messages_request& m, std::string_view reply) {
-  return m.tool_call ? count_words(tool_lead_in(m.tool_name)) + count_words(reply) : count_words(reply);
+  return m.tool_call && !m.forced ? count_words(tool_lead_in(m.tool_name)) + count_words(reply) : count_words(reply);
 }
 
 // The start of a message object, up to the value of "content".
@@ -263,18 +274,21 @@ void append_block_stop(std::string& out, unsigned index) {
   out += "}\n\n";
 }
 
-// The tool-call part of a Messages stream, after the text block has started: the lead-in text, then
+// The tool-call part of a Messages stream: after the text block has started, the lead-in text, then
 // the tool_use block with its input in pieces.
 template <class Stream>
 asio::awaitable<std::optional<bool>> stream_tool_use(connection<Stream>& c, const messages_request& m, std::uint64_t id,
                                                      stream_pacing& pacing) {
-  append_block_delta(c.body, 0, "text_delta", "text", tool_lead_in(m.tool_name));
-  if (!co_await send_paced(c, pacing)) co_return false;
-  if (pacing.strikes_after_piece(false)) co_return co_await strike(c, pacing);
-  append_block_stop(c.body, 0);
-  if (!co_await send_paced(c, pacing)) co_return false;
+  const unsigned index = m.forced ? 0 : 1; // a forced call comes alone
+  if (!m.forced) {
+    append_block_delta(c.body, 0, "text_delta", "text", tool_lead_in(m.tool_name));
+    if (!co_await send_paced(c, pacing)) co_return false;
+    if (pacing.strikes_after_piece(false)) co_return co_await strike(c, pacing);
+    append_block_stop(c.body, 0);
+    if (!co_await send_paced(c, pacing)) co_return false;
+  }
 
-  append_block_start(c.body, 1);
+  append_block_start(c.body, index);
   c.body += R"({"type":"tool_use","id":"toolu_mock_)";
   append_uint(c.body, id);
   c.body += R"(","name":)";
@@ -283,11 +297,11 @@ asio::awaitable<std::optional<bool>> stream_tool_use(connection<Stream>& c, cons
   c.body += "\n\n";
   if (!co_await send_paced(c, pacing)) co_return false;
   if (auto ended = co_await stream_pieces(c, c.reply, split::argument_bytes, pacing, [&](std::string_view piece) {
-        append_block_delta(c.body, 1, "input_json_delta", "partial_json", piece);
+        append_block_delta(c.body, index, "input_json_delta", "partial_json", piece);
       })) {
     co_return ended;
   }
-  append_block_stop(c.body, 1);
+  append_block_stop(c.body, index);
   if (!co_await send_paced(c, pacing)) co_return false;
   co_return std::nullopt;
 }
@@ -317,9 +331,11 @@ asio::awaitable<bool> stream_message(connection<Stream>& c, const messages_reque
 
   c.body.assign("event: ping\ndata: {\"type\":\"ping\"}\n\n");
   if (!co_await send_paced(c, pacing)) co_return false;
-  append_block_start(c.body, 0);
-  c.body += "{\"type\":\"text\",\"text\":\"\"}}\n\n";
-  if (!co_await send_paced(c, pacing)) co_return false;
+  if (!(m.tool_call && m.forced)) {
+    append_block_start(c.body, 0);
+    c.body += "{\"type\":\"text\",\"text\":\"\"}}\n\n";
+    if (!co_await send_paced(c, pacing)) co_return false;
+  }
 
   std::optional<bool> ended;
   if (m.tool_call) {
@@ -353,14 +369,18 @@ asio::awaitable<bool> stream_message(connection<Stream>& c, const messages_reque
 
 // The content array of a non-streamed Messages answer.
 void append_message_content(std::string& out, const messages_request& m, std::uint64_t id, std::string_view reply) {
-  out += R"([{"type":"text","text":)";
-  if (!m.tool_call) {
-    lowart::json::append_quoted(out, reply);
-    out += "}]";
-    return;
+  if (m.tool_call && m.forced) {
+    out += R"([{"type":"tool_use","id":"toolu_mock_)";
+  } else {
+    out += R"([{"type":"text","text":)";
+    if (!m.tool_call) {
+      lowart::json::append_quoted(out, reply);
+      out += "}]";
+      return;
+    }
+    lowart::json::append_quoted(out, tool_lead_in(m.tool_name));
+    out += R"(},{"type":"tool_use","id":"toolu_mock_)";
   }
-  lowart::json::append_quoted(out, tool_lead_in(m.tool_name));
-  out += R"(},{"type":"tool_use","id":"toolu_mock_)";
   append_uint(out, id);
   out += R"(","name":)";
   lowart::json::append_quoted(out, m.tool_name);

@@ -158,8 +158,9 @@ template <class F> void for_each_text(const json::value& content, F&& f) {
 // max_echo_bytes without splitting a UTF-8 sequence. A null `content` adds nothing.
 void assign_echo(std::string& out, std::string_view prefix, const json::value* content);
 
-// The arguments of a mock tool call, as compact JSON: {"text": <the echo of `content`>}.
-void assign_tool_arguments(std::string& out, const json::value* content);
+// The arguments of a mock tool call, as compact JSON: the tool's declared properties filled in
+// from the echo of `content` (strings the text, numbers its word count), else {"text": <echo>}.
+void assign_tool_arguments(std::string& out, const json::value* content, const json::object* input_schema = nullptr);
 
 inline const json::string* string_member(const json::object* object, std::string_view key) {
   const auto* value = object ? object->if_contains(key) : nullptr;
@@ -169,6 +170,26 @@ inline const json::string* string_member(const json::object* object, std::string
 inline bool has_string_member(const json::object& object, std::string_view key, std::string_view expected) {
   const auto* value = string_member(&object, key);
   return value && to_view(*value) == expected;
+}
+
+// The schema of a structured-output request: `parent[key]` is {"type":"json_schema", ...} with
+// its schema in `nested` ("json_schema" for Chat's response_format: {"json_schema":{"schema"}})
+// or beside the type (nested null: Responses' text.format {"type","name","schema"}); a
+// {"type":"json_object"} gives an empty schema. Null when there is no such format.
+inline const json::object* structured_format(const json::object& parent, std::string_view key, const char* nested) {
+  static const json::object no_schema;
+  const auto* format = parent.if_contains(key);
+  const auto* object = format ? format->if_object() : nullptr;
+  if (!object) return nullptr;
+  if (has_string_member(*object, "type", "json_object")) return &no_schema;
+  if (!has_string_member(*object, "type", "json_schema")) return nullptr;
+  const json::object* holder = object;
+  if (nested) {
+    const auto* inner = object->if_contains(nested);
+    holder = inner ? inner->if_object() : nullptr;
+  }
+  const auto* schema = holder ? holder->if_contains("schema") : nullptr;
+  return schema && schema->is_object() ? &schema->get_object() : &no_schema;
 }
 
 // --- stream pieces ----------------------------------------------------------------------------------

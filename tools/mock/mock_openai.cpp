@@ -100,6 +100,9 @@ std::string_view read_chat(const json::value& document, chat_request& chat, std:
   if (auto invalid = read_openai_tools(*root, last_is_tool, chat); !invalid.empty()) return invalid;
   if (chat.tool_call) {
     assign_tool_arguments(reply, last_user_content);
+  } else if (const auto* format = structured_format(*root, "response_format", "json_schema")) {
+    // Structured output, as OpenAI answers it: the content is JSON of the schema.
+    assign_tool_arguments(reply, last_user_content, format);
   } else {
     assign_echo(reply, last_is_tool ? tool_reply_prefix : reply_prefix, last_content);
   }

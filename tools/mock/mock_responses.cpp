@@ -81,8 +81,12 @@ std::string_view read_responses(const json::value& document, responses_request& 
       }
     }
   }
+  const json::value* text = root->if_contains("text");
   if (r.tool_call)
     assign_tool_arguments(reply, last_user_content);
+  else if (const auto* format =
+               text && text->is_object() ? structured_format(text->get_object(), "format", nullptr) : nullptr)
+    assign_tool_arguments(reply, last_user_content, format); // structured output: JSON of the schema
   else
     assign_echo(reply, last_is_output ? tool_reply_prefix : reply_prefix, last_content);
   return {};

@@ -5,6 +5,8 @@
 #include "core/json_text.hpp"
 #include "tools/mock/mock_internal.hpp"
 
+#include <boost/json/serialize.hpp>
+
 #include <bit>
 #include <cstring>
 
@@ -96,9 +98,60 @@ void assign_echo(std::string& out, std::string_view prefix, const json::value* c
   }
 }
 
-void assign_tool_arguments(std::string& out, const json::value* content) {
+namespace {
+// A value of the JSON schema `schema` (as a model fills one in): strings are the echoed
+// text, numbers the count of its words, booleans true, an object each of its properties
+// (nested to `depth`), an array one item; an enum its first value.
+void append_schema_value(std::string& out, const json::value* schema, std::string_view text, int depth) {
+  const json::object* s = schema ? schema->if_object() : nullptr;
+  if (s) {
+    if (const auto* e = s->if_contains("enum"); e && e->is_array() && !e->get_array().empty()) {
+      out += json::serialize(e->get_array().front());
+      return;
+    }
+  }
+  const json::string* type = s ? string_member(s, "type") : nullptr;
+  std::string_view t = type ? to_view(*type) : std::string_view(s && s->contains("properties") ? "object" : "string");
+  if (t == "object" && depth < 8) {
+    out += '{';
+    bool first = true;
+    if (const auto* props = s ? s->if_contains("properties") : nullptr; props && props->is_object()) {
+      for (const auto& [name, sub] : props->get_object()) {
+        if (!first) out += ',';
+        first = false;
+        lowart::json::append_quoted(out, to_view(name));
+        out += ':';
+        append_schema_value(out, &sub, text, depth + 1);
+      }
+    }
+    out += '}';
+  } else if (t == "array" && depth < 8) {
+    out += '[';
+    append_schema_value(out, s ? s->if_contains("items") : nullptr, text, depth + 1);
+    out += ']';
+  } else if (t == "integer" || t == "number") {
+    append_uint(out, count_words(text));
+  } else if (t == "boolean") {
+    out += "true";
+  } else if (t == "null") {
+    out += "null";
+  } else {
+    lowart::json::append_quoted(out, text);
+  }
+}
+} // namespace
+
+void assign_tool_arguments(std::string& out, const json::value* content, const json::object* input_schema) {
   std::string text;
   assign_echo(text, {}, content);
+  // A tool with declared properties gets them filled in; otherwise {"text": <echo>}.
+  if (const auto* props = input_schema ? input_schema->if_contains("properties") : nullptr;
+      props && props->is_object() && !props->get_object().empty()) {
+    out.clear();
+    json::value schema(*input_schema);
+    append_schema_value(out, &schema, text, 0);
+    return;
+  }
   out.assign(R"({"text":)");
   lowart::json::append_quoted(out, text);
   out += '}';

@@ -101,6 +101,11 @@
 //     {"index":1,"content_block":{"type":"tool_use","id":"toolu_mock_<n>","name","input":{}}};
 //     content_block_delta {"index":1,"delta":{"type":"input_json_delta","partial_json":piece}} with
 //     A cut as for OpenAI; content_block_stop 1; message_delta with "tool_use"; message_stop.
+//     With tool_choice {"type":"any"} or {"type":"tool"} (forced), as Claude does, no text comes
+//     before the call: content [{"type":"tool_use",...}] alone, O = words of A, and the stream's
+//     tool_use block is index 0. A tool whose input_schema declares properties gets those filled
+//     in (strings the echo, integers and numbers its word count, booleans true, enums their first
+//     value, arrays one item, objects recursively) instead of {"text":...}.
 //
 // OpenAI Responses. input is a string or a list of items (message {"role","content":string|parts},
 // function_call {"arguments"}, function_call_output {"output"}; other types are ignored);

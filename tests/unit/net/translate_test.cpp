@@ -391,6 +391,41 @@ TEST(translate_request, openai_to_anthropic_tool_choice_words_and_max_tokens) {
   EXPECT_EQ(minify(d.root["stream"]), "true");
 }
 
+// Structured output (Anthropic's docs, "Tool use: JSON output"): Anthropic has no
+// response_format; the schema becomes a tool the model is forced to call.
+TEST(translate_request, openai_response_format_json_schema_becomes_a_forced_tool_on_anthropic) {
+  bool structured = false;
+  doc d(openai_request_to_anthropic(
+      R"({"model":"m","messages":[{"role":"user","content":"Weather?"}],"response_format":{"type":"json_schema",)"
+      R"("json_schema":{"name":"weather","description":"The weather","strict":true,"schema":{"type":"object",)"
+      R"("properties":{"city":{"type":"string"}},"required":["city"],"additionalProperties":false}}}})",
+      4096, &structured));
+  EXPECT_TRUE(structured);
+  EXPECT_EQ(d.root["response_format"].error(), simdjson::NO_SUCH_FIELD) << "Anthropic refuses unknown fields";
+  EXPECT_EQ(str(d.root["tools"].at(0)["name"]), std::string(json_output_tool));
+  EXPECT_EQ(
+      minify(d.root["tools"].at(0)["input_schema"]),
+      R"({"type":"object","properties":{"city":{"type":"string"}},"required":["city"],"additionalProperties":false})");
+  EXPECT_NE(str(d.root["tools"].at(0)["description"]).find("The weather"), std::string::npos);
+  EXPECT_EQ(minify(d.root["tool_choice"]), R"({"type":"tool","name":"json_output","disable_parallel_tool_use":true})");
+
+  // json_object: any object; with tools of the client's, one more tool and the client's choice.
+  doc o(openai_request_to_anthropic(R"({"model":"m","messages":[],"response_format":{"type":"json_object"},)"
+                                    R"("tools":[{"type":"function","function":{"name":"f"}}],"tool_choice":"auto"})",
+                                    4096, &structured));
+  EXPECT_TRUE(structured);
+  EXPECT_EQ(str(o.root["tools"].at(0)["name"]), "f");
+  EXPECT_EQ(str(o.root["tools"].at(1)["name"]), std::string(json_output_tool));
+  EXPECT_EQ(minify(o.root["tools"].at(1)["input_schema"]), R"({"type":"object"})");
+  EXPECT_EQ(minify(o.root["tool_choice"]), R"({"type":"auto"})");
+
+  // Plain text stays plain.
+  doc t(openai_request_to_anthropic(R"({"model":"m","messages":[],"response_format":{"type":"text"}})", 4096,
+                                    &structured));
+  EXPECT_FALSE(structured);
+  EXPECT_EQ(t.root["tools"].error(), simdjson::NO_SUCH_FIELD);
+}
+
 TEST(translate_request, anthropic_to_openai_maps_system_blocks_images_tools_and_results) {
   auto out = anthropic_request_to_openai(R"({
     "model": "claude-x", "max_tokens": 300, "top_k": 5, "stop_sequences": ["###"], "stream": true,
@@ -471,6 +506,24 @@ TEST(translate_response, anthropic_answer_becomes_a_chat_completion_with_cache_t
   EXPECT_EQ(
       minify(d.root["usage"]),
       R"({"prompt_tokens":60,"completion_tokens":7,"total_tokens":67,"prompt_tokens_details":{"cached_tokens":30}})");
+}
+
+TEST(translate_response, a_forced_json_output_call_is_the_chat_completions_text) {
+  const std::string answer =
+      R"({"id":"msg_1","type":"message","role":"assistant","model":"claude","content":[{"type":"tool_use",)"
+      R"("id":"toolu_1","name":"json_output","input":{"city":"Zürich","temp_c":21}}],"stop_reason":"tool_use",)"
+      R"("stop_sequence":null,"usage":{"input_tokens":10,"output_tokens":12}})";
+  token_usage u;
+  doc d(anthropic_response_to_openai(answer, u, true));
+  auto message = d.root["choices"].at(0)["message"];
+  EXPECT_EQ(str(message["content"]), R"({"city":"Zürich","temp_c":21})");
+  EXPECT_EQ(message["tool_calls"].error(), simdjson::NO_SUCH_FIELD);
+  EXPECT_EQ(str(d.root["choices"].at(0)["finish_reason"]), "stop");
+  // Without structured output the same answer is a tool call (a client's own tool may be
+  // named json_output).
+  doc plain(anthropic_response_to_openai(answer, u, false));
+  EXPECT_EQ(str(plain.root["choices"].at(0)["message"]["tool_calls"].at(0)["function"]["name"]), "json_output");
+  EXPECT_EQ(str(plain.root["choices"].at(0)["finish_reason"]), "tool_calls");
 }
 
 TEST(translate_response, chat_completion_becomes_an_anthropic_message) {
@@ -555,6 +608,22 @@ TEST(translate_stream, anthropic_thinking_text_and_tool_use_blocks_with_cache_to
   EXPECT_EQ(u.cached, 10240);
   EXPECT_EQ(u.cache_creation, 1805);
   EXPECT_EQ(u.completion, 236) << "message_delta's cumulative output_tokens replaces message_start's";
+}
+
+TEST(translate_stream, anthropic_forced_json_output_tool_to_openai_content_text) {
+  stream_translator::options opt;
+  opt.client_wants_usage = true;
+  opt.structured = true;
+  token_usage u;
+  check_capture("anthropic_json_output.sse", "anthropic_json_output.openai.expected", protocol::anthropic,
+                protocol::openai, opt, &u);
+  EXPECT_EQ(u.completion, 31);
+  // Not structured: the same stream is a tool call.
+  opt.structured = false;
+  auto out =
+      translate_pieces(read_file(golden("anthropic_json_output.sse")), {}, protocol::anthropic, protocol::openai, opt);
+  EXPECT_NE(out.find(R"("tool_calls")"), std::string::npos);
+  EXPECT_NE(out.find(R"("finish_reason":"tool_calls")"), std::string::npos);
 }
 
 TEST(translate_stream, anthropic_redacted_thinking_and_max_tokens_to_openai_without_usage_chunk) {
