@@ -22,6 +22,7 @@ std::string settings_json(const config::provider_config& p) {
   w.str("ca_file", p.ca_file)
       .boolean("verify_tls", p.verify_tls)
       .boolean("include_usage", p.include_usage)
+      .boolean("responses", p.responses)
       .num("connect_timeout_ms", p.connect_timeout_ms)
       .num("first_byte_timeout_ms", p.first_byte_timeout_ms)
       .num("idle_timeout_ms", p.idle_timeout_ms)
@@ -40,6 +41,7 @@ void read_settings(simdjson::dom::parser& parser, const std::string& text, confi
   if (doc["ca_file"].get_string().get(s) == simdjson::SUCCESS) p.ca_file = std::string(s);
   if (doc["verify_tls"].get_bool().get(b) == simdjson::SUCCESS) p.verify_tls = b;
   if (doc["include_usage"].get_bool().get(b) == simdjson::SUCCESS) p.include_usage = b;
+  if (doc["responses"].get_bool().get(b) == simdjson::SUCCESS) p.responses = b;
   if (doc["connect_timeout_ms"].get_int64().get(n) == simdjson::SUCCESS) p.connect_timeout_ms = static_cast<int>(n);
   if (doc["first_byte_timeout_ms"].get_int64().get(n) == simdjson::SUCCESS)
     p.first_byte_timeout_ms = static_cast<int>(n);
@@ -166,6 +168,7 @@ admin_result admin_service::impl::providers(const admin_request& req, const std:
     auto ca_file = r.text("ca_file", 4000, true);
     auto verify = r.flag("verify_tls");
     auto usage = r.flag("include_usage");
+    auto responses = r.flag("responses");
     auto connect = r.integer("connect_timeout_ms", 1);
     auto first_byte = r.integer("first_byte_timeout_ms", 1);
     auto idle = r.integer("idle_timeout_ms", 1);
@@ -198,6 +201,7 @@ admin_result admin_service::impl::providers(const admin_request& req, const std:
     if (ca_file.present) p.ca_file = ca_file.has() ? ca_file.value : "";
     if (verify.has()) p.verify_tls = verify.value;
     if (usage.has()) p.include_usage = usage.value;
+    if (responses.has()) p.responses = responses.value;
     if (connect.has()) p.connect_timeout_ms = static_cast<int>(connect.value);
     if (first_byte.has()) p.first_byte_timeout_ms = static_cast<int>(first_byte.value);
     if (idle.has()) p.idle_timeout_ms = static_cast<int>(idle.value);

@@ -518,6 +518,34 @@ describe('Structured output (a JSON schema) on every upstream kind', () => {
   }
 });
 
+// `responses` is a provider setting of the admin API too: a provider made there with it
+// gets /v1/responses passed through; PATCHed off, the same model is translated to Chat.
+test('a provider made through the admin API with responses = true is passed through, and PATCHed off is translated', async () => {
+  const name = `rs-api-${Date.now()}`;
+  const made = await api(gw, 'POST', '/admin/providers', {
+    body: { name, kind: 'openai', base_url: `${mock.url}/v1`, responses: true },
+  });
+  assert.equal(made.status, 201, JSON.stringify(made.text));
+  const shown = await api(gw, 'GET', `/admin/providers/${name}`);
+  assert.equal(shown.json.settings.responses, true);
+  const model = `${name}-model`;
+  assert.equal((await api(gw, 'POST', '/admin/models', {
+    body: { name: model, deployments: [{ provider: name, model: 'mock-model' }] },
+  })).status, 201);
+  const pathOf = async () => {
+    await mockReset(mock);
+    const r = await client().responses.create({ model, input: 'hello there' });
+    assert.equal(r.status, 'completed');
+    return (await mockStats(mock)).last_path;
+  };
+  await waitFor(async () => /\/v1\/responses$/.test(await pathOf().catch(() => '')), { what: 'passthrough to /v1/responses' });
+  const off = await api(gw, 'PATCH', `/admin/providers/${name}`, { body: { responses: false } });
+  assert.equal(off.status, 200, JSON.stringify(off.text));
+  assert.equal(off.json.settings.responses, false);
+  await waitFor(async () => /\/v1\/chat\/completions$/.test(await pathOf().catch(() => '')), { what: 'translated to chat' });
+  assert.equal((await api(gw, 'PATCH', `/admin/providers/${name}`, { body: { responses: 'yes' } })).json.error.param, 'responses');
+});
+
 describe('OpenAI Agents SDK', () => {
   before(() => {
     setTracingDisabled(true); // nothing goes to OpenAI's trace exporter
