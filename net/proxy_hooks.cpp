@@ -141,12 +141,25 @@ bool proxy_call::model_request_hook(simdjson::dom::object& obj) {
   const auto& script = route->second.script;
   chunk_hooks_ = scripts_->with_hook(script, "on_chunk") != nullptr;
   if (!scripts_->with_hook(script, "on_request")) return true;
+  // In the client's protocol: on /v1/responses the Responses request, not the chat
+  // request it becomes.
   json::object_writer w;
-  w.raw("body", body_).raw("headers", ctx_.headers_json.empty() ? std::string_view("{}") : ctx_.headers_json);
+  bool responses = responses_ && !responses_->client_request().empty();
+  w.raw("body", responses ? std::string_view(responses_->client_request()) : std::string_view(body_))
+      .raw("headers", ctx_.headers_json.empty() ? std::string_view("{}") : ctx_.headers_json);
   describe_call(w);
   hook_answer answer;
   if (!run_hook(script, "on_request", w.done(), answer)) return false;
-  if (!answer.body.empty()) body_ = std::move(answer.body);
+  if (!answer.body.empty() && responses) {
+    // Both upstream requests (passthrough and chat) are made again from the changed one.
+    if (auto problem = responses_->rebuild(std::move(answer.body)); !problem.empty()) {
+      script_failed("script " + script + ": on_request returned a Responses request that cannot be served: " + problem);
+      return false;
+    }
+    body_ = responses_->chat_request();
+  } else if (!answer.body.empty()) {
+    body_ = std::move(answer.body);
+  }
   hook_headers_ = changed_headers(answer.headers, ctx_.headers_json);
   // The body may now name another model or ask for a stream: read it again.
   return read_body(obj);

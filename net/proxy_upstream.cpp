@@ -222,10 +222,13 @@ void proxy_call::on_full_body(beast::error_code ec) {
     }
     if (!usage_.present) completion_.set_body(body);
   }
-  if (responses_ && status < 400) body = responses_->answer(body, passthrough_, usage_);
+  bool response_object = responses_ && status < 400;
+  if (response_object) body = responses_->answer(body, passthrough_, usage_);
   usage_final_ = usage_.present;
   settle_attempt(std::to_string(status), false, false);
   if (!route_->script.empty() && !response_hooks(status, body, type, false)) return;
+  // Stored as the client gets it: after the model's on_response.
+  if (response_object && status < 400 && type.rfind("application/json", 0) == 0) responses_->store(body);
   finish_request(status);
   client_->respond(ctx_, status, type, body, gateway_headers());
 }

@@ -123,9 +123,21 @@ std::string output_of(std::string_view response) {
 
 // --- the exchange --------------------------------------------------------------------
 
-exchange::exchange(prepared p, std::string id_base, bool store, std::string key_id, std::string previous_id)
-    : prepared_(std::move(p)), base_(std::move(id_base)), store_(store), key_id_(std::move(key_id)),
-      previous_id_(std::move(previous_id)) {}
+exchange::exchange(prepared p, std::string id_base, bool store, std::string key_id, std::string previous_id,
+                   std::string request, prior conversation)
+    : prepared_(std::move(p)), request_(std::move(request)), conversation_(std::move(conversation)),
+      base_(std::move(id_base)), store_(store), key_id_(std::move(key_id)), previous_id_(std::move(previous_id)) {}
+
+std::string exchange::rebuild(std::string request) {
+  auto summary = summarize(request);
+  if (!summary.problem.empty()) return summary.problem;
+  auto id = prepared_.frame.id;
+  auto created = prepared_.frame.created_at;
+  prepared_ = prepare(request, conversation_, base_, std::move(id), created);
+  store_ = summary.store;
+  request_ = std::move(request);
+  return {};
+}
 
 void exchange::keep(std::string_view response) {
   if (!store_ || !save) return;
@@ -151,12 +163,9 @@ std::string exchange::answer(std::string_view body, bool passthrough, token_usag
     std::string answer(body);
     if (!previous_id_.empty() && parse(event_slot, answer, doc) && doc.is_object())
       json::set_member(answer, "previous_response_id", json::quoted(previous_id_));
-    keep(answer);
     return answer;
   }
-  auto response = chat_answer_to_response(body, prepared_.frame, base_);
-  keep(response);
-  return response;
+  return chat_answer_to_response(body, prepared_.frame, base_);
 }
 
 void exchange::convert(std::string& pending, bool end, bool passthrough) {

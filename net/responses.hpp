@@ -148,15 +148,27 @@ private:
 /// (net/responses_route.cpp) once the conversation is known.
 class exchange {
 public:
-  exchange(prepared p, std::string id_base, bool store, std::string key_id, std::string previous_id);
+  /// `request`: the Responses request as the client sent it; `conversation`: what the
+  /// store resolved for it (prepare made `p` of the two).
+  exchange(prepared p, std::string id_base, bool store, std::string key_id, std::string previous_id,
+           std::string request = {}, prior conversation = {});
 
   const std::string& chat_request() const { return prepared_.chat; }
   const std::string& upstream_request() const { return prepared_.upstream; }
+  /// The Responses request as the client sent it (what a model's on_request hook sees).
+  const std::string& client_request() const { return request_; }
+  /// A model's on_request hook changed the Responses request: both upstream requests are
+  /// made again from `request` (the conversation resolved before stays; previous_response_id
+  /// and item_reference ids are not looked up again). Returns "" or why the request cannot
+  /// be served (as summarize says).
+  std::string rebuild(std::string request);
 
   /// An upstream's 2xx JSON answer (Chat Completions, or Responses when `passthrough`) ->
   /// the Response object; `usage` gets the answer's usage when it came as Responses usage.
-  /// Stores the response (when `store`).
+  /// Not stored yet: the model's on_response may still change it (store()).
   std::string answer(std::string_view body, bool passthrough, token_usage& usage);
+  /// Stores the Response object the client gets (when `store`).
+  void store(std::string_view response) { keep(response); }
   /// Rewrites the complete SSE events in `pending` as the client's Responses events.
   void convert(std::string& pending, bool end, bool passthrough);
   /// A passthrough stream event's usage (in its final response); true when it had some.
@@ -171,6 +183,8 @@ private:
   void keep(std::string_view response);
 
   prepared prepared_;
+  std::string request_;
+  prior conversation_;
   std::string base_;
   bool store_;
   std::string key_id_;

@@ -121,8 +121,9 @@ void create(session_ptr client, request_context&& ctx, std::string body, respons
   auto base = secrets::random_hex(16);
   auto prepared = responses::prepare(body, prior, base, "resp_" + base, clock::unix_seconds());
   auto chat = prepared.chat;
-  auto ex = std::make_shared<responses::exchange>(std::move(prepared), base, summary.store,
-                                                  std::string(ctx.who->key_id()), summary.previous_response_id);
+  auto ex =
+      std::make_shared<responses::exchange>(std::move(prepared), base, summary.store, std::string(ctx.who->key_id()),
+                                            summary.previous_response_id, std::move(body), prior);
   ex->save = [rt = &client->worker().runtime](std::string record) { rt->responses_save(std::move(record)); };
   start_proxy(std::move(client), std::move(ctx), proxy_kind::responses, std::move(chat), std::move(ex));
 }

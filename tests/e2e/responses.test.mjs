@@ -4,7 +4,8 @@
 // provider model posts to /v1/responses) and the OpenAI Agents SDK (`@openai/agents`) —
 // against three upstreams of lowart-mock: one that speaks Responses itself (passed
 // through), one that speaks only Chat Completions and one that speaks Anthropic Messages
-// (both translated). /mock/stats shows what lowart actually sent upstream.
+// (both translated). /mock/stats shows what lowart actually sent upstream. What the route
+// shares with chat (fallbacks, hooks, reasoning items, metrics): responses_admission.test.mjs.
 
 import { after, before, describe, test } from 'node:test';
 import assert from 'node:assert/strict';
@@ -12,115 +13,13 @@ import OpenAI from 'openai';
 import { generateObject, generateText, jsonSchema, stepCountIs, streamObject, streamText, tool as aiTool } from 'ai';
 import { createOpenAI } from '@ai-sdk/openai';
 import { Agent, Runner, setDefaultOpenAIClient, setOpenAIAPI, setTracingDisabled, tool as agentTool } from '@openai/agents';
+import { api, cleanupAll, createKey, mockReset, mockStats, rawRequest, sleep, startGateway, waitFor } from './harness.mjs';
 import {
-  api, cleanupAll, createKey, mockReset, mockStats, rawRequest, sleep, sqliteQuery, startGateway, startMock, waitFor,
-} from './harness.mjs';
+  UPSTREAMS, assertWellFormed, client, gw, key, mock, otherKey, rawStream, startResponsesGateway, usageRows, weather, words,
+} from './responses_fixture.mjs';
 
-let mock;
-let gw;
-let key;
-let otherKey;
-
-// One model per upstream kind: passthrough (Responses), chat (Chat Completions), anthropic.
-const UPSTREAMS = [
-  { model: 'gpt-resp', kind: 'responses', path: /\/v1\/responses$/ },
-  { model: 'gpt-chat', kind: 'chat', path: /\/v1\/chat\/completions$/ },
-  { model: 'claude', kind: 'anthropic', path: /\/v1\/messages$/ },
-];
-
-before(async () => {
-  mock = await startMock();
-  const model = (name, provider, upstream) => `
-[[models]]
-name = "${name}"
-[[models.deployments]]
-provider = "${provider}"
-model = "${upstream}"
-`;
-  gw = await startGateway({
-    config: `
-[[providers]]
-name = "rs"
-kind = "openai"
-responses = true
-base_url = "${mock.url}/v1"
-api_key = "sk-upstream-responses"
-
-[[providers]]
-name = "oa"
-kind = "openai"
-base_url = "${mock.url}/v1"
-api_key = "sk-upstream-chat"
-
-[[providers]]
-name = "an"
-kind = "anthropic"
-base_url = "${mock.url}/v1"
-api_key = "sk-upstream-anthropic"
-${model('gpt-resp', 'rs', 'mock-model')}
-${model('gpt-chat', 'oa', 'mock-model')}
-${model('claude', 'an', 'claude-mock')}
-${model('resp-mid-error', 'rs', 'mock-mid-error')}
-${model('chat-mid-error', 'oa', 'mock-mid-error')}
-${model('claude-mid-error', 'an', 'mock-mid-error')}
-${model('chat-reset', 'oa', 'mock-reset')}
-${model('resp-slow', 'rs', 'mock-slow-300')}
-${model('claude-slow', 'an', 'mock-slow-300')}
-${model('resp-fail', 'rs', 'mock-fail-500')}
-`,
-  });
-  key = (await createKey(gw, { name: 'responses-e2e' })).key;
-  otherKey = (await createKey(gw, { name: 'responses-other' })).key;
-});
-
+before(startResponsesGateway);
 after(cleanupAll);
-
-const client = (k = key) => new OpenAI({ baseURL: `${gw.url}/v1`, apiKey: k, maxRetries: 0, timeout: 5000 });
-const words = (s) => s.split(/\s+/).filter(Boolean).length;
-
-const weather = {
-  type: 'function',
-  name: 'get_weather',
-  description: 'Weather for a city',
-  parameters: { type: 'object', properties: { text: { type: 'string' } }, required: ['text'] },
-  strict: false,
-};
-
-async function usageRows(requestId) {
-  let rows = [];
-  await waitFor(async () => {
-    rows = await sqliteQuery(gw.dbPath,
-      `SELECT route, model, status, stream, prompt_tokens, completion_tokens FROM usage_records WHERE request_id = '${requestId}'`);
-    return rows.length === 1;
-  }, { timeoutMs: 3000, what: 'the usage record' });
-  return rows[0];
-}
-
-/** A raw streamed request: every event as { event, data } (data parsed). */
-async function rawStream(body, k = key) {
-  const res = await fetch(`${gw.url}/v1/responses`, {
-    method: 'POST',
-    headers: { authorization: `Bearer ${k}`, 'content-type': 'application/json' },
-    body: JSON.stringify({ ...body, stream: true }),
-    signal: AbortSignal.timeout(10000),
-  });
-  const text = await res.text();
-  const events = text.split(/\n\n/).filter((b) => b.trim()).map((block) => {
-    const lines = block.split('\n');
-    const event = lines.find((l) => l.startsWith('event: '))?.slice(7);
-    const data = JSON.parse(lines.filter((l) => l.startsWith('data: ')).map((l) => l.slice(6)).join('\n'));
-    return { event, data };
-  });
-  return { status: res.status, headers: res.headers, events, text };
-}
-
-/** Every event is named by its type, and sequence numbers count from 0 without a gap. */
-function assertWellFormed(events) {
-  events.forEach((e, i) => {
-    assert.equal(e.event, e.data.type, `event ${i} is named by its type`);
-    assert.equal(e.data.sequence_number, i, `event ${i} (${e.data.type}) has sequence_number ${i}`);
-  });
-}
 
 for (const up of UPSTREAMS) {
   describe(`openai client, ${up.kind} upstream`, () => {
@@ -599,3 +498,5 @@ model = "mock-model"
     await sleep(0);
   });
 });
+
+// --- fallback, hooks, reasoning items and metrics: "everything the chat route has" ----------

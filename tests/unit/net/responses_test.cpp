@@ -433,6 +433,8 @@ TEST(responses_exchange, stores_what_the_client_got) {
   token_usage u;
   auto r = ex.answer(
       R"({"choices":[{"index":0,"message":{"role":"assistant","content":"yo"},"finish_reason":"stop"}]})", false, u);
+  EXPECT_TRUE(saved.empty()) << "the model's on_response may still change it";
+  ex.store(r);
   ASSERT_EQ(saved.size(), 1u);
   EXPECT_EQ(member(saved[0], "/id"), R"("resp_e")");
   EXPECT_EQ(member(saved[0], "/key_id"), R"("key_1")");
@@ -442,10 +444,36 @@ TEST(responses_exchange, stores_what_the_client_got) {
   rs::exchange pass(rs::prepare(R"({"model":"m","input":"hi","store":false})", {}, "f", "resp_f", 1), "f", false,
                     "key_1", "");
   pass.save = [&](std::string record) { saved.push_back(std::move(record)); };
-  pass.answer(R"({"id":"resp_up","output":[],"usage":{"input_tokens":3,"output_tokens":2}})", true, u);
+  pass.store(pass.answer(R"({"id":"resp_up","output":[],"usage":{"input_tokens":3,"output_tokens":2}})", true, u));
   EXPECT_EQ(u.prompt, 3);
   EXPECT_EQ(u.completion, 2);
   EXPECT_EQ(saved.size(), 1u) << "store: false keeps nothing";
+}
+
+TEST(responses_exchange, a_changed_request_remakes_both_upstream_requests) {
+  std::string request = R"({"model":"m","input":"hi","temperature":0.9})";
+  rs::prior conversation;
+  conversation.context = R"([{"type":"message","role":"user","content":[{"type":"input_text","text":"before"}]}])";
+  rs::exchange ex(rs::prepare(request, conversation, "g", "resp_g", 7), "g", true, "key_1", "resp_prev", request,
+                  conversation);
+  EXPECT_EQ(ex.client_request(), request);
+  EXPECT_EQ(ex.rebuild(R"({"model":"m2","input":"changed","temperature":0.25,"store":false})"), "");
+  EXPECT_EQ(member(ex.chat_request(), "/model"), R"("m2")");
+  EXPECT_EQ(member(ex.chat_request(), "/temperature"), "0.25");
+  EXPECT_EQ(member(ex.chat_request(), "/messages/0/content"), R"("before")") << "the resolved conversation stays";
+  EXPECT_EQ(member(ex.chat_request(), "/messages/1/content"), R"("changed")");
+  EXPECT_EQ(member(ex.upstream_request(), "/temperature"), "0.25");
+  EXPECT_EQ(member(ex.upstream_request(), "/input/1/content"), R"("changed")") << ex.upstream_request();
+  std::vector<std::string> saved;
+  ex.save = [&](std::string record) { saved.push_back(std::move(record)); };
+  token_usage u;
+  auto r = ex.answer(
+      R"({"choices":[{"index":0,"message":{"role":"assistant","content":"yo"},"finish_reason":"stop"}]})", false, u);
+  EXPECT_EQ(member(r, "/id"), R"("resp_g")") << "the response keeps its id";
+  EXPECT_EQ(member(r, "/temperature"), "0.25") << "and echoes the changed request";
+  ex.store(r);
+  EXPECT_TRUE(saved.empty()) << "store: false set by the hook keeps nothing";
+  EXPECT_NE(ex.rebuild(R"({"model":"m"})"), "") << "no input: refused as summarize refuses it";
 }
 
 // --- the store -----------------------------------------------------------------------
