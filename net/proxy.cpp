@@ -340,7 +340,8 @@ namespace lowart::net {
 
 void start_proxy(session_ptr client, request_context&& ctx, proxy_kind kind, std::string&& body,
                  std::shared_ptr<responses::exchange> responses) {
-  std::make_shared<proxy_detail::proxy_call>(std::move(client), std::move(ctx), kind, std::move(body), std::move(responses))
+  std::make_shared<proxy_detail::proxy_call>(std::move(client), std::move(ctx), kind, std::move(body),
+                                             std::move(responses))
       ->start();
 }
 
