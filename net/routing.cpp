@@ -93,6 +93,7 @@ constexpr std::array table{
     admin_route(edit, "/admin/users/{id}", "users"),
     admin_route(get | post, "/admin/keys", "keys"),
     admin_route(edit, "/admin/keys/{id}", "keys"),
+    admin_route(post, "/admin/keys/{id}/rotate", "keys"),
     admin_route(get | post, "/admin/providers", "providers"),
     admin_route(edit, "/admin/providers/{name}", "providers"),
     admin_route(get | post, "/admin/models", "models"),

@@ -204,6 +204,7 @@ struct admin_service::impl {
                                            admin_util::field<std::int64_t>& expires);
 
   std::vector<std::string> caller_models(const admin_caller& who);
+  admin_result rotate_key(const admin_request& req, const std::string& id);
   admin_result revoke_key(const admin_request& req, const std::string& id, const char* action);
   admin_result keys(const admin_request& req, const std::vector<std::string>& parts);
 

@@ -262,6 +262,37 @@ admin_result admin_service::impl::revoke_key(const admin_request& req, const std
   return res;
 }
 
+/// POST /admin/keys/{id}/rotate: a new secret for the key, shown once; the old one stops
+/// working at once. Id, settings, usage and the keys it made stay. The caller gets the
+/// secret, so a non-admin rotates only keys of a lower role than its own.
+admin_result admin_service::impl::rotate_key(const admin_request& req, const std::string& id) {
+  std::string role;
+  {
+    auto st = db.prepare("SELECT role FROM virtual_keys WHERE id = ? AND revoked_at IS NULL");
+    st.bind(1, id);
+    if (!st.step()) return not_found("no active key with id '" + id + "'");
+    role = st.text(0);
+  }
+  if (!is_admin(req.who) && id == req.who.key_id)
+    return error(403, "permission_error", "a key may not rotate itself; ask an admin");
+  if (!is_admin(req.who) && rbac::rank(role) >= rbac::rank(req.who.role))
+    return error(403, "permission_error", "a " + req.who.role + " may not rotate keys with role " + role);
+  auto key = secrets::new_virtual_key();
+  db.transaction([&] {
+    db.prepare("UPDATE virtual_keys SET key_hash = ?, key_prefix = ? WHERE id = ?")
+        .bind(1, secrets::sha256_hex(key))
+        .bind(2, secrets::key_prefix(key))
+        .bind(3, id)
+        .step();
+    audit(req.who, "key.rotate", id, "{\"key_prefix\":" + json::quoted(secrets::key_prefix(key)) + "}");
+  });
+  auto view = one("virtual_keys", key_columns, id, key_json);
+  view.insert(1, "\"key\":" + json::quoted(key) + ",");
+  admin_result res{200, std::move(view)};
+  res.keys_changed = true;
+  return res;
+}
+
 admin_result admin_service::impl::keys(const admin_request& req, const std::vector<std::string>& parts) {
   if (parts.size() == 2 && req.method == "GET") {
     auto q = parse_query(req.query);
@@ -283,6 +314,10 @@ admin_result admin_service::impl::keys(const admin_request& req, const std::vect
     return list_rows(st, key_json);
   }
   if (parts.size() == 2 && req.method == "POST") return create_key(req, false);
+  if (parts.size() == 4 && parts[3] == "rotate") {
+    if (req.method != "POST") return method_not_allowed(req);
+    return rotate_key(req, parts[2]);
+  }
   if (parts.size() == 3) {
     const auto& id = parts[2];
     if (!exists("virtual_keys", "id", id)) return not_found("no key with id '" + id + "'");

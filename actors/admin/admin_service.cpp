@@ -81,7 +81,8 @@ admin_result admin_service::handle(const admin_request& req) {
   if (parts.size() >= 2 && parts[0] == "v1" && parts[1] == "me") return d.me(req, parts);
   if (parts.size() < 2 || parts[0] != "admin") return not_found("no admin endpoint " + req.path);
   const auto& resource = parts[1];
-  if (parts.size() > 3) return not_found("no admin endpoint " + req.path);
+  bool rotate = resource == "keys" && parts.size() == 4 && parts[3] == "rotate";
+  if (parts.size() > 3 && !rotate) return not_found("no admin endpoint " + req.path);
   if (resource == "teams") return d.teams(req, parts);
   if (resource == "users") return d.users(req, parts);
   if (resource == "keys") return d.keys(req, parts);

@@ -83,6 +83,38 @@ describe('virtual keys', () => {
     assertAdminError(await api(gw, 'DELETE', '/admin/keys/key_does_not_exist'), 404);
   });
 
+  test('POST /admin/keys/{id}/rotate: a new secret shown once, the old one 401 at once, settings kept', async () => {
+    const k = await createKey(gw, { name: 'to-rotate', rpm: 50, models: ['gpt-demo'] });
+    assert.equal((await chat(k.key)).status, 200);
+    const rot = await api(gw, 'POST', `/admin/keys/${k.id}/rotate`);
+    assert.equal(rot.status, 200, rot.text);
+    assert.equal(rot.json.id, k.id, 'the same key');
+    assert.match(rot.json.key, /^sk-lw-/);
+    assert.notEqual(rot.json.key, k.key);
+    assert.equal(rot.json.key_prefix, rot.json.key.slice(0, rot.json.key_prefix.length));
+    assert.equal(rot.json.rpm, 50);
+    assert.deepEqual(rot.json.models, ['gpt-demo']);
+    assert.equal((await chat(rot.json.key)).status, 200, 'the new secret works');
+    assert.equal((await chat(k.key)).status, 401, 'the old one does not');
+    const shown = await api(gw, 'GET', `/admin/keys/${k.id}`);
+    assert.equal(shown.json.key, undefined, 'the secret is shown once');
+    const audit = await api(gw, 'GET', '/admin/audit?limit=5');
+    assert.ok(audit.json.data.some((e) => e.action === 'key.rotate' && e.target === k.id), audit.text);
+    assert.ok(!audit.text.includes(rot.json.key), 'the audit log has no secret');
+    // An operator gets the secret: it rotates keys of lower roles only, and never itself.
+    const op = await createKey(gw, { name: 'rotating-operator', role: 'operator' });
+    const peer = await createKey(gw, { name: 'peer-operator', role: 'operator' });
+    assertAdminError(await api(gw, 'POST', `/admin/keys/${peer.id}/rotate`, { key: op.key }), 403);
+    assertAdminError(await api(gw, 'POST', `/admin/keys/${op.id}/rotate`, { key: op.key }), 403);
+    const user = await createKey(gw, { name: 'operators-user' });
+    assert.equal((await api(gw, 'POST', `/admin/keys/${user.id}/rotate`, { key: op.key })).status, 200);
+    // A revoked key, or none: 404; GET: 405.
+    await api(gw, 'DELETE', `/admin/keys/${user.id}`);
+    assertAdminError(await api(gw, 'POST', `/admin/keys/${user.id}/rotate`), 404);
+    assertAdminError(await api(gw, 'POST', '/admin/keys/key_nope/rotate'), 404);
+    assert.equal((await api(gw, 'GET', `/admin/keys/${k.id}/rotate`)).status, 405);
+  });
+
   test('a key whose expires_at has passed is refused with 401', async () => {
     const past = Math.floor(Date.now() / 1000) - 60;
     const refused = await api(gw, 'POST', '/admin/keys', { body: { name: 'expired', expires_at: past } });

@@ -119,6 +119,10 @@ describe('the role table', () => {
       const k = await createKey(gw, { name: uniq('patch-key') });
       return { method: 'PATCH', path: `/admin/keys/${k.id}`, body: { name: uniq('patched-key'), rpm: 5 } };
     } },
+    { call: 'POST /admin/keys/{id}/rotate', allowed: OPERATOR, ok: 200, prep: async () => {
+      const k = await createKey(gw, { name: uniq('rotate-key') });
+      return { method: 'POST', path: `/admin/keys/${k.id}/rotate` };
+    } },
     { call: 'DELETE /admin/keys/{id}', allowed: OPERATOR, ok: 200, prep: async () => {
       const k = await createKey(gw, { name: uniq('doomed-key') });
       return { method: 'DELETE', path: `/admin/keys/${k.id}` };

@@ -316,6 +316,7 @@ const MATRIX = {
   'GET /admin/keys/{id}': { req: () => ({ path: `/admin/keys/${R.key.id}` }), expect: viewers(200) },
   'PUT /admin/keys/{id}': { req: async () => ({ path: `/admin/keys/${(await freshKey()).id}`, body: { name: uniq('mx-put') } }), expect: operators(200) },
   'PATCH /admin/keys/{id}': { req: async () => ({ path: `/admin/keys/${(await freshKey()).id}`, body: { rpm: 5 } }), expect: operators(200) },
+  'POST /admin/keys/{id}/rotate': { req: async () => ({ path: `/admin/keys/${(await freshKey()).id}/rotate` }), expect: operators(200) },
   'DELETE /admin/keys/{id}': { req: async () => ({ path: `/admin/keys/${(await freshKey()).id}` }), expect: operators(200) },
   // (models before providers, as in rbac.test.mjs)
   'GET /admin/models': { req: () => ({ path: '/admin/models' }), expect: viewers(200) },
