@@ -1,7 +1,7 @@
 #include "actors/persistence.hpp"
 
-#include "actors/bus/a2a_store.hpp"
 #include "actors/admin/admin_service.hpp"
+#include "actors/bus/a2a_store.hpp"
 #include "actors/jobs/jobs_store.hpp"
 #include "actors/mcp/mcp_store.hpp"
 #include "actors/messages.hpp"
@@ -86,7 +86,13 @@ public:
           .real("cost", r.cost)
           .num("price_version", r.price_version)
           .str("usage_source", r.usage_source)
-          .str("error_code", r.error_code);
+          .str("error_code", r.error_code)
+          .str("team_id", r.team_id)
+          .str("user_id", r.user_id)
+          .str("attempts", r.attempts)
+          .real("ttfb_ms", r.ttfb_ms)
+          .str("client_ip", r.client_ip)
+          .str("user_agent", r.user_agent);
       text += w.done();
       text += '\n';
     }
@@ -157,6 +163,12 @@ public:
       r.price_version = integer("price_version");
       r.usage_source = usage_source_of(text("usage_source"));
       r.error_code = text("error_code");
+      r.team_id = text("team_id");
+      r.user_id = text("user_id");
+      r.attempts = text("attempts");
+      r.ttfb_ms = real("ttfb_ms");
+      r.client_ip = text("client_ip");
+      r.user_agent = text("user_agent");
       out.push_back(std::move(r));
     }
     return out;
@@ -244,7 +256,20 @@ struct persistence_state {
                                 {"journal_mode", db->journal_mode()}});
   }
 
-  /// Binds one record's 16 columns (request_id ... error_code) from parameter base + 1,
+  static constexpr int usage_columns = 22;
+  static constexpr const char* usage_column_list =
+      "request_id, ts_ms, key_id, route, model, deployment, status, stream, prompt_tokens, completion_tokens,"
+      " cached_tokens, latency_ms, cost, price_version, usage_source, error_code, team_id, user_id, attempts,"
+      " ttfb_ms, client_ip, user_agent";
+  /// "(?,?,...)" for one record.
+  static std::string usage_placeholders() {
+    std::string s = "(";
+    for (int i = 0; i < usage_columns; ++i)
+      s += i ? ",?" : "?";
+    return s + ")";
+  }
+
+  /// Binds one record's 22 columns (request_id ... user_agent) from parameter base + 1,
   /// without copying its text: `r` outlives the statement's step and reset.
   static storage::statement& bind_usage(storage::statement& st, int base, const usage_record& r) {
     return st.bind_view(base + 1, r.request_id)
@@ -262,7 +287,13 @@ struct persistence_state {
         .bind(base + 13, r.cost)
         .bind(base + 14, r.price_version)
         .bind_view(base + 15, r.usage_source.empty() ? std::string_view("") : r.usage_source) // '', not NULL
-        .bind_optional_view(base + 16, r.error_code);
+        .bind_optional_view(base + 16, r.error_code)
+        .bind_optional_view(base + 17, r.team_id)
+        .bind_optional_view(base + 18, r.user_id)
+        .bind_optional_view(base + 19, r.attempts)
+        .bind(base + 20, r.ttfb_ms)
+        .bind_optional_view(base + 21, r.client_ip)
+        .bind_optional_view(base + 22, r.user_agent);
   }
 
   /// Spooled records may be in the database already (the connection died during a COMMIT
@@ -270,11 +301,10 @@ struct persistence_state {
   /// (looked up through the ts_ms index).
   void insert_usage_once(const std::vector<usage_record>& rows) {
     db->transaction([&] {
-      auto st =
-          db->prepare("INSERT INTO usage_records(request_id, ts_ms, key_id, route, model, deployment, status, stream,"
-                      " prompt_tokens, completion_tokens, cached_tokens, latency_ms, cost, price_version, usage_source,"
-                      " error_code) SELECT ?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?"
-                      " WHERE NOT EXISTS (SELECT 1 FROM usage_records WHERE ts_ms = ?2 AND request_id = ?1)");
+      auto values = usage_placeholders();
+      auto st = db->prepare(std::string("INSERT INTO usage_records(") + usage_column_list + ") SELECT " +
+                            values.substr(1, values.size() - 2) +
+                            " WHERE NOT EXISTS (SELECT 1 FROM usage_records WHERE ts_ms = ?2 AND request_id = ?1)");
       for (const auto& r : rows) {
         bind_usage(st, 0, r);
         st.step();
@@ -289,17 +319,16 @@ struct persistence_state {
   /// round trip per 200 rows).
   void insert_usage(const std::vector<usage_record>& rows) {
     bool pg = db->dialect() == storage::dialect::postgres;
-    const std::size_t per_statement = pg ? 200 : 1; // 16 parameters each, well under both limits
+    const std::size_t per_statement = pg ? 200 : 1; // 22 parameters each, well under both limits
     db->transaction([&] {
       std::optional<storage::statement> single;
       for (std::size_t at = 0; at < rows.size(); at += per_statement) {
         auto n = std::min(per_statement, rows.size() - at);
         auto statement_for = [&](std::size_t count) {
-          std::string sql = "INSERT INTO usage_records(request_id, ts_ms, key_id, route, model, deployment, status,"
-                            " stream, prompt_tokens, completion_tokens, cached_tokens, latency_ms, cost, price_version,"
-                            " usage_source, error_code) VALUES ";
+          std::string sql = std::string("INSERT INTO usage_records(") + usage_column_list + ") VALUES ";
+          auto values = usage_placeholders();
           for (std::size_t i = 0; i < count; ++i)
-            sql += i ? ",(?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)" : "(?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)";
+            (sql += i ? "," : "") += values;
           return db->prepare(sql);
         };
         std::optional<storage::statement> multi;
@@ -308,7 +337,7 @@ struct persistence_state {
         auto& st = n == 1 ? *single : *multi;
         for (std::size_t i = 0; i < n; ++i) {
           const auto& r = rows[at + i];
-          int b = static_cast<int>(i) * 16;
+          int b = static_cast<int>(i) * usage_columns;
           bind_usage(st, b, r);
         }
         st.step();
@@ -450,6 +479,40 @@ struct persistence_state {
     }
   }
 
+  /// Retention of usage records (the request log): those older than [storage]
+  /// usage_ttl_s go, looked for every min(ttl, 60 s), at most about 10,000 rows per step
+  /// (a step holds the write lock; a backlog goes on at the next flush tick).
+  void expire_usage() {
+    auto ttl_s = gw->config.storage.usage_ttl_s;
+    if (ttl_s <= 0) return;
+    auto ttl_ms = static_cast<std::int64_t>(ttl_s) * 1000;
+    auto now = clock::unix_ms();
+    if (now - usage_swept_ms < std::min<std::int64_t>(ttl_ms, 60'000)) return;
+    usage_swept_ms = now;
+    try {
+      auto cutoff = now - ttl_ms;
+      std::int64_t upto = 0;
+      {
+        auto st = db->prepare("SELECT ts_ms FROM usage_records WHERE ts_ms < ? ORDER BY ts_ms LIMIT 1 OFFSET 9999");
+        st.bind(1, cutoff);
+        if (st.step()) upto = st.integer(0);
+      }
+      std::int64_t removed = 0;
+      db->transaction([&] {
+        if (upto)
+          db->prepare("DELETE FROM usage_records WHERE ts_ms <= ?").bind(1, upto).step();
+        else
+          db->prepare("DELETE FROM usage_records WHERE ts_ms < ?").bind(1, cutoff).step();
+        removed = db->changes();
+      });
+      if (upto) usage_swept_ms = 0; // more to go: on at the next tick
+      if (removed) log::info("expired usage records deleted", {{"records", removed}});
+    } catch (const std::exception& e) {
+      log::error("deleting expired usage records failed", {{"error", e.what()}});
+    }
+  }
+  std::int64_t usage_swept_ms = 0;
+
   usage_spool spool;
   static constexpr const char* notify_channel = "lowart_changes";
   bool pg_notify = false; ///< PostgreSQL: changes also go by LISTEN/NOTIFY
@@ -486,6 +549,7 @@ caf::behavior persistence(persistence_actor* self, gateway_state* gw, bool own_t
           self->state.flush_usage();
           self->state.take_notifications(self);
           self->state.expire_responses();
+          self->state.expire_usage();
         }
         self->delayed_send(self, std::chrono::milliseconds(gw->config.storage.usage_flush_ms), tick_atom::value);
       },

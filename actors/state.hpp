@@ -407,6 +407,15 @@ struct usage_record {
   /// A refused request (auth, limits, budgets, validation, policy): its reason code
   /// ("invalid_api_key", "rate_limit_exceeded", "model_not_allowed", ...); "" otherwise.
   std::string error_code;
+  // The request log's part of the record (GET /admin/logs):
+  std::string team_id, user_id; ///< the key's, when the request was made
+  /// The deployments tried, in order, as a JSON array of {deployment, outcome, status,
+  /// ms} ("breaker_open" outcomes were skipped); "" when exactly one attempt answered
+  /// with the final status (the log shows that one from the record itself).
+  std::string attempts;
+  double ttfb_ms = 0;     ///< until the answer's head went to the client
+  std::string client_ip;  ///< the peer (or a trusted proxy's X-Forwarded-For)
+  std::string user_agent; ///< the client's User-Agent, at most 256 bytes
 };
 
 /// Requests append, the persistence actor takes everything at each flush. A mutex

@@ -144,8 +144,8 @@ load_result from_table(const toml::table& root) {
   }
   read_section(r, root, "storage", cfg.storage, key("sqlite_path", &storage_config::sqlite_path),
                key("usage_flush_ms", &storage_config::usage_flush_ms), key("url", &storage_config::url),
-               key("spool_path", &storage_config::spool_path),
-               key("responses_ttl_s", &storage_config::responses_ttl_s));
+               key("spool_path", &storage_config::spool_path), key("responses_ttl_s", &storage_config::responses_ttl_s),
+               key("usage_ttl_s", &storage_config::usage_ttl_s));
   read_section(r, root, "cluster", cfg.cluster, key("redis_url", &cluster_config::redis_url),
                key("on_redis_down", &cluster_config::on_redis_down), key("timeout_ms", &cluster_config::timeout_ms),
                key("replica_id", &cluster_config::replica_id), key("prefix", &cluster_config::prefix));

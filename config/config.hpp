@@ -49,6 +49,9 @@ struct storage_config {
   /// Stored responses (POST /v1/responses with store) are deleted this long after they
   /// were made; the persistence actor looks for them every min(ttl, 60 s).
   int responses_ttl_s = 30 * 86'400;
+  /// Usage records (the request log, GET /admin/logs, and what /admin/usage reports) are
+  /// deleted this long after the request; 0 keeps them. Looked for every min(ttl, 60 s).
+  int usage_ttl_s = 0;
 };
 
 /// Several replicas: shared limits, breakers and change broadcasts through Redis.

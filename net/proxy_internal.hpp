@@ -286,6 +286,20 @@ private:
   int upstream_status_ = 0;
   token_usage usage_;
   std::chrono::steady_clock::time_point upstream_start_;
+  std::chrono::steady_clock::time_point first_byte_{}; ///< when a stream's head went to the client
+  /// The request log's trace: each deployment tried (or skipped: breaker open), in order.
+  /// Bounded (a request tries few); the ids live as long as routes_.
+  struct attempt_entry {
+    const std::string* deployment = nullptr;
+    std::string outcome; ///< the upstream-request label: "200", "500", "timeout", "reset", ...
+    int status = 0;      ///< the upstream's status, 0 without an answer
+    double ms = 0;
+  };
+  static constexpr std::size_t max_attempts_logged = 8;
+  std::array<attempt_entry, max_attempts_logged> attempts_{};
+  std::size_t attempt_count_ = 0;
+  void log_attempt(const std::string& deployment, std::string_view outcome, int status, double ms);
+  std::string attempts_json(int final_status) const;
   std::int64_t prompt_estimate_ = 0;
   std::shared_ptr<const key_table> keys_; ///< keeps the team limits of ticket_ alive
   rate_limiter::ticket ticket_;

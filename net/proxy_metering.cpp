@@ -86,6 +86,21 @@ void proxy_call::finish_request(int status) {
   rec.cost = cost;
   rec.price_version = price_version;
   rec.usage_source = !usage_.present ? "" : !counted_ ? "upstream" : estimated_ ? "estimated" : "counted";
+  // A failure's code: the refusal's, else the upstream's own answer, else why none answered.
+  if (status >= 400)
+    rec.error_code = !ctx_.error_code.empty()             ? ctx_.error_code
+                     : dep_ && upstream_status_ == status ? std::string("upstream_error")
+                                                          : last_code_;
+  if (!ctx_.who->master) {
+    rec.team_id = ctx_.who->key->team_id;
+    rec.user_id = ctx_.who->key->user_id;
+  }
+  rec.attempts = attempts_json(status);
+  rec.ttfb_ms = head_sent_ && first_byte_ != std::chrono::steady_clock::time_point{}
+                    ? std::chrono::duration<double, std::milli>(first_byte_ - ctx_.start).count()
+                    : rec.latency_ms;
+  rec.client_ip = ctx_.client_ip;
+  rec.user_agent = ctx_.user_agent;
   client_->worker().state.usage.push(std::move(rec));
   ctx_.usage_recorded = true; // the session writes no refusal record besides
 }

@@ -162,6 +162,7 @@ void proxy_call::flush_to_client(bool done) {
   std::string out;
   out.reserve(pending_.size() + 512);
   if (!head_sent_) {
+    first_byte_ = std::chrono::steady_clock::now();
     ctx_.keep_alive = ctx_.keep_alive && !client_->worker().state.draining.load(std::memory_order_relaxed);
     session::append_head(out, ctx_, 200, "text/event-stream; charset=utf-8",
                          gateway_headers() + "Cache-Control: no-cache\r\n", std::nullopt);

@@ -25,6 +25,7 @@ void proxy_call::next_candidate() {
     }
     if (!candidate->breaker->admit(probe_)) {
       log::debug("breaker open; skipping deployment", {{"request_id", ctx_.request_id}, {"deployment", candidate->id}});
+      log_attempt(candidate->id, "breaker_open", 0, 0);
       continue;
     }
     dep_ = std::move(candidate);
@@ -320,6 +321,33 @@ void proxy_call::give_up() {
   client_->respond_error(ctx_, last_kind_, last_message_, last_code_, dep_ ? gateway_headers() : std::string{});
 }
 
+void proxy_call::log_attempt(const std::string& deployment, std::string_view outcome, int status, double ms) {
+  if (attempt_count_ < max_attempts_logged) attempts_[attempt_count_] = {&deployment, std::string(outcome), status, ms};
+  ++attempt_count_;
+}
+
+std::string proxy_call::attempts_json(int final_status) const {
+  // One attempt that answered with the final status: the record itself says it all.
+  if (attempt_count_ == 1 && attempts_[0].status == final_status &&
+      attempts_[0].outcome == std::to_string(final_status))
+    return {};
+  if (attempt_count_ == 0) return {};
+  json::array_writer out;
+  for (std::size_t i = 0; i < std::min(attempt_count_, max_attempts_logged); ++i) {
+    const auto& a = attempts_[i];
+    json::object_writer w;
+    w.str("deployment", *a.deployment).str("outcome", a.outcome);
+    if (a.outcome != "breaker_open") w.num("status", a.status).real("ms", a.ms);
+    out.add(w.done());
+  }
+  if (attempt_count_ > max_attempts_logged) {
+    json::object_writer more;
+    more.str("outcome", "more").num("count", static_cast<std::int64_t>(attempt_count_ - max_attempts_logged));
+    out.add(more.done());
+  }
+  return out.done();
+}
+
 void proxy_call::settle_attempt(std::string_view label, bool failed, bool breaker_counts) {
   if (!attempt_open_) return;
   attempt_open_ = false;
@@ -330,6 +358,7 @@ void proxy_call::settle_attempt(std::string_view label, bool failed, bool breake
   stats.requests.fetch_add(1, std::memory_order_relaxed);
   stats.latency_us_total.fetch_add(upstream_us, std::memory_order_relaxed);
   metrics::upstream_requests(dep_->id, label).inc();
+  log_attempt(dep_->id, label, upstream_status_, static_cast<double>(upstream_us) / 1000.0);
   dep_->upstream_duration.observe(static_cast<double>(upstream_us) / 1e6);
   // Breaker bookkeeping: every outcome lands in the window; only failures and probe
   // results are reported to the breaker actor. A probe decides only with an answer: a

@@ -102,6 +102,8 @@ constexpr std::array table{
     admin_route(edit, "/admin/prices/{model}", "prices"),
     admin_route(get, "/admin/audit", "audit"),
     admin_route(get, "/admin/usage", "usage"),
+    admin_route(get, "/admin/logs", "logs"),
+    admin_route(get, "/admin/logs/{request_id}", "logs"),
     admin_route(get, "/admin/breakers", "breakers"),
     admin_route(get, "/admin/mcp", "mcp"),
     admin_route(post, "/admin/mcp/register", "mcp"),

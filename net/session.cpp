@@ -169,6 +169,8 @@ void session::handle(http::request<http::string_body>&& req) {
   ctx.keep_alive = head.keep_alive;
   ctx.method = std::move(head.method);
   ctx.path = std::move(head.path);
+  ctx.client_ip = client_ip_of(req);
+  if (auto it = req.find(http::field::user_agent); it != req.end()) ctx.user_agent.assign(it->value().substr(0, 256));
   std::string_view path = strip_query(req.target());
   auto method = req.method();
   auto& state = worker_.state;

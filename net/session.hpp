@@ -60,6 +60,8 @@ struct request_context {
   std::string headers_json;
   /// A refusal's reason code (the error's `code`, else its kind), for its usage record.
   std::string error_code;
+  std::string client_ip;  ///< for the request log: the peer, or a trusted proxy's X-Forwarded-For
+  std::string user_agent; ///< for the request log (at most 256 bytes)
   /// Set once a usage record for this request was written (the proxy meters what it
   /// admitted, agents meter their calls): the session then writes no refusal record.
   bool usage_recorded = false;
@@ -124,6 +126,12 @@ private:
   /// kept for the next parse. after_response() ends the watch before reading on.
   void watch_client(std::function<void()> on_gone);
   void graceful_close();
+  /// The peer's address (once per connection: getpeername is a system call) and whether
+  /// it is one of [server] trusted_proxies.
+  void know_peer();
+  /// The request's client for the log: the peer, or behind a trusted proxy the last
+  /// address of X-Forwarded-For (the one that proxy saw).
+  std::string client_ip_of(const http::request<http::string_body>& req);
 
   template <class F> decltype(auto) visit(F&& f) { return std::visit(std::forward<F>(f), stream_); }
 
@@ -138,6 +146,9 @@ private:
   bool resume_keep_alive_ = false;
   char watch_byte_ = 0;
   bool closed_ = false;
+  bool peer_known_ = false;
+  bool peer_trusted_ = false;
+  std::string peer_ip_;
 };
 
 using session_ptr = std::shared_ptr<session>;

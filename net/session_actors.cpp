@@ -220,6 +220,44 @@ void session::watch_client(std::function<void()> on_gone) {
   });
 }
 
+void session::know_peer() {
+  if (peer_known_) return;
+  peer_known_ = true;
+  auto* tcp = std::get_if<0>(&stream_);
+  if (!tcp) {
+    peer_ip_ = "unix";
+    return;
+  }
+  beast::error_code ec;
+  auto peer = tcp->socket().remote_endpoint(ec).address();
+  if (ec) return;
+  if (peer.is_v6() && peer.to_v6().is_v4_mapped()) peer = asio::ip::make_address_v4(asio::ip::v4_mapped, peer.to_v6());
+  peer_ip_ = peer.to_string();
+  for (const auto& entry : worker_.state.config.server.trusted_proxies) {
+    boost::system::error_code bad;
+    auto addr = asio::ip::make_address(entry, bad);
+    if (!bad && addr == peer) peer_trusted_ = true;
+  }
+}
+
+std::string session::client_ip_of(const http::request<http::string_body>& req) {
+  know_peer();
+  if (peer_trusted_)
+    if (auto it = req.find("x-forwarded-for"); it != req.end()) {
+      auto v = it->value();
+      auto comma = v.rfind(',');
+      auto last = comma == std::string_view::npos ? v : v.substr(comma + 1);
+      while (!last.empty() && (last.front() == ' ' || last.front() == '\t'))
+        last.remove_prefix(1);
+      while (!last.empty() && (last.back() == ' ' || last.back() == '\t'))
+        last.remove_suffix(1);
+      boost::system::error_code bad;
+      auto addr = asio::ip::make_address(std::string(last), bad);
+      if (!bad) return addr.to_string();
+    }
+  return peer_ip_;
+}
+
 std::string session::public_base(const http::request<http::string_body>& req) {
   const auto& cfg = worker_.state.config.server;
   if (!cfg.public_url.empty()) return cfg.public_url;
@@ -228,19 +266,8 @@ std::string session::public_base(const http::request<http::string_body>& req) {
   if (auto it = req.find(http::field::host); it != req.end()) host = it->value();
   // Forwarding headers are believed only from a configured proxy: anyone else could
   // point the cards at a host of their choosing.
-  bool trusted = false;
-  if (auto* tcp = std::get_if<0>(&stream_); tcp && !cfg.trusted_proxies.empty()) {
-    beast::error_code ec;
-    auto peer = tcp->socket().remote_endpoint(ec).address();
-    if (!ec && peer.is_v6() && peer.to_v6().is_v4_mapped())
-      peer = asio::ip::make_address_v4(asio::ip::v4_mapped, peer.to_v6());
-    for (const auto& entry : cfg.trusted_proxies) {
-      boost::system::error_code bad;
-      auto addr = asio::ip::make_address(entry, bad);
-      if (!ec && !bad && addr == peer) trusted = true;
-    }
-  }
-  if (trusted) {
+  know_peer();
+  if (peer_trusted_) {
     if (auto it = req.find("x-forwarded-proto"); it != req.end()) {
       auto proto = first_value(it->value());
       if (beast::iequals(proto, "https"))

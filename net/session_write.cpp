@@ -200,6 +200,13 @@ void session::record(const request_context& ctx, int status) {
     rec.status = status;
     rec.latency_ms = elapsed * 1000.0;
     rec.error_code = ctx.error_code;
+    if (ctx.who && ctx.who->key) {
+      rec.team_id = ctx.who->key->team_id;
+      rec.user_id = ctx.who->key->user_id;
+    }
+    rec.ttfb_ms = rec.latency_ms;
+    rec.client_ip = ctx.client_ip;
+    rec.user_agent = ctx.user_agent;
     worker_.state.usage.push(std::move(rec));
   }
   metrics::http_requests(ctx.route, status).inc();

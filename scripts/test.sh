@@ -75,7 +75,7 @@ count_e2e "$log/e2e.txt"
 echo "== end-to-end tests on PostgreSQL"
 LOWART_E2E_POSTGRES=1 LOWART_BIN=$root/build/lowart LOWART_MOCK_BIN=$root/build/lowart-mock \
   tests/e2e/run.sh --only-files admin.test.mjs rbac.test.mjs limits.test.mjs metering.test.mjs anthropic.test.mjs \
-  mcp.test.mjs a2a.test.mjs jobs.test.mjs ops.test.mjs durability.test.mjs scripts.test.mjs 2>&1 | tee "$log/e2e-pg.txt"
+  mcp.test.mjs a2a.test.mjs jobs.test.mjs ops.test.mjs durability.test.mjs scripts.test.mjs logs.test.mjs 2>&1 | tee "$log/e2e-pg.txt"
 [[ ${PIPESTATUS[0]} -eq 0 ]] || status=1
 count_e2e "$log/e2e-pg.txt"
 

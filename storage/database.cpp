@@ -30,11 +30,14 @@ database::database(const std::string& target) {
 
 database::~database() = default;
 
-std::string database::utc_day(std::string_view ms_column) const {
+std::string database::utc_bucket(std::string_view ms_column, std::string_view unit) const {
   std::string col(ms_column);
-  if (dialect_ == storage::dialect::postgres)
-    return "to_char(to_timestamp(" + col + " / 1000) AT TIME ZONE 'UTC', 'YYYY-MM-DD')";
-  return "strftime('%Y-%m-%d', " + col + " / 1000, 'unixepoch')";
+  bool pg = dialect_ == storage::dialect::postgres;
+  std::string format = unit == "minute" ? (pg ? R"(YYYY-MM-DD"T"HH24:MI"Z")" : "%Y-%m-%dT%H:%MZ")
+                       : unit == "hour" ? (pg ? R"(YYYY-MM-DD"T"HH24:00"Z")" : "%Y-%m-%dT%H:00Z")
+                                        : (pg ? "YYYY-MM-DD" : "%Y-%m-%d");
+  if (pg) return "to_char(to_timestamp(" + col + " / 1000) AT TIME ZONE 'UTC', '" + format + "')";
+  return "strftime('" + format + "', " + col + " / 1000, 'unixepoch')";
 }
 
 void database::migrate() {

@@ -147,7 +147,10 @@ public:
   std::vector<std::string> notifications() { return backend_->notifications(); }
 
   /// SQL that turns a unix-milliseconds column into its UTC date, "YYYY-MM-DD".
-  std::string utc_day(std::string_view ms_column) const;
+  std::string utc_day(std::string_view ms_column) const { return utc_bucket(ms_column, "day"); }
+  /// SQL for the UTC "day" (YYYY-MM-DD), "hour" (YYYY-MM-DDTHH:00Z) or "minute"
+  /// (YYYY-MM-DDTHH:MMZ) of a unix-milliseconds column, in this database's dialect.
+  std::string utc_bucket(std::string_view ms_column, std::string_view unit) const;
 
   /// Runs `fn` inside a transaction (SQLite: BEGIN IMMEDIATE), rolling back if it throws.
   template <class Fn> void transaction(Fn&& fn) {

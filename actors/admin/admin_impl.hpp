@@ -223,6 +223,7 @@ struct admin_service::impl {
   admin_result audit_log(const admin_request& req, const std::vector<std::string>& parts);
   admin_result prices(const admin_request& req, const std::vector<std::string>& parts);
   admin_result usage(const admin_request& req, const std::vector<std::string>& parts);
+  admin_result logs(const admin_request& req, const std::vector<std::string>& parts);
   admin_result me(const admin_request& req, const std::vector<std::string>& parts);
 };
 

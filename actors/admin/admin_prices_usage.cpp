@@ -168,109 +168,109 @@ admin_result admin_service::impl::prices(const admin_request& req, const std::ve
 
 // --- usage reports -------------------------------------------------------------------------------
 
-/// GET /admin/usage?group_by=key|team|model|day|status|error_code&from=&to=&status=&error_code=
-/// &format=json|csv (from/to: unix seconds or YYYY-MM-DD, UTC; to is exclusive; status: a
-/// code such as 429 or a class such as 4xx).
+/// GET /admin/usage?group_by=<dim>[,<dim>]&from=&to=&status=&error_code=&key=&team=&model=
+/// &format=json|csv. Dimensions: key, team, model, deployment, status, error_code, day,
+/// hour, minute (UTC buckets). from/to: unix seconds or YYYY-MM-DD, UTC; to is exclusive;
+/// status: a code such as 429 or a class such as 4xx.
 admin_result admin_service::impl::usage(const admin_request& req, const std::vector<std::string>& parts) {
   if (parts.size() != 2 || req.method != "GET") return error(405, "invalid_request_error", "use GET /admin/usage");
   auto q = parse_query(req.query);
   std::string group = q.count("group_by") ? q["group_by"] : "model";
-  std::string column;
-  if (group == "key")
-    column = "u.key_id";
-  else if (group == "team")
-    column = "COALESCE(k.team_id, '')";
-  else if (group == "model")
-    column = "COALESCE(u.model, '')";
-  else if (group == "day")
-    column = db.utc_day("u.ts_ms");
-  else if (group == "status")
-    column = "CAST(u.status AS TEXT)";
-  else if (group == "error_code")
-    column = "COALESCE(u.error_code, '')";
-  else
-    return bad_field("group_by", "group_by must be key, team, model, day, status or error_code");
-  // Refusals and failures: by status code or class, by reason code.
-  std::string status_sql;
+  std::vector<std::string> dims, columns;
+  for (std::size_t at = 0; at <= group.size();) {
+    auto comma = group.find(',', at);
+    if (comma == std::string::npos) comma = group.size();
+    dims.push_back(group.substr(at, comma - at));
+    at = comma + 1;
+  }
+  if (dims.size() > 2) return bad_field("group_by", "group_by takes at most two dimensions (key,day)");
+  for (const auto& d : dims) {
+    if (d == "key")
+      columns.push_back("u.key_id");
+    else if (d == "team")
+      columns.push_back("COALESCE(u.team_id, k.team_id, '')");
+    else if (d == "model")
+      columns.push_back("COALESCE(u.model, '')");
+    else if (d == "deployment")
+      columns.push_back("COALESCE(u.deployment, '')");
+    else if (d == "day" || d == "hour" || d == "minute")
+      columns.push_back(db.utc_bucket("u.ts_ms", d));
+    else if (d == "status")
+      columns.push_back("CAST(u.status AS TEXT)");
+    else if (d == "error_code")
+      columns.push_back("COALESCE(u.error_code, '')");
+    else
+      return bad_field("group_by",
+                       "group_by must be one or two of key, team, model, deployment, status, error_code, day, hour, "
+                       "minute");
+  }
+  if (dims.size() == 2 && dims[0] == dims[1]) return bad_field("group_by", "group_by names a dimension twice");
+  std::string where;
+  std::vector<std::string> texts;
   std::int64_t status_lo = 0, status_hi = 0;
   if (q.count("status")) {
-    const auto& v = q["status"];
-    char* end = nullptr;
-    if (v.size() == 3 && v[0] >= '1' && v[0] <= '5' && (v.substr(1) == "xx" || v.substr(1) == "XX")) {
-      status_lo = (v[0] - '0') * 100;
-      status_hi = status_lo + 99;
-    } else if (auto n = std::strtoll(v.c_str(), &end, 10); end && *end == 0 && n >= 100 && n <= 599) {
-      status_lo = status_hi = n;
-    } else {
+    if (!parse_status_filter(q["status"], status_lo, status_hi))
       return bad_field("status", "status must be an HTTP status (429) or a class (4xx)");
-    }
-    status_sql = " AND u.status BETWEEN ? AND ?";
+    where += " AND u.status BETWEEN ? AND ?";
   }
-  std::string code_sql = q.count("error_code") ? " AND u.error_code = ?" : "";
-  auto when = [&](const char* name, std::int64_t fallback, std::int64_t& out) -> bool {
-    if (!q.count(name)) {
-      out = fallback;
-      return true;
+  // Filters by value, in this order after the status range.
+  for (const auto& [name, column] :
+       std::vector<std::pair<std::string, std::string>>{{"error_code", "u.error_code"},
+                                                        {"key", "u.key_id"},
+                                                        {"team", "COALESCE(u.team_id, k.team_id)"},
+                                                        {"model", "u.model"}})
+    if (q.count(name)) {
+      where += " AND " + column + " = ?";
+      texts.push_back(q[name]);
     }
-    const auto& v = q[name];
-    if (v.size() == 10 && v[4] == '-' && v[7] == '-') {
-      std::tm tm{};
-      char* end = nullptr;
-      tm.tm_year = static_cast<int>(std::strtol(v.c_str(), &end, 10)) - 1900;
-      tm.tm_mon = static_cast<int>(std::strtol(v.c_str() + 5, &end, 10)) - 1;
-      tm.tm_mday = static_cast<int>(std::strtol(v.c_str() + 8, &end, 10));
-      if (tm.tm_mon < 0 || tm.tm_mon > 11 || tm.tm_mday < 1 || tm.tm_mday > 31 || tm.tm_year < 0) return false;
-      out = static_cast<std::int64_t>(timegm(&tm));
-      return true;
-    }
-    char* end = nullptr;
-    out = std::strtoll(v.c_str(), &end, 10);
-    return end && *end == 0 && !v.empty();
-  };
-  std::int64_t from = 0, to = 0;
-  if (!when("from", 0, from)) return bad_field("from", "from must be unix seconds or YYYY-MM-DD");
-  if (!when("to", 253402300800, to)) return bad_field("to", "to must be unix seconds or YYYY-MM-DD");
+  std::int64_t from = 0, to = 253402300800;
+  if (q.count("from") && !parse_time_bound(q["from"], from))
+    return bad_field("from", "from must be unix seconds or YYYY-MM-DD");
+  if (q.count("to") && !parse_time_bound(q["to"], to)) return bad_field("to", "to must be unix seconds or YYYY-MM-DD");
   std::string format = q.count("format") ? q["format"] : "json";
   if (format != "json" && format != "csv") return bad_field("format", "format must be json or csv");
-  auto st = db.prepare("SELECT " + column +
-                       " AS grp, COUNT(*), SUM(u.prompt_tokens), SUM(u.completion_tokens),"
+  std::string select, group_sql;
+  for (std::size_t i = 0; i < columns.size(); ++i) {
+    select += columns[i] + " AS g" + std::to_string(i) + ", ";
+    group_sql += (i ? ", g" : "g") + std::to_string(i);
+  }
+  auto st = db.prepare("SELECT " + select +
+                       "COUNT(*), SUM(u.prompt_tokens), SUM(u.completion_tokens),"
                        " SUM(u.cached_tokens), SUM(CASE WHEN u.status >= 400 THEN 1 ELSE 0 END), SUM(u.cost)"
                        " FROM usage_records u LEFT JOIN virtual_keys k ON k.id = u.key_id"
                        " WHERE u.ts_ms >= ? AND u.ts_ms < ?" +
-                       status_sql + code_sql + " GROUP BY grp ORDER BY grp");
+                       where + " GROUP BY " + group_sql + " ORDER BY " + group_sql);
   st.bind(1, from * 1000).bind(2, to * 1000);
   int at = 3;
-  if (!status_sql.empty()) {
+  if (q.count("status")) {
     st.bind(at, status_lo).bind(at + 1, status_hi);
     at += 2;
   }
-  if (!code_sql.empty()) st.bind(at, q["error_code"]);
+  for (const auto& t : texts)
+    st.bind(at++, t);
+  int n = static_cast<int>(dims.size());
   std::vector<std::string> items;
-  std::string csv = group + ",requests,prompt_tokens,completion_tokens,cached_tokens,errors,cost\n";
+  std::string csv;
+  for (const auto& d : dims)
+    csv += d + ",";
+  csv += "requests,prompt_tokens,completion_tokens,cached_tokens,errors,cost\n";
   while (st.step()) {
     if (format == "csv") {
-      auto cell = st.text(0);
-      bool quote = cell.find_first_of(",\"\n") != std::string::npos;
-      if (quote) {
-        std::string q2 = "\"";
-        for (char c : cell) {
-          if (c == '"') q2 += '"';
-          q2 += c;
-        }
-        cell = q2 + "\"";
-      }
-      csv += cell + "," + std::to_string(st.integer(1)) + "," + std::to_string(st.integer(2)) + "," +
-             std::to_string(st.integer(3)) + "," + std::to_string(st.integer(4)) + "," + std::to_string(st.integer(5)) +
-             "," + std::to_string(st.real(6)) + "\n";
+      for (int i = 0; i < n; ++i)
+        csv += csv_cell(st.text(i)) + ",";
+      csv += std::to_string(st.integer(n)) + "," + std::to_string(st.integer(n + 1)) + "," +
+             std::to_string(st.integer(n + 2)) + "," + std::to_string(st.integer(n + 3)) + "," +
+             std::to_string(st.integer(n + 4)) + "," + std::to_string(st.real(n + 5)) + "\n";
     } else {
       json::object_writer w;
-      w.str(group, st.text(0))
-          .num("requests", st.integer(1))
-          .num("prompt_tokens", st.integer(2))
-          .num("completion_tokens", st.integer(3))
-          .num("cached_tokens", st.integer(4))
-          .num("errors", st.integer(5))
-          .real("cost", st.real(6));
+      for (int i = 0; i < n; ++i)
+        w.str(dims[static_cast<std::size_t>(i)], st.text(i));
+      w.num("requests", st.integer(n))
+          .num("prompt_tokens", st.integer(n + 1))
+          .num("completion_tokens", st.integer(n + 2))
+          .num("cached_tokens", st.integer(n + 3))
+          .num("errors", st.integer(n + 4))
+          .real("cost", st.real(n + 5));
       items.push_back(w.done());
     }
   }

@@ -91,6 +91,7 @@ admin_result admin_service::handle(const admin_request& req) {
   if (resource == "audit") return d.audit_log(req, parts);
   if (resource == "prices") return d.prices(req, parts);
   if (resource == "usage") return d.usage(req, parts);
+  if (resource == "logs") return d.logs(req, parts);
   return not_found("no admin endpoint " + req.path);
 }
 

@@ -11,6 +11,7 @@
 #include <simdjson.h>
 
 #include <cstdlib>
+#include <ctime>
 #include <map>
 #include <optional>
 #include <string>
@@ -183,6 +184,49 @@ private:
   simdjson::padded_string padded_;
   simdjson::dom::object obj_;
 };
+
+/// A report's time bound: unix seconds or YYYY-MM-DD (UTC midnight).
+inline bool parse_time_bound(const std::string& v, std::int64_t& out) {
+  if (v.size() == 10 && v[4] == '-' && v[7] == '-') {
+    std::tm tm{};
+    char* end = nullptr;
+    tm.tm_year = static_cast<int>(std::strtol(v.c_str(), &end, 10)) - 1900;
+    tm.tm_mon = static_cast<int>(std::strtol(v.c_str() + 5, &end, 10)) - 1;
+    tm.tm_mday = static_cast<int>(std::strtol(v.c_str() + 8, &end, 10));
+    if (tm.tm_mon < 0 || tm.tm_mon > 11 || tm.tm_mday < 1 || tm.tm_mday > 31 || tm.tm_year < 0) return false;
+    out = static_cast<std::int64_t>(timegm(&tm));
+    return true;
+  }
+  char* end = nullptr;
+  out = std::strtoll(v.c_str(), &end, 10);
+  return end && *end == 0 && !v.empty();
+}
+
+/// A status filter: a code (429) or a class (4xx) -> the inclusive range.
+inline bool parse_status_filter(const std::string& v, std::int64_t& lo, std::int64_t& hi) {
+  char* end = nullptr;
+  if (v.size() == 3 && v[0] >= '1' && v[0] <= '5' && (v.substr(1) == "xx" || v.substr(1) == "XX")) {
+    lo = (v[0] - '0') * 100;
+    hi = lo + 99;
+    return true;
+  }
+  if (auto n = std::strtoll(v.c_str(), &end, 10); end && *end == 0 && n >= 100 && n <= 599) {
+    lo = hi = n;
+    return true;
+  }
+  return false;
+}
+
+/// One CSV cell (RFC 4180: quoted when it holds a comma, quote or line break).
+inline std::string csv_cell(std::string_view cell) {
+  if (cell.find_first_of(",\"\r\n") == std::string_view::npos) return std::string(cell);
+  std::string q = "\"";
+  for (char c : cell) {
+    if (c == '"') q += '"';
+    q += c;
+  }
+  return q + "\"";
+}
 
 inline std::map<std::string, std::string> parse_query(std::string_view q) {
   std::map<std::string, std::string> out;

@@ -19,8 +19,8 @@ bool may(std::string_view role, std::string_view method, std::string_view resour
   bool read = method == "GET" || method == "HEAD";
   bool known = resource == "users" || resource == "teams" || resource == "keys" || resource == "providers" ||
                resource == "models" || resource == "prices" || resource == "audit" || resource == "usage" ||
-               resource == "breakers" || resource == "mcp" || resource == "approvals" || resource == "scripts" ||
-               resource == "jobs" || resource == "agents";
+               resource == "logs" || resource == "breakers" || resource == "mcp" || resource == "approvals" ||
+               resource == "scripts" || resource == "jobs" || resource == "agents";
   if (!known) return false;
   if (role == "viewer") return read;
   if (role == "operator") {

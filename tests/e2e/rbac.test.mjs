@@ -88,6 +88,7 @@ describe('the role table', () => {
     { call: 'GET /admin/models', allowed: VIEWER, ok: 200, prep: async () => ({ method: 'GET', path: '/admin/models' }) },
     { call: 'GET /admin/models/{name}', allowed: VIEWER, ok: 200, prep: async () => ({ method: 'GET', path: '/admin/models/gpt-demo' }) },
     { call: 'GET /admin/audit', allowed: VIEWER, ok: 200, prep: async () => ({ method: 'GET', path: '/admin/audit?limit=5' }) },
+    { call: 'GET /admin/logs', allowed: VIEWER, ok: 200, prep: async () => ({ method: 'GET', path: '/admin/logs?limit=5' }) },
     // users and teams: admin only
     { call: 'POST /admin/users', allowed: ADMIN, ok: 201, prep: async () => ({
       method: 'POST', path: '/admin/users', body: { name: uniq('new-user') },

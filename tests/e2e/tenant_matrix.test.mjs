@@ -348,6 +348,8 @@ const MATRIX = {
   },
   'GET /admin/audit': { req: () => ({ path: '/admin/audit?limit=5' }), expect: viewers(200) },
   'GET /admin/usage': { req: () => ({ path: '/admin/usage?group_by=team' }), expect: viewers(200) },
+  'GET /admin/logs': { req: () => ({ path: '/admin/logs?limit=5' }), expect: viewers(200) },
+  'GET /admin/logs/{request_id}': { req: () => ({ path: '/admin/logs/no-such-request' }), expect: viewers(404) },
   'GET /admin/breakers': { req: () => ({ path: '/admin/breakers' }), expect: viewers(200) },
   'GET /admin/mcp': { req: () => ({ path: '/admin/mcp' }), expect: viewers(200), sees: (j) => has(j, (s) => s.name === 'ev') },
   'POST /admin/mcp/register': {

@@ -223,7 +223,7 @@ TEST(config_reader, every_documented_key_is_read_and_refused_with_its_path_when_
        {"listen", "listen_mode", "uds_path", "io_threads", "actor_threads", "max_body_bytes", "max_header_bytes",
         "header_timeout_ms", "idle_timeout_ms", "drain_timeout_ms", "max_connections", "master_key", "log_level",
         "ui_dir", "public_url", "trusted_proxies"}},
-      {"storage", {"sqlite_path", "usage_flush_ms", "url", "spool_path", "responses_ttl_s"}},
+      {"storage", {"sqlite_path", "usage_flush_ms", "url", "spool_path", "responses_ttl_s", "usage_ttl_s"}},
       {"cluster", {"redis_url", "on_redis_down", "timeout_ms", "replica_id", "prefix"}},
       {"limits", {"default_max_tokens"}},
       {"mcp",
@@ -265,7 +265,7 @@ TEST(config_reader, every_documented_key_is_read_and_refused_with_its_path_when_
         std::string("models[0].deployments[1].") + k);
   refused("[[models]]\nname = \"m\"\ndeployments = [1]\n", "models[0].deployments[0] must be a table");
   refused("providers = [{ name = \"p\" }, 2]\n", "providers[1] must be a table");
-  EXPECT_EQ(checked, 101u);
+  EXPECT_EQ(checked, 102u);
 }
 
 // Two replicas on one host that share only PostgreSQL (no Redis) must not share a spool
