@@ -11,6 +11,7 @@
 #include "core/json_text.hpp"
 #include "core/log.hpp"
 #include "core/metrics.hpp"
+#include "core/redact.hpp"
 #include "core/secrets.hpp"
 #include "storage/database.hpp"
 
@@ -93,6 +94,7 @@ public:
           .real("ttfb_ms", r.ttfb_ms)
           .str("client_ip", r.client_ip)
           .str("user_agent", r.user_agent);
+      if (r.captured) w.str("request_body", r.request_body).str("response_body", r.response_body);
       text += w.done();
       text += '\n';
     }
@@ -169,6 +171,9 @@ public:
       r.ttfb_ms = real("ttfb_ms");
       r.client_ip = text("client_ip");
       r.user_agent = text("user_agent");
+      r.captured = doc["request_body"].error() == simdjson::SUCCESS;
+      r.request_body = text("request_body");
+      r.response_body = text("response_body");
       out.push_back(std::move(r));
     }
     return out;
@@ -296,6 +301,22 @@ struct persistence_state {
         .bind_optional_view(base + 22, r.user_agent);
   }
 
+  /// The captured bodies of `rows` (log_bodies), redacted, inside the caller's transaction.
+  void insert_bodies(const std::vector<usage_record>& rows) {
+    std::optional<storage::statement> st;
+    const auto& fields = gw->config.storage.redact_fields;
+    for (const auto& r : rows) {
+      if (!r.captured) continue;
+      if (!st)
+        st.emplace(db->prepare("INSERT INTO request_bodies(request_id, ts_ms, request, response) VALUES (?,?,?,?)"));
+      auto request = redact_json_text(r.request_body, fields);
+      auto response = redact_json_text(r.response_body, fields);
+      st->bind_view(1, r.request_id).bind(2, r.ts_ms).bind_view(3, request).bind_view(4, response);
+      st->step();
+      st->reset();
+    }
+  }
+
   /// Spooled records may be in the database already (the connection died during a COMMIT
   /// that succeeded): each goes in only if no record has its timestamp and request id
   /// (looked up through the ts_ms index).
@@ -308,6 +329,8 @@ struct persistence_state {
       for (const auto& r : rows) {
         bind_usage(st, 0, r);
         st.step();
+        // Not in the database before: its bodies go in with it.
+        if (db->changes() > 0 && r.captured) insert_bodies({r});
         st.reset();
       }
     });
@@ -343,6 +366,7 @@ struct persistence_state {
         st.step();
         st.reset();
       }
+      insert_bodies(rows);
     });
   }
 
@@ -507,11 +531,26 @@ struct persistence_state {
       });
       if (upto) usage_swept_ms = 0; // more to go: on at the next tick
       if (removed) log::info("expired usage records deleted", {{"records", removed}});
+      db->transaction([&] { db->prepare("DELETE FROM request_bodies WHERE ts_ms < ?").bind(1, cutoff).step(); });
     } catch (const std::exception& e) {
       log::error("deleting expired usage records failed", {{"error", e.what()}});
     }
   }
   std::int64_t usage_swept_ms = 0;
+
+  /// Captured bodies go after [storage] body_ttl_s (they are the bulk of the log).
+  void expire_bodies() {
+    auto ttl_ms = std::max<std::int64_t>(1, gw->config.storage.body_ttl_s) * 1000;
+    auto now = clock::unix_ms();
+    if (now - bodies_swept_ms < std::min<std::int64_t>(ttl_ms, 60'000)) return;
+    bodies_swept_ms = now;
+    try {
+      db->transaction([&] { db->prepare("DELETE FROM request_bodies WHERE ts_ms < ?").bind(1, now - ttl_ms).step(); });
+    } catch (const std::exception& e) {
+      log::error("deleting expired request bodies failed", {{"error", e.what()}});
+    }
+  }
+  std::int64_t bodies_swept_ms = 0;
 
   usage_spool spool;
   static constexpr const char* notify_channel = "lowart_changes";
@@ -550,6 +589,7 @@ caf::behavior persistence(persistence_actor* self, gateway_state* gw, bool own_t
           self->state.take_notifications(self);
           self->state.expire_responses();
           self->state.expire_usage();
+          self->state.expire_bodies();
         }
         self->delayed_send(self, std::chrono::milliseconds(gw->config.storage.usage_flush_ms), tick_atom::value);
       },

@@ -69,6 +69,7 @@ struct key_entry {
   /// tools ("server" or "server__tool").
   std::vector<std::string> agents;
   std::vector<std::string> tools;
+  bool log_bodies = false; ///< the request log keeps this key's bodies (its own or its team's setting)
 
   bool allows_model(std::string_view model) const { return listed(models, model); }
   bool has_permission(std::string_view p) const {
@@ -363,9 +364,10 @@ struct model_route {
   metrics::counter prompt_tokens;
   metrics::counter completion_tokens;
   metrics::counter cached_tokens;
-  metrics::counter cost; ///< gateway_cost_total{model}
-  std::string script;    ///< Lua hooks of this model ("" = none)
-  std::string workflow;  ///< comfyui: the workflow template file
+  metrics::counter cost;   ///< gateway_cost_total{model}
+  std::string script;      ///< Lua hooks of this model ("" = none)
+  std::string workflow;    ///< comfyui: the workflow template file
+  bool log_bodies = false; ///< the request log keeps its requests' bodies
 };
 
 struct route_table {
@@ -416,6 +418,11 @@ struct usage_record {
   double ttfb_ms = 0;     ///< until the answer's head went to the client
   std::string client_ip;  ///< the peer (or a trusted proxy's X-Forwarded-For)
   std::string user_agent; ///< the client's User-Agent, at most 256 bytes
+  /// Body capture (log_bodies): the client's request and the answer it got (a stream as
+  /// the events relayed), each cut at [storage] body_capture_bytes; redacted when
+  /// written. Both empty without capture.
+  std::string request_body, response_body;
+  bool captured = false;
 };
 
 /// Requests append, the persistence actor takes everything at each flush. A mutex

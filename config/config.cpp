@@ -145,7 +145,9 @@ load_result from_table(const toml::table& root) {
   read_section(r, root, "storage", cfg.storage, key("sqlite_path", &storage_config::sqlite_path),
                key("usage_flush_ms", &storage_config::usage_flush_ms), key("url", &storage_config::url),
                key("spool_path", &storage_config::spool_path), key("responses_ttl_s", &storage_config::responses_ttl_s),
-               key("usage_ttl_s", &storage_config::usage_ttl_s));
+               key("usage_ttl_s", &storage_config::usage_ttl_s),
+               key("body_capture_bytes", &storage_config::body_capture_bytes),
+               key("redact_fields", &storage_config::redact_fields), key("body_ttl_s", &storage_config::body_ttl_s));
   read_section(r, root, "cluster", cfg.cluster, key("redis_url", &cluster_config::redis_url),
                key("on_redis_down", &cluster_config::on_redis_down), key("timeout_ms", &cluster_config::timeout_ms),
                key("replica_id", &cluster_config::replica_id), key("prefix", &cluster_config::prefix));
@@ -174,7 +176,8 @@ load_result from_table(const toml::table& root) {
               key("first_byte_timeout_ms", &model_config::first_byte_timeout_ms),
               key("idle_timeout_ms", &model_config::idle_timeout_ms), key("rpm", &model_config::rpm),
               key("tpm", &model_config::tpm), key("max_parallel", &model_config::max_parallel),
-              key("script", &model_config::script), key("workflow", &model_config::workflow));
+              key("script", &model_config::script), key("workflow", &model_config::workflow),
+              key("log_bodies", &model_config::log_bodies));
     each_table(r, t.get("deployments"), where + ".deployments", [&](const toml::table& dt, const std::string& dwhere) {
       deployment_config d;
       read_keys(r, dt, dwhere, d, key("provider", &deployment_config::provider),

@@ -52,6 +52,15 @@ struct storage_config {
   /// Usage records (the request log, GET /admin/logs, and what /admin/usage reports) are
   /// deleted this long after the request; 0 keeps them. Looked for every min(ttl, 60 s).
   int usage_ttl_s = 0;
+  /// Body capture (a model's, key's or team's log_bodies): at most this many bytes of a
+  /// request and of its answer are kept, with these JSON fields' values redacted (any
+  /// depth, names compared without case).
+  int body_capture_bytes = 65'536;
+  std::vector<std::string> redact_fields = {"api_key",   "apikey",       "password",      "secret",
+                                            "token",     "access_token", "refresh_token", "authorization",
+                                            "x-api-key", "client_secret"};
+  /// Captured bodies are deleted this long after the request (they are the bulk).
+  int body_ttl_s = 7 * 86'400;
 };
 
 /// Several replicas: shared limits, breakers and change broadcasts through Redis.
@@ -120,8 +129,9 @@ struct model_config {
   std::int64_t rpm = 0;
   std::int64_t tpm = 0;
   std::int64_t max_parallel = 0;
-  std::string script;   ///< Lua hooks run on this model's requests (a file in [scripts] dir)
-  std::string workflow; ///< comfyui models: the workflow template (a JSON file in [scripts] dir)
+  std::string script;      ///< Lua hooks run on this model's requests (a file in [scripts] dir)
+  std::string workflow;    ///< comfyui models: the workflow template (a JSON file in [scripts] dir)
+  bool log_bodies = false; ///< the request log keeps this model's request and response bodies
 };
 
 /// Circuit breaker of every deployment (one breaker actor each).

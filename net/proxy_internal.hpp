@@ -239,7 +239,10 @@ private:
   std::optional<std::string> translated_; ///< the body in the other protocol, once made
   bool translated_usage_ = false;         ///< ... with stream_options.include_usage
   bool structured_ = false;               ///< ... with response_format as the json_output tool
-  std::string body_;                      ///< the client's body (usage option already injected); model set per attempt
+  bool capture_ = false;                  ///< the request log keeps this request's bodies (log_bodies)
+  std::string captured_;                  ///< ... the answer as the client got it, cut at the cap
+  void capture(std::string_view piece);
+  std::string body_; ///< the client's body (usage option already injected); model set per attempt
   std::shared_ptr<const scripting::script_table> scripts_; ///< set when a script applies
   std::string hook_headers_;                               ///< added by the model's on_request, sent to every upstream
   bool chunk_hooks_ = false;                               ///< the model or the deployment has on_chunk

@@ -26,6 +26,11 @@ std::int64_t proxy_call::count_completion() {
   return n.tokens;
 }
 
+void proxy_call::capture(std::string_view piece) {
+  auto cap = static_cast<std::size_t>(std::max(0, client_->worker().state.config.storage.body_capture_bytes));
+  if (captured_.size() < cap) captured_.append(piece.substr(0, cap - captured_.size()));
+}
+
 void proxy_call::finish_request(int status) {
   if (finished_) return;
   finished_ = true;
@@ -101,6 +106,16 @@ void proxy_call::finish_request(int status) {
                     : rec.latency_ms;
   rec.client_ip = ctx_.client_ip;
   rec.user_agent = ctx_.user_agent;
+  if (capture_) {
+    auto cap = static_cast<std::size_t>(std::max(0, client_->worker().state.config.storage.body_capture_bytes));
+    const std::string& sent =
+        responses_ && !responses_->client_request().empty() ? responses_->client_request() : body_;
+    rec.captured = true;
+    rec.request_body = sent.substr(0, cap);
+    // A stream's answer is still going out when the request is settled mid-way (the
+    // client gone, a break): what was relayed until then.
+    rec.response_body = std::move(captured_);
+  }
   client_->worker().state.usage.push(std::move(rec));
   ctx_.usage_recorded = true; // the session writes no refusal record besides
 }

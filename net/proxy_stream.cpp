@@ -169,6 +169,7 @@ void proxy_call::flush_to_client(bool done) {
     head_sent_ = true;
   }
   if (!pending_.empty()) {
+    if (capture_) capture(pending_);
     append_chunk_size(out, pending_.size());
     out += pending_;
     out += "\r\n";

@@ -230,6 +230,7 @@ void proxy_call::on_full_body(beast::error_code ec) {
   if (!route_->script.empty() && !response_hooks(status, body, type, false)) return;
   // Stored as the client gets it: after the model's on_response.
   if (response_object && status < 400 && type.rfind("application/json", 0) == 0) responses_->store(body);
+  if (capture_) capture(body);
   finish_request(status);
   client_->respond(ctx_, status, type, body, gateway_headers());
 }
@@ -313,6 +314,7 @@ void proxy_call::give_up() {
       res.body() = translate_error(res.body(), status, client_proto_);
       type = "application/json";
     }
+    if (capture_) capture(res.body());
     finish_request(status);
     client_->respond(ctx_, status, type.empty() ? "application/json" : type, res.body(), headers);
     return;

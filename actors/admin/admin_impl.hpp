@@ -46,7 +46,7 @@ inline std::string provider_aad(std::string_view name) {
 
 inline constexpr const char* key_columns =
     "id, name, key_prefix, role, team_id, user_id, models, expires_at, rpm, tpm, max_parallel, budget_tokens,"
-    " budget_cost, budget_period, created_at, revoked_at, permissions, agents, tools, parent_id";
+    " budget_cost, budget_period, created_at, revoked_at, permissions, agents, tools, parent_id, log_bodies";
 
 inline constexpr const char* user_columns = "id, name, role, team_id, created_at, updated_at";
 
@@ -128,16 +128,19 @@ struct limit_fields {
   }
 };
 
-/// Allow lists (and, on keys, permissions) read from a body.
+/// Allow lists (and, on keys, permissions) read from a body; and whether the request log
+/// keeps the bodies of the key's (the team's) requests.
 struct access_fields {
   admin_util::field<std::vector<std::string>> permissions, agents, tools;
+  admin_util::field<bool> log_bodies;
 
   void read(admin_util::body_reader& r, bool with_permissions) {
     if (with_permissions) permissions = r.strings("permissions");
     agents = r.strings("agents");
     tools = r.strings("tools");
+    log_bodies = r.flag("log_bodies");
   }
-  bool any() const { return permissions.present || agents.present || tools.present; }
+  bool any() const { return permissions.present || agents.present || tools.present || log_bodies.present; }
 };
 
 } // namespace detail

@@ -40,7 +40,8 @@ std::string key_json(const storage::statement& st) {
       .raw("permissions", st.text(16))
       .raw("agents", st.text(17))
       .raw("tools", st.text(18))
-      .raw("parent_id", optional_text(st, 19));
+      .raw("parent_id", optional_text(st, 19))
+      .boolean("log_bodies", st.integer(20) != 0);
   return w.done();
 }
 
@@ -157,6 +158,9 @@ admin_service::impl::key_bounds admin_service::impl::caller_bounds(const std::st
 /// A self-made key's permissions and allow lists are within its maker's (inherited
 /// when absent).
 std::optional<admin_result> admin_service::impl::bound_access(const key_bounds& b, access_fields& a) {
+  // What the request log keeps is the operators' decision, not the key holder's.
+  if (a.log_bodies.present)
+    return error(403, "permission_error", "log_bodies is set through /admin/keys", "log_bodies");
   if (a.permissions.has())
     for (const auto& p : a.permissions.value)
       if (std::find(b.permissions.begin(), b.permissions.end(), p) == b.permissions.end())
@@ -322,6 +326,14 @@ admin_result admin_service::impl::keys(const admin_request& req, const std::vect
     const auto& id = parts[2];
     if (!exists("virtual_keys", "id", id)) return not_found("no key with id '" + id + "'");
     if (req.method == "GET") return {200, one("virtual_keys", key_columns, id, key_json)};
+    // Changing or revoking a key is for roles above it: an operator edits user and viewer
+    // keys, not another operator's or an admin's (as for create and rotate).
+    if (req.method != "GET" && !is_admin(req.who) && id != req.who.key_id) {
+      auto st = db.prepare("SELECT role FROM virtual_keys WHERE id = ?");
+      st.bind(1, id);
+      if (st.step() && rbac::rank(st.text(0)) >= rbac::rank(req.who.role))
+        return error(403, "permission_error", "a " + req.who.role + " may not change keys with role " + st.text(0));
+    }
     if (req.method == "DELETE") return revoke_key(req, id, "key.revoke");
     if (req.method == "PATCH" || req.method == "PUT") {
       if (!is_admin(req.who) && id == req.who.key_id)

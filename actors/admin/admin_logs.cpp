@@ -105,7 +105,18 @@ admin_result admin_service::impl::logs(const admin_request& req, const std::vect
                          " FROM usage_records u WHERE u.request_id = ? ORDER BY u.ts_ms DESC LIMIT 1");
     st.bind(1, parts[2]);
     if (!st.step()) return not_found("no request with id '" + parts[2] + "' in the log");
-    return {200, log_json(st)};
+    auto row = log_json(st);
+    // With log_bodies: the request and the answer as captured (redacted, cut at the cap).
+    auto bodies = db.prepare("SELECT request, response FROM request_bodies WHERE request_id = ? AND ts_ms = ?");
+    bodies.bind(1, parts[2]).bind(2, st.integer(0));
+    std::string request = "null", response = "null";
+    if (bodies.step()) {
+      request = optional_text(bodies, 0);
+      response = optional_text(bodies, 1);
+    }
+    row.pop_back(); // the closing brace: the bodies go in before it
+    row += ",\"request_body\":" + request + ",\"response_body\":" + response + "}";
+    return {200, row};
   }
   if (parts.size() != 2) return not_found("no admin endpoint " + req.path);
   auto q = parse_query(req.query);

@@ -8,6 +8,8 @@
 #include "core/clock.hpp"
 #include "core/json_text.hpp"
 
+#include <unordered_set>
+
 namespace lowart::actors {
 
 using namespace admin_util;
@@ -109,10 +111,17 @@ void admin_service::publish_keys() {
   constexpr const char* limit_cols =
       "COALESCE(rpm, 0), COALESCE(tpm, 0), COALESCE(max_parallel, 0),"
       " COALESCE(budget_tokens, 0), COALESCE(budget_cost, 0), COALESCE(budget_period, '')";
+  std::unordered_set<std::string> logging_teams; // their keys' bodies are kept
+  {
+    auto t = d.db.prepare("SELECT id FROM teams WHERE log_bodies <> 0");
+    while (t.step())
+      logging_teams.insert(t.text(0));
+  }
   auto st = d.db.prepare(
       std::string("SELECT id, name, key_hash, role, COALESCE(team_id, ''), COALESCE(user_id, ''),"
                   " models, COALESCE(expires_at, 0), ") +
-      limit_cols + ", COALESCE(parent_id, ''), permissions, agents, tools FROM virtual_keys WHERE revoked_at IS NULL");
+      limit_cols +
+      ", COALESCE(parent_id, ''), permissions, agents, tools, log_bodies FROM virtual_keys WHERE revoked_at IS NULL");
   std::vector<std::shared_ptr<key_entry>> made;
   std::unordered_map<std::string, lowart::limits> by_id;
   while (st.step()) {
@@ -130,6 +139,7 @@ void admin_service::publish_keys() {
     e->permissions = string_list(st.text(15));
     e->agents = string_list(st.text(16));
     e->tools = string_list(st.text(17));
+    e->log_bodies = st.integer(18) != 0 || logging_teams.count(e->team_id) > 0;
     by_id.emplace(e->id, e->lim);
     made.push_back(std::move(e));
   }

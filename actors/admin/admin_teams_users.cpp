@@ -18,7 +18,7 @@ using namespace detail;
 namespace {
 
 constexpr const char* team_columns = "id, name, rpm, tpm, max_parallel, budget_tokens, budget_cost, budget_period, "
-                                     "created_at, updated_at, agents, tools";
+                                     "created_at, updated_at, agents, tools, log_bodies";
 
 std::string team_json(const storage::statement& st) {
   json::object_writer w;
@@ -33,7 +33,8 @@ std::string team_json(const storage::statement& st) {
       .num("created_at", st.integer(8))
       .num("updated_at", st.integer(9))
       .raw("agents", st.text(10))
-      .raw("tools", st.text(11));
+      .raw("tools", st.text(11))
+      .boolean("log_bodies", st.integer(12) != 0);
   return w.done();
 }
 
@@ -176,6 +177,11 @@ void admin_service::impl::apply_access(const char* table, const std::string& id,
   set("permissions", a.permissions);
   set("agents", a.agents);
   set("tools", a.tools);
+  if (a.log_bodies.has())
+    db.prepare(std::string("UPDATE ") + table + " SET log_bodies = ? WHERE id = ?")
+        .bind(1, static_cast<std::int64_t>(a.log_bodies.value))
+        .bind(2, id)
+        .step();
 }
 
 void admin_service::impl::apply_limits(const char* table, const std::string& id, const limit_fields& lim) {

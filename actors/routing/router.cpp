@@ -1,7 +1,7 @@
 #include "actors/routing/router.hpp"
 
-#include "actors/routing/breaker.hpp"
 #include "actors/messages.hpp"
+#include "actors/routing/breaker.hpp"
 #include "actors/state.hpp"
 #include "core/log.hpp"
 
@@ -151,6 +151,7 @@ std::shared_ptr<route_table> build_table(router_state& st) {
     route.lim.max_parallel = m.max_parallel;
     route.script = m.script;
     route.workflow = m.workflow;
+    route.log_bodies = m.log_bodies;
     if (!m.script.empty()) table->any_script = true;
     route.prompt_tokens = metrics::tokens(m.name, "prompt");
     route.completion_tokens = metrics::tokens(m.name, "completion");

@@ -22,9 +22,10 @@ const provider = (name) => `
 name = "${name}"
 base_url = "${mock.url}/v1"
 `;
-const chain = (name, deployments) => `
+const chain = (name, deployments, extra = '') => `
 [[models]]
 name = "${name}"
+${extra}
 ${deployments.map(([p, m, priority]) => `[[models.deployments]]
 provider = "${p}"
 model = "${m}"
@@ -43,6 +44,7 @@ ${chain('slow-log', [['mock', 'mock-slow-150', 0]])}
 ${chain('fallback-log', [['fb', 'mock-fail-500', 0], ['fb', 'mock-model', 1]])}
 ${chain('breaker-log', [['br', 'mock-fail-500', 0], ['br', 'mock-model', 1]])}
 ${chain('fail-log', [['mock', 'mock-fail-500', 0]])}
+${chain('captured-log', [['mock', 'mock-model', 0]], 'log_bodies = true')}
 `,
   });
   team = (await api(gw, 'POST', '/admin/teams', { body: { name: 'loggers' } })).json;
@@ -149,7 +151,7 @@ describe('one row per request', () => {
       JSON.stringify(failedRow.attempts));
   });
 
-  test('behind a trusted proxy the client is the last X-Forwarded-For address; otherwise the header is ignored', async () => {
+  test('X-Forwarded-For from a peer that is no trusted proxy is ignored', async () => {
     const res = await chat(other.key, 'gpt-log', {}, { 'x-forwarded-for': '203.0.113.9' });
     const r = await row(res.headers.get('x-request-id'));
     assert.equal(r.client_ip, '127.0.0.1', 'no trusted proxy configured: the peer');
@@ -244,6 +246,62 @@ describe('GET /admin/logs', () => {
   });
 });
 
+describe('body capture (log_bodies): off by default, per model, key or team; capped and redacted', () => {
+  const secretBody = (model, extra = {}) => ({
+    model, messages: [{ role: 'user', content: 'my password is below' }], password: 'hunter2-secret',
+    metadata: { api_key: 'sk-should-not-be-kept' }, ...extra,
+  });
+  const bodiesOf = async (res) => {
+    const r = await row(res.headers.get('x-request-id'));
+    return { request: r.request_body, response: r.response_body };
+  };
+
+  test('a model with log_bodies keeps the request and the answer, secrets redacted', async () => {
+    const res = await api(gw, 'POST', '/v1/chat/completions', { key: other.key, body: secretBody('captured-log') });
+    assert.equal(res.status, 200, res.text);
+    const b = await bodiesOf(res);
+    assert.ok(b.request.includes('my password is below'), b.request);
+    assert.ok(!b.request.includes('hunter2-secret') && !b.request.includes('sk-should-not-be-kept'), b.request);
+    assert.match(b.request, /"password":"\[redacted\]"/);
+    assert.equal(JSON.parse(b.response).choices[0].message.content, res.json.choices[0].message.content);
+  });
+
+  test('a stream is kept as the events the client got', async () => {
+    const res = await rawRequest({
+      port: gw.port, method: 'POST', path: '/v1/chat/completions',
+      headers: { authorization: `Bearer ${other.key}`, 'content-type': 'application/json' },
+      body: JSON.stringify({ ...secretBody('captured-log'), stream: true }),
+    });
+    const r = await row(res.headers['x-request-id']);
+    assert.ok(r.response_body.startsWith('data: '), r.response_body);
+    assert.ok(r.response_body.includes('data: [DONE]'));
+  });
+
+  test('nothing is kept without it; a key or its team turns it on through the admin API', async () => {
+    const plain = await api(gw, 'POST', '/v1/chat/completions', { key: other.key, body: secretBody('gpt-log') });
+    assert.deepEqual(await bodiesOf(plain), { request: null, response: null });
+    const k = await createKey(gw, { name: 'logged-key', log_bodies: true });
+    assert.equal(k.log_bodies, true);
+    const viaKey = await api(gw, 'POST', '/v1/chat/completions', { key: k.key, body: secretBody('gpt-log') });
+    assert.ok((await bodiesOf(viaKey)).request.includes('[redacted]'));
+    const t = (await api(gw, 'POST', '/admin/teams', { body: { name: 'logged-team' } })).json;
+    const member = await createKey(gw, { name: 'member', team: t.id });
+    const off = await api(gw, 'POST', '/v1/chat/completions', { key: member.key, body: secretBody('gpt-log') });
+    assert.equal((await bodiesOf(off)).request, null);
+    const on = await api(gw, 'PATCH', `/admin/teams/${t.id}`, { body: { log_bodies: true } });
+    assert.equal(on.json.log_bodies, true, on.text);
+    let viaTeam;
+    await waitFor(async () => {
+      viaTeam = await api(gw, 'POST', '/v1/chat/completions', { key: member.key, body: secretBody('gpt-log') });
+      return (await bodiesOf(viaTeam)).request !== null;
+    }, { what: "the team's setting in the key snapshot" });
+    // A key holder cannot turn capture on for keys of its own.
+    const self = await api(gw, 'POST', '/v1/me/keys', { key: key.key, body: { name: 'mine', log_bodies: true } });
+    assert.equal(self.status, 403, self.text);
+    assert.equal(self.json.error.param, 'log_bodies');
+  });
+});
+
 describe('usage by two dimensions and by time bucket', () => {
   test('group_by=key,day and team,model; hour and minute buckets; three dimensions refused', async () => {
     const byKeyDay = await api(gw, 'GET', '/admin/usage?group_by=key,day');
@@ -274,21 +332,28 @@ describe('retention', () => {
   test('[storage] usage_ttl_s deletes older rows, keeps new ones', async () => {
     const short = await startGateway({
       config: `
+[server]
+trusted_proxies = ["127.0.0.1"]
 [storage]
 usage_ttl_s = 2
+body_capture_bytes = 40
 ${provider('mock')}
-${chain('gpt-log', [['mock', 'mock-model', 0]])}
+${chain('gpt-log', [['mock', 'mock-model', 0]], 'log_bodies = true')}
 `,
     });
     const k = await createKey(short, { name: 'short-lived-log' });
-    const call = () => api(short, 'POST', '/v1/chat/completions', {
-      key: k.key, body: { model: 'gpt-log', messages: [{ role: 'user', content: 'hi' }] },
+    const call = (headers = {}) => api(short, 'POST', '/v1/chat/completions', {
+      key: k.key, headers, body: { model: 'gpt-log', messages: [{ role: 'user', content: 'hi' }] },
     });
     const first = (await call()).headers.get('x-request-id');
     await waitFor(async () => (await api(short, 'GET', `/admin/logs/${first}`)).status === 200, { what: 'first row' });
+    const captured = (await api(short, 'GET', `/admin/logs/${first}`)).json;
+    assert.ok(captured.request_body.length <= 40 && captured.response_body.length <= 40, JSON.stringify(captured));
     await sleep(2500);
-    const second = (await call()).headers.get('x-request-id');
+    // Behind a trusted proxy (the peer here) the client is the last X-Forwarded-For address.
+    const second = (await call({ 'x-forwarded-for': '198.51.100.7, 203.0.113.9' })).headers.get('x-request-id');
     await waitFor(async () => (await api(short, 'GET', `/admin/logs/${second}`)).status === 200, { what: 'second row' });
+    assert.equal((await api(short, 'GET', `/admin/logs/${second}`)).json.client_ip, '203.0.113.9');
     await waitFor(async () => (await api(short, 'GET', `/admin/logs/${first}`)).status === 404,
       { timeoutMs: 5000, what: 'the old row deleted' });
     assert.equal((await api(short, 'GET', `/admin/logs/${second}`)).status, 200, 'the new one stays');

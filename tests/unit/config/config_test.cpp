@@ -223,7 +223,9 @@ TEST(config_reader, every_documented_key_is_read_and_refused_with_its_path_when_
        {"listen", "listen_mode", "uds_path", "io_threads", "actor_threads", "max_body_bytes", "max_header_bytes",
         "header_timeout_ms", "idle_timeout_ms", "drain_timeout_ms", "max_connections", "master_key", "log_level",
         "ui_dir", "public_url", "trusted_proxies"}},
-      {"storage", {"sqlite_path", "usage_flush_ms", "url", "spool_path", "responses_ttl_s", "usage_ttl_s"}},
+      {"storage",
+       {"sqlite_path", "usage_flush_ms", "url", "spool_path", "responses_ttl_s", "usage_ttl_s", "body_capture_bytes",
+        "redact_fields", "body_ttl_s"}},
       {"cluster", {"redis_url", "on_redis_down", "timeout_ms", "replica_id", "prefix"}},
       {"limits", {"default_max_tokens"}},
       {"mcp",
@@ -256,7 +258,7 @@ TEST(config_reader, every_documented_key_is_read_and_refused_with_its_path_when_
             std::string("providers[1].") + k);
   for (const auto& k : {"name", "fallbacks", "balancing", "retries", "retry_backoff_ms", "max_retry_wait_ms",
                         "timeout_ms", "connect_timeout_ms", "first_byte_timeout_ms", "idle_timeout_ms", "rpm", "tpm",
-                        "max_parallel", "script", "workflow"})
+                        "max_parallel", "script", "workflow", "log_bodies"})
     refused(std::string("[[models]]\n") + k + " = {}\n", std::string("models[0].") + k);
   for (const auto& k : {"provider", "model", "priority", "weight"})
     refused(
@@ -265,7 +267,7 @@ TEST(config_reader, every_documented_key_is_read_and_refused_with_its_path_when_
         std::string("models[0].deployments[1].") + k);
   refused("[[models]]\nname = \"m\"\ndeployments = [1]\n", "models[0].deployments[0] must be a table");
   refused("providers = [{ name = \"p\" }, 2]\n", "providers[1] must be a table");
-  EXPECT_EQ(checked, 102u);
+  EXPECT_EQ(checked, 106u);
 }
 
 // Two replicas on one host that share only PostgreSQL (no Redis) must not share a spool
