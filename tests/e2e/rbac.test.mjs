@@ -254,6 +254,25 @@ describe('the role table', () => {
 });
 
 describe('who may mint which keys', () => {
+  test('an operator changes and revokes only keys of lower roles (not a peer operator, not an admin key)', async () => {
+    const op = await createKey(gw, { name: uniq('editing-op'), role: 'operator' });
+    const peer = await createKey(gw, { name: uniq('peer-op'), role: 'operator' });
+    const admin = await createKey(gw, { name: uniq('an-admin'), role: 'admin' });
+    const user = await createKey(gw, { name: uniq('a-user') });
+    for (const target of [peer, admin]) {
+      assertAdminError(await api(gw, 'PATCH', `/admin/keys/${target.id}`, { key: op.key, body: { rpm: 1 } }), 403);
+      assertAdminError(await api(gw, 'DELETE', `/admin/keys/${target.id}`, { key: op.key }), 403);
+      const after = (await must('GET', `/admin/keys/${target.id}`));
+      assert.equal(after.rpm, null, 'unchanged');
+      assert.equal(after.revoked_at, null, 'not revoked');
+    }
+    assert.equal((await api(gw, 'PATCH', `/admin/keys/${user.id}`, { key: op.key, body: { rpm: 7 } })).status, 200);
+    assert.equal((await api(gw, 'DELETE', `/admin/keys/${user.id}`, { key: op.key })).status, 200);
+    // An admin changes any key.
+    assert.equal((await api(gw, 'PATCH', `/admin/keys/${peer.id}`, { body: { rpm: 3 } })).status, 200);
+  });
+
+
   test('an operator may create user and viewer keys (which work) but not operator or admin keys', async () => {
     const op = await createKey(gw, { name: uniq('minting-op'), role: 'operator' });
     const asOp = (body) => api(gw, 'POST', '/admin/keys', { key: op.key, body });
