@@ -410,7 +410,12 @@ struct usage_record {
   /// ("invalid_api_key", "rate_limit_exceeded", "model_not_allowed", ...); "" otherwise.
   std::string error_code;
   // The request log's part of the record (GET /admin/logs):
-  std::string team_id, user_id; ///< the key's, when the request was made
+  std::string team_id, user_id; ///< the key's, when the request was made (or from `key`)
+  /// The request's key (no copies of its team and user on the hot path): team_id and
+  /// user_id are read from it when they are empty.
+  std::shared_ptr<const key_entry> key;
+  std::string_view team() const { return team_id.empty() && key ? std::string_view(key->team_id) : team_id; }
+  std::string_view user() const { return user_id.empty() && key ? std::string_view(key->user_id) : user_id; }
   /// The deployments tried, in order, as a JSON array of {deployment, outcome, status,
   /// ms} ("breaker_open" outcomes were skipped); "" when exactly one attempt answered
   /// with the final status (the log shows that one from the record itself).

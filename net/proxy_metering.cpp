@@ -96,16 +96,13 @@ void proxy_call::finish_request(int status) {
     rec.error_code = !ctx_.error_code.empty()             ? ctx_.error_code
                      : dep_ && upstream_status_ == status ? std::string("upstream_error")
                                                           : last_code_;
-  if (!ctx_.who->master) {
-    rec.team_id = ctx_.who->key->team_id;
-    rec.user_id = ctx_.who->key->user_id;
-  }
+  if (!ctx_.who->master) rec.key = ctx_.who->key;
   rec.attempts = attempts_json(status);
   rec.ttfb_ms = head_sent_ && first_byte_ != std::chrono::steady_clock::time_point{}
                     ? std::chrono::duration<double, std::milli>(first_byte_ - ctx_.start).count()
                     : rec.latency_ms;
   rec.client_ip = ctx_.client_ip;
-  rec.user_agent = ctx_.user_agent;
+  rec.user_agent = std::move(ctx_.user_agent);
   if (capture_) {
     auto cap = static_cast<std::size_t>(std::max(0, client_->worker().state.config.storage.body_capture_bytes));
     const std::string& sent =

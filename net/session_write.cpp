@@ -200,10 +200,7 @@ void session::record(const request_context& ctx, int status) {
     rec.status = status;
     rec.latency_ms = elapsed * 1000.0;
     rec.error_code = ctx.error_code;
-    if (ctx.who && ctx.who->key) {
-      rec.team_id = ctx.who->key->team_id;
-      rec.user_id = ctx.who->key->user_id;
-    }
+    if (ctx.who && ctx.who->key) rec.key = ctx.who->key;
     rec.ttfb_ms = rec.latency_ms;
     rec.client_ip = ctx.client_ip;
     rec.user_agent = ctx.user_agent;
