@@ -345,11 +345,14 @@ admin_result admin_service::impl::keys(const admin_request& req, const std::vect
       auto models = r.strings("models");
       auto expires = r.integer("expires_at", 1);
       auto team = r.text("team");
+      auto user = r.text("user_id");
       limit_fields lim;
       lim.read(r);
       access_fields access;
       access.read(r, true);
       if (!r.ok()) return r.result();
+      if (user.has() && !exists("users", "id", user.value))
+        return bad_field("user_id", "user '" + user.value + "' does not exist");
       if (auto e = check_access(access)) return *e;
       if (role.has()) {
         if (!rbac::known_role(role.value)) return unknown_role();
@@ -377,9 +380,14 @@ admin_result admin_service::impl::keys(const admin_request& req, const std::vect
         }
         if (team.present)
           db.prepare("UPDATE virtual_keys SET team_id = ? WHERE id = ?").bind_optional(1, team_id).bind(2, id).step();
+        if (user.present)
+          db.prepare("UPDATE virtual_keys SET user_id = ? WHERE id = ?")
+              .bind_optional(1, user.has() ? user.value : std::string{})
+              .bind(2, id)
+              .step();
         apply_limits("virtual_keys", id, lim);
         apply_access("virtual_keys", id, access);
-        audit(req.who, "key.update", id);
+        audit(req.who, "key.update", id, r.fields_detail());
       });
       admin_result res{200, one("virtual_keys", key_columns, id, key_json)};
       res.keys_changed = true;

@@ -37,11 +37,20 @@ admin_result admin_service::impl::audit_log(const admin_request& req, const std:
     sql += " AND target = ?";
     binds.push_back(q["target"]);
   }
+  // Paging: the entries older than the last one shown (its id).
+  std::int64_t before = 0;
+  if (q.count("before")) {
+    char* end = nullptr;
+    before = std::strtoll(q["before"].c_str(), &end, 10);
+    if (!end || *end || before < 1) return bad_field("before", "before must be the id of an audit entry");
+    sql += " AND id < ?";
+  }
   sql += " ORDER BY id DESC LIMIT ?";
   auto st = db.prepare(sql);
   int at = 1;
   for (const auto& b : binds)
     st.bind(at++, b);
+  if (before) st.bind(at++, before);
   st.bind(at, limit);
   std::vector<std::string> items;
   while (st.step()) {

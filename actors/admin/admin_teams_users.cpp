@@ -119,7 +119,7 @@ admin_result admin_service::impl::teams(const admin_request& req, const std::vec
         apply_limits("teams", id, lim);
         apply_access("teams", id, access);
         db.prepare("UPDATE teams SET updated_at = ? WHERE id = ?").bind(1, clock::unix_seconds()).bind(2, id).step();
-        audit(req.who, "team.update", id);
+        audit(req.who, "team.update", id, r.fields_detail());
       });
       admin_result res{200, one("teams", team_columns, id, team_json)};
       res.keys_changed = true; // team limits travel with keys
@@ -258,7 +258,7 @@ admin_result admin_service::impl::users(const admin_request& req, const std::vec
         if (team_given)
           db.prepare("UPDATE users SET team_id = ? WHERE id = ?").bind_optional(1, team_id).bind(2, id).step();
         db.prepare("UPDATE users SET updated_at = ? WHERE id = ?").bind(1, clock::unix_seconds()).bind(2, id).step();
-        audit(req.who, "user.update", id);
+        audit(req.who, "user.update", id, r.fields_detail());
       });
       return {200, one("users", cols, id, user_json)};
     }

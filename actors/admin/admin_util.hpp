@@ -79,6 +79,15 @@ public:
     return true;
   }
 
+  /// The audit detail of an update: {"fields":[the body's member names]} (names only:
+  /// values may be secrets).
+  std::string fields_detail() const {
+    std::vector<std::string> names;
+    for (auto member : obj_)
+      names.emplace_back(member.key);
+    return "{\"fields\":" + json::string_array(names) + "}";
+  }
+
   /// The first member whose key is not in `allowed` ("" when there is none).
   std::string unknown_member(std::initializer_list<std::string_view> allowed) const {
     for (auto member : obj_) {

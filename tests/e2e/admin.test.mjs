@@ -115,6 +115,16 @@ describe('virtual keys', () => {
     assert.equal((await api(gw, 'GET', `/admin/keys/${k.id}/rotate`)).status, 405);
   });
 
+  test('PATCH /admin/keys/{id}: the owner can be changed or cleared, not to a user that does not exist', async () => {
+    const k = await createKey(gw, { name: 'to-patch' });
+    const u = (await api(gw, 'POST', '/admin/users', { body: { name: 'owner@example.com' } })).json;
+    const owned = await api(gw, 'PATCH', `/admin/keys/${k.id}`, { body: { user_id: u.id } });
+    assert.equal(owned.json.user_id, u.id, owned.text);
+    assertAdminError(await api(gw, 'PATCH', `/admin/keys/${k.id}`, { body: { user_id: 'user_nope' } }), 400);
+    const cleared = await api(gw, 'PATCH', `/admin/keys/${k.id}`, { body: { user_id: null } });
+    assert.equal(cleared.json.user_id, null, cleared.text);
+  });
+
   test('a key whose expires_at has passed is refused with 401', async () => {
     const past = Math.floor(Date.now() / 1000) - 60;
     const refused = await api(gw, 'POST', '/admin/keys', { body: { name: 'expired', expires_at: past } });

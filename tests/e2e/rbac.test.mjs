@@ -510,6 +510,12 @@ describe('audit log', () => {
     }
     const now = Date.now();
     for (const e of r.json.data) assert.ok(Math.abs(now - e.ts_ms) < 60_000, `ts_ms ${e.ts_ms} is not a recent unix ms time`);
+    // An update names the fields it changed (names only: values may be secrets).
+    assert.deepEqual(r.json.data.find((e) => e.action === 'team.update').detail, { fields: ['tpm'] });
+    // Paging: before=<id> gives the entries older than that one.
+    const older = await api(gw, 'GET', `/admin/audit?limit=2&before=${r.json.data[1].id}`);
+    assert.deepEqual(older.json.data.map((e) => e.id), r.json.data.slice(2, 4).map((e) => e.id));
+    assertAdminError(await api(gw, 'GET', '/admin/audit?before=x'), 400, 'before');
     const create = r.json.data.find((e) => e.action === 'provider.create');
     assert.equal(typeof create.detail, 'object');
     assert.equal(create.detail.base_url, `${mock.url}/v1`);
