@@ -69,10 +69,10 @@ std::string log_csv(const storage::statement& st) {
     (line += ',') += csv_cell(st.text(c));
   line += ',' + std::to_string(st.integer(8)) + ',' + csv_cell(st.text(9)) + ',' + (st.integer(10) ? "true" : "false");
   for (int c : {11, 12})
-    line += ',' + std::to_string(st.real(c));
+    line += ',' + real_text(st.real(c));
   for (int c : {13, 14, 15})
     line += ',' + std::to_string(st.integer(c));
-  line += ',' + std::to_string(st.real(16));
+  line += ',' + real_text(st.real(16));
   for (int c : {17, 18, 19})
     (line += ',') += csv_cell(st.text(c));
   (line += ',') += csv_cell(attempts_of(st));

@@ -269,7 +269,7 @@ admin_result admin_service::impl::usage(const admin_request& req, const std::vec
         csv += csv_cell(st.text(i)) + ",";
       csv += std::to_string(st.integer(n)) + "," + std::to_string(st.integer(n + 1)) + "," +
              std::to_string(st.integer(n + 2)) + "," + std::to_string(st.integer(n + 3)) + "," +
-             std::to_string(st.integer(n + 4)) + "," + std::to_string(st.real(n + 5)) + "\n";
+             std::to_string(st.integer(n + 4)) + "," + real_text(st.real(n + 5)) + "\n";
     } else {
       json::object_writer w;
       for (int i = 0; i < n; ++i)

@@ -10,6 +10,7 @@
 
 #include <simdjson.h>
 
+#include <charconv>
 #include <cstdlib>
 #include <ctime>
 #include <map>
@@ -224,6 +225,14 @@ inline bool parse_status_filter(const std::string& v, std::int64_t& lo, std::int
     return true;
   }
   return false;
+}
+
+/// A number for CSV: the shortest text that reads back as the same double (std::to_string
+/// keeps six decimals, so a cost under a millionth printed as 0).
+inline std::string real_text(double v) {
+  char buf[32];
+  auto [end, ec] = std::to_chars(buf, buf + sizeof buf, v);
+  return ec == std::errc{} ? std::string(buf, end) : std::to_string(v);
 }
 
 /// One CSV cell (RFC 4180: quoted when it holds a comma, quote or line break).

@@ -1,6 +1,7 @@
 // The web console (web/, served by lowart at /ui) driven by Debian's chromium through
 // playwright-core, against a real gateway: log in, every page renders without console
-// errors (screenshots of each at desktop and phone size go to build/ui-screenshots),
+// errors and nothing past the viewport at 1280 and 390 px (full-page screenshots of each go
+// to build/ui-screenshots), the navigation in view on a long page,
 // create a key and see its secret once, stream a playground answer token by token,
 // approve a pending tool call as it arrives, and watch the dashboard numbers move.
 
@@ -183,32 +184,176 @@ test('keyboard only: tab to a page link and open it', async () => {
   await page.waitForURL(/\/ui\/scripts$/);
 });
 
+// --- layout: nothing past the viewport, the navigation in view ------------------------------
+
+// What reaches past the right edge of the viewport, measured box by box so that no CSS can
+// hide it (overflow-x: hidden on html and body clips the overflow, and with it the page's
+// scrollWidth, which then always equals the viewport). A failure is a visible element (a
+// box, not visibility: hidden, not visually hidden .sr-only text) whose right edge is past
+// the viewport and which no container below body that scrolls sideways by design
+// (overflow-x auto or scroll, like .table-wrap) holds; named by tag, id, classes and text,
+// only the outermost of a run (a row past the edge, not each of its cells).
+// Resolves { beyond: [names], count, width, clips: [html, body overflow-x], overflow }.
+async function sideways() {
+  return page.evaluate(() => {
+    const width = document.documentElement.clientWidth; // the viewport, without a vertical scrollbar
+    const scrollsSideways = (e) => ['auto', 'scroll'].includes(getComputedStyle(e).overflowX);
+    const held = (e) => {
+      for (let p = e.parentElement; p && p !== document.body && p !== document.documentElement; p = p.parentElement)
+        if (scrollsSideways(p)) return true;
+      return false;
+    };
+    const name = (e, r) => {
+      const cls = (e.getAttribute('class') ?? '').trim().split(/\s+/).filter(Boolean).map((c) => `.${c}`).join('');
+      const testid = e.dataset?.testid ? `[data-testid=${e.dataset.testid}]` : '';
+      const text = (e.innerText ?? e.textContent ?? '').replace(/\s+/g, ' ').trim();
+      const said = text.length > 50 ? `${text.slice(0, 50)}…` : text;
+      return `${e.tagName.toLowerCase()}${e.id ? `#${e.id}` : ''}${cls}${testid} "${said}" ` +
+        `(left ${Math.round(r.left)}, right ${Math.round(r.right)} > ${width})`;
+    };
+    const past = [];
+    for (const e of document.body.querySelectorAll('*')) {
+      const r = e.getBoundingClientRect();
+      if (r.width === 0 || r.right <= width + 1) continue;
+      if (getComputedStyle(e).visibility === 'hidden' || e.closest('.sr-only')) continue;
+      if (!held(e)) past.push([e, r]);
+    }
+    const outermost = past.filter(([e]) => !past.some(([o]) => o !== e && o.contains(e)));
+    return {
+      beyond: outermost.slice(0, 12).map(([e, r]) => name(e, r)),
+      count: outermost.length,
+      width,
+      clips: [document.documentElement, document.body].map((e) => getComputedStyle(e).overflowX),
+      overflow: document.documentElement.scrollWidth - width,
+    };
+  });
+}
+
+const SIZES = [{ width: 1280, height: 800, tag: 'desktop' }, { width: 390, height: 844, tag: 'phone' }];
+
+test('the sideways check reports an element wider than the viewport, even when html and body clip it', async () => {
+  await page.setViewportSize({ width: 1280, height: 800 });
+  await page.goto(`${gw.url}/ui/dashboard`);
+  await page.getByTestId('total-requests').waitFor();
+  assert.deepEqual((await sideways()).beyond, [], 'nothing past the viewport to begin with');
+  await page.evaluate(() => {
+    const probe = document.createElement('div');
+    probe.id = 'too-wide';
+    probe.className = 'probe wide';
+    probe.textContent = 'an element wider than the viewport';
+    probe.style.width = `${window.innerWidth + 300}px`;
+    document.querySelector('main').append(probe);
+  });
+  try {
+    let r = await sideways();
+    assert.equal(r.count, 1, r.beyond.join('\n'));
+    assert.match(r.beyond[0], /^div#too-wide\.probe\.wide "an element wider than the viewport" \(left \d+, right \d+ > \d+\)$/);
+
+    // The reported cause: with overflow-x: hidden on html and body, the page's scrollWidth is
+    // the viewport whatever is too wide, and the old check passed; this one still reports it.
+    await page.evaluate(() => { for (const e of [document.documentElement, document.body]) e.style.overflowX = 'hidden'; });
+    r = await sideways();
+    assert.equal(r.overflow, 0, 'the clipping hides the overflow from scrollWidth');
+    assert.deepEqual(r.clips, ['hidden', 'hidden']);
+    assert.equal(r.count, 1, r.beyond.join('\n'));
+    assert.match(r.beyond[0], /^div#too-wide/);
+    await page.evaluate(() => { for (const e of [document.documentElement, document.body]) e.style.overflowX = ''; });
+
+    // Inside a container that scrolls sideways by design it is no failure, as in .table-wrap.
+    await page.evaluate(() => {
+      const box = document.createElement('div');
+      box.id = 'scroll-box';
+      box.style.overflowX = 'auto';
+      box.append(document.getElementById('too-wide'));
+      document.querySelector('main').append(box);
+    });
+    r = await sideways();
+    assert.deepEqual(r.beyond, [], 'held by a container that scrolls sideways');
+    assert.ok(r.overflow <= 1);
+  } finally {
+    await page.evaluate(() => {
+      for (const id of ['too-wide', 'scroll-box']) document.getElementById(id)?.remove();
+      for (const e of [document.documentElement, document.body]) e.style.overflowX = '';
+    });
+  }
+  assert.deepEqual((await sideways()).beyond, [], 'and nothing once it is removed');
+});
+
+test('the navigation stays in view at the bottom of a long page', async () => {
+  // A long Providers & models page: more models, each a card with its deployments.
+  const names = Array.from({ length: 12 }, (_, i) => `long-page-${i}`);
+  for (const name of names) {
+    const r = await api(gw, 'POST', '/admin/models', { body: { name, deployments: [{ provider: 'mock', model: 'mock-model' }] } });
+    assert.equal(r.status, 201, r.text);
+  }
+  try {
+    for (const size of SIZES) {
+      await page.setViewportSize(size);
+      await page.goto(`${gw.url}/ui/providers`);
+      await page.getByText(names.at(-1), { exact: true }).waitFor();
+      const scrolled = await page.evaluate(() => {
+        const doc = document.documentElement;
+        const height = doc.scrollHeight;
+        window.scrollTo(0, height);
+        return { height, viewport: window.innerHeight, y: window.scrollY, bottom: window.scrollY + window.innerHeight };
+      });
+      assert.ok(scrolled.height >= 2 * scrolled.viewport, `${size.tag}: a long page (${scrolled.height}px for ${scrolled.viewport}px)`);
+      // the document itself scrolls (not some container that holds the whole page)
+      assert.ok(scrolled.y > scrolled.viewport && scrolled.bottom >= scrolled.height - 1, `${size.tag}: scrolled to the bottom: ${JSON.stringify(scrolled)}`);
+      // In view: inside the viewport and the topmost element at its middle (not covered).
+      const inView = (selector) => page.evaluate((sel) => [...document.querySelectorAll(sel)].map((e) => {
+        const r = e.getBoundingClientRect();
+        const shown = r.width > 0 && r.height > 0;
+        const inside = shown && r.top >= 0 && r.left >= 0 && r.bottom <= window.innerHeight && r.right <= document.documentElement.clientWidth;
+        const top = inside && e.contains(document.elementFromPoint(r.left + r.width / 2, r.top + r.height / 2));
+        return { ok: Boolean(top), what: `${e.textContent.trim()} (top ${Math.round(r.top)}, bottom ${Math.round(r.bottom)}${inside && !top ? ', covered' : ''})` };
+      }), selector);
+      if (size.tag === 'desktop') {
+        const links = await inView('.nav-link');
+        assert.ok(links.length >= 11, `the navigation links: ${JSON.stringify(links)}`);
+        assert.deepEqual(links.filter((l) => !l.ok).map((l) => l.what), [], `desktop: every navigation link in view at the bottom of the page (viewport ${size.height} px high)`);
+      } else {
+        const button = await inView('.menu-button');
+        assert.deepEqual(button.map((b) => b.ok), [true], `phone: the Menu button in view at the bottom of the page: ${button.map((b) => b.what)}`);
+        await page.getByRole('button', { name: 'Menu', exact: true }).click();
+        const links = await inView('.nav-link');
+        assert.ok(links.length >= 11);
+        assert.deepEqual(links.filter((l) => !l.ok).map((l) => l.what), [], 'phone: the open menu shows every link');
+        await page.locator('.nav-link', { hasText: 'Usage' }).click();
+        await page.waitForURL(/\/ui\/usage$/);
+        assert.equal(await page.locator('.sidebar-body.open').count(), 0, 'the menu closes on navigating');
+      }
+    }
+  } finally {
+    for (const name of names) await api(gw, 'DELETE', `/admin/models/${name}`);
+  }
+});
+
 test('every page renders at desktop and phone size without console errors', async () => {
-  const pages = ['dashboard', 'users', 'keys', 'providers', 'usage', 'jobs', 'mcp', 'approvals', 'agents', 'scripts', 'playground'];
-  for (const size of [{ width: 1280, height: 800, tag: 'desktop' }, { width: 390, height: 844, tag: 'phone' }]) {
+  // Every page the navigation offers (a new page is checked without being listed here).
+  await page.setViewportSize(SIZES[0]);
+  await page.goto(`${gw.url}/ui/dashboard`);
+  await page.locator('.nav-link').first().waitFor();
+  const pages = (await page.locator('.nav-link').evaluateAll((links) => links.map((a) => new URL(a.href).pathname)))
+    .map((p) => p.replace(/^\/ui\//, ''));
+  for (const known of ['dashboard', 'users', 'keys', 'providers', 'usage', 'jobs', 'mcp', 'approvals', 'agents', 'scripts', 'playground'])
+    assert.ok(pages.includes(known), `the navigation offers ${known}: ${pages}`);
+  for (const size of SIZES) {
     await page.setViewportSize(size);
     for (const name of pages) {
       await page.goto(`${gw.url}/ui/${name}`);
       await page.waitForLoadState('networkidle');
-      // Measured so that clipping cannot hide it: html and body must not clip (with
-      // overflow-x: hidden there, scrollWidth is the viewport whatever overflows), and no
-      // element may reach past the viewport unless a scroll container of its own holds it.
-      const layout = await page.evaluate(() => {
-        const clips = [document.documentElement, document.body].map((e) => getComputedStyle(e).overflowX);
-        const scrolls = (e) => ['auto', 'scroll'].includes(getComputedStyle(e).overflowX);
-        const beyond = [];
-        for (const e of document.body.querySelectorAll('*')) {
-          const r = e.getBoundingClientRect();
-          if (r.width === 0 || r.right <= window.innerWidth + 1) continue;
-          let held = false;
-          for (let p = e.parentElement; p && p !== document.body; p = p.parentElement) if (scrolls(p)) { held = true; break; }
-          if (!held && !e.classList.contains('sr-only')) beyond.push(`${e.tagName.toLowerCase()}.${e.className} right=${Math.round(r.right)}`);
-        }
-        return { clips, beyond: beyond.slice(0, 5), overflow: document.documentElement.scrollWidth - window.innerWidth };
-      });
-      assert.deepEqual(layout.clips, ['visible', 'visible'], `${name}: html/body clip sideways overflow`);
-      assert.ok(layout.overflow <= 1, `${name} at ${size.tag}: the page scrolls sideways by ${layout.overflow}px`);
-      assert.deepEqual(layout.beyond, [], `${name} at ${size.tag}: elements past the viewport`);
+      const r = await sideways();
+      assert.deepEqual(r.beyond, [], `${name} at ${size.tag} (${size.width} px): ${r.count} element(s) past the right edge of the viewport`);
+      assert.deepEqual(r.clips, ['visible', 'visible'], `${name}: html/body must not clip sideways overflow (it makes body the scroll container, so the navigation scrolls away)`);
+      assert.ok(r.overflow <= 1, `${name} at ${size.tag}: the page scrolls sideways by ${r.overflow}px`);
+      if (size.tag === 'desktop') {
+        // No table cut off at 1280 px: each fits its wrap (narrower, a table scrolls in it).
+        const cut = await page.locator('.table-wrap').evaluateAll((wraps) => wraps
+          .filter((w) => w.scrollWidth > w.clientWidth + 1)
+          .map((w) => `${(w.querySelector('th')?.textContent ?? '').trim()}…: ${w.scrollWidth}px in ${w.clientWidth}px`));
+        assert.deepEqual(cut, [], `${name} at ${size.tag}: tables wider than their place`);
+      }
       await shot(`${name}-${size.tag}`);
     }
   }

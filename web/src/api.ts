@@ -107,6 +107,15 @@ export const get = <T>(path: string, opts?: CallOptions) => call<T>('GET', path,
 export const post = <T>(path: string, body?: unknown, opts?: CallOptions) => call<T>('POST', path, body ?? {}, opts);
 export const put = <T>(path: string, body?: unknown, opts?: CallOptions) => call<T>('PUT', path, body, opts);
 export const del = <T>(path: string, opts?: CallOptions) => call<T>('DELETE', path, undefined, opts);
+export const patch = <T>(path: string, body?: unknown, opts?: CallOptions) => call<T>('PATCH', path, body ?? {}, opts);
 
 /** Path segment encoding for ids and names. */
 export const seg = (s: string) => encodeURIComponent(s);
+
+/** A path with the query parameters that have a value (empty strings, null and undefined are left out). */
+export function withQuery(path: string, params: Record<string, string | number | null | undefined>): string {
+  const q = new URLSearchParams();
+  for (const [k, v] of Object.entries(params)) if (v !== undefined && v !== null && v !== '') q.set(k, String(v));
+  const s = q.toString();
+  return s ? `${path}?${s}` : path;
+}

@@ -4,6 +4,8 @@ import Users from './pages/Users.vue';
 import Keys from './pages/Keys.vue';
 import Providers from './pages/Providers.vue';
 import Usage from './pages/Usage.vue';
+import Audit from './pages/Audit.vue';
+import Logs from './pages/Logs.vue';
 import Jobs from './pages/Jobs.vue';
 import Mcp from './pages/Mcp.vue';
 import Approvals from './pages/Approvals.vue';
@@ -17,7 +19,9 @@ export const pages = [
   { path: '/users', title: 'Users & teams', component: Users },
   { path: '/keys', title: 'Keys', component: Keys },
   { path: '/providers', title: 'Providers & models', component: Providers },
+  { path: '/logs', title: 'Request log', component: Logs },
   { path: '/usage', title: 'Usage & cost', component: Usage },
+  { path: '/audit', title: 'Audit log', component: Audit },
   { path: '/jobs', title: 'Jobs', component: Jobs },
   { path: '/mcp', title: 'MCP', component: Mcp },
   { path: '/approvals', title: 'Approvals', component: Approvals },

@@ -14,6 +14,8 @@ export interface Team extends Limits {
   name: string;
   created_at: number;
   updated_at: number;
+  agents?: string[];
+  tools?: string[];
 }
 
 export interface User {
@@ -36,6 +38,10 @@ export interface Key extends Limits {
   expires_at: number | null;
   created_at: number;
   revoked_at: number | null;
+  permissions?: string[];
+  agents?: string[];
+  tools?: string[];
+  parent_id?: string | null;
 }
 
 export interface CreatedKey extends Key {
@@ -219,4 +225,56 @@ export interface OpenTask extends DeadLetter {
   skill: string;
   delivery: string;
   lease_until_ms: number;
+}
+
+/** GET /admin/audit: one change, newest first. `actor` is the key id ("master" for the master key). */
+export interface AuditEntry {
+  id: number;
+  ts_ms: number;
+  actor: string;
+  action: string;
+  target: string | null;
+  detail: unknown;
+}
+
+/** GET /admin/logs: one deployment tried for a request, in order ("breaker_open": skipped, no status or ms). */
+export interface LogAttempt {
+  deployment: string;
+  /** "200", "500", "429", "timeout", "reset", "dns_error", "script", "breaker_open", ... */
+  outcome: string;
+  status?: number;
+  ms?: number;
+}
+
+/** GET /admin/logs, /admin/logs/{request_id}: one request (refused ones included). */
+export interface LogRow {
+  ts_ms: number;
+  request_id: string;
+  key_id: string | null;
+  team_id: string | null;
+  user_id: string | null;
+  route: string;
+  model: string | null;
+  deployment: string | null;
+  status: number;
+  error_code: string | null;
+  stream: boolean;
+  latency_ms: number;
+  ttfb_ms: number;
+  prompt_tokens: number;
+  completion_tokens: number;
+  cached_tokens: number;
+  cost: number;
+  usage_source: string;
+  client_ip: string | null;
+  user_agent: string | null;
+  attempts: LogAttempt[];
+}
+
+/** GET /admin/logs: a page, newest first; `next_cursor` is passed as `cursor` for the next. */
+export interface LogPage {
+  object: 'list';
+  data: LogRow[];
+  has_more: boolean;
+  next_cursor: string | null;
 }
