@@ -7,31 +7,20 @@
 
 import { after, before, test } from 'node:test';
 import assert from 'node:assert/strict';
-import fs from 'node:fs';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
-import { chromium } from 'playwright-core';
-import { api, cleanupAll, createKey, startGateway, startMock, tempDir, waitFor, TIME_SCALE } from './harness.mjs';
+import { api, createKey, waitFor, TIME_SCALE } from './harness.mjs';
+import { DESKTOP, PHONE, cutTables, logIn, newSession, screenshot, sideways as layoutOf, startUi, stopUi } from './ui_harness.mjs';
 
 const here = path.dirname(fileURLToPath(import.meta.url));
-const ROOT = path.resolve(here, '../..');
-const DIST = process.env.LOWART_UI_DIR || path.join(ROOT, 'web/dist');
-const SHOTS = path.join(ROOT, 'build/ui-screenshots');
 const EVERYTHING = path.join(here, 'node_modules/@modelcontextprotocol/server-everything/dist/index.js');
-const CHROMIUM = process.env.CHROMIUM || '/usr/bin/chromium';
 
 let gw;
-let mock;
-let browser;
 let page;
 const problems = []; // console errors and uncaught exceptions in the page
 
 before(async () => {
-  assert.ok(fs.existsSync(path.join(DIST, 'index.html')), `the console is not built in ${DIST} (scripts/build_web.sh)`);
-  assert.ok(fs.existsSync(CHROMIUM), `no chromium at ${CHROMIUM} (scripts/setup.sh installs it)`);
-  fs.mkdirSync(SHOTS, { recursive: true });
-  mock = await startMock();
-  const config = `
+  ({ gw } = await startUi((mock) => `
 [server]
 listen = "127.0.0.1:3000"
 [mcp]
@@ -49,36 +38,20 @@ name = "slow-demo"
 [[models.deployments]]
 provider = "mock"
 model = "mock-slow-120"
-`;
-  gw = await startGateway({ config, dir: await tempDir(), env: { LOWART_UI_DIR: DIST } });
+`));
   const reg = await api(gw, 'POST', '/admin/mcp/register', { body: { name: 'ev', command: 'node', args: [EVERYTHING, 'stdio'] } });
   assert.equal(reg.status, 201, reg.text);
   const pol = await api(gw, 'POST', '/admin/mcp/policies', { body: { tool: 'ev__echo', policy: 'confirm' } });
   assert.ok(pol.status === 201 || pol.status === 200, pol.text);
-  browser = await chromium.launch({
-    executablePath: CHROMIUM,
-    args: ['--no-sandbox', '--disable-gpu', '--disable-background-networking', '--disable-dev-shm-usage'],
-  });
-  page = await browser.newPage({ viewport: { width: 1280, height: 800 } });
-  page.setDefaultTimeout(10000 * TIME_SCALE);
-  page.on('console', (m) => { if (m.type() === 'error') problems.push(`console: ${m.text()}`); });
-  page.on('pageerror', (e) => problems.push(`page error: ${e.message}`));
+  page = await newSession(gw, { viewport: DESKTOP, problems });
 });
 
-after(async () => {
-  await browser?.close();
-  await cleanupAll();
-});
+after(stopUi);
 
-async function shot(name) {
-  await page.screenshot({ path: path.join(SHOTS, `${name}.png`), fullPage: true });
-}
+const shot = (name) => screenshot(page, name);
 
 test('log in with the admin key (kept in session storage, not in the URL)', async () => {
-  await page.goto(`${gw.url}/ui/`);
-  await page.getByLabel(/key/i).fill(gw.masterKey);
-  await page.getByRole('button', { name: /log ?in|sign ?in/i }).click();
-  await page.getByRole('link', { name: /dashboard/i }).first().waitFor();
+  await logIn(page, gw, gw.masterKey, /log ?in|sign ?in/i);
   assert.ok(!page.url().includes(gw.masterKey));
   const stored = await page.evaluate(() => JSON.stringify(sessionStorage));
   assert.ok(stored.includes(gw.masterKey), 'kept in session storage');
@@ -186,50 +159,9 @@ test('keyboard only: tab to a page link and open it', async () => {
 
 // --- layout: nothing past the viewport, the navigation in view ------------------------------
 
-// What reaches past the right edge of the viewport, measured box by box so that no CSS can
-// hide it (overflow-x: hidden on html and body clips the overflow, and with it the page's
-// scrollWidth, which then always equals the viewport). A failure is a visible element (a
-// box, not visibility: hidden, not visually hidden .sr-only text) whose right edge is past
-// the viewport and which no container below body that scrolls sideways by design
-// (overflow-x auto or scroll, like .table-wrap) holds; named by tag, id, classes and text,
-// only the outermost of a run (a row past the edge, not each of its cells).
-// Resolves { beyond: [names], count, width, clips: [html, body overflow-x], overflow }.
-async function sideways() {
-  return page.evaluate(() => {
-    const width = document.documentElement.clientWidth; // the viewport, without a vertical scrollbar
-    const scrollsSideways = (e) => ['auto', 'scroll'].includes(getComputedStyle(e).overflowX);
-    const held = (e) => {
-      for (let p = e.parentElement; p && p !== document.body && p !== document.documentElement; p = p.parentElement)
-        if (scrollsSideways(p)) return true;
-      return false;
-    };
-    const name = (e, r) => {
-      const cls = (e.getAttribute('class') ?? '').trim().split(/\s+/).filter(Boolean).map((c) => `.${c}`).join('');
-      const testid = e.dataset?.testid ? `[data-testid=${e.dataset.testid}]` : '';
-      const text = (e.innerText ?? e.textContent ?? '').replace(/\s+/g, ' ').trim();
-      const said = text.length > 50 ? `${text.slice(0, 50)}…` : text;
-      return `${e.tagName.toLowerCase()}${e.id ? `#${e.id}` : ''}${cls}${testid} "${said}" ` +
-        `(left ${Math.round(r.left)}, right ${Math.round(r.right)} > ${width})`;
-    };
-    const past = [];
-    for (const e of document.body.querySelectorAll('*')) {
-      const r = e.getBoundingClientRect();
-      if (r.width === 0 || r.right <= width + 1) continue;
-      if (getComputedStyle(e).visibility === 'hidden' || e.closest('.sr-only')) continue;
-      if (!held(e)) past.push([e, r]);
-    }
-    const outermost = past.filter(([e]) => !past.some(([o]) => o !== e && o.contains(e)));
-    return {
-      beyond: outermost.slice(0, 12).map(([e, r]) => name(e, r)),
-      count: outermost.length,
-      width,
-      clips: [document.documentElement, document.body].map((e) => getComputedStyle(e).overflowX),
-      overflow: document.documentElement.scrollWidth - width,
-    };
-  });
-}
+const sideways = () => layoutOf(page);
 
-const SIZES = [{ width: 1280, height: 800, tag: 'desktop' }, { width: 390, height: 844, tag: 'phone' }];
+const SIZES = [DESKTOP, PHONE];
 
 test('the sideways check reports an element wider than the viewport, even when html and body clip it', async () => {
   await page.setViewportSize({ width: 1280, height: 800 });
@@ -349,9 +281,7 @@ test('every page renders at desktop and phone size without console errors', asyn
       assert.ok(r.overflow <= 1, `${name} at ${size.tag}: the page scrolls sideways by ${r.overflow}px`);
       if (size.tag === 'desktop') {
         // No table cut off at 1280 px: each fits its wrap (narrower, a table scrolls in it).
-        const cut = await page.locator('.table-wrap').evaluateAll((wraps) => wraps
-          .filter((w) => w.scrollWidth > w.clientWidth + 1)
-          .map((w) => `${(w.querySelector('th')?.textContent ?? '').trim()}…: ${w.scrollWidth}px in ${w.clientWidth}px`));
+        const cut = await cutTables(page);
         assert.deepEqual(cut, [], `${name} at ${size.tag}: tables wider than their place`);
       }
       await shot(`${name}-${size.tag}`);

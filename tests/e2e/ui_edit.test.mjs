@@ -9,71 +9,29 @@
 
 import { after, before, test } from 'node:test';
 import assert from 'node:assert/strict';
-import fs from 'node:fs';
-import path from 'node:path';
-import { fileURLToPath } from 'node:url';
-import { chromium } from 'playwright-core';
-import { api, cleanupAll, createKey, startGateway, startMock, tempDir, waitFor, TIME_SCALE } from './harness.mjs';
-
-const here = path.dirname(fileURLToPath(import.meta.url));
-const ROOT = path.resolve(here, '../..');
-const DIST = process.env.LOWART_UI_DIR || path.join(ROOT, 'web/dist');
-const SHOTS = path.join(ROOT, 'build/ui-screenshots');
-const CHROMIUM = process.env.CHROMIUM || '/usr/bin/chromium';
-const DESKTOP = { width: 1280, height: 800 };
-const PHONE = { width: 390, height: 844 };
+import { api, createKey, waitFor } from './harness.mjs';
+import { DESKTOP, PHONE, cutTables, newSession, openPage, screenshot, startUi, stopUi } from './ui_harness.mjs';
 
 let gw;
-let mock;
-let browser;
 let page;
 const problems = []; // console errors and uncaught exceptions in the pages
 const made = {}; // what the set-up made through the API
 
-/** Console errors of a page, except the failed loads these tests cause on purpose. */
-function watch(p) {
-  p.setDefaultTimeout(10000 * TIME_SCALE);
-  p.on('console', (m) => {
-    if (m.type() !== 'error') return;
-    const text = m.text();
-    // the refusals asked for (400, 409), and the rotate endpoint while it does not exist yet
-    if (/Failed to load resource: the server responded with a status of (400|409)\b/.test(text)) return;
-    if (/status of (404|405)\b/.test(text) && /\/rotate$/.test(m.location()?.url ?? '')) return;
-    problems.push(`console: ${text}`);
-  });
-  p.on('pageerror', (e) => problems.push(`page error: ${e.message}`));
-}
-
-async function logIn(p, key) {
-  await p.goto(`${gw.url}/ui/`);
-  await p.getByLabel(/key/i).fill(key);
-  await p.getByRole('button', { name: /log ?in/i }).click();
-  await p.getByRole('link', { name: /dashboard/i }).first().waitFor();
-}
+/** The console errors these tests cause on purpose: the failed loads of the refusals asked
+ * for (400, 409), and the rotate endpoint while it does not exist yet. */
+const expected = (m) => /Failed to load resource: the server responded with a status of (400|409)\b/.test(m.text()) ||
+  (/status of (404|405)\b/.test(m.text()) && /\/rotate$/.test(m.location()?.url ?? ''));
 
 /** A logged-in page in a context of its own (its own session storage). */
-async function sessionFor(key, viewport = DESKTOP) {
-  const ctx = await browser.newContext({ viewport });
-  const p = await ctx.newPage();
-  watch(p);
-  await logIn(p, key);
-  return p;
-}
-
-async function shot(name, p = page) {
-  await p.screenshot({ path: path.join(SHOTS, `${name}.png`), fullPage: true });
-}
+const sessionFor = (key, viewport = DESKTOP) => newSession(gw, { key, viewport, problems, ignore: expected });
+const shot = (name, p = page) => screenshot(p, name);
+/** Opens a page of the console and waits until it has loaded its data. */
+const open = (p, name) => openPage(p, gw, name);
 
 const chat = (key, model = 'gpt-demo') =>
   api(gw, 'POST', '/v1/chat/completions', { key, body: { model, messages: [{ role: 'user', content: 'hi' }] } });
 const getKey = async (id) => (await api(gw, 'GET', `/admin/keys/${id}`)).json;
 const utcDay = (ms) => new Date(ms).toISOString().slice(0, 10);
-
-/** Opens a page of the console and waits until it has loaded its data. */
-async function open(p, name) {
-  await p.goto(`${gw.url}/ui/${name}`);
-  await p.waitForLoadState('networkidle');
-}
 
 /** Clicks Save in the open edit dialog and returns the PATCH body it sent. */
 async function saveAndCapture(p, dialog, urlPart) {
@@ -83,11 +41,7 @@ async function saveAndCapture(p, dialog, urlPart) {
 }
 
 before(async () => {
-  assert.ok(fs.existsSync(path.join(DIST, 'index.html')), `the console is not built in ${DIST} (scripts/build_web.sh)`);
-  assert.ok(fs.existsSync(CHROMIUM), `no chromium at ${CHROMIUM} (scripts/setup.sh installs it)`);
-  fs.mkdirSync(SHOTS, { recursive: true });
-  mock = await startMock();
-  const config = `
+  ({ gw } = await startUi((mock) => `
 [server]
 listen = "127.0.0.1:3000"
 [[providers]]
@@ -103,8 +57,7 @@ name = "other-demo"
 [[models.deployments]]
 provider = "mock"
 model = "mock-model"
-`;
-  gw = await startGateway({ config, dir: await tempDir(), env: { LOWART_UI_DIR: DIST } });
+`));
   const team = async (body) => {
     const r = await api(gw, 'POST', '/admin/teams', { body });
     assert.equal(r.status, 201, r.text);
@@ -130,19 +83,10 @@ model = "mock-model"
     key: made.operator.key, body: { name: 'team-member' },
   });
   assert.equal(byOperator.status, 200, byOperator.text);
-  browser = await chromium.launch({
-    executablePath: CHROMIUM,
-    args: ['--no-sandbox', '--disable-gpu', '--disable-background-networking', '--disable-dev-shm-usage'],
-  });
-  page = await browser.newPage({ viewport: DESKTOP });
-  watch(page);
-  await logIn(page, gw.masterKey);
+  page = await sessionFor(gw.masterKey);
 });
 
-after(async () => {
-  await browser?.close();
-  await cleanupAll();
-});
+after(stopUi);
 
 test('edit a key: rpm, models, team and expiry; only the changed fields are sent, and the key obeys', async () => {
   const id = made.editMe.id;
@@ -478,9 +422,7 @@ test('the new and changed views at 1280 and 390 px: no sideways scrolling, no co
     assert.deepEqual(l.beyond, [], `${name} at ${tag}: elements past the viewport`);
     if (tag === 'desktop') {
       // at 1280 px no table is cut off (narrower, a table scrolls in its wrap)
-      const cut = await page.locator('.table-wrap').evaluateAll((wraps) => wraps
-        .filter((w) => w.scrollWidth > w.clientWidth + 1)
-        .map((w) => `${(w.querySelector('th')?.textContent ?? '').trim()}…: ${w.scrollWidth}px in ${w.clientWidth}px`));
+      const cut = await cutTables(page);
       assert.deepEqual(cut, [], `${name} at ${tag}: tables wider than their place`);
     }
     await shot(`${name}-${tag}`);

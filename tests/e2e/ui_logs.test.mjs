@@ -12,21 +12,10 @@ import { after, before, test } from 'node:test';
 import assert from 'node:assert/strict';
 import fs from 'node:fs';
 import path from 'node:path';
-import { fileURLToPath } from 'node:url';
-import { chromium } from 'playwright-core';
-import { api, cleanupAll, createKey, startGateway, startMock, tempDir, waitFor, TIME_SCALE } from './harness.mjs';
-
-const here = path.dirname(fileURLToPath(import.meta.url));
-const ROOT = path.resolve(here, '../..');
-const DIST = process.env.LOWART_UI_DIR || path.join(ROOT, 'web/dist');
-const SHOTS = path.join(ROOT, 'build/ui-screenshots');
-const CHROMIUM = process.env.CHROMIUM || '/usr/bin/chromium';
-const DESKTOP = { width: 1280, height: 800, tag: 'desktop' };
-const PHONE = { width: 390, height: 844, tag: 'phone' };
+import { api, createKey, tempDir, waitFor, TIME_SCALE } from './harness.mjs';
+import { DESKTOP, PHONE, SHOTS, cutTables, logIn, newSession, openPage, screenshot, sideways as layoutOf, startUi, stopUi } from './ui_harness.mjs';
 
 let gw;
-let mock;
-let browser;
 let context;
 let page;
 let team; // with a token budget
@@ -44,11 +33,7 @@ async function logged(id) {
 }
 
 before(async () => {
-  assert.ok(fs.existsSync(path.join(DIST, 'index.html')), `the console is not built in ${DIST} (scripts/build_web.sh)`);
-  assert.ok(fs.existsSync(CHROMIUM), `no chromium at ${CHROMIUM} (scripts/setup.sh installs it)`);
-  fs.mkdirSync(SHOTS, { recursive: true });
-  mock = await startMock();
-  const config = `
+  ({ gw } = await startUi((mock) => `
 [server]
 listen = "127.0.0.1:3000"
 [[providers]]
@@ -69,8 +54,7 @@ priority = 0
 provider = "mock"
 model = "mock-model"
 priority = 1
-`;
-  gw = await startGateway({ config, dir: await tempDir(), env: { LOWART_UI_DIR: DIST } });
+`));
   const price = await api(gw, 'PUT', '/admin/prices/gpt-demo', { body: { input_per_1m: 3, output_per_1m: 15 } });
   assert.ok(price.status === 200 || price.status === 201, price.text);
   const t = await api(gw, 'POST', '/admin/teams', { body: { name: 'log-team', budget_tokens: 100000, budget_period: 'day' } });
@@ -88,34 +72,15 @@ priority = 1
   made.fallback = fb.headers.get('x-request-id');
   for (const id of [...made.ok, made.fallback]) await logged(id);
 
-  browser = await chromium.launch({
-    executablePath: CHROMIUM,
-    args: ['--no-sandbox', '--disable-gpu', '--disable-background-networking', '--disable-dev-shm-usage'],
-  });
-  context = await browser.newContext({ viewport: DESKTOP, acceptDownloads: true });
-  page = await context.newPage();
-  page.setDefaultTimeout(10000 * TIME_SCALE);
-  page.on('console', (m) => { if (m.type() === 'error') problems.push(`console: ${m.text()}`); });
-  page.on('pageerror', (e) => problems.push(`page error: ${e.message}`));
-  await page.goto(`${gw.url}/ui/`);
-  await page.getByLabel(/key/i).fill(gw.masterKey);
-  await page.getByRole('button', { name: /log ?in/i }).click();
-  await page.getByRole('link', { name: /dashboard/i }).first().waitFor();
+  page = await newSession(gw, { viewport: DESKTOP, problems, contextOptions: { acceptDownloads: true } });
+  context = page.context();
+  await logIn(page, gw, gw.masterKey);
 });
 
-after(async () => {
-  await browser?.close();
-  await cleanupAll();
-});
+after(stopUi);
 
-async function shot(name) {
-  await page.screenshot({ path: path.join(SHOTS, `${name}.png`), fullPage: true });
-}
-
-async function open(name) {
-  await page.goto(`${gw.url}/ui/${name}`);
-  await page.waitForLoadState('networkidle');
-}
+const shot = (name) => screenshot(page, name);
+const open = (name) => openPage(page, gw, name);
 
 const row = (id) => page.locator(`[data-testid=log-row][data-request-id="${id}"]`);
 const shownIds = () => page.locator('[data-testid=log-row]').evaluateAll((rows) => rows.map((r) => r.dataset.requestId));
@@ -333,25 +298,7 @@ test('a deployment skipped because its breaker is open shows as skipped in the t
 // --- layout -------------------------------------------------------------------------------
 
 /** Visible elements past the right edge of the viewport that no sideways-scrolling container holds. */
-async function sideways() {
-  return page.evaluate(() => {
-    const width = document.documentElement.clientWidth;
-    const held = (e) => {
-      for (let p = e.parentElement; p && p !== document.body; p = p.parentElement)
-        if (['auto', 'scroll'].includes(getComputedStyle(p).overflowX)) return true;
-      return false;
-    };
-    const past = [];
-    for (const e of document.body.querySelectorAll('*')) {
-      const r = e.getBoundingClientRect();
-      if (r.width === 0 || r.right <= width + 1) continue;
-      if (getComputedStyle(e).visibility === 'hidden' || e.closest('.sr-only')) continue;
-      if (!held(e)) past.push([e, r]);
-    }
-    return past.filter(([e]) => !past.some(([o]) => o !== e && o.contains(e)))
-      .map(([e, r]) => `${e.tagName.toLowerCase()}.${e.className} "${(e.textContent ?? '').trim().slice(0, 40)}" (right ${Math.round(r.right)} > ${width})`);
-  });
-}
+const sideways = async () => (await layoutOf(page)).beyond;
 
 test('the log, dashboard and usage pages fit at 1280 and 390 px, tables uncut at 1280, no console errors', async () => {
   for (const size of [DESKTOP, PHONE]) {
@@ -363,9 +310,7 @@ test('the log, dashboard and usage pages fit at 1280 and 390 px, tables uncut at
       if (name === 'usage') await page.getByTestId(`budget-key-${key.id}`).waitFor();
       assert.deepEqual(await sideways(), [], `${name} at ${size.width} px: nothing past the right edge`);
       if (size === DESKTOP) {
-        const cut = await page.locator('.table-wrap').evaluateAll((wraps) => wraps
-          .filter((w) => w.scrollWidth > w.clientWidth + 1)
-          .map((w) => `${(w.querySelector('th')?.textContent ?? '').trim()}…: ${w.scrollWidth}px in ${w.clientWidth}px`));
+        const cut = await cutTables(page);
         assert.deepEqual(cut, [], `${name} at 1280 px: tables wider than their place`);
       }
       await shot(`${{ logs: 'request-log', dashboard: 'dashboard-history', usage: 'usage-pairs-budgets' }[name]}-${size.width}`);
