@@ -1,5 +1,6 @@
 #!/usr/bin/env bash
 # bench/ab_cpu.sh OLD_BIN NEW_BIN: A/B of lowart's CPU per JSON request (auth, limits, metering on), same mock, alternated.
+# LOWART_LOG=info measures with the access log on (as bench/peers.sh runs); default warn.
 set -euo pipefail
 A=${1:?old lowart binary} B=${2:?new lowart binary}
 cd "$(dirname "$0")/.."
@@ -30,7 +31,7 @@ name = "gpt-4o-mini"
 provider = "mock"
 model = "mock-model"
 TOML
-  LOWART_MASTER_KEY=sk-master-ab LOWART_LOG=warn $bin serve --config $dir/b.toml > $dir/log 2>&1 & local GP=$!
+  LOWART_MASTER_KEY=sk-master-ab LOWART_LOG=${LOWART_LOG:-warn} $bin serve --config $dir/b.toml > $dir/log 2>&1 & local GP=$!
   for i in $(seq 50); do curl -s -o /dev/null 127.0.0.1:3390/healthz && break; sleep 0.1; done
   KEY=$(curl -s 127.0.0.1:3390/admin/keys -H 'authorization: Bearer sk-master-ab' -d '{"name":"ab","rpm":100000000,"tpm":1000000000000,"budget_tokens":1000000000000}' | sed -E 's/.*"key":"([^"]+)".*/\1/')
   KEY=$KEY wrk -t1 -c32 -d2s -s "$work/post.lua" http://127.0.0.1:3390/v1/chat/completions > /dev/null

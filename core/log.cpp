@@ -8,25 +8,46 @@
 #include <condition_variable>
 #include <cstdio>
 #include <ctime>
+#include <memory>
 #include <mutex>
 #include <thread>
+#include <utility>
+#include <vector>
 
 namespace lowart::log {
 namespace {
 
 std::atomic<int> level_{static_cast<int>(level::info)};
 
-/// Owns the background writer. Lives for the whole process (never destroyed, so
-/// logging during static destruction stays safe).
+/// One thread's lines not yet written. Its lock is taken by that thread per line and by
+/// the writer once per batch, so it is practically never contended (the shared buffer
+/// it replaces was locked by every I/O thread per line, and each line was a malloc).
+struct thread_buffer {
+  std::mutex mutex;
+  std::string lines;
+  std::size_t dropped = 0;        ///< lines refused while the buffer was full
+  std::atomic<bool> ended{false}; ///< its thread is gone: free it once drained
+};
+
+/// Past this a thread's buffer refuses lines (counted, reported): bounded memory when
+/// stderr is slower than the log.
+constexpr std::size_t buffer_cap = 8 * 1024 * 1024;
+/// A buffer this full wakes the writer at once, instead of at its next tick.
+constexpr std::size_t wake_at = 64 * 1024;
+
+/// Owns the background writer and the threads' buffers. Lives for the whole process
+/// (never destroyed, so logging during static destruction stays safe).
 class sink {
 public:
   sink() : writer_([this] { run(); }) { writer_.detach(); }
 
-  void push(std::string&& line) {
-    std::lock_guard guard{mutex_};
-    pending_ += line;
-    if (pending_.size() > 64 * 1024 && !woken_) {
-      woken_ = true; // once per batch: a notify is a futex call
+  /// The calling thread's buffer, registered on its first line. The registry owns it;
+  /// once the thread has ended and the writer has taken its last lines it is freed.
+  thread_buffer& mine();
+
+  void wake() {
+    if (!wake_requested_.exchange(true, std::memory_order_relaxed)) {
+      std::lock_guard guard{mutex_}; // a notify outside the lock could fall between check and wait
       wake_.notify_one();
     }
   }
@@ -41,20 +62,43 @@ public:
 private:
   void run() {
     std::string out;
+    std::vector<std::shared_ptr<thread_buffer>> buffers;
     for (;;) {
       unsigned long long serving = 0;
       {
         std::unique_lock guard{mutex_};
-        wake_.wait_for(guard, std::chrono::milliseconds(50),
-                       [&] { return flush_requested_ > flush_done_ || pending_.size() > 64 * 1024; });
-        out.swap(pending_);
-        woken_ = false;
+        wake_.wait_for(guard, std::chrono::milliseconds(50), [&] {
+          return flush_requested_ > flush_done_ || wake_requested_.load(std::memory_order_relaxed);
+        });
+        wake_requested_.store(false, std::memory_order_relaxed);
         serving = flush_requested_;
+        // Buffers of threads that ended and were emptied go; the rest are drained below.
+        std::erase_if(buffers_, [](const auto& b) {
+          if (!b->ended.load(std::memory_order_acquire)) return false;
+          std::lock_guard inner{b->mutex};
+          return b->lines.empty() && b->dropped == 0;
+        });
+        buffers = buffers_;
       }
+      for (const auto& b : buffers) {
+        std::size_t dropped = 0;
+        {
+          std::lock_guard guard{b->mutex};
+          out += b->lines;
+          b->lines.clear();
+          if (b->lines.capacity() > 4 * wake_at) b->lines.shrink_to_fit(); // after a burst
+          dropped = std::exchange(b->dropped, 0);
+        }
+        if (dropped)
+          out += "{\"level\":\"warn\",\"msg\":\"log lines dropped: stderr is slower than the log\",\"dropped\":" +
+                 std::to_string(dropped) + "}\n";
+      }
+      buffers.clear();
       if (!out.empty()) {
         std::fwrite(out.data(), 1, out.size(), stderr);
         std::fflush(stderr);
         out.clear();
+        if (out.capacity() > 4 * wake_at) out.shrink_to_fit();
       }
       {
         std::lock_guard guard{mutex_};
@@ -64,11 +108,11 @@ private:
     }
   }
 
-  std::mutex mutex_;
+  std::mutex mutex_; ///< the registry, the wake-up and the flush counters
   std::condition_variable wake_;
   std::condition_variable flushed_;
-  std::string pending_;
-  bool woken_ = false;
+  std::vector<std::shared_ptr<thread_buffer>> buffers_;
+  std::atomic<bool> wake_requested_{false};
   unsigned long long flush_requested_ = 0;
   unsigned long long flush_done_ = 0;
   std::thread writer_;
@@ -77,6 +121,33 @@ private:
 sink& the_sink() {
   static auto* instance = new sink; // intentionally leaked: see class comment
   return *instance;
+}
+
+// The thread's buffer pointer is trivially destructible, so it stays readable to the
+// thread's very end; the end mark's destructor (run at thread exit) hands the buffer to
+// the writer to free and clears the pointer. A line written later still (static
+// destruction on the main thread) gets a buffer of its own that is never freed.
+thread_local thread_buffer* this_thread_buffer = nullptr;
+thread_local bool thread_ending = false;
+struct thread_end_mark {
+  ~thread_end_mark() {
+    thread_ending = true;
+    if (this_thread_buffer) this_thread_buffer->ended.store(true, std::memory_order_release);
+    this_thread_buffer = nullptr;
+  }
+};
+thread_local thread_end_mark end_mark;
+
+thread_buffer& sink::mine() {
+  if (this_thread_buffer) return *this_thread_buffer;
+  auto b = std::make_shared<thread_buffer>();
+  {
+    std::lock_guard guard{mutex_};
+    buffers_.push_back(b);
+  }
+  this_thread_buffer = b.get();
+  if (!thread_ending) (void)&end_mark; // odr-use: constructed with the thread's first line
+  return *b;
 }
 
 const char* level_name(level lvl) {
@@ -130,8 +201,15 @@ void write(level lvl, std::string_view msg, std::initializer_list<field> fields)
   }
   const char ms[] = {static_cast<char>('0' + millis / 100), static_cast<char>('0' + millis / 10 % 10),
                      static_cast<char>('0' + millis % 10)};
-  std::string line;
-  line.reserve(160 + msg.size());
+  auto& sink = the_sink();
+  auto& buffer = sink.mine();
+  std::unique_lock guard{buffer.mutex};
+  if (buffer.lines.size() >= buffer_cap) {
+    ++buffer.dropped;
+    return;
+  }
+  // The line is formatted straight into the thread's buffer: no allocation per line.
+  auto& line = buffer.lines;
   line += "{\"ts\":\"";
   line += second;
   line.append(ms, 3);
@@ -151,7 +229,9 @@ void write(level lvl, std::string_view msg, std::initializer_list<field> fields)
       json::append_quoted(line, f.text);
   }
   line += "}\n";
-  the_sink().push(std::move(line));
+  bool wake = line.size() >= wake_at;
+  guard.unlock();
+  if (wake) sink.wake();
 }
 
 void flush() {

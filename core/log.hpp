@@ -1,7 +1,8 @@
 #pragma once
 // Structured logging: one JSON object per line on stderr.
 //
-// Lines are formatted by the caller's thread into a shared buffer and written by one
+// Lines are formatted by the caller's thread straight into that thread's own buffer (no
+// allocation per line, no lock shared between threads) and written in batches by one
 // background thread, so logging from an Asio thread or a CAF worker never blocks on
 // the terminal or a pipe. `log::flush()` writes everything out (shutdown, tests).
 
