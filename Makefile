@@ -49,6 +49,9 @@ bench-streams:  ## STREAMS (9,500) concurrent slow-drip streams: RSS and CPU per
 soak:           ## SOAK_SECONDS (180) of mixed traffic with faults: RSS, descriptors, children
 	scripts/setup.sh && scripts/build.sh default && bench/soak.sh
 
+bench-spike:    ## RSS after 5,000 idle connections and 200 stalled readers of the console bundle
+	scripts/setup.sh --bench && scripts/build.sh default && bench/spike.sh
+
 bench-peers:    ## ../shared/bench/peer_bench.sh with lowart as the extra target
 	scripts/setup.sh --bench && scripts/build.sh default && bench/peers.sh
 

@@ -22,20 +22,7 @@ pids+=($redis_pid)
 for _ in $(seq 50); do redis-cli -p $redis_port ping >/dev/null 2>&1 && break; sleep 0.1; done
 
 config() { # [cluster]?
-  cat <<TOML
-[server]
-listen = "127.0.0.1:$gw_port"
-[storage]
-sqlite_path = "$work/bench-$1.db"
-[[providers]]
-name = "mock"
-base_url = "http://127.0.0.1:$mock_port/v1"
-[[models]]
-name = "gpt-4o-mini"
-[[models.deployments]]
-provider = "mock"
-model = "mock-model"
-TOML
+  bench_config "$1"
   [[ $1 == fleet ]] && printf '[cluster]\nredis_url = "redis://127.0.0.1:%s"\n' $redis_port
   return 0
 }

@@ -131,8 +131,9 @@ load_result from_table(const toml::table& root) {
       key("idle_timeout_ms", &server_config::idle_timeout_ms),
       key("drain_timeout_ms", &server_config::drain_timeout_ms),
       key("max_connections", &server_config::max_connections), key("master_key", &server_config::master_key),
-      key("log_level", &server_config::log_level), key("ui_dir", &server_config::ui_dir),
-      key("public_url", &server_config::public_url), key("trusted_proxies", &server_config::trusted_proxies));
+      key("send_buffer_bytes", &server_config::send_buffer_bytes), key("log_level", &server_config::log_level),
+      key("ui_dir", &server_config::ui_dir), key("public_url", &server_config::public_url),
+      key("trusted_proxies", &server_config::trusted_proxies));
   if (auto* s = root["server"].as_table()) {
     std::string mode;
     r.get(*s, "server", "listen_mode", mode);

@@ -24,6 +24,7 @@ struct server_config {
   int idle_timeout_ms = 120'000;                ///< keep-alive idle time between requests
   int drain_timeout_ms = 30'000;                ///< SIGTERM: how long in-flight requests may finish
   int max_connections = 10'000;                 ///< accepted connections beyond this are closed
+  int send_buffer_bytes = 256 * 1024;           ///< SO_SNDBUF of client sockets (0: the kernel's autotuning)
   std::string master_key;                       ///< LOWART_MASTER_KEY: the admin bearer token
   std::string log_level = "info";               ///< LOWART_LOG
   std::string ui_dir = "web/dist";              ///< LOWART_UI_DIR: the built web console, served at /ui

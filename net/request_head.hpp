@@ -54,6 +54,19 @@ inline beast::error_code parse_buffered(request_parser& parser, beast::flat_buff
   return ec;
 }
 
+/// The same for bytes read elsewhere (the worker's scratch): `bytes` is left holding what
+/// the parser did not use (a request still arriving, or the next one pipelined).
+inline beast::error_code parse_bytes(request_parser& parser, std::string_view& bytes) {
+  beast::error_code ec;
+  while (!parser.is_done() && !bytes.empty()) {
+    auto used = parser.put(asio::const_buffer(bytes.data(), bytes.size()), ec);
+    bytes.remove_prefix(used);
+    if (ec == http::error::need_more) return {};
+    if (ec || used == 0) break;
+  }
+  return ec;
+}
+
 /// The answer to a read that ended with an error: a refusal (then the connection
 /// closes); `names_request` when the head was read and the refusal may name its method
 /// and path (the limits). No refusal: the peer left or timed out, close silently.

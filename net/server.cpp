@@ -10,8 +10,11 @@
 #include <boost/asio/post.hpp>
 #include <boost/asio/steady_timer.hpp>
 
+#include <condition_variable>
 #include <filesystem>
 #include <future>
+#include <malloc.h>
+#include <mutex>
 #include <optional>
 #include <thread>
 
@@ -31,6 +34,34 @@ struct server::impl {
   std::unique_ptr<asio::local::stream_protocol::acceptor> uds;
   std::size_t next_worker = 0;
   std::string bound;
+
+  /// Gives memory back after a spike. glibc keeps what its arenas freed (5,000 idle
+  /// connections opened and closed left RSS 8 MiB up for good; larger spikes more), so a
+  /// thread of its own (never an I/O thread: a trim holds an arena's lock while it walks
+  /// it) checks every few seconds how much is free inside the heap and trims when that
+  /// is worth it. Measured on the spike benchmark: a trim takes well under a millisecond.
+  std::thread trimmer;
+  std::mutex trimmer_mutex;
+  std::condition_variable trimmer_wake;
+  bool trimmer_stop = false;
+  void run_trimmer() {
+    constexpr std::size_t worth = 4 * 1024 * 1024;
+    std::unique_lock guard{trimmer_mutex};
+    while (!trimmer_wake.wait_for(guard, std::chrono::seconds(5), [&] { return trimmer_stop; })) {
+      guard.unlock();
+      auto info = mallinfo2();
+      if (info.fordblks >= worth) {
+        auto start = std::chrono::steady_clock::now();
+        malloc_trim(64 * 1024);
+        auto after = mallinfo2();
+        auto us = std::chrono::duration_cast<std::chrono::microseconds>(std::chrono::steady_clock::now() - start);
+        log::debug("memory trimmed", {{"free_before", info.fordblks},
+                                      {"free_after", after.fordblks},
+                                      {"duration_us", static_cast<long long>(us.count())}});
+      }
+      guard.lock();
+    }
+  }
 
   server_worker& pick() {
     auto& w = *workers[next_worker];
@@ -160,7 +191,9 @@ void server::start() {
   for (auto& w : impl_->workers) {
     impl_->guards.push_back(asio::make_work_guard(w->ioc));
     w->pool.start_housekeeping();
+    w->start_sweep();
   }
+  impl_->trimmer = std::thread([this] { impl_->run_trimmer(); });
   for (auto& w : impl_->workers) {
     impl_->threads.emplace_back([&ioc = w->ioc] {
       for (;;) {
@@ -209,6 +242,14 @@ int server::drain(int timeout_ms) {
 
 void server::stop() {
   auto& s = *impl_;
+  if (s.trimmer.joinable()) {
+    {
+      std::lock_guard guard{s.trimmer_mutex};
+      s.trimmer_stop = true;
+    }
+    s.trimmer_wake.notify_all();
+    s.trimmer.join();
+  }
   if (s.threads.empty()) return;
   s.guards.clear();
   for (auto& w : s.workers)

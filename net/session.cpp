@@ -76,14 +76,37 @@ session::executor_type session::executor() {
 }
 
 void session::start() {
-  // Beast reads at most the buffer's free capacity (512 bytes when new): a typical
-  // chat request must arrive in one read.
-  buffer_.reserve(16 * 1024);
   if (auto* tcp = std::get_if<0>(&stream_)) {
     beast::error_code ec;
     tcp->socket().set_option(asio::ip::tcp::no_delay(true), ec);
+    // Bounded kernel memory per client: a slow reader holds at most this much of an
+    // answer in its socket (autotuning grew it to megabytes). 0 keeps the kernel's.
+    if (auto cap = worker_.state.config.server.send_buffer_bytes; cap > 0)
+      tcp->socket().set_option(asio::socket_base::send_buffer_size(cap), ec);
   }
   do_read();
+}
+
+void session::check_deadline(std::chrono::steady_clock::time_point now) {
+  if (now < deadline_) return;
+  clear_deadline();
+  // What basic_stream's timer did: close the socket, so the pending operation ends.
+  visit([](auto& s) {
+    beast::error_code ignored;
+    s.socket().close(ignored);
+  });
+}
+
+void server_worker::start_sweep() {
+  sweep.expires_after(sweep_tick);
+  sweep.async_wait([this](beast::error_code ec) {
+    if (ec) return;
+    auto now = std::chrono::steady_clock::now();
+    // Closing only cancels operations (their handlers run later): the list is unchanged here.
+    for (auto* s : sessions)
+      s->check_deadline(now);
+    start_sweep();
+  });
 }
 
 void session::do_read() {
@@ -99,36 +122,78 @@ void session::do_read() {
     read_request();
     return;
   }
+  // Between requests a connection holds no read buffer, and no large answer's copy.
+  if (buffer_.capacity() > 0) buffer_.shrink_to_fit();
+  if (out_.capacity() > 64 * 1024) std::string().swap(out_);
   // Waiting for a request is bounded by the keep-alive idle timeout; once its first
   // bytes arrive, head and body must follow within header_timeout_ms (a client that
   // trickles its head a byte at a time is cut off then).
+  set_deadline(std::chrono::milliseconds(cfg.idle_timeout_ms));
   visit([&](auto& s) {
-    s.expires_after(std::chrono::milliseconds(cfg.idle_timeout_ms));
-    s.async_read_some(buffer_.prepare(16 * 1024), [self = shared_from_this()](beast::error_code ec, std::size_t n) {
+    s.socket().async_wait(asio::socket_base::wait_read, [self = shared_from_this()](beast::error_code ec) {
+      self->clear_deadline();
       if (ec) {
         self->on_read(ec);
         return;
       }
-      self->buffer_.commit(n);
-      self->idle_ = false; // a request is arriving: draining lets it finish
-      self->read_request();
+      self->on_readable();
     });
   });
 }
 
+void session::on_readable() {
+  std::size_t n = 0;
+  beast::error_code ec;
+  visit([&](auto& s) {
+    auto& socket = s.socket();
+    if (!socket.non_blocking()) socket.non_blocking(true, ec);
+    if (!ec) n = socket.read_some(asio::buffer(worker_.read_scratch), ec);
+  });
+  if (ec == asio::error::would_block || ec == asio::error::try_again) { // readiness was spurious
+    idle_ = true;
+    set_deadline(std::chrono::milliseconds(worker_.state.config.server.idle_timeout_ms));
+    visit([&](auto& s) {
+      s.socket().async_wait(asio::socket_base::wait_read, [self = shared_from_this()](beast::error_code ec) {
+        self->clear_deadline();
+        if (ec)
+          self->on_read(ec);
+        else
+          self->on_readable();
+      });
+    });
+    return;
+  }
+  if (ec) {
+    on_read(ec);
+    return;
+  }
+  idle_ = false; // a request is arriving: draining lets it finish
+  // Parsed where it was read; only what is left (the rest of a request still arriving,
+  // or a pipelined one) is kept in the session's own buffer.
+  std::string_view bytes(worker_.read_scratch.data(), n);
+  ec = parse_bytes(*parser_, bytes);
+  if (!bytes.empty()) buffer_.commit(asio::buffer_copy(buffer_.prepare(bytes.size()), asio::buffer(bytes)));
+  if (ec || parser_->is_done()) {
+    on_read(ec);
+    return;
+  }
+  read_request();
+}
+
 void session::read_request() {
   // Most requests are in the buffer whole once their first bytes are: parse them here.
-  // Only a request still arriving arms the header timeout (a timer per request, and a
-  // timerfd syscall whenever it became the reactor's earliest).
+  // Only a request still arriving is read on, under the header timeout.
   auto ec = parse_buffered(*parser_, buffer_);
   if (ec || parser_->is_done()) {
     on_read(ec);
     return;
   }
+  set_deadline(std::chrono::milliseconds(worker_.state.config.server.header_timeout_ms));
   visit([&](auto& s) {
-    s.expires_after(std::chrono::milliseconds(worker_.state.config.server.header_timeout_ms));
-    http::async_read(s, buffer_, *parser_,
-                     [self = shared_from_this()](beast::error_code ec, std::size_t) { self->on_read(ec); });
+    http::async_read(s, buffer_, *parser_, [self = shared_from_this()](beast::error_code ec, std::size_t) {
+      self->clear_deadline();
+      self->on_read(ec);
+    });
   });
 }
 
@@ -238,11 +303,12 @@ void session::handle(http::request<http::string_body>&& req) {
                     state.ui ? "no such file in the web console" : "the web console is not built (run the set-up)");
       return;
     }
-    respond(ctx, 200, file->content_type, file->body,
-            file->immutable ? "Cache-Control: public, max-age=31536000, immutable\r\n"
-                            : "Cache-Control: no-cache\r\nX-Content-Type-Options: nosniff\r\nX-Frame-Options: DENY\r\n"
-                              "Content-Security-Policy: default-src 'self'; style-src 'self' 'unsafe-inline'; "
-                              "img-src 'self' data:; connect-src 'self'\r\n");
+    respond_static(ctx, file->content_type, file->body,
+                   file->immutable
+                       ? "Cache-Control: public, max-age=31536000, immutable\r\n"
+                       : "Cache-Control: no-cache\r\nX-Content-Type-Options: nosniff\r\nX-Frame-Options: DENY\r\n"
+                         "Content-Security-Policy: default-src 'self'; style-src 'self' 'unsafe-inline'; "
+                         "img-src 'self' data:; connect-src 'self'\r\n");
     return;
   }
 
@@ -482,7 +548,7 @@ void session::graceful_close() {
   visit([&](auto& s) {
     beast::error_code ec;
     s.socket().shutdown(asio::socket_base::shutdown_send, ec);
-    s.expires_after(std::chrono::seconds(2));
+    set_deadline(std::chrono::seconds(2)); // the sweep closes it then
     auto scratch = std::make_shared<std::array<char, 4096>>();
     struct drain {
       std::shared_ptr<session> self;
@@ -490,6 +556,7 @@ void session::graceful_close() {
       void operator()(beast::error_code ec, std::size_t) {
         self->visit([&](auto& s) {
           if (ec) {
+            self->clear_deadline();
             beast::error_code ignored;
             s.socket().close(ignored);
             return;

@@ -13,6 +13,7 @@
 #include <boost/beast/http/parser.hpp>
 #include <boost/beast/http/string_body.hpp>
 
+#include <array>
 #include <chrono>
 #include <functional>
 #include <memory>
@@ -84,6 +85,10 @@ public:
   /// Writes a whole response and then reads the next request or closes.
   void respond(request_context& ctx, int status, std::string_view content_type, std::string_view body,
                std::string_view extra_headers = {});
+  /// The same for a body that outlives the session (a web-console file): written from
+  /// where it is, not copied into the session's buffer.
+  void respond_static(request_context& ctx, std::string_view content_type, std::string_view body,
+                      std::string_view extra_headers);
   void respond_error(request_context& ctx, error_kind kind, std::string_view message, std::string_view code = {},
                      std::string_view extra_headers = {}, std::string_view param = {});
 
@@ -102,12 +107,23 @@ public:
   server_worker& worker() { return worker_; }
   executor_type executor();
 
+  /// The sweep (worker.hpp): past its deadline a connection is closed, which ends its
+  /// pending read or write with operation_aborted.
+  void check_deadline(std::chrono::steady_clock::time_point now);
+
 private:
   void do_read();
+  /// The socket is readable: read into the worker's scratch and parse.
+  void on_readable();
+  /// Parses what buffer_ holds; a request still arriving is read on under header_timeout_ms.
   void read_request();
+  void set_deadline(std::chrono::milliseconds after) { deadline_ = std::chrono::steady_clock::now() + after; }
+  void clear_deadline() { deadline_ = std::chrono::steady_clock::time_point::max(); }
   void on_read(beast::error_code ec);
   void handle(http::request<http::string_body>&& req);
   void after_response(bool keep_alive);
+  void respond_with(request_context& ctx, int status, std::string_view content_type, std::string_view body,
+                    std::string_view extra_headers, bool by_reference);
   /// Writes out_: at once as far as the socket takes it, the rest asynchronously; then
   /// `then(ok)` runs from the io_context (defined and used in session.cpp only).
   template <class Then> void send_out(Then&& then);
@@ -137,12 +153,18 @@ private:
 
   server_worker& worker_;
   std::variant<tcp_stream, uds_stream> stream_;
+  /// Bytes of a request not parsed yet (empty, and without memory, between requests).
   beast::flat_buffer buffer_;
+  /// When the pending read or write (or the drain after a close) is given up; max while
+  /// nothing downstream is awaited (an answer from an actor or an upstream has its own).
+  std::chrono::steady_clock::time_point deadline_ = std::chrono::steady_clock::time_point::max();
   std::optional<http::request_parser<http::string_body>> parser_;
   std::string out_;
-  bool idle_ = false;               ///< waiting for the next request
-  bool watching_ = false;           ///< watch_client's read is outstanding
-  bool resume_after_watch_ = false; ///< after_response waits for that read to end
+  std::string_view out_tail_;                  ///< written after out_: a static body, by reference
+  std::array<asio::const_buffer, 2> out_rest_; ///< what the asynchronous write still sends
+  bool idle_ = false;                          ///< waiting for the next request
+  bool watching_ = false;                      ///< watch_client's read is outstanding
+  bool resume_after_watch_ = false;            ///< after_response waits for that read to end
   bool resume_keep_alive_ = false;
   char watch_byte_ = 0;
   bool closed_ = false;

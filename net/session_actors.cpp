@@ -200,7 +200,7 @@ void session::forward_to_actors(request_context& ctx, http::request<http::string
 void session::watch_client(std::function<void()> on_gone) {
   watching_ = true;
   visit([&](auto& s) {
-    s.expires_never(); // the answer's own deadline bounds the wait
+    clear_deadline(); // the answer's own deadline bounds the wait
     s.async_read_some(asio::buffer(&watch_byte_, 1),
                       [self = shared_from_this(), on_gone = std::move(on_gone)](beast::error_code ec, std::size_t n) {
                         self->watching_ = false;

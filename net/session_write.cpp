@@ -135,11 +135,27 @@ void session::append_head(std::string& out, const request_context& ctx, int stat
 
 void session::respond(request_context& ctx, int status, std::string_view content_type, std::string_view body,
                       std::string_view extra_headers) {
+  respond_with(ctx, status, content_type, body, extra_headers, false);
+}
+
+void session::respond_static(request_context& ctx, std::string_view content_type, std::string_view body,
+                             std::string_view extra_headers) {
+  respond_with(ctx, 200, content_type, body, extra_headers, true);
+}
+
+void session::respond_with(request_context& ctx, int status, std::string_view content_type, std::string_view body,
+                           std::string_view extra_headers, bool by_reference) {
   if (worker_.state.draining.load(std::memory_order_relaxed)) ctx.keep_alive = false;
   out_.clear();
-  out_.reserve(256 + body.size());
+  bool with_body = ctx.method != "HEAD"; // HEAD: the head GET would have, no body (RFC 9110 9.3.2)
+  out_.reserve(256 + (by_reference ? 0 : body.size()));
   append_head(out_, ctx, status, content_type, extra_headers, body.size());
-  if (ctx.method != "HEAD") out_ += body; // HEAD: the head GET would have, no body (RFC 9110 9.3.2)
+  if (with_body) {
+    if (by_reference)
+      out_tail_ = body; // written from where it lives: no copy per client, however slow it reads
+    else
+      out_ += body;
+  }
   if (status >= 400 && ctx.error_code.empty()) ctx.error_code = error_code_of(body, status); // an actor's answer
   record(ctx, status);
   bool keep_alive = ctx.keep_alive;
@@ -156,15 +172,28 @@ template <class Then> void session::send_out(Then&& then) {
   // `then` is posted, never run inside the caller.
   std::size_t sent = 0;
   beast::error_code ec;
-  visit([&](auto& s) { sent = write_now(s.socket(), asio::buffer(out_), ec); });
-  if (ec || sent == out_.size()) {
+  std::array<asio::const_buffer, 2> all{asio::buffer(out_), asio::buffer(out_tail_.data(), out_tail_.size())};
+  auto total = out_.size() + out_tail_.size();
+  visit([&](auto& s) { sent = write_now(s.socket(), all, ec); });
+  if (ec || sent == total) {
+    out_tail_ = {};
     asio::post(worker_.ioc, [then = std::forward<Then>(then), ok = !ec]() mutable { then(ok); });
     return;
   }
+  // The rest: of the head (and the tail after it), or of the tail alone.
+  if (sent < out_.size())
+    out_rest_ = {asio::buffer(out_) + sent, all[1]};
+  else
+    out_rest_ = {asio::const_buffer{}, all[1] + (sent - out_.size())};
+  set_deadline(std::chrono::milliseconds(worker_.state.config.server.idle_timeout_ms));
   visit([&](auto& s) {
-    s.expires_after(std::chrono::milliseconds(worker_.state.config.server.idle_timeout_ms));
-    asio::async_write(s, asio::buffer(out_) + sent,
-                      [then = std::forward<Then>(then)](beast::error_code ec, std::size_t) mutable { then(!ec); });
+    asio::async_write(
+        s, out_rest_,
+        [self = shared_from_this(), then = std::forward<Then>(then)](beast::error_code ec, std::size_t) mutable {
+          self->clear_deadline();
+          self->out_tail_ = {};
+          then(!ec);
+        });
   });
 }
 

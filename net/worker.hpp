@@ -5,6 +5,9 @@
 
 #include "net/upstream.hpp"
 
+#include <boost/asio/steady_timer.hpp>
+
+#include <array>
 #include <atomic>
 #include <list>
 #include <memory>
@@ -36,6 +39,19 @@ public:
   std::list<session*> sessions;
   asio::io_context ioc{1};
   upstream_pool pool; ///< destroyed first: its sockets belong to `ioc`
+
+  /// What a session reads a new request into. A connection waiting for its next request
+  /// holds no read buffer of its own: it waits for the socket to be readable, reads into
+  /// this, parses at once and keeps only bytes left over (a pipelined or unfinished
+  /// request). Safe to share because the read and the parse run in one handler.
+  static constexpr std::size_t read_scratch_bytes = 16 * 1024;
+  std::array<char, read_scratch_bytes> read_scratch;
+
+  /// One deadline per connection instead of a timer armed and cancelled per read and
+  /// write: every tick the sweep closes the sessions whose deadline passed (session.cpp).
+  static constexpr std::chrono::milliseconds sweep_tick{100};
+  asio::steady_timer sweep{ioc};
+  void start_sweep();
 };
 
 } // namespace lowart::net

@@ -14,8 +14,8 @@ namespace lowart::net {
 /// not an error). A whole answer or request nearly always fits, which spares the timed
 /// asynchronous write (a timer armed and cancelled, a completion posted); the caller
 /// writes the rest asynchronously.
-template <class Socket>
-std::size_t write_now(Socket& socket, boost::asio::const_buffer data, boost::system::error_code& ec) {
+template <class Socket, class ConstBuffers>
+std::size_t write_now(Socket& socket, const ConstBuffers& data, boost::system::error_code& ec) {
   ec = {};
   if (!socket.non_blocking()) socket.non_blocking(true, ec);
   std::size_t sent = ec ? 0 : socket.write_some(data, ec);

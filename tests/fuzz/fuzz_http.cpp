@@ -78,13 +78,23 @@ transcript serve(std::string_view in, std::size_t piece) {
   std::optional<net::request_parser> parser;
   net::prepare_parser(parser, max_header, max_body);
   boost::beast::flat_buffer buffer;
+  bool waiting = true; // between requests: the session reads into its worker's scratch
   for (std::size_t at = 0; at < in.size(); at += piece) {
     auto chunk = in.substr(at, piece);
-    auto room = buffer.prepare(chunk.size());
-    std::memcpy(room.data(), chunk.data(), chunk.size());
-    buffer.commit(chunk.size());
+    boost::beast::error_code ec;
+    if (waiting && buffer.size() == 0) {
+      // As session::on_readable: parsed where it was read, only the rest kept.
+      std::string_view bytes = chunk;
+      ec = net::parse_bytes(*parser, bytes);
+      buffer.commit(boost::asio::buffer_copy(buffer.prepare(bytes.size()), boost::asio::buffer(bytes)));
+    } else {
+      auto room = buffer.prepare(chunk.size());
+      std::memcpy(room.data(), chunk.data(), chunk.size());
+      buffer.commit(chunk.size());
+      ec = net::parse_buffered(*parser, buffer);
+    }
+    waiting = false;
     for (;;) {
-      auto ec = net::parse_buffered(*parser, buffer);
       if (ec) {
         // A failed read is answered (400/413/431) and the connection closed; only a
         // peer that went away is closed silently, which parsing bytes cannot cause.
@@ -102,6 +112,11 @@ transcript serve(std::string_view in, std::size_t piece) {
                              std::to_string(req.body().size()));
       if (!req.keep_alive()) return out;
       net::prepare_parser(parser, max_header, max_body); // the next (pipelined) request
+      if (buffer.size() == 0) {
+        waiting = true;
+        break;
+      }
+      ec = net::parse_buffered(*parser, buffer);
     }
   }
   return out;
