@@ -66,7 +66,7 @@ void proxy_call::start() {
 void proxy_call::admitted() {
   deadline_ = ctx_.start + std::chrono::milliseconds(total_ms());
   capture_ = route_->log_bodies || (!ctx_.who->master && ctx_.who->key->log_bodies);
-  if (stream_) pending_.reserve(8 * 1024); // one burst of events without regrowing
+  if (stream_) pending_.reserve(2 * 1024); // a few events without regrowing (a burst grows it)
   next_candidate();
 }
 

@@ -277,8 +277,9 @@ private:
   std::optional<http::response_parser<http::buffer_body>> parser_;
   std::optional<http::response_parser<http::string_body>> full_;
   /// A stream's read buffer, made when the first stream read starts: a JSON answer does
-  /// not carry 16 KiB it never uses (that made every request a large allocation).
-  static constexpr std::size_t read_buf_size = 16 * 1024;
+  /// not carry one it never uses. Events are small and come a few at a time; a larger
+  /// burst is taken in several parses (need_buffer), so a held stream keeps 4 KiB here.
+  static constexpr std::size_t read_buf_size = 4 * 1024;
   std::unique_ptr<char[]> read_buf_;
   sse_parser sse_;
   std::string pending_;       ///< complete SSE events not yet written to the client

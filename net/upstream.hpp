@@ -41,8 +41,9 @@ public:
   }
 
   /// Beast reads at most the free capacity of the buffer (512 bytes when it is new):
-  /// reserve enough that one read takes a whole response or a burst of SSE events.
-  static constexpr std::size_t read_buffer_bytes = 16 * 1024;
+  /// reserve enough that one read takes a typical whole response or a burst of SSE
+  /// events (a larger answer grows it). Every held stream and pooled connection keeps it.
+  static constexpr std::size_t read_buffer_bytes = 8 * 1024;
 
   /// Calls `f(stream)` with the concrete stream type (plain_stream or tls_stream).
   template <class F> decltype(auto) visit(F&& f) { return std::visit(std::forward<F>(f), stream_); }

@@ -11,6 +11,7 @@ import { createHash, randomBytes } from 'node:crypto';
 import fsp from 'node:fs/promises';
 import net from 'node:net';
 import path from 'node:path';
+import { getEncoding } from 'js-tiktoken';
 import { api, cleanupAll, renderConfig, sleep, startGateway, startMock, tempDir, TIME_SCALE } from './harness.mjs';
 
 let gw;
@@ -30,7 +31,10 @@ before(async () => {
     config: renderConfig({
       server: { send_buffer_bytes: 4096, idle_timeout_ms: 8000 },
       providers: [{ name: 'mock', base_url: `${mock.url}/v1` }],
-      models: [{ name: 'gpt-demo', deployments: [{ provider: 'mock', model: 'mock-model' }] }],
+      models: [{ name: 'gpt-demo', deployments: [{ provider: 'mock', model: 'mock-model' }] },
+        // 400 events of 1,000 bytes written as fast as lowart reads: bursts far larger than
+        // its 4 KiB stream read buffer.
+        { name: 'gpt-4o', deployments: [{ provider: 'mock', model: 'mock-flood-400' }] }],
     }),
     env: { LOWART_UI_DIR: ui },
   });
@@ -180,4 +184,29 @@ test('a HEAD of a large file is followed by the next answer on the same connecti
   assert.match(heads[0], new RegExp(`Content-Length: ${big.length}\r\n`));
   assert.ok(heads[0].endsWith('\r\n\r\n'), 'the HEAD answer carries no body');
   assert.match(heads[1], /\{"status":"ok"\}$/);
+});
+
+test('a stream arriving in bursts larger than the read buffer is relayed whole and counted exactly', async () => {
+  const res = await fetch(`${gw.url}/v1/chat/completions`, {
+    method: 'POST',
+    headers: { authorization: `Bearer ${gw.masterKey}`, 'content-type': 'application/json' },
+    body: JSON.stringify({ model: 'gpt-4o', stream: true, stream_options: { include_usage: true },
+      messages: [{ role: 'user', content: 'flood me' }] }),
+  });
+  assert.equal(res.status, 200);
+  const text = await res.text();
+  let content = '';
+  let usage;
+  for (const line of text.split('\n')) {
+    if (!line.startsWith('data: ') || line === 'data: [DONE]') continue;
+    const ev = JSON.parse(line.slice(6));
+    content += ev.choices?.[0]?.delta?.content ?? '';
+    if (ev.usage) usage = ev.usage;
+  }
+  assert.ok(text.trimEnd().endsWith('data: [DONE]'));
+  let filler = '';
+  while (filler.length < 1000) filler += 'flood ';
+  assert.equal(content, filler.repeat(400));
+  // The reference count of the whole text (js-tiktoken), not lowart's own.
+  assert.equal(usage.completion_tokens, getEncoding('o200k_base').encode(content).length);
 });
