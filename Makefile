@@ -52,6 +52,9 @@ soak:           ## SOAK_SECONDS (180) of mixed traffic with faults: RSS, descrip
 bench-spike:    ## RSS after 5,000 idle connections and 200 stalled readers of the console bundle
 	scripts/setup.sh --bench && scripts/build.sh default && bench/spike.sh
 
+bench-allocs:   ## heap allocations per JSON request, counted by heaptrack (exact, no timing noise)
+	scripts/setup.sh --bench && scripts/build.sh default && bench/allocs.sh
+
 bench-peers:    ## ../shared/bench/peer_bench.sh with lowart as the extra target
 	scripts/setup.sh --bench && scripts/build.sh default && bench/peers.sh
 

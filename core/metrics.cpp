@@ -6,6 +6,7 @@
 #include <prometheus/registry.h>
 #include <prometheus/text_serializer.h>
 
+#include <charconv>
 #include <map>
 #include <mutex>
 #include <unordered_map>
@@ -172,10 +173,11 @@ families& all() {
   return *f;
 }
 
-std::string cache_key(std::string_view a, std::string_view b) {
-  std::string k;
-  k.reserve(a.size() + b.size() + 1);
-  k += a;
+/// The per-thread caches' key, built in a buffer of the thread's own: a lookup of a
+/// label pair the cache has seen allocates nothing.
+const std::string& cache_key(std::string_view a, std::string_view b) {
+  thread_local std::string k;
+  k.assign(a);
   k += '\x1f';
   k += b;
   return k;
@@ -185,7 +187,9 @@ std::string cache_key(std::string_view a, std::string_view b) {
 
 counter http_requests(std::string_view route, int status) {
   thread_local std::unordered_map<std::string, prometheus::Counter*> cache;
-  auto key = cache_key(route, std::to_string(status));
+  char digits[12];
+  auto end = std::to_chars(digits, digits + sizeof digits, status).ptr;
+  const auto& key = cache_key(route, std::string_view(digits, static_cast<std::size_t>(end - digits)));
   auto& slot = cache[key];
   if (!slot) slot = &all().http_requests.Add({{"route", std::string(route)}, {"status", std::to_string(status)}});
   return counter{slot};
@@ -204,7 +208,7 @@ counter tokens(std::string_view model, std::string_view type) {
 
 counter upstream_requests(std::string_view deployment, std::string_view status) {
   thread_local std::unordered_map<std::string, prometheus::Counter*> cache;
-  auto key = cache_key(deployment, status);
+  const auto& key = cache_key(deployment, status);
   auto& slot = cache[key];
   if (!slot)
     slot = &all().upstream_requests.Add({{"deployment", std::string(deployment)}, {"status", std::string(status)}});

@@ -7,6 +7,7 @@
 #include "net/validate.hpp"
 
 #include <algorithm>
+#include <charconv>
 #include <cstdio>
 
 namespace lowart::net::proxy_detail {
@@ -152,7 +153,8 @@ bool proxy_call::check_request(simdjson::dom::object& obj) {
   std::vector<rate_limiter::subject_ref> subjects;
   if (!ctx_.who->master) {
     of_key.emplace(keys.get(), *ctx_.who->key);
-    subjects = of_key->list;
+    subjects.reserve(of_key->list.size() + 1); // + the model's: one allocation, not a copy and a regrowth
+    subjects.assign(of_key->list.begin(), of_key->list.end());
   }
   std::string model_id;
   if (route_->lim.any()) {
@@ -304,35 +306,63 @@ void proxy_call::add_candidates(const model_route& route) {
   }
 }
 
+namespace {
+
+void append_int(std::string& out, std::int64_t n) {
+  char buf[24];
+  auto end = std::to_chars(buf, buf + sizeof buf, n).ptr;
+  out.append(buf, end);
+}
+
+/// A reset as OpenAI writes it: a duration like "1.5s".
+void append_seconds(std::string& out, std::int64_t ms) {
+  char buf[32];
+  int n = std::snprintf(buf, sizeof buf, "%.3gs", static_cast<double>(std::max<std::int64_t>(0, ms)) / 1000.0);
+  out.append(buf, static_cast<std::size_t>(std::max(0, n)));
+}
+
+} // namespace
+
+// Both are built in one reserved string: these headers were 19 allocations per request.
 std::string proxy_call::gateway_headers() const {
-  std::string h = "x-lowart-deployment: ";
+  std::string h;
+  h.reserve(448);
+  h += "x-lowart-deployment: ";
   h += dep_->id;
   h += "\r\nx-lowart-fallbacks: ";
-  h += std::to_string(fallbacks_);
+  append_int(h, fallbacks_);
   h += "\r\n";
-  h += ratelimit_headers();
+  append_ratelimit_headers(h);
   return h;
 }
 
 std::string proxy_call::ratelimit_headers() const {
-  // OpenAI's names; resets as durations like "1.5s".
   std::string h;
-  auto seconds = [](std::int64_t ms) {
-    char buf[32];
-    std::snprintf(buf, sizeof buf, "%.3gs", static_cast<double>(std::max<std::int64_t>(0, ms)) / 1000.0);
-    return std::string(buf);
-  };
-  if (limit_.limit_requests) {
-    h += "x-ratelimit-limit-requests: " + std::to_string(limit_.limit_requests) + "\r\n";
-    h += "x-ratelimit-remaining-requests: " + std::to_string(limit_.remaining_requests) + "\r\n";
-    h += "x-ratelimit-reset-requests: " + seconds(limit_.reset_requests_ms) + "\r\n";
-  }
-  if (limit_.limit_tokens) {
-    h += "x-ratelimit-limit-tokens: " + std::to_string(limit_.limit_tokens) + "\r\n";
-    h += "x-ratelimit-remaining-tokens: " + std::to_string(limit_.remaining_tokens) + "\r\n";
-    h += "x-ratelimit-reset-tokens: " + seconds(limit_.reset_tokens_ms) + "\r\n";
-  }
+  h.reserve(384);
+  append_ratelimit_headers(h);
   return h;
+}
+
+void proxy_call::append_ratelimit_headers(std::string& h) const {
+  // OpenAI's names; resets as durations like "1.5s".
+  auto three = [&h](std::string_view what, std::int64_t limit, std::int64_t remaining, std::int64_t reset_ms) {
+    h += "x-ratelimit-limit-";
+    h += what;
+    h += ": ";
+    append_int(h, limit);
+    h += "\r\nx-ratelimit-remaining-";
+    h += what;
+    h += ": ";
+    append_int(h, remaining);
+    h += "\r\nx-ratelimit-reset-";
+    h += what;
+    h += ": ";
+    append_seconds(h, reset_ms);
+    h += "\r\n";
+  };
+  if (limit_.limit_requests)
+    three("requests", limit_.limit_requests, limit_.remaining_requests, limit_.reset_requests_ms);
+  if (limit_.limit_tokens) three("tokens", limit_.limit_tokens, limit_.remaining_tokens, limit_.reset_tokens_ms);
 }
 
 } // namespace lowart::net::proxy_detail

@@ -174,6 +174,7 @@ private:
   void finish_request(int status);
   std::string gateway_headers() const;
   std::string ratelimit_headers() const;
+  void append_ratelimit_headers(std::string& out) const;
   void count_usage();
   /// The encoding of the current deployment's model ("" when tiktoken does not know it:
   /// o200k_base stands in, and lowart's counts are estimates), and its tokenizer (null

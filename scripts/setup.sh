@@ -2,7 +2,7 @@
 # Installs everything lowart needs to build, run and test on Debian 12 (bookworm).
 # Idempotent and quick when nothing is missing. Needs root (apt-get).
 #   scripts/setup.sh          build + run + test dependencies
-#   scripts/setup.sh --bench  also the load tools (wrk, nginx for the peer benchmark)
+#   scripts/setup.sh --bench  also the load tools (wrk, nginx for the peer benchmark, heaptrack)
 set -euo pipefail
 
 packages=(
@@ -16,7 +16,7 @@ packages=(
   chromium   # the web console's browser tests (playwright-core drives it headless)
 )
 if [[ "${1:-}" == "--bench" ]]; then
-  packages+=(wrk nginx-light libnginx-mod-http-js)
+  packages+=(wrk nginx-light libnginx-mod-http-js heaptrack)
 fi
 command -v node >/dev/null 2>&1 || packages+=(nodejs npm)
 
