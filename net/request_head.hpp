@@ -9,6 +9,7 @@
 
 #include "core/request_id.hpp"
 #include "net/errors.hpp"
+#include "net/head_arena.hpp"
 #include "net/routing.hpp"
 
 #include <boost/asio/error.hpp>
@@ -29,13 +30,19 @@ namespace asio = boost::asio; // as in net/session.hpp
 namespace beast = boost::beast;
 namespace http = beast::http;
 
-using request_parser = http::request_parser<http::string_body>;
-
 /// A fresh parser for the next request, with the server's limits; eager: the body is
 /// parsed as it arrives, with the head.
+/// `arena`: where the head is kept (head_arena.hpp); the heap without one.
 inline void prepare_parser(std::optional<request_parser>& parser, std::size_t max_header_bytes,
-                           std::uint64_t max_body_bytes) {
-  parser.emplace();
+                           std::uint64_t max_body_bytes, head_arena* arena = nullptr) {
+  parser.reset(); // the last request's head is gone before its arena is reused
+  if (arena) {
+    arena->reset();
+    parser.emplace(http::request_header<request_fields>(request_fields(head_allocator(arena))));
+  } else {
+    parser.emplace(
+        http::request_header<request_fields>(request_fields(head_allocator(std::pmr::new_delete_resource()))));
+  }
   parser->header_limit(static_cast<std::uint32_t>(max_header_bytes));
   parser->body_limit(max_body_bytes);
   parser->eager(true);
@@ -92,7 +99,7 @@ inline std::optional<read_refusal> refusal_for(beast::error_code ec, std::uint64
 }
 
 /// The credential a client presents (routing.hpp): a bearer token or x-api-key.
-inline std::string_view presented_key(const http::request<http::string_body>& req) {
+inline std::string_view presented_key(const downstream_request& req) {
   auto auth = req.find(http::field::authorization);
   auto x_api_key = req.find("x-api-key");
   return presented_key(auth != req.end(), auth != req.end() ? std::string_view(auth->value()) : std::string_view{},
@@ -117,7 +124,7 @@ struct request_head {
   head_verdict verdict = head_verdict::serve;
 };
 
-inline request_head read_head(const http::request<http::string_body>& req) {
+inline request_head read_head(const downstream_request& req) {
   request_head head;
   if (auto it = req.find("x-request-id"); it != req.end() && acceptable_request_id(it->value()))
     head.request_id = std::string(it->value());

@@ -92,7 +92,7 @@ std::string item_page(const std::string& items, std::string_view query, std::str
 }
 
 /// The client's headers for Lua hooks (credentials left out), as session.cpp makes them.
-std::string hook_headers(const http::request<http::string_body>& req) {
+std::string hook_headers(const downstream_request& req) {
   json::object_writer headers;
   for (const auto& field : req) {
     std::string name(field.name_string());
@@ -128,7 +128,7 @@ void create(session_ptr client, request_context&& ctx, std::string body, respons
   start_proxy(std::move(client), std::move(ctx), proxy_kind::responses, std::move(chat), std::move(ex));
 }
 
-void post(session_ptr client, request_context&& ctx, http::request<http::string_body>& req) {
+void post(session_ptr client, request_context&& ctx, downstream_request& req) {
   auto summary = responses::summarize(req.body());
   if (!summary.problem.empty()) {
     client->respond_error(ctx, error_kind::bad_request, summary.problem,
@@ -178,7 +178,7 @@ void post(session_ptr client, request_context&& ctx, http::request<http::string_
 
 } // namespace
 
-void serve_responses(session_ptr client, request_context&& ctx, http::request<http::string_body>& req) {
+void serve_responses(session_ptr client, request_context&& ctx, downstream_request& req) {
   std::string_view path = ctx.path;
   path = path.substr(0, path.find('?'));
   if (path.rfind("/v1", 0) == 0) path.remove_prefix(3);

@@ -8,6 +8,6 @@
 namespace lowart::net {
 
 /// Serves one request of the "responses" route; the key is already checked (ctx.who).
-void serve_responses(session_ptr client, request_context&& ctx, http::request<http::string_body>& req);
+void serve_responses(session_ptr client, request_context&& ctx, downstream_request& req);
 
 } // namespace lowart::net

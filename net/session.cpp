@@ -117,7 +117,7 @@ void session::do_read() {
   }
   idle_ = true;
   // request_head.hpp: the parser, its feeding and the refusals are the fuzzer's too.
-  prepare_parser(parser_, cfg.max_header_bytes, cfg.max_body_bytes);
+  prepare_parser(parser_, cfg.max_header_bytes, cfg.max_body_bytes, &head_arena_);
   if (buffer_.size() > 0) { // a pipelined request is already here
     read_request();
     return;
@@ -222,7 +222,7 @@ void session::on_read(beast::error_code ec) {
   handle(parser_->release());
 }
 
-void session::handle(http::request<http::string_body>&& req) {
+void session::handle(downstream_request&& req) {
   request_context ctx;
   ctx.start = std::chrono::steady_clock::now();
   // The route table (routing.hpp) lists what lowart serves: a path it does not list is

@@ -5,6 +5,7 @@
 
 #include "actors/state.hpp"
 #include "net/errors.hpp"
+#include "net/head_arena.hpp"
 
 #include <boost/asio/local/stream_protocol.hpp>
 #include <boost/beast/core/basic_stream.hpp>
@@ -120,7 +121,7 @@ private:
   void set_deadline(std::chrono::milliseconds after) { deadline_ = std::chrono::steady_clock::now() + after; }
   void clear_deadline() { deadline_ = std::chrono::steady_clock::time_point::max(); }
   void on_read(beast::error_code ec);
-  void handle(http::request<http::string_body>&& req);
+  void handle(downstream_request&& req);
   void after_response(bool keep_alive);
   void respond_with(request_context& ctx, int status, std::string_view content_type, std::string_view body,
                     std::string_view extra_headers, bool by_reference);
@@ -131,12 +132,11 @@ private:
   std::string render_breakers();
   /// The scheme and host agent cards name: [server] public_url, else the Host header
   /// (X-Forwarded-Proto/-Host instead when the peer is one of [server] trusted_proxies).
-  std::string public_base(const http::request<http::string_body>& req);
+  std::string public_base(const downstream_request& req);
   /// GET /readyz: ready, degraded (with why) or not ready.
   void respond_readiness(request_context& ctx);
   /// Hands an admin, /v1/me or MCP request to the actors and answers when they do.
-  void forward_to_actors(request_context& ctx, http::request<http::string_body>& req, bool mcp, bool jobs = false,
-                         bool a2a = false);
+  void forward_to_actors(request_context& ctx, downstream_request& req, bool mcp, bool jobs = false, bool a2a = false);
   /// While an answer is out with the actors: a one-byte read that notices the client
   /// hanging up (then `on_gone` runs). A byte that does arrive (a pipelined request) is
   /// kept for the next parse. after_response() ends the watch before reading on.
@@ -147,7 +147,7 @@ private:
   void know_peer();
   /// The request's client for the log: the peer, or behind a trusted proxy the last
   /// address of X-Forwarded-For (the one that proxy saw).
-  std::string client_ip_of(const http::request<http::string_body>& req);
+  std::string client_ip_of(const downstream_request& req);
 
   template <class F> decltype(auto) visit(F&& f) { return std::visit(std::forward<F>(f), stream_); }
 
@@ -158,7 +158,8 @@ private:
   /// When the pending read or write (or the drain after a close) is given up; max while
   /// nothing downstream is awaited (an answer from an actor or an upstream has its own).
   std::chrono::steady_clock::time_point deadline_ = std::chrono::steady_clock::time_point::max();
-  std::optional<http::request_parser<http::string_body>> parser_;
+  head_arena head_arena_; ///< the request head's fields (declared before the parser that uses it)
+  std::optional<request_parser> parser_;
   std::string out_;
   std::string_view out_tail_;                  ///< written after out_: a static body, by reference
   std::array<asio::const_buffer, 2> out_rest_; ///< what the asynchronous write still sends

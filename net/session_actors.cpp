@@ -120,8 +120,7 @@ std::string_view first_value(std::string_view list) {
 
 } // namespace
 
-void session::forward_to_actors(request_context& ctx, http::request<http::string_body>& req, bool mcp, bool jobs,
-                                bool a2a) {
+void session::forward_to_actors(request_context& ctx, downstream_request& req, bool mcp, bool jobs, bool a2a) {
   actors::admin_call call;
   call.method = ctx.method;
   call.path = ctx.path;
@@ -240,7 +239,7 @@ void session::know_peer() {
   }
 }
 
-std::string session::client_ip_of(const http::request<http::string_body>& req) {
+std::string session::client_ip_of(const downstream_request& req) {
   know_peer();
   if (peer_trusted_)
     if (auto it = req.find("x-forwarded-for"); it != req.end()) {
@@ -258,7 +257,7 @@ std::string session::client_ip_of(const http::request<http::string_body>& req) {
   return peer_ip_;
 }
 
-std::string session::public_base(const http::request<http::string_body>& req) {
+std::string session::public_base(const downstream_request& req) {
   const auto& cfg = worker_.state.config.server;
   if (!cfg.public_url.empty()) return cfg.public_url;
   std::string_view scheme = "http";

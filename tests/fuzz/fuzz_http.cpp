@@ -27,7 +27,7 @@ void check(bool ok) {
   if (!ok) std::abort();
 }
 
-void check_request(const http::request<http::string_body>& req) {
+void check_request(const net::downstream_request& req) {
   auto head = net::read_head(req);
   // The path is the target up to its query; the verdict is the route table's.
   check(head.path.find('?') == std::string::npos && std::string_view(req.target()).starts_with(head.path));
@@ -75,8 +75,9 @@ struct transcript {
 transcript serve(std::string_view in, std::size_t piece) {
   constexpr std::size_t max_header = 16 * 1024, max_body = 64 * 1024;
   transcript out;
+  net::head_arena arena; // as the session's: the head's fields live in it
   std::optional<net::request_parser> parser;
-  net::prepare_parser(parser, max_header, max_body);
+  net::prepare_parser(parser, max_header, max_body, &arena);
   boost::beast::flat_buffer buffer;
   bool waiting = true; // between requests: the session reads into its worker's scratch
   for (std::size_t at = 0; at < in.size(); at += piece) {
@@ -106,12 +107,16 @@ transcript serve(std::string_view in, std::size_t piece) {
         return out;
       }
       if (!parser->is_done()) break; // the session waits for more bytes
-      auto req = parser->release();
-      check_request(req);
-      out.requests.push_back(std::string(req.method_string()) + " " + std::string(req.target()) + " " +
-                             std::to_string(req.body().size()));
-      if (!req.keep_alive()) return out;
-      net::prepare_parser(parser, max_header, max_body); // the next (pipelined) request
+      bool keep_alive = false;
+      {
+        auto req = parser->release(); // gone before the arena is reused, as in the session
+        check_request(req);
+        out.requests.push_back(std::string(req.method_string()) + " " + std::string(req.target()) + " " +
+                               std::to_string(req.body().size()));
+        keep_alive = req.keep_alive();
+      }
+      if (!keep_alive) return out;
+      net::prepare_parser(parser, max_header, max_body, &arena); // the next (pipelined) request
       if (buffer.size() == 0) {
         waiting = true;
         break;
