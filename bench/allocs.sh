@@ -15,6 +15,8 @@ bench_config allocs > "$work/allocs.toml"
 bench_mock $mock_port
 sleep 0.3
 body='{"model":"gpt-4o-mini","messages":[{"role":"user","content":"Hello there, how are you today?"}],"max_tokens":32}'
+# ALLOCS_STREAM=1: the same request streamed (the mock sends its events one by one).
+[[ -n ${ALLOCS_STREAM:-} ]] && body=${body%\}}',"stream":true}'
 
 run() { # SECONDS -> prints "requests allocation_calls"
   local secs=$1 master=sk-allocs-$RANDOM$RANDOM hp gp key reqs calls
@@ -38,5 +40,5 @@ run() { # SECONDS -> prints "requests allocation_calls"
 }
 read -r r1 c1 < <(run 1)
 read -r r2 c2 < <(run 6)
-echo "allocs: bin=$BIN rev=$(git rev-parse --short HEAD) short: $r1 requests $c1 calls; long: $r2 requests $c2 calls;" \
+echo "allocs: ${ALLOCS_STREAM:+stream }bin=$BIN rev=$(git rev-parse --short HEAD) short: $r1 requests $c1 calls; long: $r2 requests $c2 calls;" \
   "allocations per request: $(echo "($c2 - $c1) / ($r2 - $r1)" | bc -l | cut -c1-5)"

@@ -282,6 +282,8 @@ private:
   /// burst is taken in several parses (need_buffer), so a held stream keeps 4 KiB here.
   static constexpr std::size_t read_buf_size = 4 * 1024;
   std::unique_ptr<char[]> read_buf_;
+  std::string wire_;        ///< what flush_to_client writes next (swapped with the session's)
+  bool flush_done_ = false; ///< the write in flight ends the stream
   sse_parser sse_;
   std::string pending_;       ///< complete SSE events not yet written to the client
   bool content_seen_ = false; ///< held-back preamble released

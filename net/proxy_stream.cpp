@@ -6,6 +6,7 @@
 #include "core/log.hpp"
 #include "net/proxy_internal.hpp"
 #include "net/responses.hpp"
+#include "net/session_send.hpp"
 
 #include <boost/beast/http/read.hpp>
 
@@ -159,7 +160,8 @@ void proxy_call::on_event(const sse_event& upstream_event) {
 
 void proxy_call::flush_to_client(bool done) {
   if (responses_) responses_->convert(pending_, done, passthrough_);
-  std::string out;
+  auto& out = wire_; // alternates with the session's buffer (write_raw_swapping)
+  out.clear();
   out.reserve(pending_.size() + 512);
   if (!head_sent_) {
     first_byte_ = std::chrono::steady_clock::now();
@@ -176,9 +178,10 @@ void proxy_call::flush_to_client(bool done) {
     pending_.clear();
   }
   if (done) out += "0\r\n\r\n";
-  client_->write_raw(std::move(out), [self = shared_from_this(), done](bool ok) {
+  flush_done_ = done;
+  client_->write_raw_swapping(out, [self = shared_from_this()](bool ok) {
     if (!ok) return self->client_gone();
-    if (done)
+    if (self->flush_done_)
       self->finish_stream();
     else
       self->read_stream();

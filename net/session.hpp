@@ -95,6 +95,10 @@ public:
 
   /// Raw write for streamed responses; one write in flight (the caller waits for `done`).
   void write_raw(std::string data, std::function<void(bool ok)> done);
+  /// The same, swapping buffers: `data` comes back empty holding the session's last write
+  /// buffer, so a stream that alternates the two makes no allocation per event.
+  /// `done(ok)` is posted, never run inside the call (net/session_send.hpp).
+  template <class Done> void write_raw_swapping(std::string& data, Done&& done);
   /// A streamed response ended: record it, then read the next request or close.
   void end_streamed(request_context& ctx, int status, bool keep_alive);
 
@@ -126,7 +130,7 @@ private:
   void respond_with(request_context& ctx, int status, std::string_view content_type, std::string_view body,
                     std::string_view extra_headers, bool by_reference);
   /// Writes out_: at once as far as the socket takes it, the rest asynchronously; then
-  /// `then(ok)` runs from the io_context (defined and used in session.cpp only).
+  /// `then(ok)` runs from the io_context (net/session_send.hpp).
   template <class Then> void send_out(Then&& then);
   void record(const request_context& ctx, int status);
   std::string render_breakers();

@@ -221,6 +221,7 @@ void completion_text::reset(protocol upstream) {
 void completion_text::add_event(std::string_view data, const bpe_tokenizer* tok) {
   counted_by_ = nullptr;
   if (data.empty()) return;
+  if (events_.capacity() < 2048) events_.reserve(2048); // one allocation for a typical answer, not one per doubling
   events_ += data;
   events_ += '\x1e'; // valid JSON cannot hold it raw
   if (events_.size() > max_events_) read_events(tok);
