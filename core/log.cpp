@@ -6,7 +6,9 @@
 #include <charconv>
 #include <chrono>
 #include <condition_variable>
+#include <cstdint>
 #include <cstdio>
+#include <cstring>
 #include <ctime>
 #include <memory>
 #include <mutex>
@@ -34,6 +36,14 @@ struct thread_buffer {
 constexpr std::size_t buffer_cap = 8 * 1024 * 1024;
 /// A buffer this full wakes the writer at once, instead of at its next tick.
 constexpr std::size_t wake_at = 64 * 1024;
+
+/// Each line in a thread's buffer is its sequence number (8 bytes) and the line.
+std::atomic<std::uint64_t> next_seq{0};
+std::uint64_t seq_at(const std::string& lines, std::size_t at) {
+  std::uint64_t seq;
+  std::memcpy(&seq, lines.data() + at, sizeof seq);
+  return seq;
+}
 
 /// Owns the background writer and the threads' buffers. Lives for the whole process
 /// (never destroyed, so logging during static destruction stays safe).
@@ -63,6 +73,7 @@ private:
   void run() {
     std::string out;
     std::vector<std::shared_ptr<thread_buffer>> buffers;
+    std::vector<std::string> taken;
     for (;;) {
       unsigned long long serving = 0;
       {
@@ -80,19 +91,42 @@ private:
         });
         buffers = buffers_;
       }
-      for (const auto& b : buffers) {
-        std::size_t dropped = 0;
-        {
-          std::lock_guard guard{b->mutex};
-          out += b->lines;
-          b->lines.clear();
-          if (b->lines.capacity() > 4 * wake_at) b->lines.shrink_to_fit(); // after a burst
-          dropped = std::exchange(b->dropped, 0);
-        }
-        if (dropped)
-          out += "{\"level\":\"warn\",\"msg\":\"log lines dropped: stderr is slower than the log\",\"dropped\":" +
-                 std::to_string(dropped) + "}\n";
+      // Lines carry a global sequence number (taken under their thread's lock, so each
+      // buffer is in order): everything numbered below `upto` is in its buffer by now, and
+      // the taken parts are merged in that order, so the log reads in the order lines
+      // were written whichever thread wrote them.
+      auto upto = next_seq.load(std::memory_order_relaxed);
+      taken.resize(buffers.size());
+      std::size_t dropped = 0;
+      for (std::size_t i = 0; i < buffers.size(); ++i) {
+        auto& b = *buffers[i];
+        std::lock_guard guard{b.mutex};
+        std::size_t at = 0;
+        while (at < b.lines.size() && seq_at(b.lines, at) < upto)
+          at = b.lines.find('\n', at + sizeof(std::uint64_t)) + 1;
+        taken[i].assign(b.lines, 0, at);
+        b.lines.erase(0, at);
+        if (b.lines.capacity() > 4 * wake_at && b.lines.size() < wake_at) b.lines.shrink_to_fit(); // after a burst
+        dropped += std::exchange(b.dropped, 0);
       }
+      std::vector<std::size_t> pos(buffers.size(), 0);
+      for (;;) {
+        std::size_t pick = taken.size();
+        for (std::size_t i = 0; i < taken.size(); ++i)
+          if (pos[i] < taken[i].size() &&
+              (pick == taken.size() || seq_at(taken[i], pos[i]) < seq_at(taken[pick], pos[pick])))
+            pick = i;
+        if (pick == taken.size()) break;
+        auto start = pos[pick] + sizeof(std::uint64_t);
+        auto end = taken[pick].find('\n', start) + 1;
+        out.append(taken[pick], start, end - start);
+        pos[pick] = end;
+      }
+      for (auto& t : taken)
+        t.clear();
+      if (dropped)
+        out += "{\"level\":\"warn\",\"msg\":\"log lines dropped: stderr is slower than the log\",\"dropped\":" +
+               std::to_string(dropped) + "}\n";
       buffers.clear();
       if (!out.empty()) {
         std::fwrite(out.data(), 1, out.size(), stderr);
@@ -210,6 +244,8 @@ void write(level lvl, std::string_view msg, std::initializer_list<field> fields)
   }
   // The line is formatted straight into the thread's buffer: no allocation per line.
   auto& line = buffer.lines;
+  auto seq = next_seq.fetch_add(1, std::memory_order_relaxed); // under the buffer's lock: see run()
+  line.append(reinterpret_cast<const char*>(&seq), sizeof seq);
   line += "{\"ts\":\"";
   line += second;
   line.append(ms, 3);

@@ -173,7 +173,8 @@ std::span<const route_entry> route_table() {
   return table;
 }
 
-const route_entry* find_route(std::string_view path) {
+namespace {
+const route_entry* scan_routes(std::string_view path) {
   const route_entry* best = nullptr;
   int best_literal = -1;
   for (const auto& r : table) {
@@ -185,6 +186,25 @@ const route_entry* find_route(std::string_view path) {
     }
   }
   return best;
+}
+} // namespace
+
+const route_entry* find_route(std::string_view path) {
+  // A connection (and a thread) asks for the same few paths again and again: the last
+  // answer is kept per thread, so the scan of the table runs when the path changes. The
+  // table is constant, so a kept answer never goes stale.
+  thread_local std::string last_path;
+  thread_local const route_entry* last_entry = nullptr;
+  thread_local bool known = false;
+  if (known && path == last_path) return last_entry;
+  last_entry = scan_routes(path);
+  if (path.size() <= 256) { // ids in paths vary; a long one is not worth keeping
+    last_path.assign(path);
+    known = true;
+  } else {
+    known = false;
+  }
+  return last_entry;
 }
 
 unsigned method_bit_of(std::string_view method) {

@@ -3,6 +3,7 @@
 #include <gtest/gtest.h>
 #include <simdjson.h>
 
+#include <atomic>
 #include <cstdio>
 #include <fstream>
 #include <map>
@@ -89,4 +90,38 @@ TEST(log, a_disabled_level_writes_nothing) {
   auto text = capture_stderr([] { lowart::log::info("quiet"); });
   lowart::log::set_level(lowart::log::level::info);
   EXPECT_EQ(text.find("quiet"), std::string::npos);
+}
+
+// Lines written one after another by different threads come out in that order (the
+// breaker's transitions are logged by whichever thread makes them, and read in order).
+TEST(log, lines_of_different_threads_keep_the_order_they_were_written_in) {
+  lowart::log::set_level(lowart::log::level::info);
+  constexpr int rounds = 400;
+  std::atomic<int> turn{0};
+  auto text = capture_stderr([&] {
+    auto player = [&](int me) {
+      for (int i = me; i < rounds; i += 2) {
+        while (turn.load() != i)
+          std::this_thread::yield();
+        lowart::log::info("turn", {{"i", i}});
+        turn.store(i + 1);
+      }
+    };
+    std::thread a(player, 0), b(player, 1);
+    a.join();
+    b.join();
+  });
+  simdjson::dom::parser parser;
+  std::istringstream lines(text);
+  std::string line;
+  int expect = 0;
+  while (std::getline(lines, line)) {
+    simdjson::dom::element doc;
+    ASSERT_EQ(parser.parse(line).get(doc), simdjson::SUCCESS) << line;
+    int64_t i = 0;
+    if (doc["i"].get_int64().get(i) != simdjson::SUCCESS) continue;
+    ASSERT_EQ(i, expect) << "line " << expect << " out of order";
+    ++expect;
+  }
+  EXPECT_EQ(expect, rounds);
 }
