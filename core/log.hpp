@@ -4,7 +4,8 @@
 // Lines are formatted by the caller's thread straight into that thread's own buffer (no
 // allocation per line, no lock shared between threads) and written in batches by one
 // background thread, so logging from an Asio thread or a CAF worker never blocks on
-// the terminal or a pipe. `log::flush()` writes everything out (shutdown, tests).
+// the terminal or a pipe; lines come out in the order they were written, across threads.
+// `log::flush()` writes everything out (shutdown, tests).
 
 #include <initializer_list>
 #include <string>
