@@ -4,6 +4,8 @@
 set -euo pipefail
 A=${1:?old lowart binary} B=${2:?new lowart binary}
 cd "$(dirname "$0")/.."
+mock_port=18390 gw_port=3390
+source bench/lib.sh # bench_config
 MOCK=${LOWART_MOCK_BIN:-build/lowart-mock}
 work=$(mktemp -d)
 cat > "$work/post.lua" <<'LUA'
@@ -17,20 +19,7 @@ trap 'kill $MP 2>/dev/null; rm -rf "$work"' EXIT
 sleep 0.5
 run() { # BIN LABEL
   local bin=$1 label=$2 dir; dir=$(mktemp -d)
-  cat > $dir/b.toml <<TOML
-[server]
-listen = "127.0.0.1:3390"
-[storage]
-sqlite_path = "$dir/b.db"
-[[providers]]
-name = "mock"
-base_url = "http://127.0.0.1:18390/v1"
-[[models]]
-name = "gpt-4o-mini"
-[[models.deployments]]
-provider = "mock"
-model = "mock-model"
-TOML
+  (work=$dir; bench_config ab) > $dir/b.toml
   LOWART_MASTER_KEY=sk-master-ab LOWART_LOG=${LOWART_LOG:-warn} $bin serve --config $dir/b.toml > $dir/log 2>&1 & local GP=$!
   for i in $(seq 50); do curl -s -o /dev/null 127.0.0.1:3390/healthz && break; sleep 0.1; done
   KEY=$(curl -s 127.0.0.1:3390/admin/keys -H 'authorization: Bearer sk-master-ab' -d '{"name":"ab","rpm":100000000,"tpm":1000000000000,"budget_tokens":1000000000000}' | sed -E 's/.*"key":"([^"]+)".*/\1/')

@@ -128,15 +128,18 @@ void session::do_read() {
   // Waiting for a request is bounded by the keep-alive idle timeout; once its first
   // bytes arrive, head and body must follow within header_timeout_ms (a client that
   // trickles its head a byte at a time is cut off then).
-  set_deadline(std::chrono::milliseconds(cfg.idle_timeout_ms));
+  wait_readable();
+}
+
+void session::wait_readable() {
+  set_deadline(std::chrono::milliseconds(worker_.state.config.server.idle_timeout_ms));
   visit([&](auto& s) {
     s.socket().async_wait(asio::socket_base::wait_read, [self = shared_from_this()](beast::error_code ec) {
       self->clear_deadline();
-      if (ec) {
+      if (ec)
         self->on_read(ec);
-        return;
-      }
-      self->on_readable();
+      else
+        self->on_readable();
     });
   });
 }
@@ -150,17 +153,7 @@ void session::on_readable() {
     if (!ec) n = socket.read_some(asio::buffer(worker_.read_scratch), ec);
   });
   if (ec == asio::error::would_block || ec == asio::error::try_again) { // readiness was spurious
-    idle_ = true;
-    set_deadline(std::chrono::milliseconds(worker_.state.config.server.idle_timeout_ms));
-    visit([&](auto& s) {
-      s.socket().async_wait(asio::socket_base::wait_read, [self = shared_from_this()](beast::error_code ec) {
-        self->clear_deadline();
-        if (ec)
-          self->on_read(ec);
-        else
-          self->on_readable();
-      });
-    });
+    wait_readable();
     return;
   }
   if (ec) {

@@ -118,6 +118,8 @@ public:
 
 private:
   void do_read();
+  /// Waits (under the idle timeout) for the next request's first bytes.
+  void wait_readable();
   /// The socket is readable: read into the worker's scratch and parse.
   void on_readable();
   /// Parses what buffer_ holds; a request still arriving is read on under header_timeout_ms.
