@@ -210,3 +210,16 @@ test('a stream arriving in bursts larger than the read buffer is relayed whole a
   // The reference count of the whole text (js-tiktoken), not lowart's own.
   assert.equal(usage.completion_tokens, getEncoding('o200k_base').encode(content).length);
 });
+
+test('client sockets get the configured send buffer ([server] send_buffer_bytes)', async () => {
+  const s = await connect();
+  try {
+    await exchange(['GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n'], 1); // the gateway has accepted by now
+    // The kernel's own view of lowart's end of the connection: skmem's tb is the send buffer.
+    const { execFileSync } = await import('node:child_process');
+    const out = execFileSync('ss', ['-tmnH', 'state', 'established', `( sport = :${gw.port} and dport = :${s.localPort} )`]).toString();
+    const tb = Number(/\btb(\d+)/.exec(out)?.[1]);
+    // SO_SNDBUF 4096 is doubled by the kernel (and raised to its minimum); autotuning starts at 16 KiB and grows.
+    assert.ok(tb > 0 && tb <= 2 * 4096 + 512, `lowart's send buffer is ${tb} bytes:\n${out}`);
+  } finally { s.destroy(); }
+});
