@@ -11,6 +11,7 @@ packages=(
   prometheus-cpp-dev libtomlplusplus-dev libcli11-dev liblua5.4-dev libpcre2-dev
   libgtest-dev libgmock-dev libbenchmark-dev clang libclang-rt-14-dev
   prometheus sqlite3 curl openssl ca-certificates procps
+  iproute2   # ss: the e2e tests read a socket's send buffer from the kernel
   libpq-dev libhiredis-dev   # PostgreSQL storage and Redis shared limits (scale-out)
   postgresql redis-server    # real servers on loopback for the scale-out tests
   chromium   # the web console's browser tests (playwright-core drives it headless)
